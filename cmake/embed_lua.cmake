@@ -1,0 +1,32 @@
+# Turns lua/<name>.lua into generated C: the bytes, and the SHA1 that Redis
+# will name the script by. Run with -P; see the root CMakeLists.txt.
+# A CR anywhere is refused so that the SHA is the same on every checkout.
+set(c_out "/* Generated from lua/*.lua by cmake/embed_lua.cmake. Do not edit. */\n#include \"cachet_scripts.h\"\n\n")
+set(h_out "/* Generated. Do not edit. */\n#ifndef CACHET_SCRIPTS_H\n#define CACHET_SCRIPTS_H\n#include <stddef.h>\n\ntypedef enum cachet_script_id {\n")
+set(table "const cachet_script cachet_scripts[CACHET_SCRIPT_COUNT] = {\n")
+foreach(s ${SCRIPTS})
+  set(f ${SRC_DIR}/${s}.lua)
+  file(READ ${f} body)
+  string(FIND "${body}" "\r" cr)
+  if(NOT cr EQUAL -1)
+    message(FATAL_ERROR "${f}: contains a CR; scripts must use LF line endings")
+  endif()
+  file(READ ${f} hex HEX)
+  file(SHA1 ${f} sha)
+  file(SIZE ${f} size)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," bytes "${hex}")
+  string(TOUPPER ${s} up)
+  string(APPEND h_out "  CACHET_SCRIPT_${up},\n")
+  string(APPEND c_out "static const unsigned char body_${s}[] = {${bytes}0x00};\n")
+  string(APPEND table "  {\"${s}\", (const char *)body_${s}, ${size}, \"${sha}\"},\n")
+endforeach()
+string(APPEND h_out "  CACHET_SCRIPT_COUNT\n} cachet_script_id;\n\ntypedef struct cachet_script {\n  const char *name;\n  const char *body;\n  size_t len;\n  const char *sha; /* 40 hex digits, lowercase */\n} cachet_script;\n\nextern const cachet_script cachet_scripts[CACHET_SCRIPT_COUNT];\n\n#endif\n")
+string(APPEND table "};\n")
+file(WRITE ${OUT_DIR}/cachet_scripts.h.tmp "${h_out}")
+file(WRITE ${OUT_DIR}/cachet_scripts.c.tmp "${c_out}\n${table}")
+# Only touch the outputs when they change, so nothing rebuilds needlessly.
+foreach(ext h c)
+  execute_process(COMMAND ${CMAKE_COMMAND} -E copy_if_different
+    ${OUT_DIR}/cachet_scripts.${ext}.tmp ${OUT_DIR}/cachet_scripts.${ext})
+  file(REMOVE ${OUT_DIR}/cachet_scripts.${ext}.tmp)
+endforeach()

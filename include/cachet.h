@@ -1,0 +1,545 @@
+/*
+ * cachet: a Redis-backed application cache for C services.
+ *
+ * This is the only public header. Everything in it is prefixed cachet_ or
+ * CACHET_. See docs/DESIGN.md for the key layout in Redis, the scripts'
+ * contracts, the threading model and the error model, and docs/FORMAT.md for
+ * the byte layout of stored values.
+ *
+ * Conventions that hold for every function below unless its comment says
+ * otherwise:
+ *
+ *  - Functions return an int status: CACHET_OK (0), a positive outcome that is
+ *    not an error (CACHET_MISS, CACHET_NOT_ACQUIRED, ...), or a negative error.
+ *    An error is never reported as a miss and a miss is never an error.
+ *  - After a negative status, cachet_last_error() returns a detail message for
+ *    the calling thread (the server's own words where there are some).
+ *  - Out-parameters come last. They are written only on success (or on the
+ *    positive outcome the comment names) and cleared on failure.
+ *  - Keys and values are binary-safe byte strings (NUL bytes included). Keys
+ *    must be non-empty. Tags and lock names are NUL-terminated strings.
+ *  - Buffers the caller passes in are only read during the call; cachet keeps
+ *    no pointer to them after it returns.
+ *  - Buffers cachet returns are allocated with malloc and owned by the caller,
+ *    who frees them with cachet_free() (or free()).
+ *  - The library never prints, never exits and never aborts on bad input.
+ *
+ * Thread-safety: one cachet handle may be shared by any number of threads.
+ * Each call borrows a connection from the handle's internal pool for its
+ * duration (see cachet_options.pool_size), so calls on one handle run in
+ * parallel up to the pool size and wait, at most timeout_ms, for a free
+ * connection beyond it. Option structs, lock handles and result structs are
+ * plain data: a thread may use its own freely, but must not share one with
+ * another thread without its own locking.
+ */
+#ifndef CACHET_H
+#define CACHET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CACHET_VERSION_MAJOR 0
+#define CACHET_VERSION_MINOR 1
+#define CACHET_VERSION_PATCH 0
+#define CACHET_VERSION_STRING "0.1.0"
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CACHET_API __attribute__((visibility("default")))
+#define CACHET_NODISCARD __attribute__((warn_unused_result))
+#define CACHET_NONNULL(...) __attribute__((nonnull(__VA_ARGS__)))
+#else
+#define CACHET_API
+#define CACHET_NODISCARD
+#define CACHET_NONNULL(...)
+#endif
+
+/*
+ * Status codes. One list generates the enum, cachet_strerror() and
+ * cachet_status_name(), so they cannot drift apart. Once released, a code's
+ * number never changes; new codes are added at the end of their sign.
+ *
+ * Positive codes are outcomes, not errors. The CLI maps them to exit 1.
+ * Negative codes are errors. The CLI maps EINVAL/ECONFIG to exit 2,
+ * ECORRUPT/EINTEGRITY/EVERSION to exit 4, and the rest to exit 3.
+ */
+#define CACHET_STATUS_MAP(XX)                                                  \
+  XX(OK, 0, "success")                                                         \
+  XX(MISS, 1, "cache miss")                                                    \
+  XX(NOT_ACQUIRED, 2, "lock not acquired")                                     \
+  XX(LOCK_EXPIRED, 3, "lock had expired")                                      \
+  XX(LOCK_NOT_OWNER, 4, "lock is held by another owner")                       \
+  XX(EINVAL, -1, "invalid argument")                                           \
+  XX(ECONFIG, -2, "invalid configuration")                                     \
+  XX(ECONN, -3, "connection error")                                            \
+  XX(ETIMEDOUT, -4, "timed out")                                               \
+  XX(EPROTO, -5, "unexpected reply from server")                               \
+  XX(ESERVER, -6, "server error")                                              \
+  XX(ECORRUPT, -7, "corrupt value")                                            \
+  XX(EINTEGRITY, -8, "integrity check failed")                                 \
+  XX(EVERSION, -9, "value written by a newer cachet")                          \
+  XX(ENOMEM, -10, "out of memory")                                             \
+  XX(ENOTSUP, -11, "not supported")                                            \
+  XX(ELOADER, -12, "loader failed")                                            \
+  XX(EWRITER, -13, "origin writer failed")                                     \
+  XX(EBUSY, -14, "gave up under contention")                                   \
+  XX(EINTERNAL, -15, "internal error")
+
+typedef enum cachet_status {
+#define CACHET_XX_(name, code, text) CACHET_##name = (code),
+  CACHET_STATUS_MAP(CACHET_XX_)
+#undef CACHET_XX_
+} cachet_status;
+
+/* Number of negative codes; errors are -1 .. -CACHET_ERROR_COUNT. */
+#define CACHET_ERROR_COUNT 15
+
+/*
+ * A static, human-readable text for a status ("cache miss"). Unknown codes
+ * give "unknown status". Thread-safe. Never returns NULL.
+ */
+CACHET_API const char *cachet_strerror(int status);
+
+/* The symbolic name of a status ("CACHET_MISS"). Thread-safe. */
+CACHET_API const char *cachet_status_name(int status);
+
+/*
+ * The detail of the last error a cachet call returned on the calling thread,
+ * for example `CACHET_PORT: "abc" is not a port number (1-65535)` or the
+ * server's own "OOM command not allowed ..." text. The string is thread-local,
+ * owned by cachet, and valid until the next cachet call on the same thread.
+ * Never NULL; "" when there is no detail. Never contains key material.
+ */
+CACHET_API const char *cachet_last_error(void);
+
+/* cachet_free() releases any buffer cachet returned. NULL is a no-op. */
+CACHET_API void cachet_free(void *p);
+
+/* ------------------------------------------------------------------------ */
+/* Options                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Log levels passed to cachet_options.log. */
+#define CACHET_LOG_WARN 1
+#define CACHET_LOG_INFO 2
+
+/*
+ * Progress callback for long, chunked operations (clear, evict, prune). `op`
+ * is a static string ("clear", "evict", "prune") and `done` the running count.
+ * It is called on the thread that made the call, between chunks.
+ */
+typedef void (*cachet_progress_fn)(void *ud, const char *op, uint64_t done);
+
+/*
+ * Options for cachet_open(). Always fill with cachet_options_init() first,
+ * then set the fields you need: fields may be added at the end in later
+ * versions, and init gives them their defaults.
+ *
+ * Precedence when the handle is opened: a field set here wins; otherwise, if
+ * use_env is set, the CACHET_* environment variable; otherwise the default.
+ * `url` (or CACHET_URL) supplies host, port, unix_path, db, username and
+ * password at once; a field set explicitly here still overrides it.
+ *
+ * Strings are only read during cachet_open(), which copies them.
+ */
+typedef struct cachet_options {
+  /* redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N].
+   * rediss:// is refused (CACHET_ENOTSUP): TLS is not supported yet.
+   * Env: CACHET_URL. */
+  const char *url;
+  const char *host;      /* Env CACHET_HOST, default "localhost". */
+  int port;              /* Env CACHET_PORT, default 6379. -1 = unset. */
+  const char *unix_path; /* A unix socket; wins over host/port. */
+  int db;                /* Env CACHET_DB, default 0. -1 = unset. */
+  const char *username;  /* Env CACHET_USERNAME: ACL user for AUTH. */
+  const char *password;  /* Env CACHET_PASSWORD. */
+  const char *prefix;    /* Env CACHET_KEY_PREFIX, default "cachet:". Must
+                            not contain '{' or '}' (hash tags). */
+  int timeout_ms;        /* Env CACHET_TIMEOUT_MS, default 5000. Bounds the
+                            connect, each command's reply, and the wait for a
+                            pooled connection. -1 = unset. */
+  int pool_size;         /* Connections per handle, default 8. 0 = unset. */
+  int use_env;           /* Non-zero: read CACHET_* variables for unset
+                            fields. Default 0. */
+
+  /* Keyring: comma-separated "ID:BASE64KEY" entries; the first is the active
+   * writing key. Env CACHET_KEYS, or CACHET_KEYS_FILE naming a file that holds
+   * the same. NULL/unset: values are stored unsealed. */
+  const char *keys;
+  const char *keys_file;
+  int encrypt;           /* Env CACHET_ENCRYPT: 1 = AEAD, 0 = MAC only.
+                            -1 = unset (default 0). Needs a keyring. */
+  int accept_unsealed;   /* Env CACHET_ACCEPT_UNSEALED. With a keyring,
+                            1 accepts unsealed envelopes on read, for a
+                            migration. Default 0. -1 = unset. */
+
+  size_t max_value_size; /* Largest value accepted, default 64 MiB. */
+  size_t max_key_size;   /* Largest key accepted, default 64 KiB. */
+  size_t max_tags;       /* Most tags per entry, default 32. */
+
+  int lock_lease_ms;     /* get_or_set lease, renewed while the loader runs.
+                            Default 3000. */
+  int fetch_wait_ms;     /* Bound on a get_or_set waiter's total wait.
+                            Default 30000. */
+
+  cachet_progress_fn progress; /* Optional. */
+  void *progress_ud;
+  /* Optional log sink; cachet never prints. Called from any thread. */
+  void (*log)(void *ud, int level, const char *msg);
+  void *log_ud;
+} cachet_options;
+
+/* Fill `opts` with defaults ("unset" everywhere). Thread-safe. */
+CACHET_API void cachet_options_init(cachet_options *opts) CACHET_NONNULL(1);
+
+/* ------------------------------------------------------------------------ */
+/* Handle                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cachet cachet;
+
+/*
+ * Validate the options, resolve the environment if asked, and create a handle.
+ * No connection is made yet: connections are opened on first use and
+ * re-established after a failure, so a handle can be created while Redis is
+ * down. Call cachet_ping() to fail fast.
+ *
+ * Errors: CACHET_ECONFIG (a bad value; the detail names the option or
+ * variable), CACHET_ENOTSUP (rediss://), CACHET_ENOMEM.
+ * On success *out owns the handle; free it with cachet_close().
+ */
+CACHET_API int cachet_open(cachet **out, const cachet_options *opts)
+    CACHET_NODISCARD CACHET_NONNULL(1);
+
+/* Close every connection and free the handle. NULL is a no-op. No other
+ * thread may be using the handle. Keys are zeroed before they are freed. */
+CACHET_API void cachet_close(cachet *c);
+
+/* The resolved key prefix. Owned by the handle. */
+CACHET_API const char *cachet_prefix(const cachet *c) CACHET_NONNULL(1);
+
+/* PING the server over a pooled connection. Errors: ECONN, ETIMEDOUT,
+ * ESERVER (e.g. NOAUTH, WRONGPASS at connect). */
+CACHET_API int cachet_ping(cachet *c) CACHET_NODISCARD CACHET_NONNULL(1);
+
+/* ------------------------------------------------------------------------ */
+/* Core operations                                                          */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * TTLs are in milliseconds: 0 means no expiry, > 0 an expiry, < 0 is
+ * CACHET_EINVAL. Every error below can also be ECONN, ETIMEDOUT, ESERVER,
+ * EPROTO or ENOMEM, which are never turned into a miss.
+ */
+
+/*
+ * Read a value. CACHET_OK: *val (malloc'd, caller frees with cachet_free) and
+ * *len are set; the buffer has a NUL byte after `len` bytes, for convenience.
+ * CACHET_MISS: absent or expired (Redis TTL or the envelope's logical
+ * expiry); *val is NULL. ECORRUPT/EVERSION/EINTEGRITY: the stored bytes are
+ * not a valid envelope, were written by a newer cachet, or fail the MAC.
+ */
+CACHET_API int cachet_get(cachet *c, const void *key, size_t keylen,
+                          void **val, size_t *len) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4, 5);
+
+/*
+ * Store a value with a TTL. Replaces any previous value and drops the
+ * previous value's tag memberships. EINVAL: empty key, ttl < 0, or sizes
+ * above the configured maxima.
+ */
+CACHET_API int cachet_set(cachet *c, const void *key, size_t keylen,
+                          const void *val, size_t len, int64_t ttl_ms)
+    CACHET_NODISCARD CACHET_NONNULL(1, 2);
+
+/*
+ * Store a value and its tag memberships in one atomic step. Tags the key had
+ * before and does not have now are dropped. `tags` holds `ntags`
+ * NUL-terminated, non-empty strings (duplicates are ignored).
+ */
+CACHET_API int cachet_set_tags(cachet *c, const void *key, size_t keylen,
+                               const void *val, size_t len, int64_t ttl_ms,
+                               const char *const *tags, size_t ntags)
+    CACHET_NODISCARD CACHET_NONNULL(1, 2);
+
+/* Delete a key and its tag memberships. CACHET_OK if it existed,
+ * CACHET_MISS if it did not. */
+CACHET_API int cachet_delete(cachet *c, const void *key, size_t keylen)
+    CACHET_NODISCARD CACHET_NONNULL(1, 2);
+
+/* CACHET_OK if the key exists, CACHET_MISS if not. Does not verify the
+ * value's envelope: use cachet_get for that. */
+CACHET_API int cachet_exists(cachet *c, const void *key, size_t keylen)
+    CACHET_NODISCARD CACHET_NONNULL(1, 2);
+
+/* Remaining TTL. CACHET_OK with *ttl_ms >= 0, or -1 for no expiry;
+ * CACHET_MISS if absent. */
+CACHET_API int cachet_ttl(cachet *c, const void *key, size_t keylen,
+                          int64_t *ttl_ms) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4);
+
+/* ------------------------------------------------------------------------ */
+/* Tags, clear, prune                                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Evict every entry that carries any of `tags`. Once it returns CACHET_OK, no
+ * entry that carried a tag before the call can be read. Runs in bounded
+ * chunks, so Redis never stalls; *evicted counts entries (not index keys).
+ * On an error part of the work may be done; calling again finishes it.
+ */
+CACHET_API int cachet_evict_tags(cachet *c, const char *const *tags,
+                                 size_t ntags, uint64_t *evicted)
+    CACHET_NODISCARD CACHET_NONNULL(1);
+
+/*
+ * Remove every cache entry under this handle's prefix, and its tag data, in
+ * bounded chunks. Never FLUSHDB. Locks are left alone. *removed counts
+ * entries. With dry_run, nothing is removed and *removed is what would be.
+ */
+CACHET_API int cachet_clear(cachet *c, int dry_run, uint64_t *removed)
+    CACHET_NODISCARD CACHET_NONNULL(1);
+
+/* Remove expired and dangling members from every tag index under the prefix,
+ * in bounded chunks. *pruned counts members removed. */
+CACHET_API int cachet_prune(cachet *c, uint64_t *pruned) CACHET_NODISCARD
+    CACHET_NONNULL(1);
+
+/* ------------------------------------------------------------------------ */
+/* Batch                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * One entry of a batch. For mset the caller fills key, val, ttl_ms and
+ * optionally tags. For mget the caller fills key; cachet fills status and, on
+ * CACHET_OK, val/len with a malloc'd buffer the caller frees. Each entry's
+ * status is that key's own result; the call's return is the first
+ * connection-level error, or CACHET_OK.
+ */
+typedef struct cachet_entry {
+  const void *key;
+  size_t keylen;
+  const void *val; /* mset: input. */
+  size_t len;
+  int64_t ttl_ms;
+  const char *const *tags;
+  size_t ntags;
+  void *out;       /* mget: output value, caller frees. */
+  size_t outlen;
+  int status;      /* Per-entry status. */
+} cachet_entry;
+
+CACHET_API int cachet_mget(cachet *c, cachet_entry *entries, size_t n)
+    CACHET_NODISCARD CACHET_NONNULL(1);
+CACHET_API int cachet_mset(cachet *c, cachet_entry *entries, size_t n)
+    CACHET_NODISCARD CACHET_NONNULL(1);
+
+/* ------------------------------------------------------------------------ */
+/* Locks                                                                    */
+/* ------------------------------------------------------------------------ */
+
+typedef struct cachet_lock cachet_lock;
+
+/* Length of a lock token in hex, without the NUL. */
+#define CACHET_LOCK_TOKEN_HEXLEN 32
+
+/*
+ * Acquire the lock `name` for ttl_ms (> 0: no lock lives without a TTL),
+ * waiting up to wait_ms (0 = try once) with jittered backoff.
+ * CACHET_OK: *out holds a 128-bit random token and a fencing number that
+ * rises per name; free it with cachet_lock_free(). CACHET_NOT_ACQUIRED: the
+ * wait ran out. EINVAL: ttl_ms <= 0, wait_ms < 0, empty name.
+ */
+CACHET_API int cachet_lock_acquire(cachet *c, const char *name,
+                                   int64_t ttl_ms, int64_t wait_ms,
+                                   cachet_lock **out) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 5);
+
+/* Rebuild a lock handle from a name and a hex token (as printed by the CLI),
+ * to release or extend it. EINVAL on a malformed token. */
+CACHET_API int cachet_lock_from_token(const char *name, const char *token_hex,
+                                      cachet_lock **out) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 3);
+
+/* CACHET_OK released; CACHET_LOCK_EXPIRED nobody holds it any more;
+ * CACHET_LOCK_NOT_OWNER another owner holds it. */
+CACHET_API int cachet_lock_release(cachet *c, const cachet_lock *lock)
+    CACHET_NODISCARD CACHET_NONNULL(1, 2);
+
+/* Set the remaining TTL to ttl_ms if we still own it. Same outcomes as
+ * release. */
+CACHET_API int cachet_lock_extend(cachet *c, const cachet_lock *lock,
+                                  int64_t ttl_ms) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2);
+
+/* The token as 32 lowercase hex digits plus NUL, written into `hex`. */
+CACHET_API void cachet_lock_token(const cachet_lock *lock,
+                                  char hex[CACHET_LOCK_TOKEN_HEXLEN + 1])
+    CACHET_NONNULL(1, 2);
+/* The fencing number (0 for a handle from cachet_lock_from_token). */
+CACHET_API uint64_t cachet_lock_fence(const cachet_lock *lock)
+    CACHET_NONNULL(1);
+/* Free a lock handle (does not release the lock). NULL is a no-op. */
+CACHET_API void cachet_lock_free(cachet_lock *lock);
+
+/* ------------------------------------------------------------------------ */
+/* get_or_set and write policies                                            */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * A loader produces the value for a missing key. On success it returns 0 and
+ * sets *val to a malloc'd buffer (cachet takes ownership and frees it) and
+ * *len. It may lower *ttl_ms (preset to the caller's TTL). Any other return
+ * is a loader failure: nothing is cached and get_or_set returns
+ * CACHET_ELOADER. The loader runs on the calling thread.
+ */
+typedef int (*cachet_loader_fn)(void *ud, const void *key, size_t keylen,
+                                void **val, size_t *len, int64_t *ttl_ms);
+
+/*
+ * Return the cached value, or run the loader under stampede protection:
+ * across all processes, one caller loads while the others wait (bounded by
+ * fetch_wait_ms, then CACHET_ETIMEDOUT). The lock lease is renewed while the
+ * loader runs. Output as in cachet_get().
+ */
+CACHET_API int cachet_get_or_set(cachet *c, const void *key, size_t keylen,
+                                 cachet_loader_fn loader, void *ud,
+                                 int64_t ttl_ms, const char *const *tags,
+                                 size_t ntags, void **val, size_t *len)
+    CACHET_NODISCARD CACHET_NONNULL(1, 2, 4, 9, 10);
+
+/* An origin writer: returns 0 on success, anything else on failure. */
+typedef int (*cachet_writer_fn)(void *ud, const void *key, size_t keylen,
+                                const void *val, size_t len);
+
+/*
+ * Write-through: the writer runs first; on its failure nothing is cached and
+ * CACHET_EWRITER is returned. Then the cache write; if that fails, the entry
+ * is deleted so no stale value stays, and the cache error is returned.
+ */
+CACHET_API int cachet_write_through(cachet *c, const void *key, size_t keylen,
+                                    const void *val, size_t len,
+                                    cachet_writer_fn writer, void *ud,
+                                    int64_t ttl_ms, const char *const *tags,
+                                    size_t ntags) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 6);
+
+/*
+ * Write-behind: the cache write comes first, then the writer. If the writer
+ * fails, the cache entry is removed and CACHET_EWRITER returned.
+ */
+CACHET_API int cachet_write_behind(cachet *c, const void *key, size_t keylen,
+                                   const void *val, size_t len,
+                                   cachet_writer_fn writer, void *ud,
+                                   int64_t ttl_ms, const char *const *tags,
+                                   size_t ntags) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 6);
+
+/* ------------------------------------------------------------------------ */
+/* Metrics and health                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* A point-in-time copy of a handle's counters. */
+typedef struct cachet_metrics {
+  uint64_t hits;
+  uint64_t misses;
+  uint64_t expired_envelopes; /* Misses because the envelope had expired. */
+  uint64_t writes;
+  uint64_t deletes;
+  uint64_t clears;
+  uint64_t tag_evictions; /* Entries, not index keys. */
+  uint64_t stampede_waits;
+  uint64_t lock_acquisitions;
+  uint64_t lock_contentions;
+  uint64_t script_reloads;
+  uint64_t errors[CACHET_ERROR_COUNT + 1]; /* errors[-status]; [0] unused. */
+} cachet_metrics;
+
+/* Copy the counters. Thread-safe; each counter is read atomically. */
+CACHET_API void cachet_metrics_snapshot(cachet *c, cachet_metrics *out)
+    CACHET_NONNULL(1, 2);
+
+/* Render a snapshot in the Prometheus text format. *out is malloc'd and
+ * NUL-terminated; the caller frees it. */
+CACHET_API int cachet_metrics_prometheus(const cachet_metrics *m, char **out,
+                                         size_t *len) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2);
+
+typedef struct cachet_health {
+  int healthy;               /* 1 if the server answered and nothing is
+                                wrong. */
+  double ping_ms;            /* Round trip of a PING. */
+  char server_version[32];   /* "7.0.15" */
+  int scripts_total;         /* cachet scripts that exist. */
+  int scripts_loaded;        /* ... of them in the server's script cache. */
+  char maxmemory_policy[32]; /* "noeviction" */
+  int policy_warning;        /* 1 if the policy may evict index/lock keys. */
+  char message[256];         /* One-line summary of any problem. */
+} cachet_health;
+
+/* Probe the server. CACHET_OK with the struct filled even when unhealthy
+ * (healthy = 0 and message); an error if the server cannot be reached. */
+CACHET_API int cachet_health_check(cachet *c, cachet_health *out)
+    CACHET_NODISCARD CACHET_NONNULL(1, 2);
+
+/* ------------------------------------------------------------------------ */
+/* Keys and envelopes                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Bytes a keygen entry needs, NUL included ("4294967295:" + base64(32)). */
+#define CACHET_KEYGEN_BUFLEN 64
+
+/* Write a fresh random key entry "ID:BASE64KEY" into `out`. EINVAL if id is
+ * 0 or outlen is too small. The caller should zero `out` after use. */
+CACHET_API int cachet_keygen(uint32_t id, char *out, size_t outlen)
+    CACHET_NODISCARD CACHET_NONNULL(2);
+
+/* What cachet_inspect found in an envelope. Never holds key material. */
+typedef struct cachet_envelope_info {
+  unsigned version;
+  unsigned flags;        /* CACHET_ENV_F_* */
+  uint32_t key_id;
+  int64_t created_ms;
+  int64_t expires_ms;    /* 0 = none. */
+  uint32_t content_type;
+  uint64_t payload_len;
+  int mac_status;        /* CACHET_MAC_* */
+} cachet_envelope_info;
+
+#define CACHET_ENV_F_MAC 0x01u
+#define CACHET_ENV_F_ENCRYPTED 0x02u
+
+#define CACHET_MAC_NONE 0   /* Unsealed envelope. */
+#define CACHET_MAC_OK 1     /* Verified. */
+#define CACHET_MAC_BAD 2    /* Verification failed. */
+#define CACHET_MAC_NO_KEY 3 /* Sealed under a key id the keyring lacks. */
+
+/*
+ * Parse an envelope's header and check its MAC with the handle's keyring.
+ * `blob` is the stored value; `redis_key` the full Redis key name it was
+ * stored under (the MAC is bound to it). `c` may be NULL: then no key is
+ * known and a sealed envelope reports CACHET_MAC_NO_KEY. CACHET_OK when the
+ * header parsed (whatever the MAC status), ECORRUPT or EVERSION otherwise.
+ */
+CACHET_API int cachet_inspect_blob(cachet *c, const void *redis_key,
+                                   size_t redis_keylen, const void *blob,
+                                   size_t bloblen, cachet_envelope_info *info)
+    CACHET_NODISCARD CACHET_NONNULL(4, 6);
+
+/* Fetch the stored bytes of `key` and inspect them. CACHET_MISS if absent. */
+CACHET_API int cachet_inspect(cachet *c, const void *key, size_t keylen,
+                              cachet_envelope_info *info) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4);
+
+/* The full Redis key name of a value key, for tools. *out is malloc'd. */
+CACHET_API int cachet_value_key(const cachet *c, const void *key, size_t keylen,
+                                char **out, size_t *outlen) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4, 5);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CACHET_H */

@@ -1,0 +1,2 @@
+-- placeholder: being written in this session
+return redis.error_reply("ERR cachet script evict_begin not written yet")

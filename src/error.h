@@ -1,0 +1,25 @@
+/* Thread-local error detail. Internal. */
+#ifndef CACHET_ERROR_H
+#define CACHET_ERROR_H
+
+#include <stddef.h>
+
+/* Record `status` and a printf-style detail for the calling thread, and
+ * return `status`, so a failure path reads `return cachet_fail(...)`.
+ * The detail is truncated to fit; it must never contain key material. */
+int cachet_fail(int status, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Record a detail from a binary-safe server message (non-printable bytes are
+ * escaped), e.g. the text of a Redis error reply. */
+int cachet_fail_bytes(int status, const char *prefix, const char *msg,
+                      size_t len);
+
+/* Forget the calling thread's detail. */
+void cachet_error_clear(void);
+
+/* Exit code the CLI uses for a status: 0 ok, 1 outcome, 2 usage/config,
+ * 3 connection/server/timeout, 4 integrity/format. */
+int cachet_status_exit_code(int status);
+
+#endif
