@@ -1,9 +1,10 @@
 # Turns lua/<name>.lua into generated C: the bytes, and the SHA1 that Redis
 # will name the script by. Run with -P; see the root CMakeLists.txt.
 # A CR anywhere is refused so that the SHA is the same on every checkout.
-set(c_out "/* Generated from lua/*.lua by cmake/embed_lua.cmake. Do not edit. */\n#include \"cachet_scripts.h\"\n\n")
+set(c_out "/* Generated from the lua directory by cmake/embed_lua.cmake. Do not edit. */\n#include \"cachet_scripts.h\"\n\n")
 set(h_out "/* Generated. Do not edit. */\n#ifndef CACHET_SCRIPTS_H\n#define CACHET_SCRIPTS_H\n#include <stddef.h>\n\ntypedef enum cachet_script_id {\n")
 set(table "const cachet_script cachet_scripts[CACHET_SCRIPT_COUNT] = {\n")
+string(REPLACE "," ";" SCRIPTS "${SCRIPTS}")
 foreach(s ${SCRIPTS})
   set(f ${SRC_DIR}/${s}.lua)
   file(READ ${f} body)

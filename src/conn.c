@@ -1,0 +1,288 @@
+/* Connections and the per-handle pool.
+ *
+ * The pool is a fixed array of slots and a stack of free ones behind one
+ * mutex. A slot keeps its redisContext across borrows; a slot whose context
+ * broke is reconnected by its next borrower, outside the lock, so a slow
+ * connect never blocks other threads. Every wait has a deadline. */
+#include "conn.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+
+struct cachet_conn {
+  redisContext *ctx;
+  int broken;
+  int timeout_ms;
+};
+
+struct cachet_pool {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int size;
+  int nfree;
+  int *free_idx;
+  cachet_conn *slots;
+};
+
+int cachet_pool_create(cachet *c) {
+  cachet_pool *p = calloc(1, sizeof *p);
+  if (p == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory creating the pool");
+  p->size = c->cfg.pool_size;
+  p->slots = calloc((size_t)p->size, sizeof *p->slots);
+  p->free_idx = calloc((size_t)p->size, sizeof *p->free_idx);
+  if (p->slots == NULL || p->free_idx == NULL) {
+    free(p->slots);
+    free(p->free_idx);
+    free(p);
+    return cachet_fail(CACHET_ENOMEM, "out of memory creating the pool");
+  }
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  /* Deadlines are monotonic so that a clock step cannot stretch a wait. */
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&p->mu, NULL);
+  for (int i = 0; i < p->size; i++) {
+    p->slots[i].timeout_ms = c->cfg.timeout_ms;
+    /* Hand out low slots first so a lightly used handle keeps few
+     * connections open. */
+    p->free_idx[i] = p->size - 1 - i;
+  }
+  p->nfree = p->size;
+  c->pool = p;
+  return CACHET_OK;
+}
+
+void cachet_pool_destroy(cachet *c) {
+  cachet_pool *p = c->pool;
+  if (p == NULL)
+    return;
+  for (int i = 0; i < p->size; i++) {
+    if (p->slots[i].ctx != NULL)
+      redisFree(p->slots[i].ctx);
+  }
+  pthread_mutex_destroy(&p->mu);
+  pthread_cond_destroy(&p->cv);
+  free(p->slots);
+  free(p->free_idx);
+  free(p);
+  c->pool = NULL;
+}
+
+/* hiredis 0.14 reports a receive timeout as an I/O error whose errno is
+ * EAGAIN (SO_RCVTIMEO) and a connect timeout as ETIMEDOUT. */
+static int io_status(redisContext *ctx, int saved_errno, int timeout_ms,
+                     const char *what) {
+  switch (ctx->err) {
+  case REDIS_ERR_IO:
+    if (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK ||
+        saved_errno == ETIMEDOUT || saved_errno == EINPROGRESS)
+      return cachet_fail(CACHET_ETIMEDOUT,
+                         "%s: no answer from the server within %d ms", what,
+                         timeout_ms);
+    return cachet_fail(CACHET_ECONN, "%s: %s", what, ctx->errstr);
+  case REDIS_ERR_EOF:
+    return cachet_fail(CACHET_ECONN, "%s: connection closed by the server",
+                       what);
+  case REDIS_ERR_PROTOCOL:
+    return cachet_fail(CACHET_EPROTO, "%s: protocol error: %s", what,
+                       ctx->errstr);
+  case REDIS_ERR_OOM:
+    return cachet_fail(CACHET_ENOMEM, "%s: out of memory", what);
+  default:
+    return cachet_fail(CACHET_ECONN, "%s: %s", what, ctx->errstr);
+  }
+}
+
+static int server_error(const redisReply *r) {
+  return cachet_fail_bytes(CACHET_ESERVER, NULL, r->str, r->len);
+}
+
+int cachet_server_error_is(const char *code) {
+  size_t n = strlen(code);
+  const char *d = cachet_last_error();
+  return strncmp(d, code, n) == 0 && (d[n] == ' ' || d[n] == '\0');
+}
+
+/* A command during connection set-up (AUTH, SELECT): an error reply is the
+ * server refusing us, reported with what we were doing. */
+static int setup_command(cachet_conn *cn, int argc, const char **argv,
+                         const size_t *lens, const char *what) {
+  redisReply *r = NULL;
+  int rc = cachet_conn_command(cn, argc, argv, lens, &r);
+  if (rc == CACHET_ESERVER) {
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s", cachet_last_error());
+    return cachet_fail(CACHET_ESERVER, "%s refused: %s", what, detail);
+  }
+  if (rc != CACHET_OK)
+    return rc;
+  freeReplyObject(r);
+  return CACHET_OK;
+}
+
+static int connect_slot(cachet *c, cachet_conn *cn) {
+  const cachet_config *cfg = &c->cfg;
+  struct timeval tv = {cfg->timeout_ms / 1000, (cfg->timeout_ms % 1000) * 1000};
+  redisContext *ctx;
+  char where[300];
+
+  if (cfg->unix_path != NULL) {
+    snprintf(where, sizeof where, "connect to unix:%s", cfg->unix_path);
+    ctx = redisConnectUnixWithTimeout(cfg->unix_path, tv);
+  } else {
+    snprintf(where, sizeof where, "connect to %s:%d", cfg->host, cfg->port);
+    ctx = redisConnectWithTimeout(cfg->host, cfg->port, tv);
+  }
+  int saved = errno;
+  if (ctx == NULL)
+    return cachet_fail(CACHET_ENOMEM, "%s: out of memory", where);
+  if (ctx->err) {
+    int rc = io_status(ctx, saved, cfg->timeout_ms, where);
+    redisFree(ctx);
+    return rc;
+  }
+  if (redisSetTimeout(ctx, tv) != REDIS_OK) {
+    int rc = cachet_fail(CACHET_ECONN, "%s: cannot set timeout", where);
+    redisFree(ctx);
+    return rc;
+  }
+  if (cfg->unix_path == NULL)
+    (void)redisEnableKeepAlive(ctx);
+  cn->ctx = ctx;
+  cn->broken = 0;
+
+  int rc = CACHET_OK;
+  if (cfg->password != NULL) {
+    if (cfg->username != NULL) {
+      const char *argv[3] = {"AUTH", cfg->username, cfg->password};
+      size_t lens[3] = {4, strlen(cfg->username), strlen(cfg->password)};
+      rc = setup_command(cn, 3, argv, lens, "AUTH");
+    } else {
+      const char *argv[2] = {"AUTH", cfg->password};
+      size_t lens[2] = {4, strlen(cfg->password)};
+      rc = setup_command(cn, 2, argv, lens, "AUTH");
+    }
+  }
+  if (rc == CACHET_OK && cfg->db != 0) {
+    char db[16];
+    int n = snprintf(db, sizeof db, "%d", cfg->db);
+    const char *argv[2] = {"SELECT", db};
+    size_t lens[2] = {6, (size_t)n};
+    rc = setup_command(cn, 2, argv, lens, "SELECT");
+  }
+  if (rc != CACHET_OK) {
+    redisFree(cn->ctx);
+    cn->ctx = NULL;
+  }
+  return rc;
+}
+
+int cachet_conn_acquire(cachet *c, cachet_conn **out) {
+  cachet_pool *p = c->pool;
+  struct timespec dl;
+  clock_gettime(CLOCK_MONOTONIC, &dl);
+  dl.tv_sec += c->cfg.timeout_ms / 1000;
+  dl.tv_nsec += (long)(c->cfg.timeout_ms % 1000) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) {
+    dl.tv_sec++;
+    dl.tv_nsec -= 1000000000L;
+  }
+
+  pthread_mutex_lock(&p->mu);
+  while (p->nfree == 0) {
+    int w = pthread_cond_timedwait(&p->cv, &p->mu, &dl);
+    if (w == ETIMEDOUT && p->nfree == 0) {
+      pthread_mutex_unlock(&p->mu);
+      return cachet_fail(CACHET_ETIMEDOUT,
+                         "no pooled connection became free within %d ms "
+                         "(pool_size %d)",
+                         c->cfg.timeout_ms, p->size);
+    }
+  }
+  int idx = p->free_idx[--p->nfree];
+  pthread_mutex_unlock(&p->mu);
+
+  cachet_conn *cn = &p->slots[idx];
+  if (cn->ctx == NULL) {
+    int rc = connect_slot(c, cn);
+    if (rc != CACHET_OK) {
+      cachet_conn_release(c, cn);
+      return rc;
+    }
+  }
+  *out = cn;
+  return CACHET_OK;
+}
+
+void cachet_conn_release(cachet *c, cachet_conn *cn) {
+  if (cn == NULL)
+    return;
+  cachet_pool *p = c->pool;
+  if (cn->broken && cn->ctx != NULL) {
+    redisFree(cn->ctx);
+    cn->ctx = NULL;
+  }
+  cn->broken = 0;
+  pthread_mutex_lock(&p->mu);
+  p->free_idx[p->nfree++] = (int)(cn - p->slots);
+  pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+}
+
+void cachet_conn_break(cachet_conn *cn) { cn->broken = 1; }
+
+static int map_reply(cachet_conn *cn, redisReply *r, int saved_errno,
+                     redisReply **out) {
+  if (r == NULL) {
+    cn->broken = 1;
+    return io_status(cn->ctx, saved_errno, cn->timeout_ms, "redis");
+  }
+  if (r->type == REDIS_REPLY_ERROR) {
+    int rc = server_error(r);
+    freeReplyObject(r);
+    return rc;
+  }
+  *out = r;
+  return CACHET_OK;
+}
+
+int cachet_conn_command(cachet_conn *cn, int argc, const char **argv,
+                        const size_t *lens, redisReply **out) {
+  *out = NULL;
+  if (cn->broken)
+    return cachet_fail(CACHET_ECONN, "connection is broken");
+  errno = 0;
+  redisReply *r = redisCommandArgv(cn->ctx, argc, argv, lens);
+  return map_reply(cn, r, errno, out);
+}
+
+int cachet_conn_append(cachet_conn *cn, int argc, const char **argv,
+                       const size_t *lens) {
+  if (cn->broken)
+    return cachet_fail(CACHET_ECONN, "connection is broken");
+  if (redisAppendCommandArgv(cn->ctx, argc, argv, lens) != REDIS_OK) {
+    cn->broken = 1;
+    return cachet_fail(CACHET_ENOMEM, "out of memory queueing a command");
+  }
+  return CACHET_OK;
+}
+
+int cachet_conn_read(cachet_conn *cn, redisReply **out) {
+  *out = NULL;
+  if (cn->broken)
+    return cachet_fail(CACHET_ECONN, "connection is broken");
+  void *r = NULL;
+  errno = 0;
+  if (redisGetReply(cn->ctx, &r) != REDIS_OK)
+    r = NULL;
+  return map_reply(cn, r, errno, out);
+}

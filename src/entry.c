@@ -1,0 +1,368 @@
+/* set, set with tags, delete: the write side of one entry.
+ *
+ * Every write goes through lua/set_tags.lua, even without tags, because a
+ * plain overwrite must still drop the tags the entry had. The script can only
+ * touch keys it is given, and C does not know the old tags before the call;
+ * so the script reports tags it was not given ("retag") without writing, and
+ * C calls again with their index keys. That costs a second round trip only
+ * when an entry's tags change. */
+#include "entry.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "envelope.h"
+#include "error.h"
+#include "keys.h"
+#include "script.h"
+
+/* Members pruned opportunistically from each index on a write. */
+#define PRUNE_ON_WRITE 16
+/* How often a write may learn of new old tags before giving up. Only a
+ * concurrent writer changing the same entry's tags can make it loop. */
+#define RETAG_ATTEMPTS 8
+
+int cachet_check_key(const cachet *c, const void *key, size_t keylen) {
+  if (key == NULL || keylen == 0)
+    return cachet_fail(CACHET_EINVAL, "key must not be empty");
+  if (keylen > c->cfg.max_key_size)
+    return cachet_fail(CACHET_EINVAL, "key of %zu bytes exceeds max_key_size "
+                       "(%zu)", keylen, c->cfg.max_key_size);
+  return CACHET_OK;
+}
+
+int cachet_check_tags(const cachet *c, const char *const *tags, size_t ntags) {
+  if (ntags > 0 && tags == NULL)
+    return cachet_fail(CACHET_EINVAL, "tags is NULL but ntags is %zu", ntags);
+  if (ntags > c->cfg.max_tags)
+    return cachet_fail(CACHET_EINVAL, "%zu tags exceed max_tags (%zu)", ntags,
+                       c->cfg.max_tags);
+  for (size_t i = 0; i < ntags; i++) {
+    if (tags[i] == NULL || tags[i][0] == '\0')
+      return cachet_fail(CACHET_EINVAL, "tag %zu is empty", i + 1);
+    if (strlen(tags[i]) > c->cfg.max_key_size)
+      return cachet_fail(CACHET_EINVAL, "tag %zu exceeds max_key_size", i + 1);
+  }
+  return CACHET_OK;
+}
+
+int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms) {
+  if (ttl_ms < 0)
+    return cachet_fail(CACHET_EINVAL,
+                       "ttl %lld ms is negative (0 means no expiry)",
+                       (long long)ttl_ms);
+  if (len > c->cfg.max_value_size)
+    return cachet_fail(CACHET_EINVAL,
+                       "value of %zu bytes exceeds max_value_size (%zu)", len,
+                       c->cfg.max_value_size);
+  return CACHET_OK;
+}
+
+/* A growable list of tag names and their index keys for one bucket. */
+typedef struct taglist {
+  const char **names;
+  cachet_key **keys; /* Each on the heap: a key may point into itself. */
+  size_t n, cap;
+} taglist;
+
+static int taglist_has(const taglist *t, const char *name, size_t len) {
+  for (size_t i = 0; i < t->n; i++)
+    if (strlen(t->names[i]) == len && memcmp(t->names[i], name, len) == 0)
+      return 1;
+  return 0;
+}
+
+/* Add `name` (NUL-terminated, borrowed) unless present. */
+static int taglist_add(const cachet *c, taglist *t, unsigned bucket,
+                       const char *name) {
+  size_t len = strlen(name);
+  if (taglist_has(t, name, len))
+    return CACHET_OK;
+  if (t->n == t->cap) {
+    size_t cap = t->cap ? t->cap * 2 : 8;
+    const char **nn = realloc(t->names, cap * sizeof *nn);
+    if (nn == NULL)
+      return cachet_fail(CACHET_ENOMEM, "out of memory");
+    t->names = nn;
+    cachet_key **nk = realloc(t->keys, cap * sizeof *nk);
+    if (nk == NULL)
+      return cachet_fail(CACHET_ENOMEM, "out of memory");
+    t->keys = nk;
+    t->cap = cap;
+  }
+  cachet_key *k = malloc(sizeof *k);
+  if (k == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  int rc = cachet_key_build(c, k, CACHET_KIND_INDEX, bucket, name, len);
+  if (rc != CACHET_OK) {
+    free(k);
+    return rc;
+  }
+  t->keys[t->n] = k;
+  t->names[t->n++] = name;
+  return CACHET_OK;
+}
+
+static void taglist_free(taglist *t) {
+  for (size_t i = 0; i < t->n; i++) {
+    cachet_key_free(t->keys[i]);
+    free(t->keys[i]);
+  }
+  free(t->names);
+  free(t->keys);
+  memset(t, 0, sizeof *t);
+}
+
+/* Old tags a retag reply names are copied here so that their storage
+ * outlives the reply. */
+typedef struct strpool {
+  char **s;
+  size_t n;
+} strpool;
+
+static const char *strpool_add(strpool *p, const char *s, size_t len) {
+  char **ns = realloc(p->s, (p->n + 1) * sizeof *ns);
+  if (ns == NULL)
+    return NULL;
+  p->s = ns;
+  char *copy = malloc(len + 1);
+  if (copy == NULL)
+    return NULL;
+  memcpy(copy, s, len);
+  copy[len] = '\0';
+  p->s[p->n++] = copy;
+  return copy;
+}
+
+static void strpool_free(strpool *p) {
+  for (size_t i = 0; i < p->n; i++)
+    free(p->s[i]);
+  free(p->s);
+}
+
+/* A reply {"retag", name...}: add each name. Returns 1 if it was one. */
+static int absorb_retag(const cachet *c, const redisReply *r, taglist *tl,
+                        unsigned bucket, strpool *sp, int *rc) {
+  *rc = CACHET_OK;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+      r->element[0]->type != REDIS_REPLY_STRING ||
+      strcmp(r->element[0]->str, "retag") != 0)
+    return 0;
+  for (size_t i = 1; i < r->elements; i++) {
+    const redisReply *e = r->element[i];
+    if (e->type != REDIS_REPLY_STRING || e->len == 0 ||
+        memchr(e->str, '\0', e->len) != NULL) {
+      *rc = cachet_fail(CACHET_ECORRUPT,
+                        "an entry's tag set holds a malformed tag name");
+      return 1;
+    }
+    if (taglist_has(tl, e->str, e->len))
+      continue;
+    const char *name = strpool_add(sp, e->str, e->len);
+    if (name == NULL) {
+      *rc = cachet_fail(CACHET_ENOMEM, "out of memory");
+      return 1;
+    }
+    *rc = taglist_add(c, tl, bucket, name);
+    if (*rc != CACHET_OK)
+      return 1;
+  }
+  return 1;
+}
+
+/* Build the script arguments: KEYS then ARGV. */
+typedef struct argv_buf {
+  const char **a;
+  size_t *l;
+  int n;
+} argv_buf;
+
+static int argv_alloc(argv_buf *b, size_t n) {
+  b->a = malloc(n * sizeof *b->a);
+  b->l = malloc(n * sizeof *b->l);
+  b->n = 0;
+  if (b->a == NULL || b->l == NULL) {
+    free(b->a);
+    free(b->l);
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  }
+  return CACHET_OK;
+}
+
+static void argv_push(argv_buf *b, const void *p, size_t len) {
+  b->a[b->n] = p;
+  b->l[b->n] = len;
+  b->n++;
+}
+
+static void argv_free(argv_buf *b) {
+  free(b->a);
+  free(b->l);
+}
+
+int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
+                       size_t keylen, const void *val, size_t len,
+                       int64_t ttl_ms, const char *const *tags, size_t ntags) {
+  unsigned bucket = cachet_bucket(key, keylen);
+  cachet_key vk = {0}, mk = {0};
+  taglist tl = {0};
+  strpool sp = {0};
+  uint8_t *blob = NULL;
+  size_t bloblen = 0;
+  int rc;
+
+  if ((rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, bucket, key, keylen)) ||
+      (rc = cachet_key_build(c, &mk, CACHET_KIND_TAGSET, bucket, key, keylen)))
+    goto done;
+  for (size_t i = 0; i < ntags; i++)
+    if ((rc = taglist_add(c, &tl, bucket, tags[i])) != CACHET_OK)
+      goto done;
+  size_t nnew = tl.n;
+
+  int64_t now = cachet_now_ms();
+  rc = cachet_envelope_seal(c->keyring, c->cfg.encrypt, vk.buf, vk.len, 0, now,
+                            ttl_ms > 0 ? now + ttl_ms : 0, val, len, &blob,
+                            &bloblen);
+  if (rc != CACHET_OK)
+    goto done;
+
+  char ttl[24], cap[8], nn[16];
+  int ttll = snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+  int capl = snprintf(cap, sizeof cap, "%d", PRUNE_ON_WRITE);
+  int nnl = snprintf(nn, sizeof nn, "%zu", nnew);
+
+  for (int attempt = 0;; attempt++) {
+    if (attempt == RETAG_ATTEMPTS) {
+      rc = cachet_fail(CACHET_EBUSY,
+                       "set: the entry's tags kept changing under concurrent "
+                       "writers (%d attempts)",
+                       RETAG_ATTEMPTS);
+      goto done;
+    }
+    argv_buf b;
+    if ((rc = argv_alloc(&b, 7 + 2 * tl.n)) != CACHET_OK)
+      goto done;
+    argv_push(&b, vk.buf, vk.len);
+    argv_push(&b, mk.buf, mk.len);
+    for (size_t i = 0; i < tl.n; i++)
+      argv_push(&b, tl.keys[i]->buf, tl.keys[i]->len);
+    int nkeys = b.n;
+    argv_push(&b, blob, bloblen);
+    argv_push(&b, ttl, (size_t)ttll);
+    argv_push(&b, cap, (size_t)capl);
+    argv_push(&b, nn, (size_t)nnl);
+    argv_push(&b, key, keylen);
+    for (size_t i = 0; i < tl.n; i++)
+      argv_push(&b, tl.names[i], strlen(tl.names[i]));
+    redisReply *r = NULL;
+    rc = cachet_script_run(c, cn, CACHET_SCRIPT_SET_TAGS, nkeys, b.n, b.a, b.l,
+                           &r);
+    argv_free(&b);
+    if (rc != CACHET_OK)
+      goto done;
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+      freeReplyObject(r);
+      CACHET_COUNT(c, writes, 1);
+      break;
+    }
+    int handled = absorb_retag(c, r, &tl, bucket, &sp, &rc);
+    freeReplyObject(r);
+    if (!handled) {
+      cachet_conn_break(cn);
+      rc = cachet_fail(CACHET_EPROTO, "set_tags: unexpected reply");
+    }
+    if (rc != CACHET_OK)
+      goto done;
+  }
+done:
+  free(blob);
+  taglist_free(&tl);
+  strpool_free(&sp);
+  cachet_key_free(&vk);
+  cachet_key_free(&mk);
+  return rc;
+}
+
+int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
+                        size_t keylen) {
+  unsigned bucket = cachet_bucket(key, keylen);
+  cachet_key vk = {0}, mk = {0};
+  taglist tl = {0};
+  strpool sp = {0};
+  int rc;
+
+  if ((rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, bucket, key, keylen)) ||
+      (rc = cachet_key_build(c, &mk, CACHET_KIND_TAGSET, bucket, key, keylen)))
+    goto done;
+  for (int attempt = 0;; attempt++) {
+    if (attempt == RETAG_ATTEMPTS) {
+      rc = cachet_fail(CACHET_EBUSY,
+                       "delete: the entry's tags kept changing under "
+                       "concurrent writers (%d attempts)",
+                       RETAG_ATTEMPTS);
+      goto done;
+    }
+    argv_buf b;
+    if ((rc = argv_alloc(&b, 3 + 2 * tl.n)) != CACHET_OK)
+      goto done;
+    argv_push(&b, vk.buf, vk.len);
+    argv_push(&b, mk.buf, mk.len);
+    for (size_t i = 0; i < tl.n; i++)
+      argv_push(&b, tl.keys[i]->buf, tl.keys[i]->len);
+    int nkeys = b.n;
+    argv_push(&b, key, keylen);
+    for (size_t i = 0; i < tl.n; i++)
+      argv_push(&b, tl.names[i], strlen(tl.names[i]));
+    redisReply *r = NULL;
+    rc = cachet_script_run(c, cn, CACHET_SCRIPT_DELETE_ENTRY, nkeys, b.n, b.a,
+                           b.l, &r);
+    argv_free(&b);
+    if (rc != CACHET_OK)
+      goto done;
+    if (r->type == REDIS_REPLY_INTEGER) {
+      rc = r->integer > 0 ? CACHET_OK : CACHET_MISS;
+      freeReplyObject(r);
+      if (rc == CACHET_OK)
+        CACHET_COUNT(c, deletes, 1);
+      break;
+    }
+    int handled = absorb_retag(c, r, &tl, bucket, &sp, &rc);
+    freeReplyObject(r);
+    if (!handled) {
+      cachet_conn_break(cn);
+      rc = cachet_fail(CACHET_EPROTO, "delete_entry: unexpected reply");
+    }
+    if (rc != CACHET_OK)
+      goto done;
+  }
+done:
+  taglist_free(&tl);
+  strpool_free(&sp);
+  cachet_key_free(&vk);
+  cachet_key_free(&mk);
+  return rc;
+}
+
+int cachet_entry_open(cachet *c, const char *rkey, size_t rkeylen, char *blob,
+                      size_t len, void **val, size_t *outlen) {
+  size_t off = 0, plen = 0;
+  cachet_envelope_info info;
+  int rc = cachet_envelope_open(c->keyring, c->cfg.accept_unsealed, rkey,
+                                rkeylen, (uint8_t *)blob, len, cachet_now_ms(),
+                                &info, &off, &plen);
+  if (rc == CACHET_OK) {
+    memmove(blob, blob + off, plen);
+    blob[plen] = '\0';
+    *val = blob;
+    *outlen = plen;
+    CACHET_COUNT(c, hits, 1);
+    return CACHET_OK;
+  }
+  free(blob);
+  if (rc == CACHET_MISS) {
+    CACHET_COUNT(c, misses, 1);
+    CACHET_COUNT(c, expired_envelopes, 1);
+  }
+  return rc;
+}

@@ -1,0 +1,41 @@
+/* Writing and deleting one entry with its tag memberships. Internal; used by
+ * the public set/delete, batch, get_or_set and write policies. */
+#ifndef CACHET_ENTRY_H
+#define CACHET_ENTRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "conn.h"
+
+/* Check a user key against the configured limits (EINVAL). */
+int cachet_check_key(const cachet *c, const void *key, size_t keylen);
+/* Check a tag list (EINVAL): count <= max_tags, each non-NULL, non-empty,
+ * at most max_key_size bytes. */
+int cachet_check_tags(const cachet *c, const char *const *tags, size_t ntags);
+/* Check ttl >= 0 and the value size (EINVAL). */
+int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms);
+
+/*
+ * Seal `val` for `key` and store it with its tags through the set_tags
+ * script on `cn`. Arguments must already be checked. Loops (bounded) when
+ * the entry carried tags the call did not know about, so that those
+ * memberships are dropped in the same atomic step.
+ */
+int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
+                       size_t keylen, const void *val, size_t len,
+                       int64_t ttl_ms, const char *const *tags, size_t ntags);
+
+/* Delete the entry and its memberships. CACHET_OK existed, CACHET_MISS
+ * not. */
+int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
+                        size_t keylen);
+
+/* Open (verify, decrypt) a stored blob in place. `blob` must be a malloc'd
+ * buffer of len+1 bytes; on CACHET_OK it is moved to *val with the payload
+ * at its start and a NUL after it (ownership passes to *val). On any other
+ * status blob is freed. Counts hits/misses. */
+int cachet_entry_open(cachet *c, const char *rkey, size_t rkeylen,
+                      char *blob, size_t len, void **val, size_t *outlen);
+
+#endif

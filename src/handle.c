@@ -1,0 +1,114 @@
+/* Opening and closing a handle; small shared helpers. */
+#include "handle.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conn.h"
+#include "error.h"
+#include "sodium_once.h"
+
+int cachet_open(cachet **out, const cachet_options *opts) {
+  *out = NULL;
+  cachet_error_clear();
+  if (opts == NULL)
+    return cachet_fail(CACHET_EINVAL, "options must not be NULL");
+  int rc = cachet_sodium_init();
+  if (rc != CACHET_OK)
+    return rc;
+
+  cachet *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory opening a handle");
+  rc = cachet_config_resolve(&c->cfg, opts, NULL, NULL);
+  if (rc != CACHET_OK) {
+    free(c);
+    return rc;
+  }
+  if (c->cfg.keys != NULL) {
+    rc = cachet_keyring_parse(c->cfg.keys, strlen(c->cfg.keys), &c->keyring);
+    if (rc != CACHET_OK)
+      goto fail;
+  } else if (c->cfg.encrypt) {
+    rc = cachet_fail(CACHET_ECONFIG,
+                     "CACHET_ENCRYPT: encryption needs a keyring "
+                     "(CACHET_KEYS or CACHET_KEYS_FILE)");
+    goto fail;
+  }
+  rc = cachet_pool_create(c);
+  if (rc != CACHET_OK)
+    goto fail;
+  c->progress = opts->progress;
+  c->progress_ud = opts->progress_ud;
+  c->log = opts->log;
+  c->log_ud = opts->log_ud;
+  *out = c;
+  return CACHET_OK;
+fail:
+  cachet_keyring_free(c->keyring);
+  cachet_config_free(&c->cfg);
+  free(c);
+  return rc;
+}
+
+void cachet_close(cachet *c) {
+  if (c == NULL)
+    return;
+  cachet_pool_destroy(c);
+  cachet_keyring_free(c->keyring);
+  cachet_config_free(&c->cfg);
+  free(c);
+}
+
+const char *cachet_prefix(const cachet *c) { return c->cfg.prefix; }
+
+int cachet_result(cachet *c, int status) {
+  if (status < 0 && -status <= CACHET_ERROR_COUNT)
+    CACHET_COUNT(c, errors[-status], 1);
+  return status;
+}
+
+int64_t cachet_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t cachet_mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void cachet_log(const cachet *c, int level, const char *fmt, ...) {
+  if (c->log == NULL)
+    return;
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  c->log(c->log_ud, level, msg);
+}
+
+int cachet_ping(cachet *c) {
+  cachet_conn *cn;
+  cachet_error_clear();
+  int rc = cachet_conn_acquire(c, &cn);
+  if (rc != CACHET_OK)
+    return cachet_result(c, rc);
+  const char *argv[1] = {"PING"};
+  size_t lens[1] = {4};
+  redisReply *r = NULL;
+  rc = cachet_conn_command(cn, 1, argv, lens, &r);
+  if (rc == CACHET_OK && r->type != REDIS_REPLY_STATUS) {
+    cachet_conn_break(cn);
+    rc = cachet_fail(CACHET_EPROTO, "PING: unexpected reply type %d", r->type);
+  }
+  freeReplyObject(r);
+  cachet_conn_release(c, cn);
+  return cachet_result(c, rc);
+}

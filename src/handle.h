@@ -1,0 +1,36 @@
+/* The handle behind the opaque `cachet *`. Internal. */
+#ifndef CACHET_HANDLE_H
+#define CACHET_HANDLE_H
+
+#include "cachet.h"
+#include "config.h"
+#include "keyring.h"
+#include "metrics.h"
+
+typedef struct cachet_pool cachet_pool;
+
+struct cachet {
+  cachet_config cfg;
+  cachet_keyring *keyring; /* NULL: values are stored unsealed. */
+  cachet_pool *pool;
+  cachet_counters counters;
+  cachet_progress_fn progress;
+  void *progress_ud;
+  void (*log)(void *ud, int level, const char *msg);
+  void *log_ud;
+};
+
+/* Count an error status in the handle's metrics and return it unchanged, so
+ * public entry points end with `return cachet_result(c, st)`. */
+int cachet_result(cachet *c, int status);
+
+/* Unix time in milliseconds (CLOCK_REALTIME), for envelope timestamps. */
+int64_t cachet_now_ms(void);
+/* Monotonic milliseconds, for deadlines. */
+int64_t cachet_mono_ms(void);
+
+/* Log through the user's sink, if any. */
+void cachet_log(const cachet *c, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

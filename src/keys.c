@@ -1,0 +1,70 @@
+/* Redis key names; the layout is described in keys.h and docs/DESIGN.md. */
+#include "keys.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+unsigned cachet_bucket(const void *name, size_t len) {
+  const unsigned char *p = name;
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < len; i++) {
+    h ^= p[i];
+    h *= 16777619u;
+  }
+  return (unsigned)(h % CACHET_BUCKETS);
+}
+
+int cachet_key_build(const cachet *c, cachet_key *k, char kind,
+                     unsigned bucket, const void *name, size_t len) {
+  static const char hex[] = "0123456789abcdef";
+  size_t plen = c->cfg.prefixlen;
+  /* prefix + "{bb}" + kind + ":" + name */
+  size_t need = plen + 6 + len;
+  if (need < len)
+    return cachet_fail(CACHET_EINVAL, "key too long");
+  k->buf = need + 1 <= sizeof k->inl ? k->inl : malloc(need + 1);
+  if (k->buf == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory building a key name");
+  char *o = k->buf;
+  memcpy(o, c->cfg.prefix, plen);
+  o += plen;
+  *o++ = '{';
+  *o++ = hex[(bucket >> 4) & 0xf];
+  *o++ = hex[bucket & 0xf];
+  *o++ = '}';
+  *o++ = kind;
+  *o++ = ':';
+  if (len > 0)
+    memcpy(o, name, len);
+  o += len;
+  *o = '\0';
+  k->len = need;
+  return CACHET_OK;
+}
+
+void cachet_key_free(cachet_key *k) {
+  if (k->buf != NULL && k->buf != k->inl)
+    free(k->buf);
+  k->buf = NULL;
+  k->len = 0;
+}
+
+int cachet_glob_escape(const char *s, size_t len, char **out,
+                       size_t *outlen) {
+  char *buf = malloc(len * 2 + 1);
+  if (buf == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory escaping a pattern");
+  size_t o = 0;
+  for (size_t i = 0; i < len; i++) {
+    char ch = s[i];
+    if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\')
+      buf[o++] = '\\';
+    buf[o++] = ch;
+  }
+  buf[o] = '\0';
+  *out = buf;
+  *outlen = o;
+  return CACHET_OK;
+}

@@ -1,0 +1,50 @@
+/* Redis key names. Internal. See docs/DESIGN.md, "Key layout".
+ *
+ *   <prefix>{<bb>}<kind>:<name>
+ *
+ * <bb> is the entry's bucket, two lowercase hex digits of a hash of the user
+ * key (or lock name). Every key of one entry, and its tag index keys for
+ * that bucket, share the hash tag {<bb>}, so each script touches one cluster
+ * slot, while the namespace spreads over 256 slots. The kind byte keeps user
+ * keys apart from internal keys: a user key can never name an index. */
+#ifndef CACHET_KEYS_H
+#define CACHET_KEYS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "handle.h"
+
+#define CACHET_BUCKETS 256u
+
+#define CACHET_KIND_VALUE 'v'    /* the envelope */
+#define CACHET_KIND_TAGSET 'm'   /* SET: the tags an entry carries */
+#define CACHET_KIND_INDEX 't'    /* ZSET: members of a tag in a bucket */
+#define CACHET_KIND_EVICTING 'e' /* ZSET: a tag index being evicted */
+#define CACHET_KIND_LOCK 'l'     /* user lock */
+#define CACHET_KIND_FENCE 'f'    /* fencing counter of a lock */
+#define CACHET_KIND_STAMPEDE 's' /* get_or_set lock of an entry */
+#define CACHET_KIND_META 'x'     /* namespace metadata */
+
+/* A key name with small-buffer storage; no allocation for short keys. */
+typedef struct cachet_key {
+  char *buf;
+  size_t len;
+  char inl[160];
+} cachet_key;
+
+/* FNV-1a of the name, mod CACHET_BUCKETS. Stable forever: it is part of the
+ * stored layout. */
+unsigned cachet_bucket(const void *name, size_t len);
+
+/* Build <prefix>{bb}<kind>:<name> into k. ENOMEM or OK. Free with
+ * cachet_key_free. */
+int cachet_key_build(const cachet *c, cachet_key *k, char kind,
+                     unsigned bucket, const void *name, size_t len);
+void cachet_key_free(cachet_key *k);
+
+/* Escape glob metacharacters (* ? [ ] \) in `s` for SCAN MATCH. *out is
+ * malloc'd and NUL-terminated. */
+int cachet_glob_escape(const char *s, size_t len, char **out, size_t *outlen);
+
+#endif

@@ -1,0 +1,110 @@
+/* Metrics: snapshot and the Prometheus text rendering. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "handle.h"
+
+#define LOAD(f) atomic_load_explicit(&c->counters.f, memory_order_relaxed)
+
+void cachet_metrics_snapshot(cachet *c, cachet_metrics *out) {
+  memset(out, 0, sizeof *out);
+  out->hits = LOAD(hits);
+  out->misses = LOAD(misses);
+  out->expired_envelopes = LOAD(expired_envelopes);
+  out->writes = LOAD(writes);
+  out->deletes = LOAD(deletes);
+  out->clears = LOAD(clears);
+  out->tag_evictions = LOAD(tag_evictions);
+  out->stampede_waits = LOAD(stampede_waits);
+  out->lock_acquisitions = LOAD(lock_acquisitions);
+  out->lock_contentions = LOAD(lock_contentions);
+  out->script_reloads = LOAD(script_reloads);
+  for (int i = 1; i <= CACHET_ERROR_COUNT; i++)
+    out->errors[i] = LOAD(errors[i]);
+}
+
+/* A growable string for the renderer. */
+typedef struct sbuf {
+  char *s;
+  size_t len, cap;
+  int oom;
+} sbuf;
+
+static void sb_printf(sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+  if (b->oom)
+    return;
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      b->oom = 1;
+      return;
+    }
+    if ((size_t)n < b->cap - b->len) {
+      b->len += (size_t)n;
+      return;
+    }
+    size_t cap = (b->cap + (size_t)n + 1) * 2;
+    char *s = realloc(b->s, cap);
+    if (s == NULL) {
+      b->oom = 1;
+      return;
+    }
+    b->s = s;
+    b->cap = cap;
+  }
+}
+
+static void counter(sbuf *b, const char *name, const char *help, uint64_t v) {
+  sb_printf(b, "# HELP cachet_%s_total %s\n# TYPE cachet_%s_total counter\n"
+               "cachet_%s_total %llu\n",
+            name, help, name, name, (unsigned long long)v);
+}
+
+int cachet_metrics_prometheus(const cachet_metrics *m, char **out,
+                              size_t *len) {
+  sbuf b = {malloc(1024), 0, 1024, 0};
+  *out = NULL;
+  if (b.s == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory rendering metrics");
+  counter(&b, "hits", "Reads that returned a value.", m->hits);
+  counter(&b, "misses", "Reads that found nothing (absent or expired).",
+          m->misses);
+  counter(&b, "expired_envelopes",
+          "Misses because the envelope's logical expiry had passed.",
+          m->expired_envelopes);
+  counter(&b, "writes", "Entries written.", m->writes);
+  counter(&b, "deletes", "Entries deleted that existed.", m->deletes);
+  counter(&b, "clears", "Entries removed by clear.", m->clears);
+  counter(&b, "tag_evictions", "Entries evicted by tag.", m->tag_evictions);
+  counter(&b, "stampede_waits", "get_or_set calls that waited for a loader.",
+          m->stampede_waits);
+  counter(&b, "lock_acquisitions", "Locks acquired.", m->lock_acquisitions);
+  counter(&b, "lock_contentions", "Lock attempts that found it held.",
+          m->lock_contentions);
+  counter(&b, "script_reloads", "Scripts loaded after NOSCRIPT.",
+          m->script_reloads);
+  sb_printf(&b, "# HELP cachet_errors_total Errors returned, by class.\n"
+                "# TYPE cachet_errors_total counter\n");
+  for (int i = 1; i <= CACHET_ERROR_COUNT; i++) {
+    const char *name = cachet_status_name(-i) + 7; /* skip "CACHET_" */
+    sb_printf(&b, "cachet_errors_total{class=\"%s\"} %llu\n", name,
+              (unsigned long long)m->errors[i]);
+  }
+  if (b.oom) {
+    free(b.s);
+    return cachet_fail(CACHET_ENOMEM, "out of memory rendering metrics");
+  }
+  *out = b.s;
+  if (len != NULL)
+    *len = b.len;
+  return CACHET_OK;
+}

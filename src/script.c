@@ -1,0 +1,99 @@
+/* Script registry: EVALSHA first; on NOSCRIPT, SCRIPT LOAD and retry once.
+ *
+ * There is no per-connection "loaded" state to keep in step: the embedded
+ * SHA1 is the script's name on every server, so the first EVALSHA either
+ * runs or says NOSCRIPT (new server, SCRIPT FLUSH, restart, failover), and
+ * that one reply is what triggers the load. */
+#include "script.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+/* argv for EVALSHA: "EVALSHA" sha nkeys args... Small calls use the stack. */
+#define SMALL_ARGS 16
+
+static int run_evalsha(cachet_conn *cn, cachet_script_id id, int nkeys,
+                       int nargs, const char *const *args, const size_t *lens,
+                       redisReply **out, int append_only) {
+  const char *sargv[SMALL_ARGS + 3];
+  size_t slens[SMALL_ARGS + 3];
+  const char **argv = sargv;
+  size_t *alens = slens;
+  char nk[16];
+  int rc;
+
+  if (nargs < 0 || nkeys < 0 || nkeys > nargs)
+    return cachet_fail(CACHET_EINTERNAL, "bad script argument count");
+  if (nargs > SMALL_ARGS) {
+    argv = malloc(sizeof *argv * (size_t)(nargs + 3));
+    alens = malloc(sizeof *alens * (size_t)(nargs + 3));
+    if (argv == NULL || alens == NULL) {
+      free(argv);
+      free(alens);
+      return cachet_fail(CACHET_ENOMEM, "out of memory building a script call");
+    }
+  }
+  int nkl = snprintf(nk, sizeof nk, "%d", nkeys);
+  argv[0] = "EVALSHA";
+  alens[0] = 7;
+  argv[1] = cachet_scripts[id].sha;
+  alens[1] = 40;
+  argv[2] = nk;
+  alens[2] = (size_t)nkl;
+  for (int i = 0; i < nargs; i++) {
+    argv[i + 3] = args[i];
+    alens[i + 3] = lens[i];
+  }
+  if (append_only)
+    rc = cachet_conn_append(cn, nargs + 3, argv, alens);
+  else
+    rc = cachet_conn_command(cn, nargs + 3, argv, alens, out);
+  if (argv != sargv) {
+    free(argv);
+    free(alens);
+  }
+  return rc;
+}
+
+int cachet_script_load(cachet *c, cachet_conn *cn, cachet_script_id id) {
+  const cachet_script *s = &cachet_scripts[id];
+  const char *argv[3] = {"SCRIPT", "LOAD", s->body};
+  size_t lens[3] = {6, 4, s->len};
+  redisReply *r = NULL;
+  int rc = cachet_conn_command(cn, 3, argv, lens, &r);
+  if (rc != CACHET_OK)
+    return rc;
+  CACHET_COUNT(c, script_reloads, 1);
+  if (r->type != REDIS_REPLY_STRING || r->len != 40 ||
+      memcmp(r->str, s->sha, 40) != 0) {
+    freeReplyObject(r);
+    return cachet_fail(CACHET_EINTERNAL,
+                       "SCRIPT LOAD of %s returned a SHA1 other than the "
+                       "embedded %s",
+                       s->name, s->sha);
+  }
+  freeReplyObject(r);
+  return CACHET_OK;
+}
+
+int cachet_script_run(cachet *c, cachet_conn *cn, cachet_script_id id,
+                      int nkeys, int nargs, const char *const *args,
+                      const size_t *lens, redisReply **out) {
+  int rc = run_evalsha(cn, id, nkeys, nargs, args, lens, out, 0);
+  if (rc == CACHET_ESERVER && cachet_server_error_is("NOSCRIPT")) {
+    rc = cachet_script_load(c, cn, id);
+    if (rc != CACHET_OK)
+      return rc;
+    rc = run_evalsha(cn, id, nkeys, nargs, args, lens, out, 0);
+  }
+  return rc;
+}
+
+int cachet_script_append(cachet_conn *cn, cachet_script_id id, int nkeys,
+                         int nargs, const char *const *args,
+                         const size_t *lens) {
+  return run_evalsha(cn, id, nkeys, nargs, args, lens, NULL, 1);
+}

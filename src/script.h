@@ -1,0 +1,30 @@
+/* Script registry: EVALSHA with invisible NOSCRIPT recovery. Internal.
+ * The scripts and their SHA1s are embedded at build time (cachet_scripts.h,
+ * generated from lua/). */
+#ifndef CACHET_SCRIPT_H
+#define CACHET_SCRIPT_H
+
+#include "cachet_scripts.h"
+#include "conn.h"
+
+/*
+ * Run script `id` with `nkeys` keys followed by `nargs - nkeys` arguments
+ * (args/lens hold keys then arguments). On NOSCRIPT the script is loaded
+ * with SCRIPT LOAD (never EVAL: Redis may evict EVAL-cached scripts) and the
+ * call is retried once; the caller never sees it. Reply ownership and error
+ * mapping as cachet_conn_command.
+ */
+int cachet_script_run(cachet *c, cachet_conn *cn, cachet_script_id id,
+                      int nkeys, int nargs, const char *const *args,
+                      const size_t *lens, redisReply **out);
+
+/* Pipelined form: append an EVALSHA (no reply read). */
+int cachet_script_append(cachet_conn *cn, cachet_script_id id, int nkeys,
+                         int nargs, const char *const *args,
+                         const size_t *lens);
+
+/* SCRIPT LOAD `id` and check that the server's SHA1 is the embedded one
+ * (EINTERNAL if not). Counts a reload. */
+int cachet_script_load(cachet *c, cachet_conn *cn, cachet_script_id id);
+
+#endif
