@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The README's two commands:
+#   tools/dev.sh demo   install what is missing, build, run `cachet demo`
+#   tools/dev.sh test   install what is missing, build, run every test:
+#                       the normal build, the ASan+UBSan build, valgrind on the
+#                       core tests, a bounded run of every fuzz target, and
+#                       the packaging test
+# It only installs Debian packages (apt-get), never downloads anything else.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+jobs=$(nproc 2>/dev/null || echo 2)
+
+packages=(build-essential cmake pkg-config libhiredis-dev libsodium-dev
+  libcmocka-dev libevent-dev redis-server redis-tools clang
+  libclang-rt-14-dev valgrind python3 man-db groff-base)
+
+install_deps() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing ${missing[*]}" >&2
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The Debian package starts a system redis-server; cachet's tests never use
+  # it (each starts its own), and it must not be mistaken for a configured one.
+}
+
+build() { # build DIR [cmake args...]
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DCACHET_WERROR=ON "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs"
+}
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+case "${1:-}" in
+demo)
+  install_deps
+  build build
+  exec build/cachet demo
+  ;;
+test)
+  install_deps
+  started=$(date +%s)
+  step "normal build: all tests"
+  build build
+  ctest --test-dir build --output-on-failure -j"$jobs"
+
+  step "ASan+UBSan build: all tests"
+  build build-asan -DCACHET_SANITIZE=address,undefined -DCACHET_BUILD_BENCH=OFF
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir build-asan --output-on-failure -j"$jobs"
+
+  step "valgrind memcheck: core tests"
+  valgrind --quiet --error-exitcode=99 --leak-check=full \
+    --errors-for-leak-kinds=definite,indirect --track-fds=no \
+    build/tests/test_core
+
+  step "fuzzing: every target, bounded"
+  FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/run.sh
+
+  if [ -f tests/packaging/test_install.sh ]; then
+    step "packaging: install, build the examples, run them"
+    bash tests/packaging/test_install.sh build .
+  fi
+  echo
+  echo "dev.sh: all tests passed in $(($(date +%s) - started)) s"
+  ;;
+*)
+  echo "usage: tools/dev.sh demo | test" >&2
+  exit 2
+  ;;
+esac
