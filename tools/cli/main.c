@@ -28,7 +28,7 @@ static void usage(FILE *out) {
   fprintf(out,
           "usage: cachet [--url URL] [--prefix PREFIX] COMMAND [ARGS...]\n"
           "       cachet COMMAND --help\n\n"
-          "A Redis-backed application cache. Commands:\n");
+          "A Redis-backed application cache.\n\nCommands:\n");
   for (size_t i = 0; i < NCOMMANDS; i++)
     if (commands[i] != NULL)
       fprintf(out, "  %-11s %s\n", commands[i]->name, commands[i]->summary);
