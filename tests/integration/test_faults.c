@@ -1,0 +1,310 @@
+/* Fault injection against real redis-server processes this test controls.
+ * It proves three things: a failure is never a miss, an acknowledged write is
+ * never lost, and cachet recovers without help. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void raw(test_server *s, const char *cmd) {
+  redisContext *r = test_redis(s);
+  redisReply *rep = redisCommand(r, cmd);
+  assert_non_null(rep);
+  assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
+  freeReplyObject(rep);
+  redisFree(r);
+}
+
+static void test_server_restart_gives_errors_then_reconnects(void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  cachet_options o;
+  test_options(&s, &o, "restart:");
+  o.timeout_ms = 1000;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+
+  test_server_kill(&s);
+  void *v = NULL;
+  size_t n;
+  /* While the server is down every call is an error, never a miss. */
+  for (int i = 0; i < 5; i++) {
+    int rc = cachet_get(c, "k", 1, &v, &n);
+    assert_true(rc == CACHET_ECONN || rc == CACHET_ETIMEDOUT);
+    assert_null(v);
+    rc = cachet_set(c, "k", 1, "v", 1, 0);
+    assert_true(rc == CACHET_ECONN || rc == CACHET_ETIMEDOUT);
+  }
+  cachet_metrics m;
+  cachet_metrics_snapshot(c, &m);
+  assert_int_equal(m.misses, 0);
+
+  assert_int_equal(test_server_restart(&s, NULL), 0);
+  /* The new server is empty (no persistence): a miss now is the truth. The
+   * first call after the restart already reconnects. */
+  assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_MISS);
+  assert_int_equal(cachet_set(c, "k", 1, "w", 1, 0), CACHET_OK);
+  assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_OK);
+  assert_memory_equal(v, "w", 1);
+  cachet_free(v);
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
+/* A writer thread runs while another kills its connections; every write
+ * acknowledged with CACHET_OK must be what a later read returns (unless a
+ * later, failed write may have landed). */
+#define KEYS 50
+#define ROUNDS 4000
+
+typedef struct chaos {
+  test_server *s;
+  volatile int stop;
+  int kills;
+} chaos;
+
+static void *killer(void *arg) {
+  chaos *ch = arg;
+  redisContext *r = test_redis(ch->s);
+  while (!ch->stop) {
+    redisReply *rep =
+        redisCommand(r, "CLIENT KILL TYPE normal SKIPME yes");
+    if (rep != NULL)
+      freeReplyObject(rep);
+    ch->kills++;
+    test_sleep_ms(5);
+  }
+  redisFree(r);
+  return NULL;
+}
+
+static void test_client_kill_mid_run_loses_no_acknowledged_write(void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  cachet *c = test_open(&s, "chaos:");
+  /* For each key: the last acknowledged round, and the highest round tried
+   * after it (a failed write may or may not have landed). */
+  int acked[KEYS], tried[KEYS];
+  for (int i = 0; i < KEYS; i++)
+    acked[i] = tried[i] = -1;
+  chaos ch = {&s, 0, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, killer, &ch), 0);
+  int errors = 0, oks = 0;
+  for (int round = 0; round < ROUNDS; round++) {
+    int k = round % KEYS;
+    char key[16], val[16];
+    int kl = snprintf(key, sizeof key, "k%d", k);
+    int vl = snprintf(val, sizeof val, "%d", round);
+    const char *tags[] = {"chaos"};
+    int rc = cachet_set_tags(c, key, (size_t)kl, val, (size_t)vl, 0, tags, 1);
+    if (rc == CACHET_OK) {
+      acked[k] = round;
+      tried[k] = -1;
+      oks++;
+    } else {
+      assert_true(rc == CACHET_ECONN || rc == CACHET_ETIMEDOUT);
+      tried[k] = round;
+      errors++;
+    }
+  }
+  ch.stop = 1;
+  pthread_join(th, NULL);
+  print_message("chaos: %d acknowledged, %d failed, %d kills\n", oks, errors,
+                ch.kills);
+  for (int k = 0; k < KEYS; k++) {
+    char key[16];
+    int kl = snprintf(key, sizeof key, "k%d", k);
+    void *v = NULL;
+    size_t n;
+    int rc = cachet_get(c, key, (size_t)kl, &v, &n);
+    if (rc == CACHET_ECONN) /* the killer may have had the last word */
+      rc = cachet_get(c, key, (size_t)kl, &v, &n);
+    if (acked[k] < 0 && tried[k] < 0)
+      continue;
+    assert_int_equal(rc, CACHET_OK);
+    int got = atoi(v);
+    cachet_free(v);
+    /* Never older than the last acknowledged write; anything newer must be
+     * one of the failed attempts made after it. */
+    assert_true(got == acked[k] || (tried[k] >= 0 && got > acked[k] &&
+                                    got <= tried[k] && got % KEYS == k));
+  }
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
+static void test_paused_server_times_out_within_bound_then_recovers(
+    void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  cachet_options o;
+  test_options(&s, &o, "paused:");
+  o.timeout_ms = 500;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+  kill(s.pid, SIGSTOP);
+  void *v = NULL;
+  size_t n;
+  int64_t t0 = mono_ms();
+  int rc = cachet_get(c, "k", 1, &v, &n);
+  int64_t dt = mono_ms() - t0;
+  int rc2 = cachet_set(c, "k", 1, "w", 1, 0);
+  kill(s.pid, SIGCONT);
+  /* Measured, not asserted: the bound is the design's (one timeout per
+   * call), the test checks the outcome. */
+  print_message("paused server: get failed after %lld ms (timeout 500)\n",
+                (long long)dt);
+  assert_int_equal(rc, CACHET_ETIMEDOUT);
+  assert_int_equal(rc2, CACHET_ETIMEDOUT);
+  assert_null(v);
+  assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_OK);
+  cachet_free(v);
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
+static void test_oom_with_noeviction_is_server_error_with_text(void **state) {
+  (void)state;
+  test_server s;
+  const char *extra[] = {"--maxmemory", "2mb", "--maxmemory-policy",
+                         "noeviction", NULL};
+  assert_int_equal(test_server_start(&s, extra), 0);
+  cachet *c = test_open(&s, "oom:");
+  char *big = malloc(256 * 1024);
+  assert_non_null(big);
+  memset(big, 'x', 256 * 1024);
+  int rc = CACHET_OK;
+  int i = 0;
+  for (; i < 100 && rc == CACHET_OK; i++) {
+    char key[16];
+    int kl = snprintf(key, sizeof key, "big%d", i);
+    rc = cachet_set(c, key, (size_t)kl, big, 256 * 1024, 0);
+  }
+  free(big);
+  assert_int_equal(rc, CACHET_ESERVER);
+  assert_non_null(strstr(cachet_last_error(), "OOM"));
+  /* A read of what was written before is still a hit, and of what was not
+   * is a miss: the OOM did not become either. */
+  void *v = NULL;
+  size_t n;
+  assert_int_equal(cachet_get(c, "big0", 4, &v, &n), CACHET_OK);
+  cachet_free(v);
+  char key[16];
+  int kl = snprintf(key, sizeof key, "big%d", i - 1);
+  assert_int_equal(cachet_get(c, key, (size_t)kl, &v, &n), CACHET_MISS);
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
+static void test_write_to_replica_is_readonly_error(void **state) {
+  (void)state;
+  test_server primary, replica;
+  assert_int_equal(test_server_start(&primary, NULL), 0);
+  char port[16];
+  snprintf(port, sizeof port, "%d", primary.port);
+  const char *extra[] = {"--replicaof", "127.0.0.1", port, NULL};
+  assert_int_equal(test_server_start(&replica, extra), 0);
+  cachet *c = test_open(&replica, "ro:");
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_ESERVER);
+  assert_non_null(strstr(cachet_last_error(), "READONLY"));
+  void *v = NULL;
+  size_t n;
+  assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_MISS);
+  cachet_close(c);
+  test_server_stop(&replica);
+  test_server_stop(&primary);
+}
+
+static void test_wrong_db_is_server_error(void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  cachet_options o;
+  test_options(&s, &o, "db:");
+  o.db = 999; /* the server has 16 */
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  void *v = NULL;
+  size_t n;
+  assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_ESERVER);
+  assert_non_null(strstr(cachet_last_error(), "SELECT"));
+  assert_non_null(strstr(cachet_last_error(), "out of range"));
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
+static void test_bad_input_is_invalid_argument_with_message(void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  cachet_options o;
+  test_options(&s, &o, "input:");
+  o.max_value_size = 1024;
+  o.max_tags = 2;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  void *v = NULL;
+  size_t n;
+
+  assert_int_equal(cachet_set(c, "", 0, "v", 1, 0), CACHET_EINVAL);
+  assert_non_null(strstr(cachet_last_error(), "empty"));
+  assert_int_equal(cachet_get(c, "", 0, &v, &n), CACHET_EINVAL);
+  assert_int_equal(cachet_delete(c, "", 0), CACHET_EINVAL);
+
+  /* A key with NUL and newline is allowed and round-trips. */
+  const char key[] = "a\0b\nc";
+  assert_int_equal(cachet_set(c, key, sizeof key - 1, "v", 1, 0), CACHET_OK);
+  assert_int_equal(cachet_get(c, key, sizeof key - 1, &v, &n), CACHET_OK);
+  cachet_free(v);
+
+  char big[1025];
+  memset(big, 'x', sizeof big);
+  assert_int_equal(cachet_set(c, "k", 1, big, sizeof big, 0), CACHET_EINVAL);
+  assert_non_null(strstr(cachet_last_error(), "max_value_size"));
+  assert_int_equal(cachet_set(c, "k", 1, big, 1024, 0), CACHET_OK);
+
+  const char *tags[] = {"a", "b", "c"};
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 0, tags, 3),
+                   CACHET_EINVAL);
+  assert_non_null(strstr(cachet_last_error(), "max_tags"));
+  const char *empty_tag[] = {""};
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 0, empty_tag, 1),
+                   CACHET_EINVAL);
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_server_restart_gives_errors_then_reconnects),
+      cmocka_unit_test(test_client_kill_mid_run_loses_no_acknowledged_write),
+      cmocka_unit_test(test_paused_server_times_out_within_bound_then_recovers),
+      cmocka_unit_test(test_oom_with_noeviction_is_server_error_with_text),
+      cmocka_unit_test(test_write_to_replica_is_readonly_error),
+      cmocka_unit_test(test_wrong_db_is_server_error),
+      cmocka_unit_test(test_bad_input_is_invalid_argument_with_message),
+  };
+  return cmocka_run_group_tests_name("faults", tests, NULL, NULL);
+}
