@@ -1,2 +1,67 @@
--- placeholder: being written in this session
-return redis.error_reply("ERR cachet script evict_chunk not written yet")
+-- evict_chunk: evict a bounded chunk of the members of a tag being evicted.
+--
+-- KEYS[1]          evicting index   <prefix>{bb}e:<tag>
+-- KEYS[2]          tag index        <prefix>{bb}t:<tag>  (may not exist)
+-- KEYS[3..2+2n]    per member i: value key <prefix>{bb}v:<key_i>, then its
+--                  tag-set key <prefix>{bb}m:<key_i>
+-- KEYS[3+2n..]     index keys <prefix>{bb}t:<other> of the other tags the
+--                  caller saw in those members' tag sets
+-- ARGV[1]          the tag being evicted
+-- ARGV[2]          n, the number of members
+-- ARGV[3..2+n]     the members (user keys), in the order of their KEYS
+-- ARGV[3+n..]      the other tag names, one per KEYS[3+2n..], same order
+--
+-- For each member, the tag set is read again here, since a writer may have
+-- changed it since the caller read it:
+--  - it does not hold the tag (expired, deleted, overwritten with other
+--    tags): the membership is stale and is only removed from KEYS[1];
+--  - it holds a tag whose index key was not passed: the member is skipped
+--    and stays in KEYS[1]; the caller reads its tag set again and retries;
+--  - otherwise the entry is evicted: its value and tag set are deleted and
+--    it leaves every index it was in, KEYS[1] and KEYS[2] included.
+--
+-- Returns {evicted, skipped, stale}: evicted counts values that existed.
+--
+-- Work: O(n + sum of the members' tags * log M) for indexes of M members.
+-- The caller bounds n (128) and the sum of tags (about 2048 per call).
+
+local ekey, tkey = KEYS[1], KEYS[2]
+local tag = ARGV[1]
+local n = tonumber(ARGV[2])
+
+local index_of = {}
+for i = 3 + 2 * n, #KEYS do
+  index_of[ARGV[i - n]] = KEYS[i]
+end
+
+local evicted, skipped, stale = 0, 0, 0
+for i = 1, n do
+  local member = ARGV[2 + i]
+  local vkey, skey = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  local tags = redis.call('SMEMBERS', skey)
+  local has, unknown = false, false
+  for _, t in ipairs(tags) do
+    if t == tag then
+      has = true
+    elseif not index_of[t] then
+      unknown = true
+    end
+  end
+  if not has then
+    redis.call('ZREM', ekey, member)
+    stale = stale + 1
+  elseif unknown then
+    skipped = skipped + 1
+  else
+    evicted = evicted + redis.call('DEL', vkey)
+    redis.call('DEL', skey)
+    for _, t in ipairs(tags) do
+      if t ~= tag then
+        redis.call('ZREM', index_of[t], member)
+      end
+    end
+    redis.call('ZREM', ekey, member)
+    redis.call('ZREM', tkey, member)
+  end
+end
+return {evicted, skipped, stale}

@@ -9,6 +9,15 @@
 #include "cachet.h"
 #include "keyring.h"
 
+/* Sizes of the v1 layout (docs/FORMAT.md). */
+#define CACHET_ENVELOPE_VERSION 1u
+#define CACHET_ENVELOPE_HEADER_BYTES 34u
+#define CACHET_ENVELOPE_NONCE_BYTES 24u
+#define CACHET_ENVELOPE_MAC_BYTES 32u
+#define CACHET_ENVELOPE_AEAD_TAG_BYTES 16u
+/* The payload length field is a u32. */
+#define CACHET_ENVELOPE_MAX_PAYLOAD ((size_t)UINT32_MAX)
+
 /* Worst-case encoded size for a payload of `len` bytes, or 0 on overflow. */
 size_t cachet_envelope_bound(size_t len);
 
@@ -25,6 +34,19 @@ int cachet_envelope_seal(const cachet_keyring *kr, int encrypt,
                          uint32_t content_type, int64_t created_ms,
                          int64_t expires_ms, const void *payload, size_t len,
                          uint8_t **out, size_t *outlen);
+
+/*
+ * For tests and the FORMAT.md vectors only: cachet_envelope_seal() with the
+ * AEAD nonce given instead of drawn from randombytes. `nonce` is read only
+ * when `encrypt` is set. Reusing a nonce under one key breaks the AEAD, so
+ * nothing outside tests/, fuzz/ and bench/ may call this.
+ */
+int cachet_envelope_seal_nonce(
+    const cachet_keyring *kr, int encrypt, const void *rkey, size_t rkeylen,
+    uint32_t content_type, int64_t created_ms, int64_t expires_ms,
+    const void *payload, size_t len,
+    const uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES], uint8_t **out,
+    size_t *outlen);
 
 /*
  * Decode and verify `blob` (len bytes) stored under `rkey`, in place: when

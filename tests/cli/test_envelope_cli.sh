@@ -67,7 +67,6 @@ err=$(CACHET_KEYS="1:notbase64!" "$CACHET" get a 2>&1; echo "exit=$?")
 case "$err" in *exit=2) ;; *) fail "bad keyring: $err" ;; esac
 
 # inspect --file works offline on raw bytes.
-rcli --no-raw GET "$(vkey a)" >/dev/null
 redis-cli -s "$SOCK" --raw GET "$(vkey a)" | head -c -1 >"$WORK/blob"
 "$CACHET" inspect --file "$WORK/blob" --redis-key "$(vkey a)" | grep -q "mac: *ok" ||
   fail "inspect --file"
