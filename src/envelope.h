@@ -41,12 +41,13 @@ int cachet_envelope_seal(const cachet_keyring *kr, int encrypt,
  * when `encrypt` is set. Reusing a nonce under one key breaks the AEAD, so
  * nothing outside tests/, fuzz/ and bench/ may call this.
  */
-int cachet_envelope_seal_nonce(
-    const cachet_keyring *kr, int encrypt, const void *rkey, size_t rkeylen,
-    uint32_t content_type, int64_t created_ms, int64_t expires_ms,
-    const void *payload, size_t len,
-    const uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES], uint8_t **out,
-    size_t *outlen);
+int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
+                               const void *rkey, size_t rkeylen,
+                               uint32_t content_type, int64_t created_ms,
+                               int64_t expires_ms, const void *payload,
+                               size_t len,
+                               const uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES],
+                               uint8_t **out, size_t *outlen);
 
 /*
  * Decode and verify `blob` (len bytes) stored under `rkey`, in place: when
@@ -66,9 +67,8 @@ int cachet_envelope_seal_nonce(
  */
 int cachet_envelope_open(const cachet_keyring *kr, int accept_unsealed,
                          const void *rkey, size_t rkeylen, uint8_t *blob,
-                         size_t len, int64_t now_ms,
-                         cachet_envelope_info *info, size_t *payload_off,
-                         size_t *payload_len);
+                         size_t len, int64_t now_ms, cachet_envelope_info *info,
+                         size_t *payload_off, size_t *payload_len);
 
 /*
  * Parse the header only and report the MAC status into info->mac_status
