@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Build every fuzz/*_fuzzer.c with clang + libFuzzer (ASan, UBSan) and run
+# each for a bounded time on a scratch copy of its seed corpus, so CI never
+# grows the committed corpus. Exits nonzero if any target crashes, leaks,
+# times out, or fails to build.
+#
+# Environment:
+#   FUZZ_SECONDS     seconds per target (default 30)
+#   FUZZ_BUILD_DIR   build directory (default: <repo>/build-fuzz)
+#   FUZZ_TARGETS     space-separated subset of targets (default: all)
+#   FUZZ_ARTIFACTS   where crash/leak inputs go (default: <build>/artifacts)
+#   FUZZ_KEEP_WORK   non-empty: keep the scratch corpora and print where
+#   CC               compiler (default: clang)
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+build=${FUZZ_BUILD_DIR:-$repo/build-fuzz}
+seconds=${FUZZ_SECONDS:-30}
+artifacts=${FUZZ_ARTIFACTS:-$build/artifacts}
+
+if [[ -n "${FUZZ_TARGETS:-}" ]]; then
+  read -r -a targets <<<"$FUZZ_TARGETS"
+else
+  targets=()
+  for src in "$here"/*_fuzzer.c; do
+    [[ -e "$src" ]] || continue
+    targets+=("$(basename "$src" .c)")
+  done
+fi
+if [[ ${#targets[@]} -eq 0 ]]; then
+  echo "run.sh: no fuzz targets found" >&2
+  exit 1
+fi
+
+CC=${CC:-clang} cmake -S "$repo" -B "$build" -DCACHET_FUZZ=ON \
+  -DCACHET_BUILD_TESTS=OFF -DCACHET_BUILD_BENCH=OFF \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$build" -j"$(nproc 2>/dev/null || echo 2)" \
+  --target "${targets[@]}"
+
+mkdir -p "$artifacts"
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/cachet-fuzz.XXXXXX")
+if [[ -z "${FUZZ_KEEP_WORK:-}" ]]; then
+  trap 'rm -rf "$scratch"' EXIT
+fi
+
+failed=()
+for t in "${targets[@]}"; do
+  work="$scratch/$t"
+  mkdir -p "$work"
+  if [[ -d "$here/corpus/$t" ]]; then
+    cp -R "$here/corpus/$t/." "$work/"
+  fi
+  args=("-max_total_time=$seconds" "-print_final_stats=1"
+        "-artifact_prefix=$artifacts/$t-")
+  if [[ -f "$here/$t.dict" ]]; then
+    args+=("-dict=$here/$t.dict")
+  fi
+  log="$scratch/$t.log"
+  echo "== $t (${seconds}s)"
+  if "$build/fuzz/$t" "${args[@]}" "$work" >"$log" 2>&1; then
+    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" |
+      grep -o '[0-9]*$' || echo "?")
+    echo "   ok: $runs executions, corpus $(ls "$work" | wc -l) inputs"
+  else
+    echo "   FAILED (see below; reproducer under $artifacts)"
+    tail -n 40 "$log"
+    failed+=("$t")
+  fi
+done
+
+if [[ -n "${FUZZ_KEEP_WORK:-}" ]]; then
+  echo "scratch corpora kept in $scratch"
+fi
+if [[ ${#failed[@]} -gt 0 ]]; then
+  echo "run.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi
+echo "run.sh: all ${#targets[@]} targets ran clean"
