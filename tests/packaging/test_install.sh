@@ -10,6 +10,8 @@
 # cachet_cli). Everything this script creates lives in one mktemp directory,
 # removed on exit, and the server it starts is stopped on exit, pass or fail.
 # Exit 0 when every check passes; otherwise 1 with a FAIL line saying what.
+# Exit 77 (skipped) for a sanitizer or fuzzing build: its libcachet.a needs
+# the sanitizer runtime, which an ordinary consumer does not link.
 set -Eeuo pipefail
 
 fail() {
@@ -26,6 +28,15 @@ BUILD=$(cd "$1" && pwd) || fail "no build directory $1"
 SRC=$(cd "$2" && pwd) || fail "no source directory $2"
 [ -f "$BUILD/CMakeCache.txt" ] || fail "$BUILD is not a CMake build directory"
 [ -f "$SRC/examples/basic.c" ] || fail "$SRC is not the cachet source tree"
+
+cache_var() {
+  sed -n "s/^$1:[A-Z]*=//p" "$BUILD/CMakeCache.txt" | head -n 1
+}
+if [ -n "$(cache_var CACHET_SANITIZE)" ] ||
+  [ "$(cache_var CACHET_FUZZ)" = ON ]; then
+  echo "SKIP: $BUILD is a sanitizer or fuzzing build; package a plain one"
+  exit 77
+fi
 
 for tool in cmake cc pkg-config readelf nm redis-server; do
   command -v "$tool" >/dev/null || fail "needs $tool"
@@ -79,9 +90,6 @@ quiet() {
 }
 
 # The install layout as configured (GNUInstallDirs), relative to the prefix.
-cache_var() {
-  sed -n "s/^$1:[A-Z]*=//p" "$BUILD/CMakeCache.txt" | head -n 1
-}
 LIBDIR=$(cache_var CMAKE_INSTALL_LIBDIR)
 INCDIR=$(cache_var CMAKE_INSTALL_INCLUDEDIR)
 BINDIR=$(cache_var CMAKE_INSTALL_BINDIR)
@@ -135,7 +143,8 @@ declared=$(sed -n 's/^CACHET_API[^(]*[ *]\(cachet_[a-z0-9_]*\)(.*/\1/p' \
 defined=$(nm -D --defined-only "$L/libcachet.so" | awk '{print $3}' | sort -u)
 missing=$(comm -23 <(echo "$declared") <(echo "$defined"))
 if [ -n "$missing" ]; then
-  echo "   NOTE  declared in cachet.h but not in libcachet.so yet:" $missing
+  echo "   NOTE  declared in cachet.h but not in libcachet.so yet:" \
+    "${missing//$'\n'/ }"
 fi
 have_symbol() { grep -qx "$1" <<<"$defined"; }
 
