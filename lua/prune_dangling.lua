@@ -1,0 +1,38 @@
+-- prune_dangling: remove the members of one index whose entry no longer
+-- carries the tag.
+--
+-- KEYS[1]          tag index        <prefix>{bb}t:<tag>
+-- KEYS[2..1+2n]    per member i: value key <prefix>{bb}v:<key_i>, then its
+--                  tag-set key <prefix>{bb}m:<key_i>
+-- ARGV[1]          the tag
+-- ARGV[2..1+n]     the members (user keys), in the order of their KEYS
+--
+-- A membership is dangling when the value is gone (deleted or evicted behind
+-- cachet's back, e.g. an external DEL or maxmemory eviction) or the tag set no
+-- longer holds the tag. Such a member is removed from KEYS[1]. When the value
+-- is gone its orphaned tag set is deleted too: nothing else would ever remove
+-- a tag set left without a TTL. Live members are not touched.
+--
+-- Returns the number of members removed.
+--
+-- Work: O(n * log M) for an index of M members; the caller bounds n (128).
+
+local key, tag = KEYS[1], ARGV[1]
+local n = (#KEYS - 1) / 2
+
+local removed = 0
+for i = 1, n do
+  local member = ARGV[1 + i]
+  local vkey, skey = KEYS[2 * i], KEYS[1 + 2 * i]
+  local dangling = false
+  if redis.call('EXISTS', vkey) == 0 then
+    redis.call('DEL', skey)
+    dangling = true
+  elseif redis.call('SISMEMBER', skey, tag) == 0 then
+    dangling = true
+  end
+  if dangling then
+    removed = removed + redis.call('ZREM', key, member)
+  end
+end
+return removed

@@ -1,0 +1,840 @@
+/* Tags against a private redis-server: evict-tags, index maintenance on
+ * set/delete, atomicity seen by a concurrent reader, bounded indexes under
+ * churn, prune, large evictions and NOSCRIPT in the middle of a run. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "conn.h"
+#include "envelope.h"
+#include "harness.h"
+#include "keys.h"
+#include "script.h"
+
+static test_server srv;
+
+static int setup(void **state) {
+  (void)state;
+  return test_server_start(&srv, NULL);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  test_server_stop(&srv);
+  return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+/* The Redis key of `kind` for a user key (v, m) or a tag (t, e) in the
+ * bucket of `member`. Caller frees. */
+static char *rkey(cachet *c, char kind, const char *name, const char *member) {
+  cachet_key k = {0};
+  assert_int_equal(cachet_key_build(c, &k, kind,
+                                    cachet_bucket(member, strlen(member)), name,
+                                    strlen(name)),
+                   CACHET_OK);
+  char *s = strdup(k.buf);
+  assert_non_null(s);
+  cachet_key_free(&k);
+  return s;
+}
+
+/* 1 if `member` is in tag's index for its bucket. */
+static int in_index(redisContext *r, cachet *c, const char *tag,
+                    const char *member) {
+  char *k = rkey(c, CACHET_KIND_INDEX, tag, member);
+  redisReply *rep = redisCommand(r, "ZSCORE %s %s", k, member);
+  assert_non_null(rep);
+  int in = rep->type != REDIS_REPLY_NIL;
+  freeReplyObject(rep);
+  free(k);
+  return in;
+}
+
+static long long int_cmd(redisContext *r, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *rep = redisvCommand(r, fmt, ap);
+  va_end(ap);
+  assert_non_null(rep);
+  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+  long long v = rep->integer;
+  freeReplyObject(rep);
+  return v;
+}
+
+static int hit(cachet *c, const char *key, const char *want) {
+  void *v = NULL;
+  size_t n = 0;
+  int rc = cachet_get(c, key, strlen(key), &v, &n);
+  if (rc == CACHET_MISS)
+    return 0;
+  assert_int_equal(rc, CACHET_OK);
+  if (want != NULL) {
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(v, want, n);
+  }
+  cachet_free(v);
+  return 1;
+}
+
+static void set_tags(cachet *c, const char *key, const char *val, int64_t ttl,
+                     const char *const *tags, size_t ntags) {
+  assert_int_equal(
+      cachet_set_tags(c, key, strlen(key), val, strlen(val), ttl, tags, ntags),
+      CACHET_OK);
+}
+
+/* Every key matching `pattern`, through SCAN; calls fn for each. */
+typedef void (*key_fn)(void *ud, const char *key, size_t len);
+static void scan_keys(redisContext *r, const char *pattern, key_fn fn,
+                      void *ud) {
+  char cursor[32] = "0";
+  do {
+    redisReply *rep =
+        redisCommand(r, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+    for (size_t i = 0; i < rep->element[1]->elements; i++)
+      fn(ud, rep->element[1]->element[i]->str,
+         rep->element[1]->element[i]->len);
+    freeReplyObject(rep);
+  } while (strcmp(cursor, "0") != 0);
+}
+
+typedef struct tally {
+  redisContext *r;
+  long long keys, members;
+} tally;
+
+static void count_members(void *ud, const char *key, size_t len) {
+  tally *t = ud;
+  redisReply *rep = redisCommand(t->r, "ZCARD %b", key, len);
+  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+  t->keys++;
+  t->members += rep->integer;
+  freeReplyObject(rep);
+}
+
+/* Total members over every index key (kind t or e) matching `pattern`. */
+static tally index_tally(redisContext *r, const char *pattern) {
+  tally t = {r, 0, 0};
+  scan_keys(r, pattern, count_members, &t);
+  return t;
+}
+
+/*
+ * Write n entries "<stem><i>" = "<val>" with tags fast: pipelined EVALSHA of
+ * set_tags on one borrowed connection, 1000 per round trip.
+ */
+static void populate(cachet *c, const char *stem, int from, int n,
+                     const char *val, const char *const *tags, size_t ntags,
+                     int64_t ttl) {
+  cachet_conn *cn;
+  assert_int_equal(cachet_conn_acquire(c, &cn), CACHET_OK);
+  assert_int_equal(cachet_script_load(c, cn, CACHET_SCRIPT_SET_TAGS),
+                   CACHET_OK);
+  char ttlb[24];
+  snprintf(ttlb, sizeof ttlb, "%lld", (long long)ttl);
+  char nn[16];
+  snprintf(nn, sizeof nn, "%zu", ntags);
+  for (int base = from; base < from + n; base += 1000) {
+    int end = base + 1000 < from + n ? base + 1000 : from + n;
+    for (int i = base; i < end; i++) {
+      char key[64];
+      int kl = snprintf(key, sizeof key, "%s%d", stem, i);
+      unsigned b = cachet_bucket(key, (size_t)kl);
+      cachet_key vk = {0}, mk = {0}, tk[8];
+      assert_true(ntags <= 8);
+      assert_int_equal(
+          cachet_key_build(c, &vk, CACHET_KIND_VALUE, b, key, (size_t)kl), 0);
+      assert_int_equal(
+          cachet_key_build(c, &mk, CACHET_KIND_TAGSET, b, key, (size_t)kl), 0);
+      for (size_t t = 0; t < ntags; t++)
+        assert_int_equal(cachet_key_build(c, &tk[t], CACHET_KIND_INDEX, b,
+                                          tags[t], strlen(tags[t])),
+                         0);
+      uint8_t *blob = NULL;
+      size_t bl = 0;
+      int64_t now = cachet_now_ms();
+      assert_int_equal(cachet_envelope_seal(c->keyring, c->cfg.encrypt, vk.buf,
+                                            vk.len, 0, now,
+                                            ttl > 0 ? now + ttl : 0, val,
+                                            strlen(val), &blob, &bl),
+                       CACHET_OK);
+      const char *a[32];
+      size_t l[32];
+      int na = 0;
+      a[na] = vk.buf, l[na++] = vk.len;
+      a[na] = mk.buf, l[na++] = mk.len;
+      for (size_t t = 0; t < ntags; t++)
+        a[na] = tk[t].buf, l[na++] = tk[t].len;
+      int nk = na;
+      a[na] = (const char *)blob, l[na++] = bl;
+      a[na] = ttlb, l[na++] = strlen(ttlb);
+      a[na] = "16", l[na++] = 2;
+      a[na] = nn, l[na++] = strlen(nn);
+      a[na] = key, l[na++] = (size_t)kl;
+      for (size_t t = 0; t < ntags; t++)
+        a[na] = tags[t], l[na++] = strlen(tags[t]);
+      assert_int_equal(
+          cachet_script_append(cn, CACHET_SCRIPT_SET_TAGS, nk, na, a, l),
+          CACHET_OK);
+      free(blob);
+      cachet_key_free(&vk);
+      cachet_key_free(&mk);
+      for (size_t t = 0; t < ntags; t++)
+        cachet_key_free(&tk[t]);
+    }
+    for (int i = base; i < end; i++) {
+      redisReply *rep = NULL;
+      assert_int_equal(cachet_conn_read(cn, &rep), CACHET_OK);
+      assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+      assert_int_equal(rep->integer, 1);
+      freeReplyObject(rep);
+    }
+  }
+  cachet_conn_release(c, cn);
+}
+
+/* ---- evict -------------------------------------------------------------- */
+
+static void test_evict_tag_removes_only_entries_carrying_it(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "ev1:");
+  redisContext *r = test_redis(&srv);
+  const char *x[] = {"x"}, *xy[] = {"x", "y"}, *y[] = {"y"};
+  set_tags(c, "a", "1", 0, x, 1);
+  set_tags(c, "b", "2", 0, xy, 2);
+  set_tags(c, "c", "3", 60000, y, 1);
+  assert_true(in_index(r, c, "y", "b"));
+
+  uint64_t n = 99;
+  assert_int_equal(cachet_evict_tags(c, x, 1, &n), CACHET_OK);
+  assert_int_equal(n, 2);
+  assert_false(hit(c, "a", NULL));
+  assert_false(hit(c, "b", NULL));
+  assert_true(hit(c, "c", "3"));
+  /* b's membership left y's index too; c's stayed. */
+  assert_false(in_index(r, c, "y", "b"));
+  assert_true(in_index(r, c, "y", "c"));
+  assert_false(in_index(r, c, "x", "a"));
+  /* No index or evicting key of x is left. */
+  assert_int_equal(index_tally(r, "ev1:{??}[te]:x").keys, 0);
+
+  const char *nobody[] = {"nobody"};
+  assert_int_equal(cachet_evict_tags(c, nobody, 1, &n), CACHET_OK);
+  assert_int_equal(n, 0);
+  cachet_metrics m;
+  cachet_metrics_snapshot(c, &m);
+  assert_int_equal(m.tag_evictions, 2);
+  redisFree(r);
+  cachet_close(c);
+}
+
+static void test_evict_tags_after_overwrite_keeps_new_value(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "ev2:");
+  redisContext *r = test_redis(&srv);
+  const char *t1[] = {"t1"}, *t2[] = {"t2"};
+  set_tags(c, "d", "old", 0, t1, 1);
+  set_tags(c, "d", "new", 0, t2, 1);
+  assert_false(in_index(r, c, "t1", "d"));
+  assert_true(in_index(r, c, "t2", "d"));
+  uint64_t n = 99;
+  assert_int_equal(cachet_evict_tags(c, t1, 1, &n), CACHET_OK);
+  assert_int_equal(n, 0);
+  assert_true(hit(c, "d", "new"));
+  assert_false(in_index(r, c, "t1", "d"));
+  redisFree(r);
+  cachet_close(c);
+}
+
+static void test_evict_of_several_tags_counts_each_entry_once(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "ev3:");
+  const char *xy[] = {"x", "y"}, *x[] = {"x"}, *y[] = {"y"};
+  set_tags(c, "both", "1", 0, xy, 2);
+  set_tags(c, "onlyx", "2", 0, x, 1);
+  set_tags(c, "onlyy", "3", 0, y, 1);
+  set_tags(c, "none", "4", 0, NULL, 0);
+  uint64_t n = 0;
+  assert_int_equal(cachet_evict_tags(c, xy, 2, &n), CACHET_OK);
+  assert_int_equal(n, 3);
+  assert_true(hit(c, "none", "4"));
+  cachet_close(c);
+}
+
+static void test_evict_rejects_empty_tag(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "ev4:");
+  const char *bad[] = {"ok", ""};
+  uint64_t n = 7;
+  assert_int_equal(cachet_evict_tags(c, bad, 2, &n), CACHET_EINVAL);
+  assert_int_equal(n, 0);
+  assert_int_equal(cachet_evict_tags(c, NULL, 1, &n), CACHET_EINVAL);
+  assert_int_equal(cachet_evict_tags(c, NULL, 0, &n), CACHET_OK);
+  assert_int_equal(n, 0);
+  cachet_close(c);
+}
+
+static void test_delete_removes_index_memberships(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "del1:");
+  redisContext *r = test_redis(&srv);
+  const char *ab[] = {"a", "b"};
+  set_tags(c, "k", "v", 0, ab, 2);
+  char *ia = rkey(c, CACHET_KIND_INDEX, "a", "k");
+  assert_int_equal(int_cmd(r, "ZCARD %s", ia), 1);
+  assert_int_equal(cachet_delete(c, "k", 1), CACHET_OK);
+  assert_int_equal(int_cmd(r, "ZCARD %s", ia), 0);
+  assert_false(in_index(r, c, "b", "k"));
+  char *mk = rkey(c, CACHET_KIND_TAGSET, "k", "k");
+  assert_int_equal(int_cmd(r, "EXISTS %s", mk), 0);
+  free(mk);
+  free(ia);
+  redisFree(r);
+  cachet_close(c);
+}
+
+static void test_set_without_tags_drops_memberships(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "del2:");
+  redisContext *r = test_redis(&srv);
+  const char *ab[] = {"a", "b"};
+  set_tags(c, "k", "v1", 0, ab, 2);
+  assert_int_equal(cachet_set(c, "k", 1, "v2", 2, 0), CACHET_OK);
+  assert_false(in_index(r, c, "a", "k"));
+  assert_false(in_index(r, c, "b", "k"));
+  uint64_t n = 9;
+  assert_int_equal(cachet_evict_tags(c, ab, 2, &n), CACHET_OK);
+  assert_int_equal(n, 0);
+  assert_true(hit(c, "k", "v2"));
+  redisFree(r);
+  cachet_close(c);
+}
+
+static void test_evict_finishes_an_abandoned_eviction(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "ev5:");
+  redisContext *r = test_redis(&srv);
+  const char *z[] = {"z"};
+  set_tags(c, "first", "1", 0, z, 1);
+  /* An eviction that died after its rename: the snapshot is an e key. */
+  char *t = rkey(c, CACHET_KIND_INDEX, "z", "first");
+  char *e = rkey(c, CACHET_KIND_EVICTING, "z", "first");
+  freeReplyObject(redisCommand(r, "RENAME %s %s", t, e));
+  /* A later write of the same tag in the same bucket starts a fresh t. */
+  set_tags(c, "first", "2", 0, z, 1);
+  set_tags(c, "other", "3", 0, z, 1);
+  uint64_t n = 0;
+  assert_int_equal(cachet_evict_tags(c, z, 1, &n), CACHET_OK);
+  assert_int_equal(n, 2);
+  assert_false(hit(c, "first", NULL));
+  assert_false(hit(c, "other", NULL));
+  assert_int_equal(int_cmd(r, "EXISTS %s %s", t, e), 0);
+  free(t);
+  free(e);
+  redisFree(r);
+  cachet_close(c);
+}
+
+static void test_expired_members_are_not_counted_as_evicted(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "ev6:");
+  const char *x[] = {"x"};
+  set_tags(c, "short", "1", 50, x, 1);
+  set_tags(c, "long", "2", 60000, x, 1);
+  test_sleep_ms(120);
+  uint64_t n = 0;
+  assert_int_equal(cachet_evict_tags(c, x, 1, &n), CACHET_OK);
+  assert_int_equal(n, 1);
+  cachet_close(c);
+}
+
+/* ---- a reader never sees half a write ----------------------------------- */
+
+#define RW_KEYS 20
+
+typedef struct rw {
+  cachet *c;
+  atomic_int stop;
+  int writes;
+  int failures;
+} rw;
+
+static void *rw_writer(void *arg) {
+  rw *w = arg;
+  const char *ab[] = {"ta", "tb"}, *cc[] = {"tc"};
+  for (int i = 0; !atomic_load(&w->stop) && i < 200000; i++) {
+    char key[16], val[32];
+    int kl = snprintf(key, sizeof key, "k%d", i % RW_KEYS);
+    int rc;
+    if (i % 7 == 6) {
+      rc = cachet_delete(w->c, key, (size_t)kl);
+      rc = rc == CACHET_MISS ? CACHET_OK : rc;
+    } else {
+      int a = (i / RW_KEYS) % 2 == 0;
+      int vl = snprintf(val, sizeof val, "%c%d", a ? 'A' : 'C', i);
+      rc = cachet_set_tags(w->c, key, (size_t)kl, val, (size_t)vl, 0,
+                           a ? ab : cc, a ? 2 : 1);
+    }
+    if (rc != CACHET_OK)
+      w->failures++;
+    w->writes++;
+  }
+  return NULL;
+}
+
+/* Reads v, m and the three memberships of a key in one atomic step. */
+static const char read_all[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "local m = redis.call('SMEMBERS', KEYS[2])\n"
+    "table.sort(m)\n"
+    "local out = {v and 1 or 0, table.concat(m, ',')}\n"
+    "for i = 3, 5 do\n"
+    "  out[#out + 1] = redis.call('ZSCORE', KEYS[i], ARGV[1]) and 1 or 0\n"
+    "end\n"
+    "return out\n";
+
+static void
+test_concurrent_reader_never_sees_value_without_membership(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "rw:");
+  redisContext *r = test_redis(&srv);
+  rw w = {c, 0, 0, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, rw_writer, &w), 0);
+  long checks = 0, bad = 0, present = 0;
+  for (int round = 0; round < 3000; round++) {
+    char key[16];
+    snprintf(key, sizeof key, "k%d", round % RW_KEYS);
+    char *v = rkey(c, CACHET_KIND_VALUE, key, key);
+    char *m = rkey(c, CACHET_KIND_TAGSET, key, key);
+    char *ta = rkey(c, CACHET_KIND_INDEX, "ta", key);
+    char *tb = rkey(c, CACHET_KIND_INDEX, "tb", key);
+    char *tc = rkey(c, CACHET_KIND_INDEX, "tc", key);
+    redisReply *rep = redisCommand(r, "EVAL %s 5 %s %s %s %s %s %s", read_all,
+                                   v, m, ta, tb, tc, key);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    long long exists = rep->element[0]->integer;
+    const char *tags = rep->element[1]->str;
+    long long a = rep->element[2]->integer, b = rep->element[3]->integer,
+              cc = rep->element[4]->integer;
+    int ok;
+    if (!exists) {
+      ok = tags[0] == '\0' && !a && !b && !cc;
+    } else {
+      present++;
+      /* Which write is it? Only GET through cachet can decode the value, so
+       * the tag set decides, and it must agree with every index. */
+      if (strcmp(tags, "ta,tb") == 0)
+        ok = a && b && !cc;
+      else if (strcmp(tags, "tc") == 0)
+        ok = !a && !b && cc;
+      else
+        ok = 0;
+    }
+    if (!ok) {
+      bad++;
+      fprintf(stderr,
+              "inconsistent: %s exists=%lld tags=%s a=%lld b=%lld "
+              "c=%lld\n",
+              key, exists, tags, a, b, cc);
+    }
+    checks++;
+    freeReplyObject(rep);
+    free(v);
+    free(m);
+    free(ta);
+    free(tb);
+    free(tc);
+  }
+  atomic_store(&w.stop, 1);
+  pthread_join(th, NULL);
+  printf("  reader: %ld checks (%ld present) against %d writes\n", checks,
+         present, w.writes);
+  assert_int_equal(w.failures, 0);
+  assert_int_equal(bad, 0);
+  assert_true(present > 0);
+  redisFree(r);
+  cachet_close(c);
+}
+
+/* ---- bounded indexes and prune ------------------------------------------ */
+
+#define CHURN_WRITES 100000
+#define CHURN_THREADS 4
+#define CHURN_LIVE 1000
+#define CHURN_TAGS 8
+
+typedef struct churn {
+  cachet *c;
+  int id;
+  int failures;
+} churn;
+
+static const char *const churn_tags[CHURN_TAGS] = {"c0", "c1", "c2", "c3",
+                                                   "c4", "c5", "c6", "c7"};
+
+static void *churn_writer(void *arg) {
+  churn *w = arg;
+  for (int i = w->id; i < CHURN_WRITES; i += CHURN_THREADS) {
+    char key[32];
+    int kl;
+    int64_t ttl;
+    /* Half the writes overwrite one of CHURN_LIVE long-lived keys (each
+     * thread owns its own), half write a fresh key that lives 20 ms. */
+    if (i % 2 == 0) {
+      kl = snprintf(key, sizeof key, "live%d", (i / 2) % CHURN_LIVE);
+      ttl = 600000;
+    } else {
+      kl = snprintf(key, sizeof key, "gone%d", i);
+      ttl = 20;
+    }
+    const char *tags[2] = {churn_tags[i % CHURN_TAGS],
+                           churn_tags[(i + 1 + (i / 7) % 7) % CHURN_TAGS]};
+    if (cachet_set_tags(w->c, key, (size_t)kl, "v", 1, ttl, tags, 2) !=
+        CACHET_OK)
+      w->failures++;
+  }
+  return NULL;
+}
+
+typedef struct member_check {
+  redisContext *r;
+  cachet *c;
+  long dangling, members;
+} member_check;
+
+/* For one index key: every member's value exists and its tag set holds the
+ * tag. */
+static void check_members(void *ud, const char *key, size_t len) {
+  member_check *mc = ud;
+  size_t p = mc->c->cfg.prefixlen;
+  const char *tag = key + p + 6;
+  redisReply *rep = redisCommand(mc->r, "ZRANGE %b 0 -1", key, len);
+  assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+  for (size_t i = 0; i < rep->elements; i++) {
+    const char *member = rep->element[i]->str;
+    char *v = rkey(mc->c, CACHET_KIND_VALUE, member, member);
+    char *m = rkey(mc->c, CACHET_KIND_TAGSET, member, member);
+    if (int_cmd(mc->r, "EXISTS %s", v) == 0 ||
+        int_cmd(mc->r, "SISMEMBER %s %s", m, tag) == 0)
+      mc->dangling++;
+    mc->members++;
+    free(v);
+    free(m);
+  }
+  freeReplyObject(rep);
+}
+
+static void
+test_index_stays_bounded_under_churn_and_prune_cleans_it(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "churn:");
+  redisContext *r = test_redis(&srv);
+  pthread_t th[CHURN_THREADS];
+  churn w[CHURN_THREADS];
+  for (int i = 0; i < CHURN_THREADS; i++) {
+    w[i] = (churn){c, i, 0};
+    assert_int_equal(pthread_create(&th[i], NULL, churn_writer, &w[i]), 0);
+  }
+  for (int i = 0; i < CHURN_THREADS; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(w[i].failures, 0);
+  }
+  /* 50,000 short-lived entries went through the indexes; an index that
+   * only grew would hold all 100,000 of their memberships. Overwrites leave
+   * their old tags and writes prune expired members as they go, so what is
+   * left is the live memberships (2 per live key) and a small residue of
+   * recently expired ones. */
+  tally t = index_tally(r, "churn:{??}t:*");
+  printf("  after %d writes: %lld index keys, %lld members\n", CHURN_WRITES,
+         t.keys, t.members);
+  assert_true(t.members >= 2 * CHURN_LIVE);
+  assert_true(t.members <= 2 * CHURN_LIVE + 8000);
+
+  test_sleep_ms(100);
+  /* Dangling members made behind cachet's back: values deleted (as by
+   * maxmemory eviction) and a tag removed from a tag set. */
+  for (int i = 0; i < 10; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "live%d", i);
+    char *v = rkey(c, CACHET_KIND_VALUE, key, key);
+    freeReplyObject(redisCommand(r, "DEL %s", v));
+    free(v);
+  }
+  for (int i = 10; i < 20; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "live%d", i);
+    char *m = rkey(c, CACHET_KIND_TAGSET, key, key);
+    redisReply *rep = redisCommand(r, "SPOP %s", m);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    freeReplyObject(rep);
+    free(m);
+  }
+  uint64_t pruned = 0;
+  assert_int_equal(cachet_prune(c, &pruned), CACHET_OK);
+  printf("  prune removed %llu members\n", (unsigned long long)pruned);
+  assert_int_equal(pruned, (uint64_t)(t.members - (2 * CHURN_LIVE - 30)));
+
+  member_check mc = {r, c, 0, 0};
+  scan_keys(r, "churn:{??}t:*", check_members, &mc);
+  assert_int_equal(mc.dangling, 0);
+  assert_int_equal(mc.members, 2 * CHURN_LIVE - 30);
+  /* Orphaned tag sets of the deleted values went with them. */
+  char *m0 = rkey(c, CACHET_KIND_TAGSET, "live0", "live0");
+  assert_int_equal(int_cmd(r, "EXISTS %s", m0), 0);
+  free(m0);
+  /* A second prune finds nothing. */
+  assert_int_equal(cachet_prune(c, &pruned), CACHET_OK);
+  assert_int_equal(pruned, 0);
+  redisFree(r);
+  cachet_close(c);
+}
+
+/* ---- large evictions ---------------------------------------------------- */
+
+typedef struct pinger {
+  const test_server *s;
+  atomic_int stop;
+  uint64_t worst_us, pings;
+} pinger;
+
+static void *ping_loop(void *arg) {
+  pinger *p = arg;
+  redisContext *r = test_redis(p->s);
+  while (!atomic_load(&p->stop)) {
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    redisReply *rep = redisCommand(r, "PING");
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    if (rep == NULL)
+      break;
+    freeReplyObject(rep);
+    uint64_t us = (uint64_t)(b.tv_sec - a.tv_sec) * 1000000u +
+                  (uint64_t)((b.tv_nsec - a.tv_nsec) / 1000);
+    if (us > p->worst_us)
+      p->worst_us = us;
+    p->pings++;
+    test_sleep_ms(1);
+  }
+  redisFree(r);
+  return NULL;
+}
+
+#define BIG 200000
+
+static void
+test_evict_200k_members_in_chunks_while_server_answers(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "big:");
+  redisContext *r = test_redis(&srv);
+  const char *big[] = {"big"}, *bigside[] = {"big", "side"};
+  populate(c, "e", 0, BIG - 1000, "value", big, 1, 0);
+  /* Some entries carry a second tag, so chunks also edit other indexes. */
+  populate(c, "s", 0, 1000, "value", bigside, 2, 0);
+  assert_int_equal(index_tally(r, "big:{??}t:big").members, BIG);
+
+  pinger p = {&srv, 0, 0, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, ping_loop, &p), 0);
+  uint64_t n = 0;
+  int rc = cachet_evict_tags(c, big, 1, &n);
+  atomic_store(&p.stop, 1);
+  pthread_join(th, NULL);
+  printf("  evicted %llu entries; worst PING %.2f ms over %llu pings\n",
+         (unsigned long long)n, (double)p.worst_us / 1000.0,
+         (unsigned long long)p.pings);
+  assert_int_equal(rc, CACHET_OK);
+  assert_int_equal(n, BIG);
+  assert_int_equal(index_tally(r, "big:{??}[te]:big").keys, 0);
+  assert_int_equal(index_tally(r, "big:{??}t:side").members, 0);
+  assert_false(hit(c, "e0", NULL));
+  assert_false(hit(c, "s999", NULL));
+  redisReply *rep = redisCommand(r, "EVAL %s 0",
+                                 "return #redis.call('KEYS', "
+                                 "'big:*')");
+  assert_int_equal(rep->integer, 0);
+  freeReplyObject(rep);
+  redisFree(r);
+  cachet_close(c);
+}
+
+typedef struct hot {
+  cachet *c;
+  atomic_int started, stop;
+  atomic_int pre_done;
+  int failures;
+  long writes;
+} hot;
+
+/* Writes the tag before the eviction starts (those must go) and keeps
+ * writing it while the eviction runs (those may stay). */
+static void *hot_writer(void *arg) {
+  hot *h = arg;
+  const char *tags[] = {"hot"};
+  for (int i = 0; !atomic_load(&h->stop); i++) {
+    char key[32];
+    int kl;
+    if (!atomic_load(&h->started)) {
+      if (i == 2000)
+        atomic_store(&h->pre_done, 1);
+      kl = snprintf(key, sizeof key, "pre%d", i);
+    } else {
+      /* Overwrite the old entries too: a write after the start may survive,
+       * the value from before may not. */
+      kl = i % 2 ? snprintf(key, sizeof key, "old%d", i % 20000)
+                 : snprintf(key, sizeof key, "post%d", i);
+    }
+    if (cachet_set_tags(h->c, key, (size_t)kl, "post", 4, 0, tags, 1) !=
+        CACHET_OK)
+      h->failures++;
+    h->writes++;
+  }
+  return NULL;
+}
+
+static void test_evict_during_concurrent_writes_terminates(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "hot:");
+  const char *tags[] = {"hot"};
+  populate(c, "old", 0, 20000, "old", tags, 1, 0);
+  hot h = {c, 0, 0, 0, 0, 0};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, hot_writer, &h), 0);
+  while (!atomic_load(&h.pre_done))
+    test_sleep_ms(1);
+  atomic_store(&h.started, 1);
+  test_sleep_ms(5);
+  uint64_t n = 0;
+  int rc = cachet_evict_tags(c, tags, 1, &n);
+  atomic_store(&h.stop, 1);
+  pthread_join(th, NULL);
+  printf("  evicted %llu while %ld writes ran\n", (unsigned long long)n,
+         h.writes);
+  assert_int_equal(rc, CACHET_OK);
+  assert_int_equal(h.failures, 0);
+  assert_true(n >= 20000);
+  /* Nothing written before the call survives it. */
+  for (int i = 0; i < 20000; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "old%d", i);
+    void *v = NULL;
+    size_t len = 0;
+    rc = cachet_get(c, key, strlen(key), &v, &len);
+    assert_true(rc == CACHET_OK || rc == CACHET_MISS);
+    if (rc == CACHET_OK) {
+      assert_memory_equal(v, "post", 4);
+      cachet_free(v);
+    }
+  }
+  /* pre0..pre1999 were all written before the flag that starts the call. */
+  for (int i = 0; i < 2000; i++) {
+    char key[32];
+    snprintf(key, sizeof key, "pre%d", i);
+    assert_false(hit(c, key, NULL));
+  }
+  cachet_close(c);
+}
+
+/* ---- NOSCRIPT in the middle of a run ------------------------------------ */
+
+typedef struct flusher {
+  const test_server *s;
+  int calls;
+  int flushed;
+} flusher;
+
+static void flush_once(void *ud, const char *op, uint64_t done) {
+  flusher *f = ud;
+  (void)op;
+  (void)done;
+  if (f->calls++ == 2) {
+    redisContext *r = test_redis(f->s);
+    freeReplyObject(redisCommand(r, "SCRIPT FLUSH"));
+    redisFree(r);
+    f->flushed = 1;
+  }
+}
+
+static void
+test_script_flush_mid_eviction_and_prune_is_invisible(void **state) {
+  (void)state;
+  flusher f = {&srv, 0, 0};
+  cachet_options o;
+  test_options(&srv, &o, "flushev:");
+  o.progress = flush_once;
+  o.progress_ud = &f;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  const char *tags[] = {"f", "g"};
+  populate(c, "k", 0, 3000, "v", tags, 2, 0);
+  cachet_metrics before;
+  cachet_metrics_snapshot(c, &before);
+  uint64_t n = 0;
+  assert_int_equal(cachet_evict_tags(c, tags, 1, &n), CACHET_OK);
+  assert_int_equal(n, 3000);
+  assert_true(f.flushed);
+  cachet_metrics after;
+  cachet_metrics_snapshot(c, &after);
+  assert_true(after.script_reloads > before.script_reloads);
+
+  /* Prune, flushed part-way: expired members in many indexes. Entries
+   * without expiry keep the indexes themselves alive. */
+  populate(c, "q", 0, 3000, "v", tags, 2, 0);
+  populate(c, "p", 0, 3000, "v", tags, 2, 10);
+  test_sleep_ms(50);
+  f.calls = 0;
+  f.flushed = 0;
+  uint64_t pruned = 0;
+  assert_int_equal(cachet_prune(c, &pruned), CACHET_OK);
+  assert_true(f.flushed);
+  /* Writes prune expired members too, so some were gone before the call;
+   * what matters is that none is left and the live ones stay. */
+  assert_true(pruned > 0 && pruned <= 6000);
+  redisContext *r = test_redis(&srv);
+  redisReply *rep = redisCommand(
+      r, "EVAL %s 0",
+      "local n = 0 for _, k in ipairs(redis.call('KEYS', 'flushev:{??}t:*'))"
+      " do n = n + redis.call('ZCARD', k) end return n");
+  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+  assert_int_equal(rep->integer, 6000);
+  freeReplyObject(rep);
+  redisFree(r);
+  cachet_close(c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_evict_tag_removes_only_entries_carrying_it),
+      cmocka_unit_test(test_evict_tags_after_overwrite_keeps_new_value),
+      cmocka_unit_test(test_evict_of_several_tags_counts_each_entry_once),
+      cmocka_unit_test(test_evict_rejects_empty_tag),
+      cmocka_unit_test(test_delete_removes_index_memberships),
+      cmocka_unit_test(test_set_without_tags_drops_memberships),
+      cmocka_unit_test(test_evict_finishes_an_abandoned_eviction),
+      cmocka_unit_test(test_expired_members_are_not_counted_as_evicted),
+      cmocka_unit_test(
+          test_concurrent_reader_never_sees_value_without_membership),
+      cmocka_unit_test(
+          test_index_stays_bounded_under_churn_and_prune_cleans_it),
+      cmocka_unit_test(test_evict_200k_members_in_chunks_while_server_answers),
+      cmocka_unit_test(test_evict_during_concurrent_writes_terminates),
+      cmocka_unit_test(test_script_flush_mid_eviction_and_prune_is_invisible),
+  };
+  return cmocka_run_group_tests_name("tags", tests, setup, teardown);
+}
