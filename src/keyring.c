@@ -63,9 +63,28 @@ static size_t probe(const cachet_keyring *kr, uint32_t id) {
   return s;
 }
 
-/* Parse entry number `pos` (1-based, for messages) into slot kr->n. */
+/* Decode one base64 key into `dst`: exactly 32 bytes, standard alphabet,
+ * padded, nothing after it. */
+static int decode_key(uint8_t dst[CACHET_KEY_BYTES], const char *b64,
+                      size_t b64len) {
+  size_t binlen = 0;
+  const char *end = NULL;
+  if (sodium_base642bin(dst, CACHET_KEY_BYTES, b64, b64len, NULL, &binlen, &end,
+                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
+      end != b64 + b64len || binlen != CACHET_KEY_BYTES)
+    return -1;
+  return 0;
+}
+
+/*
+ * Check entry number `pos` (1-based, for messages) and record its id in
+ * slot kr->n. The key is decoded into `scratch` only to validate it; the
+ * caller decodes it again into guarded memory once every entry is valid,
+ * so a bad keyring costs no sodium_malloc (about ten syscalls).
+ */
 static int parse_entry(cachet_keyring *kr, const char *e, size_t elen,
-                       size_t pos) {
+                       size_t pos, uint8_t scratch[CACHET_KEY_BYTES],
+                       const char **b64, size_t *b64len) {
   const char *colon = memchr(e, ':', elen);
   if (colon == NULL)
     return cachet_fail(CACHET_ECONFIG,
@@ -87,17 +106,9 @@ static int parse_entry(cachet_keyring *kr, const char *e, size_t elen,
                        "CACHET_KEYS entry %zu: duplicate key id %u (also "
                        "entry %u)",
                        pos, (unsigned)id, (unsigned)kr->slot_idx[s] + 1u);
-
-  const char *b64 = colon + 1;
-  size_t b64len = elen - (size_t)(b64 - e);
-  uint8_t *key = kr->keys + kr->n * CACHET_KEY_BYTES;
-  size_t binlen = 0;
-  const char *end = NULL;
-  /* Decode straight into the guarded region so no copy of the key is left
-   * on the stack; a failed decode is wiped when the region is freed. */
-  if (sodium_base642bin(key, CACHET_KEY_BYTES, b64, b64len, NULL, &binlen, &end,
-                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
-      end != b64 + b64len || binlen != CACHET_KEY_BYTES)
+  *b64 = colon + 1;
+  *b64len = elen - (size_t)(*b64 - e);
+  if (decode_key(scratch, *b64, *b64len) != 0)
     return cachet_fail(CACHET_ECONFIG,
                        "CACHET_KEYS entry %zu: key is not 32 bytes of base64",
                        pos);
@@ -138,12 +149,10 @@ int cachet_keyring_parse(const char *text, size_t len, cachet_keyring **out) {
   cachet_keyring *kr = calloc(1, sizeof *kr);
   if (kr == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory parsing CACHET_KEYS");
-  kr->keys = sodium_malloc(n * CACHET_KEY_BYTES);
-  if (kr->keys == NULL) {
-    free(kr);
-    return cachet_fail(CACHET_ENOMEM, "out of memory parsing CACHET_KEYS");
-  }
 
+  uint8_t scratch[CACHET_KEY_BYTES];
+  const char *b64[MAX_KEYS];
+  size_t b64len[MAX_KEYS];
   size_t start = lo;
   for (size_t pos = 1; pos <= n; pos++) {
     size_t stop = start;
@@ -158,16 +167,34 @@ int cachet_keyring_parse(const char *text, size_t len, cachet_keyring **out) {
       rc = cachet_fail(CACHET_ECONFIG, "CACHET_KEYS entry %zu is empty", pos);
       goto fail;
     }
-    rc = parse_entry(kr, text + a, b - a, pos);
+    rc = parse_entry(kr, text + a, b - a, pos, scratch, &b64[pos - 1],
+                     &b64len[pos - 1]);
     if (rc != CACHET_OK)
       goto fail;
     start = stop + 1;
+  }
+  sodium_memzero(scratch, sizeof scratch);
+
+  kr->keys = sodium_malloc(n * CACHET_KEY_BYTES);
+  if (kr->keys == NULL) {
+    rc = cachet_fail(CACHET_ENOMEM, "out of memory parsing CACHET_KEYS");
+    goto fail;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (decode_key(kr->keys + i * CACHET_KEY_BYTES, b64[i], b64len[i]) != 0) {
+      rc = cachet_fail(CACHET_EINTERNAL,
+                       "CACHET_KEYS entry %zu: key decoded "
+                       "once but not twice",
+                       i + 1);
+      goto fail;
+    }
   }
   /* Nothing writes the keys after this; a stray write now faults. */
   sodium_mprotect_readonly(kr->keys);
   *out = kr;
   return CACHET_OK;
 fail:
+  sodium_memzero(scratch, sizeof scratch);
   cachet_keyring_free(kr);
   return rc;
 }
@@ -175,7 +202,8 @@ fail:
 void cachet_keyring_free(cachet_keyring *kr) {
   if (kr == NULL)
     return;
-  /* sodium_free makes the region writable again and zeroes it. */
+  /* sodium_free makes the region writable again and zeroes it; NULL (a
+   * parse that failed before allocating) is a no-op. */
   sodium_free(kr->keys);
   free(kr);
 }
