@@ -328,6 +328,23 @@ if [ -n "$renderer" ]; then
   fi
   ok "cachet.1 renders with $renderer"
 fi
+# The manual keeps up with the CLI: every command `cachet --help` lists has
+# an entry, and every option its `--help` names is in the manual.
+if [ -n "$renderer" ]; then
+  C=$PREFIX/$BINDIR/cachet
+  cmds=$("$C" --help | sed -n '/^Commands:/,/^$/s/^  \([a-z-]*\) .*/\1/p')
+  [ -n "$cmds" ] || fail "cachet --help lists no commands"
+  for cmd in $cmds; do
+    grep -Eq "^ {7}$cmd( |\$)" "$WORK/man.txt" ||
+      fail "cachet.1 has no entry for the command '$cmd'"
+    for opt in $("$C" "$cmd" --help | grep -oE -- '--[a-z][a-z-]*' | sort -u); do
+      grep -qF -- "$opt" "$WORK/man.txt" ||
+        fail "cachet.1 does not mention '$cmd $opt' (from cachet $cmd --help)"
+    done
+  done
+  ok "cachet.1 covers the $(wc -w <<<"$cmds") commands of cachet --help" \
+    "and their options"
+fi
 if command -v groff >/dev/null; then
   warnings=$(groff -man -Tutf8 -ww -z "$MAN" 2>&1)
   [ -z "$warnings" ] || fail "groff -ww warns about cachet.1: $warnings"
