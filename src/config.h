@@ -34,26 +34,64 @@ typedef struct cachet_config {
 typedef const char *(*cachet_getenv_fn)(void *ud, const char *name);
 
 /*
- * Resolve `opts` (explicit fields win), then, when opts->use_env is set, the
- * variables through `getenv_fn` (NULL means the process environment), then
- * the defaults. On failure returns CACHET_ECONFIG or CACHET_ENOTSUP with a
- * detail that names the option or variable and quotes the bad value (never a
- * password or key), and `out` is left zeroed.
+ * Resolve `opts` into `out`. For each setting: the explicit field of `opts`
+ * if set (see cachet_options_init for the "unset" values), else, when
+ * opts->use_env is set, the CACHET_* variable looked up through `getenv_fn`,
+ * else the default documented in cachet.h.
+ *
+ * Connection settings come as a group. A URL (opts->url, else CACHET_URL)
+ * gives host, port, unix_path, db, username and password at once, and fills
+ * the ones it lacks with their defaults; explicit fields still override it
+ * one by one (an explicit host also drops a unix:// URL's socket, an
+ * explicit unix_path wins over everything). With any URL, the split
+ * variables CACHET_HOST, CACHET_PORT, CACHET_DB, CACHET_USERNAME and
+ * CACHET_PASSWORD are ignored; with opts->url, CACHET_URL is ignored too.
+ * CACHET_USE_TLS is read whatever the URL; a true value is CACHET_ENOTSUP.
+ *
+ * An empty variable counts as unset, except CACHET_KEY_PREFIX, where "" is
+ * the empty prefix. CACHET_KEYS and CACHET_KEYS_FILE (or keys and keys_file)
+ * together are refused. The keys file is read whole (at most 64 KiB, trailing
+ * whitespace removed); it is the only I/O this function does.
+ *
+ * `getenv_fn` NULL means getenv(3) on the process environment. getenv is
+ * not safe against a concurrent setenv/putenv in another thread, so a
+ * program that changes its environment must not do so while a handle is
+ * being opened. Apart from that, this function is thread-safe: it has no
+ * global state.
+ *
+ * On failure returns CACHET_ECONFIG (CACHET_ENOTSUP for TLS, CACHET_ENOMEM,
+ * CACHET_EINVAL for NULL arguments) with a detail that names the option or
+ * variable and quotes the bad value, escaped and truncated. A password, the
+ * keys, the keys file's content and any URL are never quoted. `out` is then
+ * left zeroed, with nothing allocated.
  */
 int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
                           cachet_getenv_fn getenv_fn, void *ud);
 
 /*
- * Parse a redis:// or unix:// URL into host/port/unix_path/db/username/
- * password of `cfg`, replacing what was there. `what` names the source in
- * error messages ("CACHET_URL" or "url"). Percent-escapes in user and
- * password are decoded. rediss:// gives CACHET_ENOTSUP "TLS not supported
- * yet". Pure.
+ * Parse a URL into host/port/unix_path/db/username/password of `cfg`,
+ * replacing (and freeing, secrets zeroed) what was there; fields the URL
+ * lacks get their defaults (localhost, 6379, db 0, no user or password). On
+ * failure `cfg` is unchanged.
+ *
+ *   redis://[user[:password]@]host[:port][/db][?db=N]
+ *   unix:///absolute/path[?db=N]
+ *
+ * The user information runs to the last '@', so an unescaped '@', '/' or ':'
+ * in a password still parses; %XX escapes in user and password are decoded
+ * (malformed escapes and %00 are refused); an empty user or password means
+ * none. The host may be an IPv6 literal in brackets ([::1]) and must not be
+ * empty. The database may be given once, as /N or ?db=N; no other query
+ * parameter is known. rediss:// gives CACHET_ENOTSUP "TLS not supported
+ * yet"; any other scheme CACHET_ECONFIG. `what` names the source in error
+ * messages ("CACHET_URL" or "url"); messages never quote the URL, since it
+ * may hold a password. Pure: no I/O.
  */
 int cachet_config_parse_url(cachet_config *cfg, const char *url,
                             const char *what);
 
-/* Free every owned string (secrets zeroed) and zero the struct. */
+/* Free every owned string (password, username and keys zeroed first with
+ * sodium_memzero) and zero the struct. NULL is a no-op. */
 void cachet_config_free(cachet_config *cfg);
 
 #endif
