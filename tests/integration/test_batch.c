@@ -250,11 +250,11 @@ test_mset_overwrite_with_new_tags_drops_old_memberships(void **state) {
   cachet_close(c);
 }
 
-static void fill(cachet_entry *e, char (*keys)[16], size_t n, const char *fmt,
+static void fill(cachet_entry *e, char (*keys)[16], size_t n, const char *pre,
                  const char *const *tags, size_t ntags) {
   memset(e, 0, n * sizeof *e);
   for (size_t i = 0; i < n; i++) {
-    snprintf(keys[i], 16, fmt, i);
+    snprintf(keys[i], 16, "%s%zu", pre, i);
     e[i].key = keys[i];
     e[i].keylen = strlen(keys[i]);
     e[i].val = keys[i]; /* the value is the key's own name */
@@ -295,7 +295,7 @@ static void test_mset_recovers_from_noscript_mid_batch(void **state) {
   cachet_entry *e = calloc(n, sizeof *e);
   assert_non_null(keys);
   assert_non_null(e);
-  fill(e, keys, n, "ns%zu", tags, 1);
+  fill(e, keys, n, "ns", tags, 1);
   assert_int_equal(cachet_mset(c, e, n), CACHET_OK);
   for (size_t i = 0; i < n; i++)
     assert_int_equal(e[i].status, CACHET_OK);
@@ -320,7 +320,7 @@ static void test_mset_and_mget_of_ten_thousand_entries(void **state) {
   cachet_entry *e = calloc(n, sizeof *e);
   assert_non_null(keys);
   assert_non_null(e);
-  fill(e, keys, n, "big%zu", tags, 2);
+  fill(e, keys, n, "big", tags, 2);
   assert_int_equal(cachet_mset(c, e, n), CACHET_OK);
   for (size_t i = 0; i < n; i++)
     assert_int_equal(e[i].status, CACHET_OK);

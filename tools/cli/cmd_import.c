@@ -7,6 +7,7 @@
  * one bad line is reported by its number and skipped, never failing the
  * batch it would have been part of. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,11 +17,14 @@
 #include "cli.h"
 #include "entry.h"
 #include "error.h"
+#include "keys.h"
 
 extern const cli_command cli_cmd_import;
 
 /* Lines per cachet_mset. */
 #define BATCH 1000
+/* Concurrent writers (pooled connections). */
+#define NWRITERS 2
 
 static void help_import(FILE *o) {
   fprintf(o,
@@ -284,6 +288,44 @@ static int flush(cachet *c, batch *b, counts *k, int *server_err) {
   return rc;
 }
 
+/* One writer: its own batch, written over its own pooled connection. Lines
+ * go to a writer by their key's bucket, so every line of one key goes
+ * through the same writer, in file order. */
+typedef struct writer {
+  cachet *c;
+  batch *b;
+  counts k;
+  int server_err, rc;
+  char detail[512];
+} writer;
+
+static void *writer_flush(void *arg) {
+  writer *w = arg;
+  w->rc = flush(w->c, w->b, &w->k, &w->server_err);
+  snprintf(w->detail, sizeof w->detail, "%s", cachet_last_error());
+  return NULL;
+}
+
+/* Flush every writer's batch at once: while one waits for its replies the
+ * server works on another's, so Redis is never idle between chunks. */
+static int flush_all(writer *w, size_t n) {
+  pthread_t th[NWRITERS];
+  int started[NWRITERS] = {0};
+  for (size_t i = 1; i < n; i++)
+    started[i] = pthread_create(&th[i], NULL, writer_flush, &w[i]) == 0;
+  for (size_t i = 0; i < n; i++) {
+    if (i == 0 || !started[i])
+      writer_flush(&w[i]);
+    else
+      pthread_join(th[i], NULL);
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (w[i].rc != CACHET_OK)
+      return cachet_fail(w[i].rc, "%s", w[i].detail);
+  }
+  return CACHET_OK;
+}
+
 static int run_import(cli *cl, int argc, char **argv) {
   int json = 0;
   for (int i = 0; i < argc; i++) {
@@ -297,40 +339,55 @@ static int run_import(cli *cl, int argc, char **argv) {
   if (c == NULL)
     return code;
 
-  batch *b = calloc(1, sizeof *b);
-  if (b == NULL) {
-    fprintf(stderr, "cachet import: out of memory\n");
-    return EXIT_SERVER;
+  writer w[NWRITERS];
+  memset(w, 0, sizeof w);
+  int oom = 0;
+  for (size_t i = 0; i < NWRITERS; i++) {
+    w[i].c = c;
+    if ((w[i].b = calloc(1, sizeof *w[i].b)) == NULL)
+      oom = 1;
   }
   counts k = {0, 0, 0};
-  int server_err = CACHET_OK, rc = CACHET_OK, oom = 0;
+  int rc = CACHET_OK;
   char *line = NULL;
   size_t cap = 0;
   unsigned long lineno = 0;
   ssize_t got;
-  while ((got = getline(&line, &cap, stdin)) >= 0) {
+  while (!oom && (got = getline(&line, &cap, stdin)) >= 0) {
     lineno++;
     size_t len = (size_t)got;
     if (len > 0 && line[len - 1] == '\n')
       len--;
     if (len == 0)
       continue; /* blank lines are allowed, e.g. a trailing one */
+    const char *tab = memchr(line, '\t', len);
+    size_t keylen = tab != NULL ? (size_t)(tab - line) : len;
+    batch *b = w[cachet_bucket(line, keylen) % NWRITERS].b;
     int added = add_line(c, b, &k, lineno, line, len);
     if (added < 0) {
       oom = 1;
       break;
     }
-    if (b->n == BATCH && (rc = flush(c, b, &k, &server_err)) != CACHET_OK)
+    if (b->n == BATCH && (rc = flush_all(w, NWRITERS)) != CACHET_OK)
       break;
   }
   int read_err = !oom && rc == CACHET_OK && ferror(stdin);
   if (!oom && rc == CACHET_OK && !read_err)
-    rc = flush(c, b, &k, &server_err);
+    rc = flush_all(w, NWRITERS);
   free(line);
-  free(b->arena);
-  free(b->tagoff);
-  free(b->tagptr);
-  free(b);
+  int server_err = CACHET_OK;
+  for (size_t i = 0; i < NWRITERS; i++) {
+    k.loaded += w[i].k.loaded;
+    k.failed += w[i].k.failed;
+    if (server_err == CACHET_OK)
+      server_err = w[i].server_err;
+    if (w[i].b != NULL) {
+      free(w[i].b->arena);
+      free(w[i].b->tagoff);
+      free(w[i].b->tagptr);
+      free(w[i].b);
+    }
+  }
 
   if (json)
     printf("{\"loaded\":%llu,\"bad_lines\":%llu,\"failed\":%llu}\n",
