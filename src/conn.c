@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,14 +256,58 @@ static int map_reply(cachet_conn *cn, redisReply *r, int saved_errno,
   return CACHET_OK;
 }
 
+/*
+ * hiredis writes with write(2), so a write to a connection the server closed
+ * raises SIGPIPE, whose default action kills the process. A library must not
+ * change the process's signal disposition, so each exchange blocks SIGPIPE in
+ * the calling thread and, if the write failed with EPIPE, consumes the
+ * signal it raised before unblocking (the pending signal is thread-directed,
+ * so no other thread sees it).
+ */
+typedef struct pipe_guard {
+  sigset_t old;
+  int was_pending;
+} pipe_guard;
+
+static void guard_begin(pipe_guard *g) {
+  sigset_t block, pending;
+  sigemptyset(&block);
+  sigaddset(&block, SIGPIPE);
+  sigemptyset(&pending);
+  sigpending(&pending);
+  g->was_pending = sigismember(&pending, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &block, &g->old);
+}
+
+static void guard_end(pipe_guard *g, int failed) {
+  if (failed && !g->was_pending) {
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    if (sigismember(&pending, SIGPIPE)) {
+      sigset_t only;
+      sigemptyset(&only);
+      sigaddset(&only, SIGPIPE);
+      struct timespec zero = {0, 0};
+      while (sigtimedwait(&only, NULL, &zero) < 0 && errno == EINTR) {
+      }
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 int cachet_conn_command(cachet_conn *cn, int argc, const char **argv,
                         const size_t *lens, redisReply **out) {
   *out = NULL;
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
+  pipe_guard g;
+  guard_begin(&g);
   errno = 0;
   redisReply *r = redisCommandArgv(cn->ctx, argc, argv, lens);
-  return map_reply(cn, r, errno, out);
+  int saved = errno;
+  guard_end(&g, r == NULL);
+  return map_reply(cn, r, saved, out);
 }
 
 int cachet_conn_append(cachet_conn *cn, int argc, const char **argv,
@@ -281,8 +326,12 @@ int cachet_conn_read(cachet_conn *cn, redisReply **out) {
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
   void *r = NULL;
+  pipe_guard g;
+  guard_begin(&g);
   errno = 0;
   if (redisGetReply(cn->ctx, &r) != REDIS_OK)
     r = NULL;
-  return map_reply(cn, r, errno, out);
+  int saved = errno;
+  guard_end(&g, r == NULL);
+  return map_reply(cn, r, saved, out);
 }

@@ -22,15 +22,6 @@ static int64_t mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void raw(test_server *s, const char *cmd) {
-  redisContext *r = test_redis(s);
-  redisReply *rep = redisCommand(r, cmd);
-  assert_non_null(rep);
-  assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
-  freeReplyObject(rep);
-  redisFree(r);
-}
-
 static void test_server_restart_gives_errors_then_reconnects(void **state) {
   (void)state;
   test_server s;
