@@ -3,8 +3,8 @@
 #   tools/dev.sh demo   install what is missing, build, run `cachet demo`
 #   tools/dev.sh test   install what is missing, build, run every test:
 #                       the normal build, the ASan+UBSan build, valgrind on the
-#                       core tests, a bounded run of every fuzz target, and
-#                       the packaging test
+#                       core tests, and a bounded run of every fuzz target
+#                       (the packaging test is one of the ctest tests)
 # It only installs Debian packages (apt-get), never downloads anything else.
 set -euo pipefail
 
@@ -68,10 +68,6 @@ test)
   step "fuzzing: every target, bounded"
   FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/run.sh
 
-  if [ -f tests/packaging/test_install.sh ]; then
-    step "packaging: install, build the examples, run them"
-    bash tests/packaging/test_install.sh build .
-  fi
   echo
   echo "dev.sh: all tests passed in $(($(date +%s) - started)) s"
   ;;

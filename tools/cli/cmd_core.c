@@ -96,7 +96,7 @@ static int one_key(const cli_command *cmd, int argc, char **argv,
 static void help_get(FILE *o) {
   fprintf(o, "usage: cachet get KEY [--json]\n"
              "  Write the raw value bytes to stdout (no newline added).\n"
-             "  --json  print {\"key\":..,\"value\":..} instead\n"
+             "  --json  print {\"key\":..,\"hit\":true|false,\"value\":..} instead\n"
              "Exit: 0 hit, 1 miss, 3 server error, 4 integrity/format "
              "error.\n");
 }
