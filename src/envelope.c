@@ -30,13 +30,6 @@ static const char AEAD_DOMAIN[] = "cachet/envelope/v1/aead";
 #define MAC_DOMAIN_LEN (sizeof MAC_DOMAIN - 1u)
 #define AEAD_DOMAIN_LEN (sizeof AEAD_DOMAIN - 1u)
 
-/* The keyring holds one 32-byte master key per id; each use gets its own
- * subkey so the MAC and the AEAD never share a key. */
-static const char KDF_CONTEXT[crypto_kdf_CONTEXTBYTES] = {'c', 'a', 'c', 'h',
-                                                          'e', 't', 'v', '1'};
-#define SUBKEY_MAC 1u
-#define SUBKEY_AEAD 2u
-
 /* Stack room for the associated data of typical key names; longer names
  * take a heap buffer. */
 #define AD_STACK_BYTES 512u
@@ -179,24 +172,23 @@ static void fill_info(const frame *f, int mac_status,
 
 /*
  * Keyed BLAKE2b-256 over MAC_DOMAIN || le32(rkeylen) || rkey || frame bytes
- * [0, n). The subkey and hash state are wiped before returning.
+ * [0, n), under the key's MAC subkey (cachet_keyring_subkey). The hash
+ * state holds key-derived material and is wiped before returning.
  */
-static void compute_mac(const uint8_t master[CACHET_KEY_BYTES],
-                        const void *rkey, size_t rkeylen, const uint8_t *frm,
-                        size_t n, uint8_t tag[CACHET_ENVELOPE_MAC_BYTES]) {
-  uint8_t sub[crypto_generichash_KEYBYTES];
+static void compute_mac(const uint8_t sub[CACHET_KEY_BYTES], const void *rkey,
+                        size_t rkeylen, const uint8_t *frm, size_t n,
+                        uint8_t tag[CACHET_ENVELOPE_MAC_BYTES]) {
   crypto_generichash_state st;
   uint8_t klen[4];
   put_le32(klen, (uint32_t)rkeylen);
-  crypto_kdf_derive_from_key(sub, sizeof sub, SUBKEY_MAC, KDF_CONTEXT, master);
-  crypto_generichash_init(&st, sub, sizeof sub, CACHET_ENVELOPE_MAC_BYTES);
+  crypto_generichash_init(&st, sub, CACHET_KEY_BYTES,
+                          CACHET_ENVELOPE_MAC_BYTES);
   crypto_generichash_update(&st, (const uint8_t *)MAC_DOMAIN, MAC_DOMAIN_LEN);
   crypto_generichash_update(&st, klen, sizeof klen);
   if (rkeylen > 0)
     crypto_generichash_update(&st, rkey, rkeylen);
   crypto_generichash_update(&st, frm, n);
   crypto_generichash_final(&st, tag, CACHET_ENVELOPE_MAC_BYTES);
-  sodium_memzero(sub, sizeof sub);
   sodium_memzero(&st, sizeof st);
 }
 
@@ -229,7 +221,7 @@ static uint8_t *build_ad(const void *rkey, size_t rkeylen, const uint8_t *hdr,
  * With m == NULL libsodium checks the tag without writing any plaintext,
  * which is what inspect needs. Returns 0, -1 on a bad tag, or CACHET_ENOMEM.
  */
-static int aead_open(const uint8_t master[CACHET_KEY_BYTES], const void *rkey,
+static int aead_open(const uint8_t sub[CACHET_KEY_BYTES], const void *rkey,
                      size_t rkeylen, const uint8_t *blob, const frame *f,
                      uint8_t *m) {
   uint8_t adbuf[AD_STACK_BYTES];
@@ -239,12 +231,9 @@ static int aead_open(const uint8_t master[CACHET_KEY_BYTES], const void *rkey,
       build_ad(rkey, rkeylen, blob, f->payload_off, adbuf, &heap, &adlen);
   if (ad == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory opening an envelope");
-  uint8_t sub[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
-  crypto_kdf_derive_from_key(sub, sizeof sub, SUBKEY_AEAD, KDF_CONTEXT, master);
   int r = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
       m, NULL, blob + f->payload_off, f->payload_len, blob + f->tag_off, ad,
       adlen, blob + CACHET_ENVELOPE_HEADER_BYTES, sub);
-  sodium_memzero(sub, sizeof sub);
   free(heap);
   return r == 0 ? 0 : -1;
 }
@@ -289,13 +278,14 @@ int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
   if (rkeylen > 0 && rkey == NULL)
     return cachet_fail(CACHET_EINVAL, "key name is NULL");
 
-  const uint8_t *master = NULL;
+  const uint8_t *sub = NULL;
   uint32_t key_id = 0;
   unsigned flags = 0;
   if (kr != NULL) {
     key_id = cachet_keyring_active_id(kr);
-    master = cachet_keyring_find(kr, key_id);
-    if (master == NULL)
+    sub = cachet_keyring_subkey(
+        kr, key_id, encrypt ? CACHET_SUBKEY_AEAD : CACHET_SUBKEY_MAC);
+    if (sub == NULL)
       return cachet_fail(CACHET_EINTERNAL, "keyring has no active key");
     flags = CACHET_ENV_F_MAC | (encrypt ? CACHET_ENV_F_ENCRYPTED : 0u);
   }
@@ -337,17 +327,14 @@ int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
       free(b);
       return cachet_fail(CACHET_ENOMEM, "out of memory sealing a value");
     }
-    uint8_t sub[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
-    crypto_kdf_derive_from_key(sub, sizeof sub, SUBKEY_AEAD, KDF_CONTEXT,
-                               master);
+
     /* In place: libsodium allows the ciphertext to overwrite the message. */
     crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
         b + hdr, b + hdr + len, NULL, b + hdr, len, ad, adlen, NULL,
         b + CACHET_ENVELOPE_HEADER_BYTES, sub);
-    sodium_memzero(sub, sizeof sub);
     free(heap);
   } else if (kr != NULL) {
-    compute_mac(master, rkey, rkeylen, b, hdr + len, b + hdr + len);
+    compute_mac(sub, rkey, rkeylen, b, hdr + len, b + hdr + len);
   }
   *out = b;
   *outlen = total;
@@ -375,14 +362,20 @@ int cachet_envelope_seal(const cachet_keyring *kr, int encrypt,
                                     out, outlen);
 }
 
+/* The subkey an envelope's flags call for. */
+static unsigned purpose_of(const frame *f) {
+  return (f->flags & CACHET_ENV_F_ENCRYPTED) ? CACHET_SUBKEY_AEAD
+                                             : CACHET_SUBKEY_MAC;
+}
+
 /*
  * Decide whether the keyring policy allows this envelope at all and find
- * its key. Returns CACHET_OK with *master NULL for an accepted unsealed
+ * its subkey. Returns CACHET_OK with *sub NULL for an accepted unsealed
  * envelope.
  */
 static int select_key(const cachet_keyring *kr, int accept_unsealed,
-                      const frame *f, const uint8_t **master) {
-  *master = NULL;
+                      const frame *f, const uint8_t **sub) {
+  *sub = NULL;
   if (!(f->flags & CACHET_ENV_F_MAC)) {
     if (kr != NULL && !accept_unsealed)
       return cachet_fail(CACHET_EINTEGRITY,
@@ -396,8 +389,8 @@ static int select_key(const cachet_keyring *kr, int accept_unsealed,
                        "value is sealed with key id %u but no keyring is "
                        "configured",
                        (unsigned)f->key_id);
-  *master = cachet_keyring_find(kr, f->key_id);
-  if (*master == NULL)
+  *sub = cachet_keyring_subkey(kr, f->key_id, purpose_of(f));
+  if (*sub == NULL)
     return cachet_fail(CACHET_EINTEGRITY,
                        "value is sealed with key id %u, which the keyring "
                        "does not hold",
@@ -421,14 +414,14 @@ int cachet_envelope_open(const cachet_keyring *kr, int accept_unsealed,
   int rc = parse_frame(blob, len, &f);
   if (rc != CACHET_OK)
     return rc;
-  const uint8_t *master;
-  if ((rc = select_key(kr, accept_unsealed, &f, &master)) != CACHET_OK)
+  const uint8_t *sub;
+  if ((rc = select_key(kr, accept_unsealed, &f, &sub)) != CACHET_OK)
     return rc;
 
   int mac_status = CACHET_MAC_NONE;
   if (f.flags & CACHET_ENV_F_ENCRYPTED) {
     /* Verifies the tag first and writes plaintext only if it matched. */
-    rc = aead_open(master, rkey, rkeylen, blob, &f, blob + f.payload_off);
+    rc = aead_open(sub, rkey, rkeylen, blob, &f, blob + f.payload_off);
     if (rc == CACHET_ENOMEM)
       return rc;
     if (rc != 0)
@@ -439,7 +432,7 @@ int cachet_envelope_open(const cachet_keyring *kr, int accept_unsealed,
     mac_status = CACHET_MAC_OK;
   } else if (f.flags & CACHET_ENV_F_MAC) {
     uint8_t tag[CACHET_ENVELOPE_MAC_BYTES];
-    compute_mac(master, rkey, rkeylen, blob, f.tag_off, tag);
+    compute_mac(sub, rkey, rkeylen, blob, f.tag_off, tag);
     int bad = crypto_verify_32(tag, blob + f.tag_off);
     sodium_memzero(tag, sizeof tag);
     if (bad != 0)
@@ -476,17 +469,17 @@ int cachet_envelope_inspect(const cachet_keyring *kr, const void *rkey,
   }
   int mac_status = CACHET_MAC_NONE;
   if (f.flags & CACHET_ENV_F_MAC) {
-    const uint8_t *master = cachet_keyring_find(kr, f.key_id);
-    if (master == NULL) {
+    const uint8_t *sub = cachet_keyring_subkey(kr, f.key_id, purpose_of(&f));
+    if (sub == NULL) {
       mac_status = CACHET_MAC_NO_KEY;
     } else if (f.flags & CACHET_ENV_F_ENCRYPTED) {
-      rc = aead_open(master, rkey, rkeylen, blob, &f, NULL);
+      rc = aead_open(sub, rkey, rkeylen, blob, &f, NULL);
       if (rc == CACHET_ENOMEM)
         return rc;
       mac_status = rc == 0 ? CACHET_MAC_OK : CACHET_MAC_BAD;
     } else {
       uint8_t tag[CACHET_ENVELOPE_MAC_BYTES];
-      compute_mac(master, rkey, rkeylen, blob, f.tag_off, tag);
+      compute_mac(sub, rkey, rkeylen, blob, f.tag_off, tag);
       mac_status = crypto_verify_32(tag, blob + f.tag_off) == 0
                        ? CACHET_MAC_OK
                        : CACHET_MAC_BAD;

@@ -19,8 +19,15 @@
 /* Ids and the table are not secret and live in ordinary memory; the key
  * bytes live in one sodium_malloc'd region (guard pages, mlock'd, zeroed by
  * sodium_free) that is read-only once parsed. */
+/* Each entry's slice of the guarded region: the master key, then its
+ * subkeys in purpose order. */
+#define SLOT_KEYS 3u
+#define SLOT_BYTES (SLOT_KEYS * CACHET_KEY_BYTES)
+static const char KDF_CONTEXT[crypto_kdf_CONTEXTBYTES] = {'c', 'a', 'c', 'h',
+                                                          'e', 't', 'v', '1'};
+
 struct cachet_keyring {
-  uint8_t *keys; /* n * CACHET_KEY_BYTES, entry order */
+  uint8_t *keys; /* n * SLOT_BYTES, entry order */
   size_t n;
   uint32_t ids[MAX_KEYS];
   uint32_t slot_id[TABLE_SIZE]; /* 0 = empty: id 0 is never valid */
@@ -175,19 +182,24 @@ int cachet_keyring_parse(const char *text, size_t len, cachet_keyring **out) {
   }
   sodium_memzero(scratch, sizeof scratch);
 
-  kr->keys = sodium_malloc(n * CACHET_KEY_BYTES);
+  kr->keys = sodium_malloc(n * SLOT_BYTES);
   if (kr->keys == NULL) {
     rc = cachet_fail(CACHET_ENOMEM, "out of memory parsing CACHET_KEYS");
     goto fail;
   }
   for (size_t i = 0; i < n; i++) {
-    if (decode_key(kr->keys + i * CACHET_KEY_BYTES, b64[i], b64len[i]) != 0) {
+    uint8_t *slot = kr->keys + i * SLOT_BYTES;
+    if (decode_key(slot, b64[i], b64len[i]) != 0) {
       rc = cachet_fail(CACHET_EINTERNAL,
                        "CACHET_KEYS entry %zu: key decoded "
                        "once but not twice",
                        i + 1);
       goto fail;
     }
+    crypto_kdf_derive_from_key(slot + CACHET_KEY_BYTES, CACHET_KEY_BYTES,
+                               CACHET_SUBKEY_MAC, KDF_CONTEXT, slot);
+    crypto_kdf_derive_from_key(slot + 2u * CACHET_KEY_BYTES, CACHET_KEY_BYTES,
+                               CACHET_SUBKEY_AEAD, KDF_CONTEXT, slot);
   }
   /* Nothing writes the keys after this; a stray write now faults. */
   sodium_mprotect_readonly(kr->keys);
@@ -218,5 +230,13 @@ const uint8_t *cachet_keyring_find(const cachet_keyring *kr, uint32_t id) {
   size_t s = probe(kr, id);
   if (kr->slot_id[s] != id)
     return NULL;
-  return kr->keys + (size_t)kr->slot_idx[s] * CACHET_KEY_BYTES;
+  return kr->keys + (size_t)kr->slot_idx[s] * SLOT_BYTES;
+}
+
+const uint8_t *cachet_keyring_subkey(const cachet_keyring *kr, uint32_t id,
+                                     unsigned purpose) {
+  if (purpose != CACHET_SUBKEY_MAC && purpose != CACHET_SUBKEY_AEAD)
+    return NULL;
+  const uint8_t *master = cachet_keyring_find(kr, id);
+  return master == NULL ? NULL : master + purpose * CACHET_KEY_BYTES;
 }

@@ -29,4 +29,17 @@ uint32_t cachet_keyring_active_id(const cachet_keyring *kr);
  * is owned by the keyring. */
 const uint8_t *cachet_keyring_find(const cachet_keyring *kr, uint32_t id);
 
+/*
+ * The envelope never uses a master key directly: each purpose has its own
+ * 32-byte subkey, crypto_kdf_derive_from_key(subkey_id = purpose,
+ * ctx = "cachetv1", master) as docs/FORMAT.md "Keys" specifies. They are
+ * derived once at parse time and kept in the same guarded memory, so no
+ * operation derives (or has to wipe) a key. NULL if the keyring does not
+ * hold `id` or `purpose` is unknown.
+ */
+#define CACHET_SUBKEY_MAC 1u
+#define CACHET_SUBKEY_AEAD 2u
+const uint8_t *cachet_keyring_subkey(const cachet_keyring *kr, uint32_t id,
+                                     unsigned purpose);
+
 #endif

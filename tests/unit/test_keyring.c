@@ -215,6 +215,41 @@ static void test_find_handles_colliding_ids(void **state) {
   cachet_keyring_free(kr);
 }
 
+static void expect_hex(const uint8_t *got, const char *hex) {
+  uint8_t want[CACHET_KEY_BYTES];
+  size_t n = 0;
+  assert_int_equal(
+      sodium_hex2bin(want, sizeof want, hex, strlen(hex), NULL, &n, NULL), 0);
+  assert_int_equal(n, sizeof want);
+  assert_non_null(got);
+  assert_memory_equal(got, want, sizeof want);
+}
+
+static void test_subkeys_match_format_md(void **state) {
+  (void)state;
+  /* docs/FORMAT.md "Derived subkeys". */
+  cachet_keyring *kr = NULL;
+  assert_int_equal(parse("2:" K2_B64 ",1:" K1_B64, &kr), CACHET_OK);
+  expect_hex(
+      cachet_keyring_subkey(kr, 1, CACHET_SUBKEY_MAC),
+      "c66bbfa201cbff2cbfd283b290047a50be33298606287d114de8becbc4312124");
+  expect_hex(
+      cachet_keyring_subkey(kr, 1, CACHET_SUBKEY_AEAD),
+      "b402b25888251157ceb4c5427d1548b51cad49004d29d361b89136fd77b3e894");
+  expect_hex(
+      cachet_keyring_subkey(kr, 2, CACHET_SUBKEY_MAC),
+      "fffb94119dcd12c01b8a270842b2803e3a9baa4d4832d47115b9ec1c0b022b0c");
+  expect_hex(
+      cachet_keyring_subkey(kr, 2, CACHET_SUBKEY_AEAD),
+      "411579f80fa19cd8c5a1e2917c524c95122c4e520bf6ec2bdb57bad264066c4b");
+  assert_null(cachet_keyring_subkey(kr, 3, CACHET_SUBKEY_MAC));
+  assert_null(cachet_keyring_subkey(kr, 1, 0));
+  assert_null(cachet_keyring_subkey(kr, 1, 3));
+  assert_null(cachet_keyring_subkey(NULL, 1, CACHET_SUBKEY_MAC));
+  expect_key(kr, 1, 0x00); /* the master key is still what find returns */
+  cachet_keyring_free(kr);
+}
+
 static void test_free_null_and_queries_on_null(void **state) {
   (void)state;
   cachet_keyring_free(NULL);
@@ -239,6 +274,7 @@ int main(void) {
       cmocka_unit_test(test_parse_detail_never_echoes_key_material),
       cmocka_unit_test(test_parse_accepts_64_keys_and_rejects_65),
       cmocka_unit_test(test_find_handles_colliding_ids),
+      cmocka_unit_test(test_subkeys_match_format_md),
       cmocka_unit_test(test_free_null_and_queries_on_null),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
