@@ -159,12 +159,9 @@ static void fill_info(const frame *f, int mac_status,
   info->version = f->version;
   info->flags = f->flags;
   info->key_id = f->key_id;
-  /* The two's-complement view of the raw bits; check_fields() has said
-   * whether they are in range. */
-  info->created_ms =
-      f->created_raw > (uint64_t)INT64_MAX ? -1 : (int64_t)f->created_raw;
-  info->expires_ms =
-      f->expires_raw > (uint64_t)INT64_MAX ? -1 : (int64_t)f->expires_raw;
+  /* Only called once check_fields() has passed: both fit an int64_t. */
+  info->created_ms = (int64_t)f->created_raw;
+  info->expires_ms = (int64_t)f->expires_raw;
   info->content_type = f->content_type;
   info->payload_len = f->payload_len;
   info->mac_status = mac_status;

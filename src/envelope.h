@@ -56,14 +56,18 @@ int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
  * and `info` (may be NULL) describes the header.
  * Returns:
  *  - CACHET_MISS when the envelope verified but its logical expiry is at or
- *    before now_ms;
+ *    before now_ms (`info` is filled, the payload outputs are 0; an
+ *    encrypted payload has been decrypted in place);
  *  - CACHET_ECORRUPT: bad magic, unknown flags, bad lengths, trailing bytes;
  *  - CACHET_EVERSION: "written by a newer cachet";
  *  - CACHET_EINTEGRITY: MAC/AEAD failure, unknown key id, or a sealed
  *    envelope read without a keyring, or an unsealed envelope read with a
  *    keyring unless accept_unsealed.
+ * On any error `info` is zeroed and the payload outputs are 0; a failed
+ * AEAD check may have zeroed the ciphertext in `blob` (libsodium does), so
+ * a caller that wants the bytes afterwards must open a copy.
  * The MAC is verified over the whole frame before any field inside it is
- * trusted. Never reads past blob[len-1].
+ * trusted. Never reads past blob[len-1]. Thread-safe: kr is only read.
  */
 int cachet_envelope_open(const cachet_keyring *kr, int accept_unsealed,
                          const void *rkey, size_t rkeylen, uint8_t *blob,
@@ -72,8 +76,11 @@ int cachet_envelope_open(const cachet_keyring *kr, int accept_unsealed,
 
 /*
  * Parse the header only and report the MAC status into info->mac_status
- * without failing on a bad MAC (for `cachet inspect`). Does not decrypt.
- * CACHET_OK, CACHET_ECORRUPT or CACHET_EVERSION.
+ * without failing on a bad MAC (for `cachet inspect`). Checks an encrypted
+ * envelope's tag without decrypting; never writes to `blob`. kr may be NULL
+ * (a sealed envelope then reports CACHET_MAC_NO_KEY).
+ * CACHET_OK, CACHET_ECORRUPT or CACHET_EVERSION (then info->version holds
+ * the version byte and the rest of `info` is zero).
  */
 int cachet_envelope_inspect(const cachet_keyring *kr, const void *rkey,
                             size_t rkeylen, const uint8_t *blob, size_t len,
