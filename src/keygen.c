@@ -10,6 +10,9 @@
 
 int cachet_keygen(uint32_t id, char *out, size_t outlen) {
   cachet_error_clear();
+  /* Out-parameters are cleared on failure: an empty string. */
+  if (outlen > 0)
+    out[0] = '\0';
   if (id == 0)
     return cachet_fail(CACHET_EINVAL, "keygen: key id 0 is reserved (ids are "
                                       "1-4294967295)");
