@@ -33,8 +33,6 @@
 /* Commands per pipeline flush: large enough to hide the round trip, small
  * enough to bound the client's and the server's buffers. */
 #define CHUNK 1000
-/* Expired members pruned per index on a write: the value entry.c passes. */
-#define PRUNE_ON_WRITE "16"
 /* Tags per entry handled without a heap allocation. */
 #define SMALL_TAGS 8
 
@@ -297,7 +295,8 @@ static int mset_append(cachet *c, cachet_conn *cn, const cachet_entry *e,
   int nkeys = k;
   args[k] = (const char *)blob, lens[k++] = bloblen;
   args[k] = ttl, lens[k++] = (size_t)ttll;
-  args[k] = PRUNE_ON_WRITE, lens[k++] = sizeof PRUNE_ON_WRITE - 1;
+  const char *cap = cachet_prune_cap(c);
+  args[k] = cap, lens[k++] = strlen(cap);
   args[k] = nn, lens[k++] = (size_t)nnl;
   args[k] = e->key, lens[k++] = e->keylen;
   for (size_t i = 0; i < ts.n; i++)

@@ -20,6 +20,7 @@ struct cachet_conn {
   redisContext *ctx;
   int broken;
   int timeout_ms;
+  int guard_sigpipe; /* SIGPIPE had its default (fatal) action at open. */
 };
 
 struct cachet_pool {
@@ -51,8 +52,14 @@ int cachet_pool_create(cachet *c) {
   pthread_cond_init(&p->cv, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&p->mu, NULL);
+  /* Only a default SIGPIPE action kills the process; an application that
+   * ignores or handles SIGPIPE (as servers usually do) skips the guard and
+   * its system calls. */
+  struct sigaction sa;
+  int guard = sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL;
   for (int i = 0; i < p->size; i++) {
     p->slots[i].timeout_ms = c->cfg.timeout_ms;
+    p->slots[i].guard_sigpipe = guard;
     /* Hand out low slots first so a lightly used handle keeps few
      * connections open. */
     p->free_idx[i] = p->size - 1 - i;
@@ -262,14 +269,19 @@ static int map_reply(cachet_conn *cn, redisReply *r, int saved_errno,
  * change the process's signal disposition, so each exchange blocks SIGPIPE in
  * the calling thread and, if the write failed with EPIPE, consumes the
  * signal it raised before unblocking (the pending signal is thread-directed,
- * so no other thread sees it).
+ * so no other thread sees it). That costs system calls, so it is only done
+ * when SIGPIPE's action was the default when the handle was opened.
  */
 typedef struct pipe_guard {
   sigset_t old;
   int was_pending;
+  int on;
 } pipe_guard;
 
-static void guard_begin(pipe_guard *g) {
+static void guard_begin(pipe_guard *g, const cachet_conn *cn) {
+  g->on = cn->guard_sigpipe;
+  if (!g->on)
+    return;
   sigset_t block, pending;
   sigemptyset(&block);
   sigaddset(&block, SIGPIPE);
@@ -280,6 +292,8 @@ static void guard_begin(pipe_guard *g) {
 }
 
 static void guard_end(pipe_guard *g, int failed) {
+  if (!g->on)
+    return;
   if (failed && !g->was_pending) {
     sigset_t pending;
     sigemptyset(&pending);
@@ -302,7 +316,7 @@ int cachet_conn_command(cachet_conn *cn, int argc, const char **argv,
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
   pipe_guard g;
-  guard_begin(&g);
+  guard_begin(&g, cn);
   errno = 0;
   redisReply *r = redisCommandArgv(cn->ctx, argc, argv, lens);
   int saved = errno;
@@ -326,8 +340,17 @@ int cachet_conn_read(cachet_conn *cn, redisReply **out) {
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
   void *r = NULL;
+  /* A pipelined reply is usually buffered already: parse it without any
+   * system call, and only go to the socket (guarded) when none is. */
+  if (redisGetReplyFromReader(cn->ctx, &r) != REDIS_OK) {
+    cn->broken = 1;
+    return cachet_fail(CACHET_EPROTO, "redis: protocol error: %s",
+                       cn->ctx->errstr);
+  }
+  if (r != NULL)
+    return map_reply(cn, r, 0, out);
   pipe_guard g;
-  guard_begin(&g);
+  guard_begin(&g, cn);
   errno = 0;
   if (redisGetReply(cn->ctx, &r) != REDIS_OK)
     r = NULL;

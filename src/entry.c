@@ -17,11 +17,14 @@
 #include "keys.h"
 #include "script.h"
 
-/* Members pruned opportunistically from each index on a write. */
-#define PRUNE_ON_WRITE 16
 /* How often a write may learn of new old tags before giving up. Only a
  * concurrent writer changing the same entry's tags can make it loop. */
 #define RETAG_ATTEMPTS 8
+
+const char *cachet_prune_cap(cachet *c) {
+  uint64_t n = atomic_fetch_add_explicit(&c->write_seq, 1, memory_order_relaxed);
+  return n % 8 == 0 ? "64" : "0";
+}
 
 int cachet_check_key(const cachet *c, const void *key, size_t keylen) {
   if (key == NULL || keylen == 0)
@@ -227,9 +230,9 @@ int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
   if (rc != CACHET_OK)
     goto done;
 
-  char ttl[24], cap[8], nn[16];
+  char ttl[24], nn[16];
   int ttll = snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  int capl = snprintf(cap, sizeof cap, "%d", PRUNE_ON_WRITE);
+  const char *cap = cachet_prune_cap(c);
   int nnl = snprintf(nn, sizeof nn, "%zu", nnew);
 
   for (int attempt = 0;; attempt++) {
@@ -250,7 +253,7 @@ int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
     int nkeys = b.n;
     argv_push(&b, blob, bloblen);
     argv_push(&b, ttl, (size_t)ttll);
-    argv_push(&b, cap, (size_t)capl);
+    argv_push(&b, cap, strlen(cap));
     argv_push(&b, nn, (size_t)nnl);
     argv_push(&b, key, keylen);
     for (size_t i = 0; i < tl.n; i++)

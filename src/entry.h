@@ -8,6 +8,12 @@
 
 #include "conn.h"
 
+/* The prune cap to pass to set_tags for the next write: 64 on one write in
+ * 8, 0 otherwise. Pruning on every write would cost each write a range
+ * query per tag; one in 8 with a larger cap removes as many expired members
+ * as writes can add. Returns a static string. */
+const char *cachet_prune_cap(cachet *c);
+
 /* Check a user key against the configured limits (EINVAL). */
 int cachet_check_key(const cachet *c, const void *key, size_t keylen);
 /* Check a tag list (EINVAL): count <= max_tags, each non-NULL, non-empty,

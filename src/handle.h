@@ -14,6 +14,7 @@ struct cachet {
   cachet_keyring *keyring; /* NULL: values are stored unsealed. */
   cachet_pool *pool;
   cachet_counters counters;
+  _Atomic uint64_t write_seq; /* picks the writes that prune (entry.c) */
   cachet_progress_fn progress;
   void *progress_ud;
   void (*log)(void *ud, int level, const char *msg);

@@ -1,5 +1,6 @@
 /* cachet: command dispatch, global options and shared helpers. */
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,9 @@ static void usage(FILE *out) {
 
 int main(int argc, char **argv) {
   cli cl = {0};
+  /* A write to a closed connection or pipe is an error we report, not a
+   * reason to die; this also spares the library its SIGPIPE guard. */
+  signal(SIGPIPE, SIG_IGN);
   int i = 1;
   for (; i < argc; i++) {
     const char *a = argv[i];
