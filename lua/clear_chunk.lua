@@ -13,7 +13,7 @@
 --
 -- Returns the number of value keys (kind v) removed: the entries cleared.
 --
--- Work: O(n); the caller bounds n (1000 per call).
+-- Work: O(n); the caller bounds n (256 per call).
 
 local prefix = ARGV[1]
 local plen = #prefix

@@ -23,7 +23,7 @@
 -- Returns {evicted, skipped, stale}: evicted counts values that existed.
 --
 -- Work: O(n + sum of the members' tags * log M) for indexes of M members.
--- The caller bounds n (128) and the sum of tags (about 2048 per call).
+-- The caller bounds n (64) and the sum of tags (about 1024 per call).
 
 local ekey, tkey = KEYS[1], KEYS[2]
 local tag = ARGV[1]

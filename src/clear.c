@@ -22,7 +22,7 @@
 
 /* SCAN COUNT hint and the most keys one clear_chunk call may delete. */
 #define CLEAR_SCAN_COUNT "1000"
-#define CLEAR_KEYS 500
+#define CLEAR_KEYS 256
 
 /* A cache data key of this namespace: "<prefix>{hh}<kind>:" with kind one of
  * v m t e. Returns the kind, or 0. Mirrors the check in clear_chunk.lua. */

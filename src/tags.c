@@ -29,8 +29,8 @@
 
 /* Members read per eviction chunk, and the most key operations (values,
  * tag sets and memberships) one evict_chunk call may perform. */
-#define EVICT_MEMBERS 128
-#define EVICT_OPS 2048
+#define EVICT_MEMBERS 64
+#define EVICT_OPS 1024
 /* Rounds of begin/drain per bucket before giving up under contention: each
  * round is one more concurrent eviction of the same tag. */
 #define EVICT_BEGINS 64
