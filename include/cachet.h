@@ -229,9 +229,12 @@ CACHET_API int cachet_ping(cachet *c) CACHET_NODISCARD CACHET_NONNULL(1);
 /* Core operations                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* The longest TTL accepted: 100 years, in milliseconds. */
+#define CACHET_TTL_MAX_MS INT64_C(3155760000000)
+
 /*
- * TTLs are in milliseconds: 0 means no expiry, > 0 an expiry, < 0 is
- * CACHET_EINVAL. Every error below can also be ECONN, ETIMEDOUT, ESERVER,
+ * TTLs are in milliseconds: 0 means no expiry, > 0 an expiry, < 0 or above
+ * CACHET_TTL_MAX_MS is CACHET_EINVAL. Every error below can also be ECONN, ETIMEDOUT, ESERVER,
  * EPROTO or ENOMEM, which are never turned into a miss.
  */
 

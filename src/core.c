@@ -173,6 +173,8 @@ int cachet_inspect_blob(cachet *c, const void *redis_key, size_t redis_keylen,
                         cachet_envelope_info *info) {
   cachet_error_clear();
   memset(info, 0, sizeof *info);
+  if (redis_key == NULL)
+    redis_keylen = 0;
   return cachet_envelope_inspect(c != NULL ? c->keyring : NULL,
                                  redis_key == NULL ? "" : redis_key,
                                  redis_keylen, blob, bloblen, info);

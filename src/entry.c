@@ -55,6 +55,10 @@ int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms) {
     return cachet_fail(CACHET_EINVAL,
                        "ttl %lld ms is negative (0 means no expiry)",
                        (long long)ttl_ms);
+  if (ttl_ms > CACHET_TTL_MAX_MS)
+    return cachet_fail(CACHET_EINVAL,
+                       "ttl %lld ms exceeds the maximum (100 years)",
+                       (long long)ttl_ms);
   if (len > c->cfg.max_value_size)
     return cachet_fail(CACHET_EINVAL,
                        "value of %zu bytes exceeds max_value_size (%zu)", len,

@@ -270,6 +270,12 @@ static void test_bad_input_is_invalid_argument_with_message(void **state) {
   assert_int_equal(cachet_get(c, key, sizeof key - 1, &v, &n), CACHET_OK);
   cachet_free(v);
 
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, CACHET_TTL_MAX_MS + 1),
+                   CACHET_EINVAL);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, INT64_MAX), CACHET_EINVAL);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, CACHET_TTL_MAX_MS),
+                   CACHET_OK);
+
   char big[1025];
   memset(big, 'x', sizeof big);
   assert_int_equal(cachet_set(c, "k", 1, big, sizeof big, 0), CACHET_EINVAL);
