@@ -1,0 +1,176 @@
+/* The health probe: can we reach the server, how fast, which version, are
+ * our scripts cached, and could its eviction policy eat our bookkeeping.
+ *
+ * Only an unreachable server, or one that answers a probe with an error, is
+ * an error; everything else is reported in the struct. Scripts missing from
+ * the server's cache are not unhealthy: the registry loads them on first use
+ * (SCRIPT LOAD after NOSCRIPT). An allkeys-* maxmemory policy is: it may
+ * evict tag indexes and locks, which silently breaks evict-by-tag and mutual
+ * exclusion. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cachet_scripts.h"
+#include "conn.h"
+#include "error.h"
+
+/* Copy the value of `name:` from an INFO reply into out (NUL-terminated,
+ * truncated to fit). Returns 1 if the field was found. */
+static int info_field(const char *info, size_t len, const char *name, char *out,
+                      size_t outsz) {
+  size_t nl = strlen(name);
+  const char *p = info, *end = info + len;
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (eol == NULL)
+      eol = end;
+    size_t ll = (size_t)(eol - p);
+    if (ll > 0 && p[ll - 1] == '\r')
+      ll--;
+    if (ll > nl && memcmp(p, name, nl) == 0 && p[nl] == ':') {
+      size_t vl = ll - nl - 1;
+      if (vl >= outsz)
+        vl = outsz - 1;
+      memcpy(out, p + nl + 1, vl);
+      out[vl] = '\0';
+      return 1;
+    }
+    p = eol + 1;
+  }
+  return 0;
+}
+
+/* INFO <section> and one field of it. */
+static int info_get(cachet_conn *cn, const char *section, const char *name,
+                    char *out, size_t outsz) {
+  const char *argv[2] = {"INFO", section};
+  size_t lens[2] = {4, strlen(section)};
+  redisReply *r = NULL;
+  int rc = cachet_conn_command(cn, 2, argv, lens, &r);
+  if (rc != CACHET_OK)
+    return rc;
+  if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) {
+    freeReplyObject(r);
+    cachet_conn_break(cn);
+    return cachet_fail(CACHET_EPROTO, "INFO %s: unexpected reply", section);
+  }
+  if (!info_field(r->str, r->len, name, out, outsz))
+    out[0] = '\0';
+  freeReplyObject(r);
+  return CACHET_OK;
+}
+
+static double mono_ms_precise(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int probe_ping(cachet_conn *cn, double *ms) {
+  const char *argv[1] = {"PING"};
+  size_t lens[1] = {4};
+  redisReply *r = NULL;
+  double t0 = mono_ms_precise();
+  int rc = cachet_conn_command(cn, 1, argv, lens, &r);
+  double t1 = mono_ms_precise();
+  if (rc != CACHET_OK)
+    return rc;
+  int ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+  freeReplyObject(r);
+  if (!ok) {
+    cachet_conn_break(cn);
+    return cachet_fail(CACHET_EPROTO, "PING: unexpected reply");
+  }
+  *ms = t1 - t0;
+  return CACHET_OK;
+}
+
+/* SCRIPT EXISTS with every embedded SHA1, in one round trip. */
+static int probe_scripts(cachet_conn *cn, int *loaded) {
+  const char *argv[CACHET_SCRIPT_COUNT + 2];
+  size_t lens[CACHET_SCRIPT_COUNT + 2];
+  argv[0] = "SCRIPT";
+  lens[0] = 6;
+  argv[1] = "EXISTS";
+  lens[1] = 6;
+  for (int i = 0; i < CACHET_SCRIPT_COUNT; i++) {
+    argv[i + 2] = cachet_scripts[i].sha;
+    lens[i + 2] = 40;
+  }
+  redisReply *r = NULL;
+  int rc = cachet_conn_command(cn, CACHET_SCRIPT_COUNT + 2, argv, lens, &r);
+  if (rc != CACHET_OK)
+    return rc;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != CACHET_SCRIPT_COUNT) {
+    freeReplyObject(r);
+    cachet_conn_break(cn);
+    return cachet_fail(CACHET_EPROTO, "SCRIPT EXISTS: unexpected reply");
+  }
+  *loaded = 0;
+  for (size_t i = 0; i < r->elements; i++)
+    if (r->element[i]->type == REDIS_REPLY_INTEGER &&
+        r->element[i]->integer == 1)
+      (*loaded)++;
+  freeReplyObject(r);
+  return CACHET_OK;
+}
+
+/* CONFIG GET maxmemory-policy; where CONFIG is refused (an ACL without
+ * +config, a renamed command) INFO memory carries the same value. */
+static int probe_policy(cachet_conn *cn, char *out, size_t outsz) {
+  const char *argv[3] = {"CONFIG", "GET", "maxmemory-policy"};
+  size_t lens[3] = {6, 3, 16};
+  redisReply *r = NULL;
+  int rc = cachet_conn_command(cn, 3, argv, lens, &r);
+  if (rc == CACHET_OK) {
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+             r->element[1]->type == REDIS_REPLY_STRING;
+    if (ok)
+      snprintf(out, outsz, "%s", r->element[1]->str);
+    freeReplyObject(r);
+    if (ok)
+      return CACHET_OK;
+  } else if (rc != CACHET_ESERVER) {
+    return rc;
+  }
+  return info_get(cn, "memory", "maxmemory_policy", out, outsz);
+}
+
+int cachet_health_check(cachet *c, cachet_health *out) {
+  cachet_health h;
+  memset(&h, 0, sizeof h);
+  memset(out, 0, sizeof *out);
+  cachet_error_clear();
+  cachet_conn *cn;
+  int rc = cachet_conn_acquire(c, &cn);
+  if (rc != CACHET_OK)
+    return cachet_result(c, rc);
+  h.scripts_total = CACHET_SCRIPT_COUNT;
+  if ((rc = probe_ping(cn, &h.ping_ms)) ||
+      (rc = info_get(cn, "server", "redis_version", h.server_version,
+                     sizeof h.server_version)) ||
+      (rc = probe_scripts(cn, &h.scripts_loaded)) ||
+      (rc = probe_policy(cn, h.maxmemory_policy, sizeof h.maxmemory_policy))) {
+    cachet_conn_release(c, cn);
+    return cachet_result(c, rc);
+  }
+  cachet_conn_release(c, cn);
+
+  h.policy_warning = strncmp(h.maxmemory_policy, "allkeys-", 8) == 0;
+  h.healthy = !h.policy_warning;
+  size_t o = 0;
+  if (h.policy_warning)
+    o += (size_t)snprintf(h.message, sizeof h.message,
+                          "maxmemory-policy %s may evict tag indexes and "
+                          "locks",
+                          h.maxmemory_policy);
+  if (h.scripts_loaded < h.scripts_total && o < sizeof h.message)
+    snprintf(h.message + o, sizeof h.message - o,
+             "%s%d of %d scripts not in the server's script cache (they "
+             "load on first use)",
+             o > 0 ? "; " : "", h.scripts_total - h.scripts_loaded,
+             h.scripts_total);
+  *out = h;
+  return CACHET_OK;
+}

@@ -1,0 +1,61 @@
+/* Locks: the public cachet_lock API and the stampede locks of get_or_set.
+ * Internal.
+ *
+ * A lock is one string key whose value is its owner's token, with a TTL
+ * (no lock lives without one). Both kinds share the scripts in lua/lock_*:
+ *
+ *   CACHET_KIND_LOCK      <prefix>{bb}l:<name>, fenced by <prefix>{bb}f:<name>
+ *                         (bb = bucket of the name, so both are one slot)
+ *   CACHET_KIND_STAMPEDE  <prefix>{bb}s:<key>, in the bucket of the value key
+ *                         it guards; never fenced (a fencing counter per
+ *                         cache entry would be a key that never expires)
+ *
+ * Token checks happen inside Redis, in the scripts. */
+#ifndef CACHET_LOCK_H
+#define CACHET_LOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "handle.h"
+
+struct cachet_lock {
+  char kind; /* CACHET_KIND_LOCK or CACHET_KIND_STAMPEDE */
+  uint64_t fence;
+  char token[CACHET_LOCK_TOKEN_HEXLEN + 1]; /* lowercase hex, NUL */
+  size_t namelen;
+  char name[]; /* namelen bytes (binary-safe) and a NUL */
+};
+
+/*
+ * A new, unheld lock handle for `name` of `kind`, with a fresh 128-bit token
+ * from randombytes_buf. The handle owns a copy of the name. ENOMEM, or
+ * EINTERNAL if libsodium cannot initialise. Free with cachet_lock_free().
+ */
+int cachet_lock_new(char kind, const void *name, size_t namelen,
+                    cachet_lock **out);
+
+/*
+ * One attempt to take `lk` for ttl_ms (> 0) with its token, over a pooled
+ * connection borrowed for the call. CACHET_OK: taken, lk->fence is set.
+ * CACHET_NOT_ACQUIRED: held by someone else; *holder_pttl (if not NULL) is
+ * the holder's remaining TTL in ms, 0 if unknown. Or an error.
+ */
+int cachet_lock_try(cachet *c, cachet_lock *lk, int64_t ttl_ms,
+                    int64_t *holder_pttl);
+
+/* Release / extend with the outcomes of the public calls (OK,
+ * LOCK_EXPIRED, LOCK_NOT_OWNER) or an error. Neither counts the error in
+ * the metrics nor clears the detail: the public callers do that. */
+int cachet_lock_unlock(cachet *c, const cachet_lock *lk);
+int cachet_lock_renew(cachet *c, const cachet_lock *lk, int64_t ttl_ms);
+
+/* Sleep for `ms` milliseconds (resuming after signals), but never past the
+ * monotonic `deadline_ms`. */
+void cachet_sleep_until(int64_t ms, int64_t deadline_ms);
+
+/* A jittered backoff: a uniformly random delay in [step/2, step] ms, at
+ * least 1. */
+int64_t cachet_jitter_ms(int64_t step);
+
+#endif

@@ -1,0 +1,131 @@
+/* Write policies: write-through and write-behind, around the caller's origin
+ * writer.
+ *
+ * Both keep one promise: after a failure, the cache does not hold a value
+ * the origin may not have. Write-through runs the writer first, so a writer
+ * failure leaves the cache as it was (it still matches the origin); when
+ * the cache write fails after the origin took the value, the old cached
+ * value is stale, so the entry is deleted. Write-behind writes the cache
+ * first, so a writer failure leaves a value the origin refused: the entry
+ * is deleted. The deletion is best effort; when it fails too, the error
+ * detail says so. */
+#include <stdio.h>
+#include <string.h>
+
+#include "conn.h"
+#include "entry.h"
+#include "error.h"
+
+#define DETAIL_MAX 512
+
+/* Delete the entry over a freshly borrowed connection: the one the failed
+ * write used may be broken (it is closed when returned, and the borrow
+ * reconnects). Returns the delete's status; MISS counts as done. */
+static int remove_entry(cachet *c, const void *key, size_t keylen) {
+  cachet_conn *cn;
+  int rc = cachet_conn_acquire(c, &cn);
+  if (rc != CACHET_OK)
+    return rc;
+  rc = cachet_entry_delete(c, cn, key, keylen);
+  cachet_conn_release(c, cn);
+  return rc == CACHET_MISS ? CACHET_OK : rc;
+}
+
+static int write_entry(cachet *c, const void *key, size_t keylen,
+                       const void *val, size_t len, int64_t ttl_ms,
+                       const char *const *tags, size_t ntags) {
+  cachet_conn *cn;
+  int rc = cachet_conn_acquire(c, &cn);
+  if (rc != CACHET_OK)
+    return rc;
+  rc = cachet_entry_write(c, cn, key, keylen, val, len, ttl_ms, tags, ntags);
+  cachet_conn_release(c, cn);
+  return rc;
+}
+
+static int check_args(cachet *c, const void *key, size_t keylen,
+                      const void *val, size_t len, int64_t ttl_ms,
+                      const char *const *tags, size_t ntags) {
+  int rc;
+  if ((rc = cachet_check_key(c, key, keylen)) ||
+      (rc = cachet_check_value(c, len, ttl_ms)) ||
+      (rc = cachet_check_tags(c, tags, ntags)))
+    return rc;
+  if (val == NULL && len > 0)
+    return cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", len);
+  return CACHET_OK;
+}
+
+int cachet_write_through(cachet *c, const void *key, size_t keylen,
+                         const void *val, size_t len, cachet_writer_fn writer,
+                         void *ud, int64_t ttl_ms, const char *const *tags,
+                         size_t ntags) {
+  cachet_error_clear();
+  int rc = check_args(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  if (rc != CACHET_OK)
+    return cachet_result(c, rc);
+  if (val == NULL)
+    val = "";
+  int wrc = writer(ud, key, keylen, val, len);
+  if (wrc != 0)
+    return cachet_result(
+        c, cachet_fail(CACHET_EWRITER,
+                       "write-through: writer returned %d; nothing was "
+                       "cached",
+                       wrc));
+  rc = write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  if (rc == CACHET_OK)
+    return CACHET_OK;
+
+  /* The origin has the new value and the cache may still hold an old one.
+   * Keep the write's error as the result and its detail. */
+  char saved[DETAIL_MAX];
+  snprintf(saved, sizeof saved, "%s", cachet_last_error());
+  int drc = remove_entry(c, key, keylen);
+  if (drc == CACHET_OK)
+    (void)cachet_fail(rc,
+                      "write-through: the origin was written but the "
+                      "cache write failed (the old entry was removed): "
+                      "%s",
+                      saved);
+  else
+    (void)cachet_fail(rc,
+                      "write-through: the origin was written but the "
+                      "cache write failed: %s; removing the old entry "
+                      "failed too (%s), so it may be stale until it "
+                      "expires",
+                      saved, cachet_strerror(drc));
+  return cachet_result(c, rc);
+}
+
+int cachet_write_behind(cachet *c, const void *key, size_t keylen,
+                        const void *val, size_t len, cachet_writer_fn writer,
+                        void *ud, int64_t ttl_ms, const char *const *tags,
+                        size_t ntags) {
+  cachet_error_clear();
+  int rc = check_args(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  if (rc != CACHET_OK)
+    return cachet_result(c, rc);
+  if (val == NULL)
+    val = "";
+  rc = write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  if (rc != CACHET_OK)
+    return cachet_result(c, rc);
+  int wrc = writer(ud, key, keylen, val, len);
+  if (wrc == 0)
+    return CACHET_OK;
+
+  int drc = remove_entry(c, key, keylen);
+  if (drc == CACHET_OK)
+    rc = cachet_fail(CACHET_EWRITER,
+                     "write-behind: writer returned %d; the cache entry was "
+                     "removed",
+                     wrc);
+  else
+    rc = cachet_fail(CACHET_EWRITER,
+                     "write-behind: writer returned %d; removing the cache "
+                     "entry failed (%s), so the cache may hold a value the "
+                     "origin refused until it expires",
+                     wrc, cachet_strerror(drc));
+  return cachet_result(c, rc);
+}

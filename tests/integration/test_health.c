@@ -1,0 +1,199 @@
+/* The health probe against a private redis-server: version, scripts in the
+ * script cache (and their reload after SCRIPT FLUSH), the eviction policy
+ * warning, the INFO fallback when CONFIG is refused, and an unreachable
+ * server. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "cachet_scripts.h"
+#include "harness.h"
+
+static test_server srv;
+
+static int setup(void **state) {
+  (void)state;
+  return test_server_start(&srv, NULL);
+}
+
+static int teardown(void **state) {
+  (void)state;
+  test_server_stop(&srv);
+  return 0;
+}
+
+static void raw(const char *fmt, ...) {
+  redisContext *r = test_redis(&srv);
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *rep = redisvCommand(r, fmt, ap);
+  va_end(ap);
+  assert_non_null(rep);
+  assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
+  freeReplyObject(rep);
+  redisFree(r);
+}
+
+/* How many embedded scripts the server has, asked directly. */
+static int raw_scripts_cached(void) {
+  int n = 0;
+  redisContext *r = test_redis(&srv);
+  for (int i = 0; i < CACHET_SCRIPT_COUNT; i++) {
+    redisReply *rep =
+        redisCommand(r, "SCRIPT EXISTS %s", cachet_scripts[i].sha);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    n += (int)rep->element[0]->integer;
+    freeReplyObject(rep);
+  }
+  redisFree(r);
+  return n;
+}
+
+static void test_fresh_server_is_healthy_with_version_and_policy(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "h1:");
+  cachet_health h;
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_int_equal(h.healthy, 1);
+  assert_true(h.ping_ms >= 0.0);
+  assert_true(h.server_version[0] >= '1' && h.server_version[0] <= '9');
+  assert_non_null(strchr(h.server_version, '.'));
+  assert_string_equal(h.maxmemory_policy, "noeviction");
+  assert_int_equal(h.policy_warning, 0);
+  assert_int_equal(h.scripts_total, CACHET_SCRIPT_COUNT);
+  assert_int_equal(h.scripts_loaded, raw_scripts_cached());
+  cachet_close(c);
+}
+
+static void test_scripts_present_after_use_missing_after_flush(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "h2:");
+  raw("SCRIPT FLUSH");
+  /* Use the lock scripts and set_tags: exactly those four are cached. */
+  cachet_lock *lk = NULL;
+  assert_int_equal(cachet_lock_acquire(c, "L", 5000, 0, &lk), CACHET_OK);
+  assert_int_equal(cachet_lock_extend(c, lk, 5000), CACHET_OK);
+  assert_int_equal(cachet_lock_release(c, lk), CACHET_OK);
+  cachet_lock_free(lk);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+  cachet_health h;
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_int_equal(h.scripts_loaded, 4);
+  assert_int_equal(raw_scripts_cached(), 4);
+
+  /* Every script loaded (as the registry does): all present, no message. */
+  for (int i = 0; i < CACHET_SCRIPT_COUNT; i++)
+    raw("SCRIPT LOAD %b", cachet_scripts[i].body, cachet_scripts[i].len);
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_int_equal(h.scripts_loaded, h.scripts_total);
+  assert_string_equal(h.message, "");
+  assert_int_equal(h.healthy, 1);
+
+  /* After SCRIPT FLUSH: reported missing, which alone is not unhealthy. */
+  raw("SCRIPT FLUSH");
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_int_equal(h.scripts_loaded, 0);
+  assert_int_equal(h.healthy, 1);
+  assert_non_null(strstr(h.message, "script cache"));
+
+  /* The next operation reloads what it needs. */
+  cachet_metrics before, after;
+  cachet_metrics_snapshot(c, &before);
+  assert_int_equal(cachet_set(c, "k", 1, "w", 1, 0), CACHET_OK);
+  cachet_metrics_snapshot(c, &after);
+  assert_int_equal(after.script_reloads, before.script_reloads + 1);
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_int_equal(h.scripts_loaded, 1);
+  cachet_close(c);
+}
+
+static void test_allkeys_policy_warns_and_is_unhealthy(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "h3:");
+  raw("CONFIG SET maxmemory-policy allkeys-lru");
+  cachet_health h;
+  int rc = cachet_health_check(c, &h);
+  raw("CONFIG SET maxmemory-policy noeviction");
+  assert_int_equal(rc, CACHET_OK);
+  assert_string_equal(h.maxmemory_policy, "allkeys-lru");
+  assert_int_equal(h.policy_warning, 1);
+  assert_int_equal(h.healthy, 0);
+  assert_non_null(strstr(h.message, "allkeys-lru"));
+
+  raw("CONFIG SET maxmemory-policy volatile-lru");
+  rc = cachet_health_check(c, &h);
+  raw("CONFIG SET maxmemory-policy noeviction");
+  assert_int_equal(rc, CACHET_OK);
+  assert_string_equal(h.maxmemory_policy, "volatile-lru");
+  assert_int_equal(h.policy_warning, 0);
+  cachet_close(c);
+}
+
+static void test_policy_falls_back_to_info_when_config_refused(void **state) {
+  (void)state;
+  raw("ACL SETUSER noconfig on >pw ~* &* +@all -config");
+  raw("CONFIG SET maxmemory-policy allkeys-random");
+  cachet_options o;
+  test_options(&srv, &o, "h4:");
+  o.username = "noconfig";
+  o.password = "pw";
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  cachet_health h;
+  int rc = cachet_health_check(c, &h);
+  raw("CONFIG SET maxmemory-policy noeviction");
+  assert_int_equal(rc, CACHET_OK);
+  assert_string_equal(h.maxmemory_policy, "allkeys-random");
+  assert_int_equal(h.policy_warning, 1);
+  cachet_close(c);
+}
+
+static void test_unreachable_server_is_an_error(void **state) {
+  (void)state;
+  cachet_options o;
+  cachet_options_init(&o);
+  o.host = "127.0.0.1";
+  o.port = test_free_port();
+  o.timeout_ms = 1000;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  cachet_health h;
+  memset(&h, 0x5a, sizeof h);
+  assert_int_equal(cachet_health_check(c, &h), CACHET_ECONN);
+  assert_int_equal(h.healthy, 0);
+  assert_int_equal(h.server_version[0], '\0');
+  cachet_close(c);
+}
+
+static void test_server_refusing_the_probe_is_an_error(void **state) {
+  (void)state;
+  raw("ACL SETUSER noscript on >pw ~* &* +@all -script");
+  cachet_options o;
+  test_options(&srv, &o, "h5:");
+  o.username = "noscript";
+  o.password = "pw";
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  cachet_health h;
+  assert_int_equal(cachet_health_check(c, &h), CACHET_ESERVER);
+  assert_non_null(strstr(cachet_last_error(), "NOPERM"));
+  cachet_close(c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_fresh_server_is_healthy_with_version_and_policy),
+      cmocka_unit_test(test_scripts_present_after_use_missing_after_flush),
+      cmocka_unit_test(test_allkeys_policy_warns_and_is_unhealthy),
+      cmocka_unit_test(test_policy_falls_back_to_info_when_config_refused),
+      cmocka_unit_test(test_unreachable_server_is_an_error),
+      cmocka_unit_test(test_server_refusing_the_probe_is_an_error),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}

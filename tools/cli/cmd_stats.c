@@ -1,0 +1,224 @@
+/* cachet stats / health */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "conn.h"
+
+extern const cli_command cli_cmd_stats, cli_cmd_health;
+
+static void help_stats(FILE *o) {
+  fprintf(o,
+          "usage: cachet stats [--json | --prometheus]\n"
+          "  Print cachet's counters and a few server figures.\n"
+          "  The counters (hits, misses, writes, lock_acquisitions, errors by\n"
+          "  class, ...) are this cachet process's own: a CLI run is short-\n"
+          "  lived, so they only count what this run did (the PING it sends\n"
+          "  first). For a service's counters, use cachet_metrics_snapshot()\n"
+          "  in the service. The server figures come from INFO and cover the\n"
+          "  whole server: keyspace_hits, keyspace_misses, used_memory,\n"
+          "  connected_clients.\n"
+          "  --json        one JSON object: {\"process\":{...},"
+          "\"server\":{...}}\n"
+          "  --prometheus  the process counters in the Prometheus text format\n"
+          "                (no server figures)\n"
+          "Exit: 0 ok, 2 usage, 3 connection or server error.\n");
+}
+
+/* The INFO fields `stats` shows. */
+static const char *const server_fields[] = {"keyspace_hits", "keyspace_misses",
+                                            "used_memory", "connected_clients"};
+#define NFIELDS (sizeof server_fields / sizeof server_fields[0])
+
+/* Find `name:` in an INFO reply; copy its value (digits only) to out. */
+static void info_value(const char *info, size_t len, const char *name,
+                       char *out, size_t outsz) {
+  size_t nl = strlen(name);
+  out[0] = '\0';
+  for (const char *p = info, *end = info + len; p < end;) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    if (eol == NULL)
+      eol = end;
+    if ((size_t)(eol - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == ':') {
+      size_t o = 0;
+      for (const char *q = p + nl + 1;
+           q < eol && *q >= '0' && *q <= '9' && o + 1 < outsz; q++)
+        out[o++] = *q;
+      out[o] = '\0';
+      return;
+    }
+    p = eol + 1;
+  }
+}
+
+/* INFO stats memory clients over one pooled connection. */
+static int server_info(cachet *c, char vals[][32]) {
+  cachet_conn *cn;
+  int rc = cachet_conn_acquire(c, &cn);
+  if (rc != CACHET_OK)
+    return rc;
+  const char *argv[4] = {"INFO", "stats", "memory", "clients"};
+  size_t lens[4] = {4, 5, 6, 7};
+  redisReply *r = NULL;
+  rc = cachet_conn_command(cn, 4, argv, lens, &r);
+  cachet_conn_release(c, cn);
+  if (rc != CACHET_OK)
+    return rc;
+  for (size_t i = 0; i < NFIELDS; i++) {
+    if (r->type == REDIS_REPLY_STRING)
+      info_value(r->str, r->len, server_fields[i], vals[i], 32);
+    else
+      vals[i][0] = '\0';
+  }
+  freeReplyObject(r);
+  return CACHET_OK;
+}
+
+#define COUNTERS(XX)                                                           \
+  XX(hits)                                                                     \
+  XX(misses) XX(expired_envelopes) XX(writes) XX(deletes) XX(clears)           \
+      XX(tag_evictions) XX(stampede_waits) XX(lock_acquisitions)               \
+          XX(lock_contentions) XX(script_reloads)
+
+static void print_text(const cachet_metrics *m, char vals[][32]) {
+  printf("# counters of this cachet process only\n");
+#define XX(f) printf("%-20s %llu\n", #f, (unsigned long long)m->f);
+  COUNTERS(XX)
+#undef XX
+  for (int i = 1; i <= CACHET_ERROR_COUNT; i++)
+    if (m->errors[i] != 0)
+      printf("errors.%-13s %llu\n", cachet_status_name(-i) + 7,
+             (unsigned long long)m->errors[i]);
+  printf("# server (INFO)\n");
+  for (size_t i = 0; i < NFIELDS; i++)
+    printf("%-20s %s\n", server_fields[i], vals[i][0] ? vals[i] : "?");
+}
+
+static void print_json(const cachet_metrics *m, char vals[][32]) {
+  printf("{\"process\":{");
+#define XX(f) printf("\"%s\":%llu,", #f, (unsigned long long)m->f);
+  COUNTERS(XX)
+#undef XX
+  printf("\"errors\":{");
+  for (int i = 1; i <= CACHET_ERROR_COUNT; i++)
+    printf("%s\"%s\":%llu", i > 1 ? "," : "", cachet_status_name(-i) + 7,
+           (unsigned long long)m->errors[i]);
+  printf("}},\"server\":{");
+  for (size_t i = 0; i < NFIELDS; i++)
+    printf("%s\"%s\":%s", i > 0 ? "," : "", server_fields[i],
+           vals[i][0] ? vals[i] : "null");
+  printf("}}\n");
+}
+
+static int run_stats(cli *cl, int argc, char **argv) {
+  int json = 0, prom = 0;
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0)
+      json = 1;
+    else if (strcmp(argv[i], "--prometheus") == 0)
+      prom = 1;
+    else
+      return cli_usage(&cli_cmd_stats, "unknown argument %s", argv[i]);
+  }
+  if (json && prom)
+    return cli_usage(&cli_cmd_stats, "--json and --prometheus exclude each "
+                                     "other");
+  int code;
+  cachet *c = cli_handle(cl, &code);
+  if (c == NULL)
+    return code;
+  int rc = cachet_ping(c);
+  if (rc != CACHET_OK)
+    return cli_status(rc, "stats");
+  char vals[NFIELDS][32];
+  if (!prom && (rc = server_info(c, vals)) != CACHET_OK)
+    return cli_status(rc, "stats");
+  cachet_metrics m;
+  cachet_metrics_snapshot(c, &m);
+  if (prom) {
+    char *text = NULL;
+    size_t len = 0;
+    rc = cachet_metrics_prometheus(&m, &text, &len);
+    if (rc != CACHET_OK)
+      return cli_status(rc, "stats");
+    fwrite(text, 1, len, stdout);
+    cachet_free(text);
+  } else if (json) {
+    print_json(&m, vals);
+  } else {
+    print_text(&m, vals);
+  }
+  return EXIT_HIT;
+}
+
+const cli_command cli_cmd_stats = {"stats", "print counters and server figures",
+                                   run_stats, help_stats};
+
+static void help_health(FILE *o) {
+  fprintf(o,
+          "usage: cachet health [--json]\n"
+          "  Probe the server: PING round trip, version, whether cachet's\n"
+          "  scripts are in the server's script cache (missing ones load on\n"
+          "  first use, so that alone is not unhealthy), and the\n"
+          "  maxmemory-policy (allkeys-* may evict tag indexes and locks:\n"
+          "  unhealthy).\n"
+          "  --json  one JSON object with the same fields\n"
+          "Exit: 0 healthy, 3 unhealthy or the server cannot be reached, 2 "
+          "usage.\n");
+}
+
+static int run_health(cli *cl, int argc, char **argv) {
+  int json = 0;
+  for (int i = 0; i < argc; i++) {
+    if (strcmp(argv[i], "--json") == 0)
+      json = 1;
+    else
+      return cli_usage(&cli_cmd_health, "unknown argument %s", argv[i]);
+  }
+  int code;
+  cachet *c = cli_handle(cl, &code);
+  if (c == NULL)
+    return code;
+  cachet_health h;
+  int rc = cachet_health_check(c, &h);
+  if (rc != CACHET_OK) {
+    if (json) {
+      printf("{\"healthy\":false,\"error\":");
+      cli_json_str(stdout, cachet_status_name(rc),
+                   strlen(cachet_status_name(rc)));
+      printf(",\"message\":");
+      cli_json_str(stdout, cachet_last_error(), strlen(cachet_last_error()));
+      printf("}\n");
+    }
+    code = cli_status(rc, "health");
+    return code == EXIT_USAGE ? EXIT_USAGE : EXIT_SERVER;
+  }
+  if (json) {
+    printf("{\"healthy\":%s,\"ping_ms\":%.3f,\"server_version\":",
+           h.healthy ? "true" : "false", h.ping_ms);
+    cli_json_str(stdout, h.server_version, strlen(h.server_version));
+    printf(",\"scripts_total\":%d,\"scripts_loaded\":%d,"
+           "\"scripts_present\":%s,\"maxmemory_policy\":",
+           h.scripts_total, h.scripts_loaded,
+           h.scripts_loaded == h.scripts_total ? "true" : "false");
+    cli_json_str(stdout, h.maxmemory_policy, strlen(h.maxmemory_policy));
+    printf(",\"policy_warning\":%s,\"message\":",
+           h.policy_warning ? "true" : "false");
+    cli_json_str(stdout, h.message, strlen(h.message));
+    printf("}\n");
+  } else {
+    printf("healthy           %s\n", h.healthy ? "yes" : "no");
+    printf("ping_ms           %.3f\n", h.ping_ms);
+    printf("server_version    %s\n", h.server_version);
+    printf("scripts           %d of %d in the script cache\n", h.scripts_loaded,
+           h.scripts_total);
+    printf("maxmemory_policy  %s%s\n", h.maxmemory_policy,
+           h.policy_warning ? " (warning)" : "");
+    if (h.message[0] != '\0')
+      printf("message           %s\n", h.message);
+  }
+  return h.healthy ? EXIT_HIT : EXIT_SERVER;
+}
+
+const cli_command cli_cmd_health = {"health", "probe the server", run_health,
+                                    help_health};
