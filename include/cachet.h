@@ -396,8 +396,9 @@ CACHET_API void cachet_lock_free(cachet_lock *lock);
  * A loader produces the value for a missing key. On success it returns 0 and
  * sets *val to a malloc'd buffer (cachet takes ownership and frees it) and
  * *len. It may lower *ttl_ms (preset to the caller's TTL). Any other return
- * is a loader failure: nothing is cached and get_or_set returns
- * CACHET_ELOADER. The loader runs on the calling thread.
+ * is a loader failure: nothing is cached, get_or_set returns CACHET_ELOADER,
+ * and the loader keeps ownership of anything it left in *val. The loader
+ * runs on the calling thread, without holding a pooled connection.
  */
 typedef int (*cachet_loader_fn)(void *ud, const void *key, size_t keylen,
                                 void **val, size_t *len, int64_t *ttl_ms);
@@ -479,7 +480,9 @@ typedef struct cachet_health {
   int scripts_total;         /* cachet scripts that exist. */
   int scripts_loaded;        /* ... of them in the server's script cache. */
   char maxmemory_policy[32]; /* "noeviction" */
-  int policy_warning;        /* 1 if the policy may evict index/lock keys. */
+  int policy_warning;        /* 1 if the policy may evict index/lock keys:
+                                allkeys-* and volatile-* (locks always have
+                                a TTL); only noeviction is safe. */
   char message[256];         /* One-line summary of any problem. */
 } cachet_health;
 

@@ -7,6 +7,7 @@
 #include "conn.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -165,6 +166,11 @@ static int connect_slot(cachet *c, cachet_conn *cn) {
   }
   if (cfg->unix_path == NULL)
     (void)redisEnableKeepAlive(ctx);
+  /* hiredis 0.14 leaves the socket inheritable: a child the application
+   * spawns (cachet fetch runs one) must not keep our connection open. */
+  int fdflags = fcntl(ctx->fd, F_GETFD);
+  if (fdflags >= 0)
+    (void)fcntl(ctx->fd, F_SETFD, fdflags | FD_CLOEXEC);
   cn->ctx = ctx;
   cn->broken = 0;
 

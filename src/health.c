@@ -4,9 +4,10 @@
  * Only an unreachable server, or one that answers a probe with an error, is
  * an error; everything else is reported in the struct. Scripts missing from
  * the server's cache are not unhealthy: the registry loads them on first use
- * (SCRIPT LOAD after NOSCRIPT). An allkeys-* maxmemory policy is: it may
- * evict tag indexes and locks, which silently breaks evict-by-tag and mutual
- * exclusion. */
+ * (SCRIPT LOAD after NOSCRIPT). An evicting maxmemory policy is: allkeys-*
+ * may evict tag indexes and locks, and volatile-* those that have a TTL (a
+ * lock always has one), which silently breaks evict-by-tag and mutual
+ * exclusion. Only noeviction keeps them safe. */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -157,14 +158,17 @@ int cachet_health_check(cachet *c, cachet_health *out) {
   }
   cachet_conn_release(c, cn);
 
-  h.policy_warning = strncmp(h.maxmemory_policy, "allkeys-", 8) == 0;
+  int allkeys = strncmp(h.maxmemory_policy, "allkeys-", 8) == 0;
+  int volatile_ = strncmp(h.maxmemory_policy, "volatile-", 9) == 0;
+  h.policy_warning = allkeys || volatile_;
   h.healthy = !h.policy_warning;
   size_t o = 0;
   if (h.policy_warning)
     o += (size_t)snprintf(h.message, sizeof h.message,
-                          "maxmemory-policy %s may evict tag indexes and "
-                          "locks",
-                          h.maxmemory_policy);
+                          "maxmemory-policy %s may evict %s",
+                          h.maxmemory_policy,
+                          allkeys ? "tag indexes and locks"
+                                  : "locks and tag indexes (they have TTLs)");
   if (h.scripts_loaded < h.scripts_total && o < sizeof h.message)
     snprintf(h.message + o, sizeof h.message - o,
              "%s%d of %d scripts not in the server's script cache (they "

@@ -113,7 +113,7 @@ static void test_scripts_present_after_use_missing_after_flush(void **state) {
   cachet_close(c);
 }
 
-static void test_allkeys_policy_warns_and_is_unhealthy(void **state) {
+static void test_evicting_policies_warn_and_are_unhealthy(void **state) {
   (void)state;
   cachet *c = test_open(&srv, "h3:");
   raw("CONFIG SET maxmemory-policy allkeys-lru");
@@ -131,6 +131,12 @@ static void test_allkeys_policy_warns_and_is_unhealthy(void **state) {
   raw("CONFIG SET maxmemory-policy noeviction");
   assert_int_equal(rc, CACHET_OK);
   assert_string_equal(h.maxmemory_policy, "volatile-lru");
+  /* volatile-* may evict any key with a TTL, and every lock has one. */
+  assert_int_equal(h.policy_warning, 1);
+  assert_non_null(strstr(h.message, "locks"));
+
+  raw("CONFIG SET maxmemory-policy noeviction");
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
   assert_int_equal(h.policy_warning, 0);
   cachet_close(c);
 }
@@ -190,7 +196,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_fresh_server_is_healthy_with_version_and_policy),
       cmocka_unit_test(test_scripts_present_after_use_missing_after_flush),
-      cmocka_unit_test(test_allkeys_policy_warns_and_is_unhealthy),
+      cmocka_unit_test(test_evicting_policies_warn_and_are_unhealthy),
       cmocka_unit_test(test_policy_falls_back_to_info_when_config_refused),
       cmocka_unit_test(test_unreachable_server_is_an_error),
       cmocka_unit_test(test_server_refusing_the_probe_is_an_error),
