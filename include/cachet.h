@@ -190,6 +190,11 @@ typedef struct cachet_options {
   /* Optional log sink; cachet never prints. Called from any thread. */
   void (*log)(void *ud, int level, const char *msg);
   void *log_ud;
+
+  int cluster;           /* Env CACHET_CLUSTER: 1 = Redis Cluster, seeded
+                            from host/port (or a redis+cluster:// URL, which
+                            turns it on by itself). -1/0 = unset (default
+                            off). */
 } cachet_options;
 
 /* Fill `opts` with defaults ("unset" everywhere). Thread-safe. */

@@ -421,9 +421,96 @@ static int parse_tcp(const char *rest, const char *what, char **host, int *port,
   return CACHET_OK;
 }
 
+#define CLUSTER_SEEDS_MAX 64
+
+/* Append "host:port" (IPv6 in brackets) to a comma-separated seed list. */
+static int seeds_add(char **list, size_t *len, const char *host, int port) {
+  int v6 = strchr(host, ':') != NULL;
+  size_t need = strlen(host) + 16;
+  char *p = realloc(*list, *len + need);
+  if (p == NULL)
+    return oom();
+  *list = p;
+  *len += (size_t)snprintf(p + *len, need, "%s%s%s%s:%d", *len ? "," : "",
+                           v6 ? "[" : "", host, v6 ? "]" : "", port);
+  return CACHET_OK;
+}
+
+/* redis+cluster://[user[:password]@]host[:port][,host[:port]...][?...]
+ *
+ * The first node is parsed with everything around it (user information,
+ * database, query) exactly as a redis:// URL, so the same rules and messages
+ * apply; the others are bare host[:port]. Every node is a seed. A cluster
+ * has only database 0. */
+static int parse_cluster(const char *rest, const char *what, char **host,
+                         int *port, int *db, char **user, char **pass,
+                         char **seeds) {
+  const char *at = strrchr(rest, '@');
+  const char *hosts = at != NULL ? at + 1 : rest;
+  size_t hlen = strcspn(hosts, "/?#");
+  const char *comma = memchr(hosts, ',', hlen);
+  size_t firstlen = comma != NULL ? (size_t)(comma - hosts) : hlen;
+  size_t seedslen = 0;
+  int rc;
+
+  /* The first node with the user information and the tail around it. */
+  size_t pre = (size_t)(hosts - rest), tail = strlen(hosts + hlen);
+  char *first = malloc(pre + firstlen + tail + 1);
+  if (first == NULL)
+    return oom();
+  memcpy(first, rest, pre);
+  memcpy(first + pre, hosts, firstlen);
+  memcpy(first + pre + firstlen, hosts + hlen, tail + 1);
+  rc = parse_tcp(first, what, host, port, db, user, pass);
+  sodium_memzero(first, pre + firstlen + tail);
+  free(first);
+  if (rc == CACHET_OK && *db != 0)
+    rc = cachet_fail(CACHET_ECONFIG,
+                     "%s: a cluster has only database 0 (no /N or db=)", what);
+  if (rc == CACHET_OK)
+    rc = seeds_add(seeds, &seedslen, *host, *port);
+
+  int n = 1;
+  for (size_t i = firstlen; rc == CACHET_OK && i < hlen;) {
+    size_t j = i + 1;
+    while (j < hlen && hosts[j] != ',')
+      j++;
+    if (++n > CLUSTER_SEEDS_MAX) {
+      rc = cachet_fail(CACHET_ECONFIG, "%s: more than %d cluster nodes", what,
+                       CLUSTER_SEEDS_MAX);
+      break;
+    }
+    if (j == i + 1) {
+      rc = cachet_fail(CACHET_ECONFIG, "%s: an empty node in the node list",
+                       what);
+      break;
+    }
+    char *one = dup_n(hosts + i + 1, j - i - 1);
+    char *h = NULL, *u = NULL, *pw = NULL;
+    int p = 0, d = 0;
+    if (one == NULL) {
+      rc = oom();
+      break;
+    }
+    rc = parse_tcp(one, what, &h, &p, &d, &u, &pw);
+    free(one);
+    if (rc == CACHET_OK)
+      rc = seeds_add(seeds, &seedslen, h, p);
+    free(h);
+    free_secret(u);
+    free_secret(pw);
+    i = j;
+  }
+  if (rc != CACHET_OK) {
+    free(*seeds);
+    *seeds = NULL;
+  }
+  return rc;
+}
+
 int cachet_config_parse_url(cachet_config *cfg, const char *url,
                             const char *what) {
-  char *host = NULL, *path = NULL, *user = NULL, *pass = NULL;
+  char *host = NULL, *path = NULL, *user = NULL, *pass = NULL, *seeds = NULL;
   int port = DEFAULT_PORT, db = DEFAULT_DB, rc;
   if (what == NULL)
     what = "url";
@@ -435,6 +522,8 @@ int cachet_config_parse_url(cachet_config *cfg, const char *url,
                        what);
   } else if (starts_nocase(url, "redis://")) {
     rc = parse_tcp(url + 8, what, &host, &port, &db, &user, &pass);
+  } else if (starts_nocase(url, "redis+cluster://")) {
+    rc = parse_cluster(url + 16, what, &host, &port, &db, &user, &pass, &seeds);
   } else if (starts_nocase(url, "unix://")) {
     rc = parse_unix(url + 7, what, &path, &db);
     if (rc == CACHET_OK && (host = dup_n(DEFAULT_HOST, 9)) == NULL)
@@ -452,8 +541,8 @@ int cachet_config_parse_url(cachet_config *cfg, const char *url,
     }
     if (plain)
       return cachet_fail(CACHET_ECONFIG,
-                         "%s: unknown scheme \"%.*s\" (expected redis:// or "
-                         "unix://)",
+                         "%s: unknown scheme \"%.*s\" (expected redis://, "
+                         "redis+cluster:// or unix://)",
                          what, (int)slen, url);
     return cachet_fail(CACHET_ECONFIG, "%s: not a redis:// or unix:// URL",
                        what);
@@ -463,9 +552,13 @@ int cachet_config_parse_url(cachet_config *cfg, const char *url,
     free(path);
     free_secret(user);
     free_secret(pass);
+    free(seeds);
     return rc;
   }
   free(cfg->host);
+  free(cfg->cluster_seeds);
+  cfg->cluster_seeds = seeds;
+  cfg->cluster = seeds != NULL;
   free(cfg->unix_path);
   free_secret(cfg->username);
   free_secret(cfg->password);
@@ -748,6 +841,43 @@ static int resolve_connection(cachet_config *cfg, const cachet_options *o,
   return CACHET_OK;
 }
 
+/* Cluster mode: a redis+cluster:// URL, the `cluster` option, or
+ * CACHET_CLUSTER. Without a cluster URL the seed is host:port. A cluster
+ * speaks TCP and has only database 0, so a unix socket or another database
+ * is a configuration mistake named now, not a routing error later. */
+static int resolve_cluster(cachet_config *cfg, const cachet_options *o,
+                           const env *e) {
+  int on = cfg->cluster;
+  if (o->cluster != 1 && o->cluster != 0 && o->cluster != -1)
+    return cachet_fail(CACHET_ECONFIG, "cluster: %d is not %s", o->cluster,
+                       NOUN_BOOL_OPT);
+  if (o->cluster == 1) {
+    on = 1;
+  } else if (!on) {
+    const char *v = env_get(e, "CACHET_CLUSTER");
+    quoted q;
+    if (v != NULL && parse_bool(v, &on) != 0)
+      return cachet_fail(CACHET_ECONFIG, "CACHET_CLUSTER: %s is not %s",
+                         quote(&q, v), NOUN_BOOL_ENV);
+  }
+  if (!on)
+    return CACHET_OK;
+  if (cfg->unix_path != NULL)
+    return cachet_fail(CACHET_ECONFIG,
+                       "cluster: a cluster is reached over TCP, not a unix "
+                       "socket");
+  if (cfg->db != 0)
+    return cachet_fail(CACHET_ECONFIG,
+                       "cluster: a cluster has only database 0 (db is %d)",
+                       cfg->db);
+  cfg->cluster = 1;
+  if (cfg->cluster_seeds == NULL) {
+    size_t len = 0;
+    return seeds_add(&cfg->cluster_seeds, &len, cfg->host, cfg->port);
+  }
+  return CACHET_OK;
+}
+
 /* The key prefix may be empty (a dedicated database) but may not hold a
  * brace: Redis Cluster hashes only the text between '{' and '}', and the
  * key layout places its own hash tag after the prefix. */
@@ -822,6 +952,8 @@ int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
 
   int rc = resolve_connection(&cfg, opts, pe);
   if (rc == CACHET_OK)
+    rc = resolve_cluster(&cfg, opts, pe);
+  if (rc == CACHET_OK)
     rc = resolve_prefix(&cfg, opts, pe);
   if (rc == CACHET_OK)
     rc = resolve_int(pe, "timeout_ms", opts->timeout_ms, -1,
@@ -876,5 +1008,6 @@ void cachet_config_free(cachet_config *cfg) {
   free_secret(cfg->password);
   free(cfg->prefix);
   free_secret(cfg->keys);
+  free(cfg->cluster_seeds);
   memset(cfg, 0, sizeof *cfg);
 }

@@ -28,6 +28,9 @@ typedef struct cachet_config {
   size_t max_tags;
   int lock_lease_ms;
   int fetch_wait_ms;
+  int cluster;         /* 0/1: Redis Cluster mode. */
+  char *cluster_seeds; /* Cluster mode: "host:port[,host:port...]" (IPv6
+                          hosts in brackets), never NULL; else NULL. */
 } cachet_config;
 
 /* Looks a variable up; returns NULL when unset. `ud` is passed through. */
@@ -75,6 +78,7 @@ int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
  * failure `cfg` is unchanged.
  *
  *   redis://[user[:password]@]host[:port][/db][?db=N]
+ *   redis+cluster://[user[:password]@]host[:port][,host[:port]...]
  *   unix:///absolute/path[?db=N]
  *
  * The user information runs to the last '@', so an unescaped '@', '/' or ':'
@@ -82,7 +86,10 @@ int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
  * (malformed escapes and %00 are refused); an empty user or password means
  * none. The host may be an IPv6 literal in brackets ([::1]) and must not be
  * empty. The database may be given once, as /N or ?db=N; no other query
- * parameter is known. rediss:// gives CACHET_ENOTSUP "TLS not supported
+ * parameter is known. redis+cluster:// sets `cluster` and `cluster_seeds`
+ * (every listed node is a seed; host and port are the first one's) and
+ * refuses a database other than 0; the other schemes clear them.
+ * rediss:// gives CACHET_ENOTSUP "TLS not supported
  * yet"; any other scheme CACHET_ECONFIG. `what` names the source in error
  * messages ("CACHET_URL" or "url"); messages never quote the URL, since it
  * may hold a password. Pure: no I/O.

@@ -15,57 +15,115 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "error.h"
 
 struct cachet_conn {
   redisContext *ctx;
   int broken;
   int timeout_ms;
-  int guard_sigpipe; /* SIGPIPE had its default (fatal) action at open. */
+  int guard_sigpipe;   /* SIGPIPE had its default (fatal) action at open. */
+  cachet_endpoint *ep; /* The pool it belongs to. */
+  cachet_cluster_session *sess; /* Cluster mode: the routing session. */
 };
 
-struct cachet_pool {
+/* A pool of connections to one server: the configured one (host NULL), or
+ * one cluster node. */
+struct cachet_endpoint {
+  cachet *c;
   pthread_mutex_t mu;
   pthread_cond_t cv;
   int size;
   int nfree;
   int *free_idx;
   cachet_conn *slots;
+  char *host; /* NULL: the configured server, unix socket and db included. */
+  int port;
 };
 
-int cachet_pool_create(cachet *c) {
-  cachet_pool *p = calloc(1, sizeof *p);
-  if (p == NULL)
-    return cachet_fail(CACHET_ENOMEM, "out of memory creating the pool");
-  p->size = c->cfg.pool_size;
-  p->slots = calloc((size_t)p->size, sizeof *p->slots);
-  p->free_idx = calloc((size_t)p->size, sizeof *p->free_idx);
-  if (p->slots == NULL || p->free_idx == NULL) {
-    free(p->slots);
-    free(p->free_idx);
-    free(p);
+/* The handle's pool. Standalone, its slots are connections to the server.
+ * In cluster mode they are routing sessions, which borrow connections from
+ * the per-node endpoints that `cluster` owns. */
+struct cachet_pool {
+  cachet_endpoint ep;
+  cachet_cluster *cluster;
+};
+
+static int endpoint_init(cachet_endpoint *ep, cachet *c, const char *host,
+                         int port, int size) {
+  memset(ep, 0, sizeof *ep);
+  ep->c = c;
+  ep->size = size;
+  ep->port = port;
+  ep->slots = calloc((size_t)size, sizeof *ep->slots);
+  ep->free_idx = calloc((size_t)size, sizeof *ep->free_idx);
+  if (host != NULL)
+    ep->host = strdup(host);
+  if (ep->slots == NULL || ep->free_idx == NULL ||
+      (host != NULL && ep->host == NULL)) {
+    free(ep->slots);
+    free(ep->free_idx);
+    free(ep->host);
     return cachet_fail(CACHET_ENOMEM, "out of memory creating the pool");
   }
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
   /* Deadlines are monotonic so that a clock step cannot stretch a wait. */
   pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&p->cv, &ca);
+  pthread_cond_init(&ep->cv, &ca);
   pthread_condattr_destroy(&ca);
-  pthread_mutex_init(&p->mu, NULL);
+  pthread_mutex_init(&ep->mu, NULL);
   /* Only a default SIGPIPE action kills the process; an application that
    * ignores or handles SIGPIPE (as servers usually do) skips the guard and
    * its system calls. */
   struct sigaction sa;
   int guard = sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL;
-  for (int i = 0; i < p->size; i++) {
-    p->slots[i].timeout_ms = c->cfg.timeout_ms;
-    p->slots[i].guard_sigpipe = guard;
+  for (int i = 0; i < size; i++) {
+    ep->slots[i].timeout_ms = c->cfg.timeout_ms;
+    ep->slots[i].guard_sigpipe = guard;
+    ep->slots[i].ep = ep;
     /* Hand out low slots first so a lightly used handle keeps few
      * connections open. */
-    p->free_idx[i] = p->size - 1 - i;
+    ep->free_idx[i] = size - 1 - i;
   }
-  p->nfree = p->size;
+  ep->nfree = size;
+  return CACHET_OK;
+}
+
+static void endpoint_fini(cachet_endpoint *ep) {
+  for (int i = 0; i < ep->size; i++) {
+    if (ep->slots[i].ctx != NULL)
+      redisFree(ep->slots[i].ctx);
+    if (ep->slots[i].sess != NULL)
+      cachet_cluster_session_free(ep->slots[i].sess);
+  }
+  pthread_mutex_destroy(&ep->mu);
+  pthread_cond_destroy(&ep->cv);
+  free(ep->slots);
+  free(ep->free_idx);
+  free(ep->host);
+}
+
+int cachet_pool_create(cachet *c) {
+  cachet_pool *p = calloc(1, sizeof *p);
+  if (p == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory creating the pool");
+  int rc = endpoint_init(&p->ep, c, NULL, 0, c->cfg.pool_size);
+  if (rc != CACHET_OK) {
+    free(p);
+    return rc;
+  }
+  if (c->cfg.cluster) {
+    rc = cachet_cluster_create(c, &p->cluster);
+    for (int i = 0; rc == CACHET_OK && i < p->ep.size; i++)
+      rc = cachet_cluster_session_new(p->cluster, &p->ep.slots[i].sess);
+    if (rc != CACHET_OK) {
+      endpoint_fini(&p->ep);
+      cachet_cluster_destroy(p->cluster);
+      free(p);
+      return rc;
+    }
+  }
   c->pool = p;
   return CACHET_OK;
 }
@@ -74,16 +132,33 @@ void cachet_pool_destroy(cachet *c) {
   cachet_pool *p = c->pool;
   if (p == NULL)
     return;
-  for (int i = 0; i < p->size; i++) {
-    if (p->slots[i].ctx != NULL)
-      redisFree(p->slots[i].ctx);
-  }
-  pthread_mutex_destroy(&p->mu);
-  pthread_cond_destroy(&p->cv);
-  free(p->slots);
-  free(p->free_idx);
+  /* Sessions first: they hold no connection between borrows, but they
+   * point into the cluster's node table. */
+  endpoint_fini(&p->ep);
+  cachet_cluster_destroy(p->cluster);
   free(p);
   c->pool = NULL;
+}
+
+int cachet_endpoint_create(cachet *c, const char *host, int port, int size,
+                           cachet_endpoint **out) {
+  cachet_endpoint *ep = malloc(sizeof *ep);
+  if (ep == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory creating a node pool");
+  int rc = endpoint_init(ep, c, host, port, size);
+  if (rc != CACHET_OK) {
+    free(ep);
+    return rc;
+  }
+  *out = ep;
+  return CACHET_OK;
+}
+
+void cachet_endpoint_destroy(cachet_endpoint *ep) {
+  if (ep == NULL)
+    return;
+  endpoint_fini(ep);
+  free(ep);
 }
 
 /* hiredis 0.14 reports a receive timeout as an I/O error whose errno is
@@ -138,13 +213,16 @@ static int setup_command(cachet_conn *cn, int argc, const char **argv,
   return CACHET_OK;
 }
 
-static int connect_slot(cachet *c, cachet_conn *cn) {
-  const cachet_config *cfg = &c->cfg;
+static int connect_slot(cachet_endpoint *ep, cachet_conn *cn) {
+  const cachet_config *cfg = &ep->c->cfg;
   struct timeval tv = {cfg->timeout_ms / 1000, (cfg->timeout_ms % 1000) * 1000};
   redisContext *ctx;
   char where[300];
 
-  if (cfg->unix_path != NULL) {
+  if (ep->host != NULL) {
+    snprintf(where, sizeof where, "connect to %s:%d", ep->host, ep->port);
+    ctx = redisConnectWithTimeout(ep->host, ep->port, tv);
+  } else if (cfg->unix_path != NULL) {
     snprintf(where, sizeof where, "connect to unix:%s", cfg->unix_path);
     ctx = redisConnectUnixWithTimeout(cfg->unix_path, tv);
   } else {
@@ -164,7 +242,7 @@ static int connect_slot(cachet *c, cachet_conn *cn) {
     redisFree(ctx);
     return rc;
   }
-  if (cfg->unix_path == NULL)
+  if (ep->host != NULL || cfg->unix_path == NULL)
     (void)redisEnableKeepAlive(ctx);
   /* hiredis 0.14 leaves the socket inheritable: a child the application
    * spawns (cachet fetch runs one) must not keep our connection open. */
@@ -186,7 +264,7 @@ static int connect_slot(cachet *c, cachet_conn *cn) {
       rc = setup_command(cn, 2, argv, lens, "AUTH");
     }
   }
-  if (rc == CACHET_OK && cfg->db != 0) {
+  if (rc == CACHET_OK && cfg->db != 0 && ep->host == NULL) {
     char db[16];
     int n = snprintf(db, sizeof db, "%d", cfg->db);
     const char *argv[2] = {"SELECT", db};
@@ -200,36 +278,37 @@ static int connect_slot(cachet *c, cachet_conn *cn) {
   return rc;
 }
 
-int cachet_conn_acquire(cachet *c, cachet_conn **out) {
-  cachet_pool *p = c->pool;
+static int endpoint_borrow(cachet_endpoint *ep, cachet_conn **out,
+                           int connect) {
+  int timeout_ms = ep->c->cfg.timeout_ms;
   struct timespec dl;
   clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += c->cfg.timeout_ms / 1000;
-  dl.tv_nsec += (long)(c->cfg.timeout_ms % 1000) * 1000000L;
+  dl.tv_sec += timeout_ms / 1000;
+  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
   if (dl.tv_nsec >= 1000000000L) {
     dl.tv_sec++;
     dl.tv_nsec -= 1000000000L;
   }
 
-  pthread_mutex_lock(&p->mu);
-  while (p->nfree == 0) {
-    int w = pthread_cond_timedwait(&p->cv, &p->mu, &dl);
-    if (w == ETIMEDOUT && p->nfree == 0) {
-      pthread_mutex_unlock(&p->mu);
+  pthread_mutex_lock(&ep->mu);
+  while (ep->nfree == 0) {
+    int w = pthread_cond_timedwait(&ep->cv, &ep->mu, &dl);
+    if (w == ETIMEDOUT && ep->nfree == 0) {
+      pthread_mutex_unlock(&ep->mu);
       return cachet_fail(CACHET_ETIMEDOUT,
                          "no pooled connection became free within %d ms "
                          "(pool_size %d)",
-                         c->cfg.timeout_ms, p->size);
+                         timeout_ms, ep->size);
     }
   }
-  int idx = p->free_idx[--p->nfree];
-  pthread_mutex_unlock(&p->mu);
+  int idx = ep->free_idx[--ep->nfree];
+  pthread_mutex_unlock(&ep->mu);
 
-  cachet_conn *cn = &p->slots[idx];
-  if (cn->ctx == NULL) {
-    int rc = connect_slot(c, cn);
+  cachet_conn *cn = &ep->slots[idx];
+  if (connect && cn->ctx == NULL) {
+    int rc = connect_slot(ep, cn);
     if (rc != CACHET_OK) {
-      cachet_conn_release(c, cn);
+      cachet_endpoint_release(cn);
       return rc;
     }
   }
@@ -237,22 +316,70 @@ int cachet_conn_acquire(cachet *c, cachet_conn **out) {
   return CACHET_OK;
 }
 
-void cachet_conn_release(cachet *c, cachet_conn *cn) {
+int cachet_endpoint_acquire(cachet_endpoint *ep, cachet_conn **out) {
+  return endpoint_borrow(ep, out, 1);
+}
+
+void cachet_endpoint_release(cachet_conn *cn) {
   if (cn == NULL)
     return;
-  cachet_pool *p = c->pool;
+  cachet_endpoint *ep = cn->ep;
   if (cn->broken && cn->ctx != NULL) {
     redisFree(cn->ctx);
     cn->ctx = NULL;
   }
   cn->broken = 0;
-  pthread_mutex_lock(&p->mu);
-  p->free_idx[p->nfree++] = (int)(cn - p->slots);
-  pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->mu);
+  pthread_mutex_lock(&ep->mu);
+  ep->free_idx[ep->nfree++] = (int)(cn - ep->slots);
+  pthread_cond_signal(&ep->cv);
+  pthread_mutex_unlock(&ep->mu);
 }
 
-void cachet_conn_break(cachet_conn *cn) { cn->broken = 1; }
+int cachet_conn_acquire(cachet *c, cachet_conn **out) {
+  cachet_pool *p = c->pool;
+  int rc = endpoint_borrow(&p->ep, out, p->cluster == NULL);
+  if (rc == CACHET_OK && p->cluster != NULL &&
+      (rc = cachet_cluster_begin((*out)->sess)) != CACHET_OK) {
+    cachet_cluster_end((*out)->sess);
+    cachet_endpoint_release(*out);
+    *out = NULL;
+  }
+  return rc;
+}
+
+void cachet_conn_release(cachet *c, cachet_conn *cn) {
+  (void)c;
+  if (cn == NULL)
+    return;
+  if (cn->sess != NULL)
+    cachet_cluster_end(cn->sess);
+  cachet_endpoint_release(cn);
+}
+
+void cachet_conn_break(cachet_conn *cn) {
+  if (cn->sess != NULL)
+    cachet_cluster_break(cn->sess);
+  else
+    cn->broken = 1;
+}
+
+int cachet_node_error(redisReply *r) {
+  int rc = server_error(r);
+  freeReplyObject(r);
+  return rc;
+}
+
+/* A reply as hiredis gave it: NULL is an I/O failure, which breaks the
+ * connection. Error replies are passed on as replies. */
+static int raw_reply(cachet_conn *cn, redisReply *r, int saved_errno,
+                     redisReply **out) {
+  if (r == NULL) {
+    cn->broken = 1;
+    return io_status(cn->ctx, saved_errno, cn->timeout_ms, "redis");
+  }
+  *out = r;
+  return CACHET_OK;
+}
 
 static int map_reply(cachet_conn *cn, redisReply *r, int saved_errno,
                      redisReply **out) {
@@ -260,11 +387,8 @@ static int map_reply(cachet_conn *cn, redisReply *r, int saved_errno,
     cn->broken = 1;
     return io_status(cn->ctx, saved_errno, cn->timeout_ms, "redis");
   }
-  if (r->type == REDIS_REPLY_ERROR) {
-    int rc = server_error(r);
-    freeReplyObject(r);
-    return rc;
-  }
+  if (r->type == REDIS_REPLY_ERROR)
+    return cachet_node_error(r);
   *out = r;
   return CACHET_OK;
 }
@@ -316,8 +440,9 @@ static void guard_end(pipe_guard *g, int failed) {
   pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
 
-int cachet_conn_command(cachet_conn *cn, int argc, const char **argv,
-                        const size_t *lens, redisReply **out) {
+/* One exchange on one connection; `raw` keeps error replies as replies. */
+static int exchange(cachet_conn *cn, int argc, const char **argv,
+                    const size_t *lens, redisReply **out, int raw) {
   *out = NULL;
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
@@ -327,11 +452,11 @@ int cachet_conn_command(cachet_conn *cn, int argc, const char **argv,
   redisReply *r = redisCommandArgv(cn->ctx, argc, argv, lens);
   int saved = errno;
   guard_end(&g, r == NULL);
-  return map_reply(cn, r, saved, out);
+  return raw ? raw_reply(cn, r, saved, out) : map_reply(cn, r, saved, out);
 }
 
-int cachet_conn_append(cachet_conn *cn, int argc, const char **argv,
-                       const size_t *lens) {
+static int append(cachet_conn *cn, int argc, const char **argv,
+                  const size_t *lens) {
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
   if (redisAppendCommandArgv(cn->ctx, argc, argv, lens) != REDIS_OK) {
@@ -341,7 +466,7 @@ int cachet_conn_append(cachet_conn *cn, int argc, const char **argv,
   return CACHET_OK;
 }
 
-int cachet_conn_read(cachet_conn *cn, redisReply **out) {
+static int read_one(cachet_conn *cn, redisReply **out, int raw) {
   *out = NULL;
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
@@ -354,7 +479,7 @@ int cachet_conn_read(cachet_conn *cn, redisReply **out) {
                        cn->ctx->errstr);
   }
   if (r != NULL)
-    return map_reply(cn, r, 0, out);
+    return raw ? raw_reply(cn, r, 0, out) : map_reply(cn, r, 0, out);
   pipe_guard g;
   guard_begin(&g, cn);
   errno = 0;
@@ -362,5 +487,90 @@ int cachet_conn_read(cachet_conn *cn, redisReply **out) {
     r = NULL;
   int saved = errno;
   guard_end(&g, r == NULL);
-  return map_reply(cn, r, saved, out);
+  return raw ? raw_reply(cn, r, saved, out) : map_reply(cn, r, saved, out);
+}
+
+int cachet_conn_command(cachet_conn *cn, int argc, const char **argv,
+                        const size_t *lens, redisReply **out) {
+  if (cn->sess != NULL)
+    return cachet_cluster_command(cn->sess, argc, argv, lens, out);
+  return exchange(cn, argc, argv, lens, out, 0);
+}
+
+int cachet_conn_append(cachet_conn *cn, int argc, const char **argv,
+                       const size_t *lens) {
+  if (cn->sess != NULL)
+    return cachet_cluster_append(cn->sess, argc, argv, lens);
+  return append(cn, argc, argv, lens);
+}
+
+int cachet_conn_read(cachet_conn *cn, redisReply **out) {
+  if (cn->sess != NULL)
+    return cachet_cluster_read(cn->sess, out);
+  return read_one(cn, out, 0);
+}
+
+int cachet_node_command(cachet_conn *cn, int argc, const char **argv,
+                        const size_t *lens, redisReply **out) {
+  return exchange(cn, argc, argv, lens, out, 1);
+}
+
+int cachet_node_append(cachet_conn *cn, int argc, const char **argv,
+                       const size_t *lens) {
+  return append(cn, argc, argv, lens);
+}
+
+int cachet_node_read(cachet_conn *cn, redisReply **out) {
+  return read_one(cn, out, 1);
+}
+
+int cachet_node_flush(cachet_conn *cn) {
+  if (cn->broken)
+    return cachet_fail(CACHET_ECONN, "connection is broken");
+  pipe_guard g;
+  guard_begin(&g, cn);
+  int done = 0, ok = REDIS_OK;
+  errno = 0;
+  while (!done && (ok = redisBufferWrite(cn->ctx, &done)) == REDIS_OK) {
+  }
+  int saved = errno;
+  guard_end(&g, ok != REDIS_OK);
+  if (ok != REDIS_OK) {
+    cn->broken = 1;
+    return io_status(cn->ctx, saved, cn->timeout_ms, "redis");
+  }
+  return CACHET_OK;
+}
+
+int cachet_conn_clustered(const cachet_conn *cn) { return cn->sess != NULL; }
+
+int cachet_conn_nodes(cachet_conn *cn) {
+  if (cn->sess != NULL)
+    return cachet_cluster_nodes(cn->sess);
+  return 1;
+}
+
+int cachet_conn_command_node(cachet_conn *cn, int node, int argc,
+                             const char **argv, const size_t *lens,
+                             redisReply **out) {
+  if (cn->sess != NULL)
+    return cachet_cluster_command_node(cn->sess, node, argc, argv, lens, out);
+  if (node != 0) {
+    *out = NULL;
+    return cachet_fail(CACHET_EINTERNAL, "no node %d on a single server", node);
+  }
+  return exchange(cn, argc, argv, lens, out, 0);
+}
+
+const char *cachet_conn_node_name(cachet_conn *cn, int node) {
+  if (cn->sess != NULL)
+    return cachet_cluster_node_name(cn->sess, node);
+  return "server";
+}
+
+int cachet_conn_command_last(cachet_conn *cn, int argc, const char **argv,
+                             const size_t *lens, redisReply **out) {
+  if (cn->sess != NULL)
+    return cachet_cluster_command_last(cn->sess, argc, argv, lens, out);
+  return exchange(cn, argc, argv, lens, out, 0);
 }

@@ -48,4 +48,65 @@ void cachet_conn_break(cachet_conn *cn);
  * `code` (e.g. "NOSCRIPT"). */
 int cachet_server_error_is(const char *code);
 
+/* ---- Redis Cluster -------------------------------------------------------
+ *
+ * In cluster mode a borrowed connection is a routing session (cluster.c):
+ * cachet_conn_command, _append and _read send each command to the master
+ * that serves the hash slot of its first key (argv[1], or the first KEYS
+ * entry of EVAL/EVALSHA), borrowing one connection per node from that
+ * node's pool as needed, following MOVED and ASK and waiting out TRYAGAIN
+ * and CLUSTERDOWN (bounded by timeout_ms). Pipelined replies come back in
+ * append order, whichever nodes answer them. Commands without a key go to
+ * one master; commands meant for every master use the node API below. In
+ * standalone mode these calls address the one server. */
+
+/* 1 if the handle talks to a Redis Cluster. */
+int cachet_conn_clustered(const cachet_conn *cn);
+
+/* The number of masters (1 standalone), taken as a snapshot that numbers
+ * them 0..n-1 for cachet_conn_command_node until the next call. Negative:
+ * an error (no node reachable to learn the slot map). */
+int cachet_conn_nodes(cachet_conn *cn);
+
+/* Send one command to master `node` of the last snapshot, without routing
+ * or redirection. Same reply mapping as cachet_conn_command. */
+int cachet_conn_command_node(cachet_conn *cn, int node, int argc,
+                             const char **argv, const size_t *lens,
+                             redisReply **out);
+
+/* "host:port" of master `node` of the last snapshot, for messages. */
+const char *cachet_conn_node_name(cachet_conn *cn, int node);
+
+/* Send one command to the node that answered the last command or pipelined
+ * reply on this connection (standalone: the server). The script registry
+ * uses it to SCRIPT LOAD where NOSCRIPT was said. */
+int cachet_conn_command_last(cachet_conn *cn, int argc, const char **argv,
+                             const size_t *lens, redisReply **out);
+
+/* ---- For cluster.c only: pools per node and raw node connections -------- */
+
+typedef struct cachet_endpoint cachet_endpoint;
+
+/* A pool of `size` connections to host:port (AUTH as configured, never
+ * SELECT: a cluster has database 0 only). */
+int cachet_endpoint_create(cachet *c, const char *host, int port, int size,
+                           cachet_endpoint **out);
+void cachet_endpoint_destroy(cachet_endpoint *ep);
+/* Borrow a connected connection (bounded wait) / give it back. */
+int cachet_endpoint_acquire(cachet_endpoint *ep, cachet_conn **out);
+void cachet_endpoint_release(cachet_conn *cn);
+
+/* Raw exchanges on one node connection: an error reply is returned as a
+ * reply (CACHET_OK, type REDIS_REPLY_ERROR) so that the router can see
+ * MOVED and ASK; I/O failures break the connection as usual. */
+int cachet_node_command(cachet_conn *cn, int argc, const char **argv,
+                        const size_t *lens, redisReply **out);
+int cachet_node_append(cachet_conn *cn, int argc, const char **argv,
+                       const size_t *lens);
+int cachet_node_read(cachet_conn *cn, redisReply **out);
+/* Write out what was appended, so that several nodes work in parallel. */
+int cachet_node_flush(cachet_conn *cn);
+/* Turn an error reply into CACHET_ESERVER with its text; frees it. */
+int cachet_node_error(redisReply *r);
+
 #endif

@@ -7,7 +7,8 @@
  * (SCRIPT LOAD after NOSCRIPT). An evicting maxmemory policy is: allkeys-*
  * may evict tag indexes and locks, and volatile-* those that have a TTL (a
  * lock always has one), which silently breaks evict-by-tag and mutual
- * exclusion. Only noeviction keeps them safe. */
+ * exclusion. Only noeviction keeps them safe. In a cluster every master is
+ * probed (see cachet_health_check). */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -43,12 +44,12 @@ static int info_field(const char *info, size_t len, const char *name, char *out,
 }
 
 /* INFO <section> and one field of it. */
-static int info_get(cachet_conn *cn, const char *section, const char *name,
-                    char *out, size_t outsz) {
+static int info_get(cachet_conn *cn, int node, const char *section,
+                    const char *name, char *out, size_t outsz) {
   const char *argv[2] = {"INFO", section};
   size_t lens[2] = {4, strlen(section)};
   redisReply *r = NULL;
-  int rc = cachet_conn_command(cn, 2, argv, lens, &r);
+  int rc = cachet_conn_command_node(cn, node, 2, argv, lens, &r);
   if (rc != CACHET_OK)
     return rc;
   if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) {
@@ -68,12 +69,12 @@ static double mono_ms_precise(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static int probe_ping(cachet_conn *cn, double *ms) {
+static int probe_ping(cachet_conn *cn, int node, double *ms) {
   const char *argv[1] = {"PING"};
   size_t lens[1] = {4};
   redisReply *r = NULL;
   double t0 = mono_ms_precise();
-  int rc = cachet_conn_command(cn, 1, argv, lens, &r);
+  int rc = cachet_conn_command_node(cn, node, 1, argv, lens, &r);
   double t1 = mono_ms_precise();
   if (rc != CACHET_OK)
     return rc;
@@ -88,7 +89,7 @@ static int probe_ping(cachet_conn *cn, double *ms) {
 }
 
 /* SCRIPT EXISTS with every embedded SHA1, in one round trip. */
-static int probe_scripts(cachet_conn *cn, int *loaded) {
+static int probe_scripts(cachet_conn *cn, int node, int *loaded) {
   const char *argv[CACHET_SCRIPT_COUNT + 2];
   size_t lens[CACHET_SCRIPT_COUNT + 2];
   argv[0] = "SCRIPT";
@@ -100,7 +101,8 @@ static int probe_scripts(cachet_conn *cn, int *loaded) {
     lens[i + 2] = 40;
   }
   redisReply *r = NULL;
-  int rc = cachet_conn_command(cn, CACHET_SCRIPT_COUNT + 2, argv, lens, &r);
+  int rc = cachet_conn_command_node(cn, node, CACHET_SCRIPT_COUNT + 2, argv,
+                                    lens, &r);
   if (rc != CACHET_OK)
     return rc;
   if (r->type != REDIS_REPLY_ARRAY || r->elements != CACHET_SCRIPT_COUNT) {
@@ -119,11 +121,11 @@ static int probe_scripts(cachet_conn *cn, int *loaded) {
 
 /* CONFIG GET maxmemory-policy; where CONFIG is refused (an ACL without
  * +config, a renamed command) INFO memory carries the same value. */
-static int probe_policy(cachet_conn *cn, char *out, size_t outsz) {
+static int probe_policy(cachet_conn *cn, int node, char *out, size_t outsz) {
   const char *argv[3] = {"CONFIG", "GET", "maxmemory-policy"};
   size_t lens[3] = {6, 3, 16};
   redisReply *r = NULL;
-  int rc = cachet_conn_command(cn, 3, argv, lens, &r);
+  int rc = cachet_conn_command_node(cn, node, 3, argv, lens, &r);
   if (rc == CACHET_OK) {
     int ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
              r->element[1]->type == REDIS_REPLY_STRING;
@@ -135,9 +137,33 @@ static int probe_policy(cachet_conn *cn, char *out, size_t outsz) {
   } else if (rc != CACHET_ESERVER) {
     return rc;
   }
-  return info_get(cn, "memory", "maxmemory_policy", out, outsz);
+  return info_get(cn, node, "memory", "maxmemory_policy", out, outsz);
 }
 
+/* Probe one master into *h. */
+static int probe_node(cachet_conn *cn, int node, cachet_health *h) {
+  int rc;
+  if ((rc = probe_ping(cn, node, &h->ping_ms)) ||
+      (rc = info_get(cn, node, "server", "redis_version", h->server_version,
+                     sizeof h->server_version)) ||
+      (rc = probe_scripts(cn, node, &h->scripts_loaded)) ||
+      (rc = probe_policy(cn, node, h->maxmemory_policy,
+                         sizeof h->maxmemory_policy)))
+    return rc;
+  return CACHET_OK;
+}
+
+static int policy_risky(const char *p) {
+  return strncmp(p, "allkeys-", 8) == 0 || strncmp(p, "volatile-", 9) == 0;
+}
+
+/*
+ * A cluster is probed master by master and reported as its weakest member:
+ * the slowest PING, the fewest scripts cached, the first risky policy, the
+ * lowest version. A master that cannot be reached makes the cluster
+ * unhealthy (its slots are down) and is named in the message; the call
+ * only fails when no master answers at all.
+ */
 int cachet_health_check(cachet *c, cachet_health *out) {
   cachet_health h;
   memset(&h, 0, sizeof h);
@@ -147,28 +173,59 @@ int cachet_health_check(cachet *c, cachet_health *out) {
   int rc = cachet_conn_acquire(c, &cn);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
-  h.scripts_total = CACHET_SCRIPT_COUNT;
-  if ((rc = probe_ping(cn, &h.ping_ms)) ||
-      (rc = info_get(cn, "server", "redis_version", h.server_version,
-                     sizeof h.server_version)) ||
-      (rc = probe_scripts(cn, &h.scripts_loaded)) ||
-      (rc = probe_policy(cn, h.maxmemory_policy, sizeof h.maxmemory_policy))) {
+  int nodes = cachet_conn_nodes(cn);
+  if (nodes < 0) {
     cachet_conn_release(c, cn);
-    return cachet_result(c, rc);
+    return cachet_result(c, nodes);
+  }
+  int answered = 0, first_rc = CACHET_OK;
+  char down[160] = "";
+  for (int node = 0; node < nodes; node++) {
+    cachet_health n;
+    memset(&n, 0, sizeof n);
+    rc = probe_node(cn, node, &n);
+    if (rc != CACHET_OK) {
+      if (first_rc == CACHET_OK) {
+        first_rc = rc;
+        snprintf(down, sizeof down, "master %s: %s",
+                 cachet_conn_node_name(cn, node), cachet_last_error());
+      }
+      continue;
+    }
+    if (answered++ == 0) {
+      h = n;
+      continue;
+    }
+    if (n.ping_ms > h.ping_ms)
+      h.ping_ms = n.ping_ms;
+    if (n.scripts_loaded < h.scripts_loaded)
+      h.scripts_loaded = n.scripts_loaded;
+    if (strcmp(n.server_version, h.server_version) < 0)
+      memcpy(h.server_version, n.server_version, sizeof h.server_version);
+    if (policy_risky(n.maxmemory_policy) && !policy_risky(h.maxmemory_policy))
+      memcpy(h.maxmemory_policy, n.maxmemory_policy, sizeof h.maxmemory_policy);
   }
   cachet_conn_release(c, cn);
+  if (answered == 0)
+    return cachet_result(c, first_rc);
+  h.scripts_total = CACHET_SCRIPT_COUNT;
 
   int allkeys = strncmp(h.maxmemory_policy, "allkeys-", 8) == 0;
   int volatile_ = strncmp(h.maxmemory_policy, "volatile-", 9) == 0;
   h.policy_warning = allkeys || volatile_;
-  h.healthy = !h.policy_warning;
+  h.healthy = !h.policy_warning && first_rc == CACHET_OK;
   size_t o = 0;
-  if (h.policy_warning)
-    o += (size_t)snprintf(h.message, sizeof h.message,
-                          "maxmemory-policy %s may evict %s",
-                          h.maxmemory_policy,
-                          allkeys ? "tag indexes and locks"
-                                  : "locks and tag indexes (they have TTLs)");
+  if (first_rc != CACHET_OK)
+    o += (size_t)snprintf(h.message, sizeof h.message, "%s", down);
+  if (h.policy_warning && o < sizeof h.message)
+    o += (size_t)snprintf(h.message + o, sizeof h.message - o, "%s",
+                          o > 0 ? "; " : "");
+  if (h.policy_warning && o < sizeof h.message)
+    o +=
+        (size_t)snprintf(h.message + o, sizeof h.message - o,
+                         "maxmemory-policy %s may evict %s", h.maxmemory_policy,
+                         allkeys ? "tag indexes and locks"
+                                 : "locks and tag indexes (they have TTLs)");
   if (h.scripts_loaded < h.scripts_total && o < sizeof h.message)
     snprintf(h.message + o, sizeof h.message - o,
              "%s%d of %d scripts not in the server's script cache (they "

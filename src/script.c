@@ -3,7 +3,9 @@
  * There is no per-connection "loaded" state to keep in step: the embedded
  * SHA1 is the script's name on every server, so the first EVALSHA either
  * runs or says NOSCRIPT (new server, SCRIPT FLUSH, restart, failover), and
- * that one reply is what triggers the load. */
+ * that one reply is what triggers the load. In a cluster every master has
+ * its own cache, so the load goes to the node that said NOSCRIPT, and the
+ * retry is routed again (the slot may have moved in between). */
 #include "script.h"
 
 #include <stdio.h>
@@ -63,7 +65,9 @@ int cachet_script_load(cachet *c, cachet_conn *cn, cachet_script_id id) {
   const char *argv[3] = {"SCRIPT", "LOAD", s->body};
   size_t lens[3] = {6, 4, s->len};
   redisReply *r = NULL;
-  int rc = cachet_conn_command(cn, 3, argv, lens, &r);
+  /* In a cluster each master has its own script cache: load where the
+   * NOSCRIPT came from (the node of the last reply on this connection). */
+  int rc = cachet_conn_command_last(cn, 3, argv, lens, &r);
   if (rc != CACHET_OK)
     return rc;
   CACHET_COUNT(c, script_reloads, 1);

@@ -23,8 +23,9 @@ int cachet_script_append(cachet_conn *cn, cachet_script_id id, int nkeys,
                          int nargs, const char *const *args,
                          const size_t *lens);
 
-/* SCRIPT LOAD `id` and check that the server's SHA1 is the embedded one
- * (EINTERNAL if not). Counts a reload. */
+/* SCRIPT LOAD `id` on the node that gave the last reply on `cn` (in a
+ * cluster, the one that said NOSCRIPT; standalone, the server) and check
+ * that its SHA1 is the embedded one (EINTERNAL if not). Counts a reload. */
 int cachet_script_load(cachet *c, cachet_conn *cn, cachet_script_id id);
 
 #endif

@@ -17,6 +17,11 @@
  *     member atomically and evicts it, or drops a stale membership, or skips
  *     it when its tags changed in between (re-read on the next round).
  * Writers that add the tag meanwhile start a fresh t key, so each drain ends.
+ *
+ * In a cluster nothing changes here: every key of one bucket shares a slot,
+ * so each step is one atomic call on one shard, and the connection routes
+ * each command (the EXISTS sweep is pipelined across the masters at once).
+ * Prune scans every master in turn.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -597,6 +602,48 @@ static int prune_dangling(cachet *c, cachet_conn *cn, const redisReply *key,
   return CACHET_OK;
 }
 
+/* SCAN one master (the server, standalone) for index keys and prune each;
+ * every script call is on the index's own slot. */
+static int prune_node(cachet *c, cachet_conn *cn, int node, const char *pat,
+                      uint64_t *total) {
+  char cursor[32] = "0";
+  int rc;
+  do {
+    redisReply *r = NULL;
+    const char *argv[6] = {"SCAN", cursor,  "MATCH",
+                           pat,    "COUNT", PRUNE_SCAN_COUNT};
+    size_t lens[6] = {
+        4, strlen(cursor), 5, strlen(pat), 5, sizeof PRUNE_SCAN_COUNT - 1};
+    if ((rc = cachet_conn_command_node(cn, node, 6, argv, lens, &r)) !=
+        CACHET_OK)
+      break;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        !is_string(r->element[0]) || r->element[0]->len >= sizeof cursor ||
+        !is_string_array(r->element[1])) {
+      freeReplyObject(r);
+      rc = proto(cn, "SCAN");
+      break;
+    }
+    memcpy(cursor, r->element[0]->str, r->element[0]->len);
+    cursor[r->element[0]->len] = '\0';
+    const redisReply *keys = r->element[1];
+    for (size_t i = 0; rc == CACHET_OK && i < keys->elements; i++) {
+      unsigned bucket;
+      const char *tag;
+      size_t taglen;
+      if (!parse_index_key(c, keys->element[i], &bucket, &tag, &taglen))
+        continue;
+      if ((rc = prune_expired(c, cn, keys->element[i], total)) == CACHET_OK)
+        rc =
+            prune_dangling(c, cn, keys->element[i], bucket, tag, taglen, total);
+    }
+    freeReplyObject(r);
+    if (rc == CACHET_OK)
+      progress(c, "prune", *total);
+  } while (rc == CACHET_OK && strcmp(cursor, "0") != 0);
+  return rc;
+}
+
 int cachet_prune(cachet *c, uint64_t *pruned) {
   cachet_error_clear();
   if (pruned != NULL)
@@ -622,39 +669,12 @@ int cachet_prune(cachet *c, uint64_t *pruned) {
     return cachet_result(c, rc);
   }
   uint64_t total = 0;
-  char cursor[32] = "0";
-  do {
-    redisReply *r = NULL;
-    const char *argv[6] = {"SCAN", cursor,  "MATCH",
-                           pat,    "COUNT", PRUNE_SCAN_COUNT};
-    size_t lens[6] = {
-        4, strlen(cursor), 5, strlen(pat), 5, sizeof PRUNE_SCAN_COUNT - 1};
-    if ((rc = cachet_conn_command(cn, 6, argv, lens, &r)) != CACHET_OK)
-      break;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        !is_string(r->element[0]) || r->element[0]->len >= sizeof cursor ||
-        !is_string_array(r->element[1])) {
-      freeReplyObject(r);
-      rc = proto(cn, "SCAN");
-      break;
-    }
-    memcpy(cursor, r->element[0]->str, r->element[0]->len);
-    cursor[r->element[0]->len] = '\0';
-    const redisReply *keys = r->element[1];
-    for (size_t i = 0; rc == CACHET_OK && i < keys->elements; i++) {
-      unsigned bucket;
-      const char *tag;
-      size_t taglen;
-      if (!parse_index_key(c, keys->element[i], &bucket, &tag, &taglen))
-        continue;
-      if ((rc = prune_expired(c, cn, keys->element[i], &total)) == CACHET_OK)
-        rc = prune_dangling(c, cn, keys->element[i], bucket, tag, taglen,
-                            &total);
-    }
-    freeReplyObject(r);
-    if (rc == CACHET_OK)
-      progress(c, "prune", total);
-  } while (rc == CACHET_OK && strcmp(cursor, "0") != 0);
+  /* In a cluster every master holds its own share of the index keys. */
+  int nodes = cachet_conn_nodes(cn);
+  if (nodes < 0)
+    rc = nodes;
+  for (int node = 0; rc == CACHET_OK && node < nodes; node++)
+    rc = prune_node(c, cn, node, pat, &total);
   cachet_conn_release(c, cn);
   free(pat);
   if (rc == CACHET_OK && pruned != NULL)

@@ -1,0 +1,549 @@
+/* Redis Cluster: every operation against a real local cluster of 3 masters
+ * and 3 replicas, a slot resharded while operations run, a master killed,
+ * and a failover. The destructive tests run last, in order. */
+#include <fcntl.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cachet.h"
+#include "cluster_harness.h"
+#include "config.h"
+#include "crc16.h"
+#include "harness.h"
+#include "keys.h"
+
+static test_cluster cl;
+static int cl_ok;
+
+static int setup(void **state) {
+  (void)state;
+  cl_ok = test_cluster_start(&cl, 3, 1) == 0;
+  return cl_ok ? 0 : -1;
+}
+
+static int teardown(void **state) {
+  (void)state;
+  test_cluster_stop(&cl);
+  return 0;
+}
+
+static long long node_int(int i, const char *cmd) {
+  redisContext *c = test_cluster_node(&cl, i);
+  assert_non_null(c);
+  redisReply *r = redisCommand(c, cmd);
+  assert_non_null(r);
+  assert_int_equal(r->type, REDIS_REPLY_INTEGER);
+  long long v = r->integer;
+  freeReplyObject(r);
+  redisFree(c);
+  return v;
+}
+
+/* The slot of a user key's value key under `prefix`. */
+static unsigned key_slot(cachet *c, const char *key) {
+  char *vk = NULL;
+  size_t vl = 0;
+  assert_int_equal(cachet_value_key(c, key, strlen(key), &vk, &vl), CACHET_OK);
+  unsigned s = cachet_key_slot(vk, vl);
+  cachet_free(vk);
+  return s;
+}
+
+/* ---- configuration ---------------------------------------------------- */
+
+static const char *no_env(void *ud, const char *name) {
+  (void)ud;
+  (void)name;
+  return NULL;
+}
+
+static const char *cluster_env(void *ud, const char *name) {
+  (void)ud;
+  if (strcmp(name, "CACHET_CLUSTER") == 0)
+    return "1";
+  if (strcmp(name, "CACHET_HOST") == 0)
+    return "10.0.0.7";
+  if (strcmp(name, "CACHET_PORT") == 0)
+    return "7001";
+  return NULL;
+}
+
+static void test_cluster_url_and_env_configure_seeds(void **state) {
+  (void)state;
+  cachet_options o;
+  cachet_config cfg;
+  cachet_options_init(&o);
+  o.url = "redis+cluster://u:p%40ss@h1:7000,h2,[::1]:7002";
+  assert_int_equal(cachet_config_resolve(&cfg, &o, no_env, NULL), CACHET_OK);
+  assert_int_equal(cfg.cluster, 1);
+  assert_string_equal(cfg.cluster_seeds, "h1:7000,h2:6379,[::1]:7002");
+  assert_string_equal(cfg.host, "h1");
+  assert_int_equal(cfg.port, 7000);
+  assert_string_equal(cfg.username, "u");
+  assert_string_equal(cfg.password, "p@ss");
+  cachet_config_free(&cfg);
+
+  cachet_options_init(&o);
+  o.use_env = 1;
+  assert_int_equal(cachet_config_resolve(&cfg, &o, cluster_env, NULL),
+                   CACHET_OK);
+  assert_int_equal(cfg.cluster, 1);
+  assert_string_equal(cfg.cluster_seeds, "10.0.0.7:7001");
+  cachet_config_free(&cfg);
+
+  cachet_options_init(&o);
+  o.url = "redis://h:1";
+  o.cluster = 1;
+  assert_int_equal(cachet_config_resolve(&cfg, &o, no_env, NULL), CACHET_OK);
+  assert_string_equal(cfg.cluster_seeds, "h:1");
+  cachet_config_free(&cfg);
+
+  /* Plain URLs stay standalone. */
+  cachet_options_init(&o);
+  o.url = "redis://h:1";
+  assert_int_equal(cachet_config_resolve(&cfg, &o, no_env, NULL), CACHET_OK);
+  assert_int_equal(cfg.cluster, 0);
+  assert_null(cfg.cluster_seeds);
+  cachet_config_free(&cfg);
+
+  /* A cluster has database 0 only, no unix socket, no empty node. */
+  const char *bad[] = {"redis+cluster://h:1/2", "redis+cluster://h:1,,h:2",
+                       "redis+cluster://h:1,h:0", "redis+cluster://"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    cachet_options_init(&o);
+    o.url = bad[i];
+    assert_int_equal(cachet_config_resolve(&cfg, &o, no_env, NULL),
+                     CACHET_ECONFIG);
+  }
+  cachet_options_init(&o);
+  o.unix_path = "/tmp/x.sock";
+  o.cluster = 1;
+  assert_int_equal(cachet_config_resolve(&cfg, &o, no_env, NULL),
+                   CACHET_ECONFIG);
+  cachet_options_init(&o);
+  o.cluster = 2;
+  assert_int_equal(cachet_config_resolve(&cfg, &o, no_env, NULL),
+                   CACHET_ECONFIG);
+}
+
+/* ---- operations -------------------------------------------------------- */
+
+static void test_core_operations_route_to_every_master(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "core:");
+  char key[32], val[32];
+  unsigned char masters_hit[TEST_CLUSTER_MAX] = {0};
+  for (int i = 0; i < 300; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    snprintf(val, sizeof val, "v%d", i);
+    const char *tags[] = {i % 2 ? "odd" : "even", "all"};
+    assert_int_equal(
+        cachet_set_tags(c, key, strlen(key), val, strlen(val), 60000, tags, 2),
+        CACHET_OK);
+    if (i < 30)
+      masters_hit[test_cluster_owner(&cl, key_slot(c, key))] = 1;
+  }
+  for (int i = 0; i < 300; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    snprintf(val, sizeof val, "v%d", i);
+    void *out = NULL;
+    size_t len = 0;
+    assert_int_equal(cachet_get(c, key, strlen(key), &out, &len), CACHET_OK);
+    assert_int_equal(len, strlen(val));
+    assert_memory_equal(out, val, len);
+    cachet_free(out);
+    assert_int_equal(cachet_exists(c, key, strlen(key)), CACHET_OK);
+    int64_t ttl = 0;
+    assert_int_equal(cachet_ttl(c, key, strlen(key), &ttl), CACHET_OK);
+    assert_true(ttl > 0 && ttl <= 60000);
+  }
+  /* Data is spread over all three masters. */
+  int masters = 0;
+  for (int i = 0; i < cl.n; i++) {
+    if (!test_cluster_is_master(&cl, i))
+      continue;
+    masters++;
+    assert_true(node_int(i, "DBSIZE") > 0);
+  }
+  assert_int_equal(masters, 3);
+  int distinct = 0;
+  for (int i = 0; i < TEST_CLUSTER_MAX; i++)
+    distinct += masters_hit[i];
+  assert_int_equal(distinct, 3);
+
+  assert_int_equal(cachet_delete(c, "k0", 2), CACHET_OK);
+  assert_int_equal(cachet_delete(c, "k0", 2), CACHET_MISS);
+  void *out = NULL;
+  size_t len = 0;
+  assert_int_equal(cachet_get(c, "k0", 2, &out, &len), CACHET_MISS);
+  assert_int_equal(cachet_exists(c, "k0", 2), CACHET_MISS);
+
+  /* Evict fans out over the buckets, hence over the masters. */
+  uint64_t n = 0;
+  const char *odd[] = {"odd"};
+  assert_int_equal(cachet_evict_tags(c, odd, 1, &n), CACHET_OK);
+  assert_int_equal(n, 150);
+  assert_int_equal(cachet_get(c, "k1", 2, &out, &len), CACHET_MISS);
+  assert_int_equal(cachet_get(c, "k2", 2, &out, &len), CACHET_OK);
+  cachet_free(out);
+  const char *all[] = {"all"};
+  assert_int_equal(cachet_evict_tags(c, all, 1, &n), CACHET_OK);
+  assert_int_equal(n, 149);
+  assert_int_equal(cachet_ping(c), CACHET_OK);
+  cachet_close(c);
+}
+
+static void test_clear_and_prune_cover_every_master(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "clr:");
+  cachet *other = test_cluster_open(&cl, "clr:x:");
+  char key[32];
+  for (int i = 0; i < 400; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    const char *tags[] = {"t"};
+    assert_int_equal(
+        cachet_set_tags(c, key, strlen(key), "v", 1, i < 100 ? 50 : 0, tags, 1),
+        CACHET_OK);
+  }
+  assert_int_equal(cachet_set(other, "keep", 4, "v", 1, 0), CACHET_OK);
+  /* Foreign keys on every master. */
+  for (int i = 0; i < cl.n; i++) {
+    if (!test_cluster_is_master(&cl, i))
+      continue;
+    redisContext *r = test_cluster_node(&cl, i);
+    for (int j = 0; j < 200; j++) {
+      redisReply *x = redisCommand(r, "SET clr:foreign%d keep", j);
+      if (x != NULL)
+        freeReplyObject(x); /* MOVED for the other masters' slots. */
+    }
+    redisFree(r);
+  }
+  cachet_lock *lk = NULL;
+  assert_int_equal(cachet_lock_acquire(c, "L", 60000, 0, &lk), CACHET_OK);
+
+  test_sleep_ms(120);
+  uint64_t pruned = 0;
+  assert_int_equal(cachet_prune(c, &pruned), CACHET_OK);
+  /* Writes prune too (one in 8), so prune found at most the 100 expired
+   * members; none is left on any master. */
+  assert_true(pruned > 0 && pruned <= 100);
+  assert_int_equal(cachet_prune(c, &pruned), CACHET_OK);
+  assert_int_equal(pruned, 0);
+  long long members = 0;
+  for (int i = 0; i < cl.n; i++) {
+    if (!test_cluster_is_master(&cl, i))
+      continue;
+    redisContext *r = test_cluster_node(&cl, i);
+    redisReply *x = redisCommand(r, "KEYS clr:{*}t:t");
+    for (size_t k = 0; k < x->elements; k++) {
+      redisReply *z = redisCommand(r, "ZCARD %s", x->element[k]->str);
+      members += z->integer;
+      freeReplyObject(z);
+    }
+    freeReplyObject(x);
+    redisFree(r);
+  }
+  assert_int_equal(members, 300);
+
+  uint64_t removed = 0;
+  assert_int_equal(cachet_clear(c, 1, &removed), CACHET_OK);
+  assert_int_equal(removed, 300);
+  assert_int_equal(cachet_clear(c, 0, &removed), CACHET_OK);
+  assert_int_equal(removed, 300);
+  assert_int_equal(cachet_exists(c, "k150", 4), CACHET_MISS);
+  assert_int_equal(cachet_exists(other, "keep", 4), CACHET_OK);
+  long long foreign = 0;
+  for (int i = 0; i < cl.n; i++) {
+    if (!test_cluster_is_master(&cl, i))
+      continue;
+    redisContext *r = test_cluster_node(&cl, i);
+    redisReply *x = redisCommand(r, "KEYS clr:foreign*");
+    foreign += (long long)x->elements;
+    freeReplyObject(x);
+    redisFree(r);
+  }
+  assert_int_equal(foreign, 200);
+  /* The lock survives a clear. */
+  assert_int_equal(cachet_lock_release(c, lk), CACHET_OK);
+  cachet_lock_free(lk);
+  cachet_close(other);
+  cachet_close(c);
+}
+
+static void test_locks_and_get_or_set(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "lk:");
+  for (int i = 0; i < 20; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "lock%d", i);
+    cachet_lock *a = NULL, *b = NULL;
+    assert_int_equal(cachet_lock_acquire(c, name, 5000, 0, &a), CACHET_OK);
+    assert_int_equal(cachet_lock_acquire(c, name, 5000, 0, &b),
+                     CACHET_NOT_ACQUIRED);
+    assert_int_equal(cachet_lock_extend(c, a, 10000), CACHET_OK);
+    assert_int_equal(cachet_lock_release(c, a), CACHET_OK);
+    assert_int_equal(cachet_lock_release(c, a), CACHET_LOCK_EXPIRED);
+    assert_int_equal(cachet_lock_acquire(c, name, 5000, 0, &b), CACHET_OK);
+    assert_true(cachet_lock_fence(b) > cachet_lock_fence(a));
+    assert_int_equal(cachet_lock_release(c, b), CACHET_OK);
+    cachet_lock_free(a);
+    cachet_lock_free(b);
+  }
+  cachet_close(c);
+}
+
+static int loads;
+static int loader(void *ud, const void *key, size_t keylen, void **val,
+                  size_t *len, int64_t *ttl_ms) {
+  (void)ud;
+  (void)ttl_ms;
+  loads++;
+  *val = malloc(keylen);
+  memcpy(*val, key, keylen);
+  *len = keylen;
+  return 0;
+}
+
+static void test_get_or_set_and_health(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "gos:");
+  /* Every master forgets the scripts: each reloads where it said NOSCRIPT. */
+  for (int i = 0; i < cl.n; i++) {
+    redisContext *r = test_cluster_node(&cl, i);
+    freeReplyObject(redisCommand(r, "SCRIPT FLUSH"));
+    redisFree(r);
+  }
+  loads = 0;
+  for (int round = 0; round < 2; round++)
+    for (int i = 0; i < 20; i++) {
+      char key[16];
+      snprintf(key, sizeof key, "g%d", i);
+      void *v = NULL;
+      size_t l = 0;
+      const char *tags[] = {"gt"};
+      assert_int_equal(cachet_get_or_set(c, key, strlen(key), loader, NULL,
+                                         60000, tags, 1, &v, &l),
+                       CACHET_OK);
+      assert_memory_equal(v, key, l);
+      cachet_free(v);
+    }
+  assert_int_equal(loads, 20);
+
+  cachet_health h;
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_int_equal(h.healthy, 1);
+  assert_string_equal(h.maxmemory_policy, "noeviction");
+  assert_true(h.scripts_loaded >= 1);
+  cachet_close(c);
+}
+
+/* ---- reshard under load ---------------------------------------------------
+ */
+
+typedef struct loop_arg {
+  cachet *c;
+  volatile int *stop;
+  int ops;
+  int errors;
+  char last_error[256];
+} loop_arg;
+
+static void *op_loop(void *p) {
+  loop_arg *a = p;
+  char key[32], val[32];
+  for (int i = 0; !*a->stop || a->ops < 10000; i++) {
+    snprintf(key, sizeof key, "r%d", i % 500);
+    snprintf(val, sizeof val, "v%d", i);
+    const char *tags[] = {"rt"};
+    int rc = cachet_set_tags(a->c, key, strlen(key), val, strlen(val), 60000,
+                             tags, i % 2);
+    void *out = NULL;
+    size_t len = 0;
+    if (rc == CACHET_OK)
+      rc = cachet_get(a->c, key, strlen(key), &out, &len);
+    if (rc == CACHET_OK && (len != strlen(val) || memcmp(out, val, len) != 0))
+      rc = CACHET_ECORRUPT;
+    cachet_free(out);
+    if (rc != CACHET_OK && a->errors++ == 0)
+      snprintf(a->last_error, sizeof a->last_error, "%s: %s",
+               cachet_status_name(rc), cachet_last_error());
+    a->ops += 2;
+    if (a->ops > 400000)
+      break;
+  }
+  return NULL;
+}
+
+static void test_reshard_while_operations_run(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "rs:");
+  /* Move the slots of the keys the loop uses away from node 0's master. */
+  int from = -1, to = -1;
+  for (int i = 0; i < cl.n; i++)
+    if (test_cluster_is_master(&cl, i)) {
+      if (from < 0)
+        from = i;
+      else if (to < 0)
+        to = i;
+    }
+  char fid[41], tid[41], addr[32], tb[16];
+  assert_int_equal(test_cluster_node_id(&cl, from, fid), 0);
+  assert_int_equal(test_cluster_node_id(&cl, to, tid), 0);
+  snprintf(addr, sizeof addr, "127.0.0.1:%d", cl.port[from]);
+
+  volatile int stop = 0;
+  loop_arg a = {c, &stop, 0, 0, ""};
+  pthread_t th;
+  pthread_create(&th, NULL, op_loop, &a);
+  test_sleep_ms(100);
+  snprintf(tb, sizeof tb, "%d", 1000);
+  const char *argv[] = {"redis-cli",
+                        "--cluster",
+                        "reshard",
+                        addr,
+                        "--cluster-from",
+                        fid,
+                        "--cluster-to",
+                        tid,
+                        "--cluster-slots",
+                        tb,
+                        "--cluster-yes",
+                        "--cluster-pipeline",
+                        "10",
+                        NULL};
+  pid_t pid = fork();
+  if (pid == 0) {
+    int dn = open("/dev/null", 1);
+    dup2(dn, 1);
+    dup2(dn, 2);
+    execvp(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  int status = -1;
+  for (int t = 0; t < 3000; t++) {
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      break;
+    test_sleep_ms(20);
+  }
+  if (waitpid(pid, &status, WNOHANG) == 0) {
+    kill(pid, 9);
+    waitpid(pid, &status, 0);
+  }
+  stop = 1;
+  pthread_join(th, NULL);
+  assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  if (a.errors)
+    fprintf(stderr, "first error: %s\n", a.last_error);
+  assert_int_equal(a.errors, 0);
+  assert_true(a.ops >= 10000);
+  assert_int_equal(test_cluster_wait_ok(&cl, 10000), 0);
+  cachet_close(c);
+}
+
+/* ---- a master dies, then its replica takes over ----------------------------
+ */
+
+static void test_killed_master_then_failover(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "kill:");
+  char key[32];
+  for (int i = 0; i < 200; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    assert_int_equal(cachet_set(c, key, strlen(key), "v", 1, 0), CACHET_OK);
+  }
+  /* The victim: the master of k0. Its replica must not fail over on its
+   * own, so that we see the outage; then we fail over by hand. */
+  int victim = test_cluster_owner(&cl, key_slot(c, "k0"));
+  assert_true(victim >= 0);
+  char vid[41];
+  assert_int_equal(test_cluster_node_id(&cl, victim, vid), 0);
+  int replica = -1;
+  for (int i = 0; i < cl.n; i++) {
+    if (i == victim || test_cluster_is_master(&cl, i))
+      continue;
+    redisContext *r = test_cluster_node(&cl, i);
+    redisReply *x = redisCommand(r, "INFO replication");
+    char want[32];
+    snprintf(want, sizeof want, "master_port:%d", cl.port[victim]);
+    if (strstr(x->str, want) != NULL)
+      replica = i;
+    freeReplyObject(x);
+    freeReplyObject(
+        redisCommand(r, "CONFIG SET cluster-replica-no-failover yes"));
+    redisFree(r);
+  }
+  assert_true(replica >= 0);
+  /* Wait until the replica has the data. */
+  for (int t = 0;
+       t < 200 && node_int(replica, "DBSIZE") < node_int(victim, "DBSIZE"); t++)
+    test_sleep_ms(20);
+  test_cluster_kill(&cl, victim);
+
+  int down = 0, up = 0;
+  for (int i = 0; i < 200; i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    void *v = NULL;
+    size_t l = 0;
+    int rc = cachet_get(c, key, strlen(key), &v, &l);
+    assert_int_not_equal(rc, CACHET_MISS); /* Never a miss. */
+    if (test_cluster_owner(&cl, key_slot(c, key)) == victim ||
+        rc != CACHET_OK) {
+      assert_true(rc == CACHET_ECONN || rc == CACHET_ETIMEDOUT);
+      down++;
+    } else {
+      assert_int_equal(rc, CACHET_OK);
+      up++;
+    }
+    cachet_free(v);
+  }
+  assert_true(down > 0 && up > 0);
+
+  /* The replica takes over (the master is gone: TAKEOVER). */
+  redisContext *r = test_cluster_node(&cl, replica);
+  freeReplyObject(redisCommand(r, "CLUSTER FAILOVER TAKEOVER"));
+  redisFree(r);
+  int ok = 0;
+  for (int t = 0; t < 300 && !ok; t++) {
+    ok = 1;
+    for (int i = 0; ok && i < 200; i++) {
+      snprintf(key, sizeof key, "k%d", i);
+      void *v = NULL;
+      size_t l = 0;
+      int rc = cachet_get(c, key, strlen(key), &v, &l);
+      assert_int_not_equal(rc, CACHET_MISS);
+      ok = rc == CACHET_OK;
+      cachet_free(v);
+    }
+    if (!ok)
+      test_sleep_ms(50);
+  }
+  assert_true(ok);
+  assert_int_equal(cachet_set(c, "after", 5, "v", 1, 0), CACHET_OK);
+  cachet_health h;
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  cachet_close(c);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_cluster_url_and_env_configure_seeds),
+      cmocka_unit_test(test_core_operations_route_to_every_master),
+      cmocka_unit_test(test_clear_and_prune_cover_every_master),
+      cmocka_unit_test(test_locks_and_get_or_set),
+      cmocka_unit_test(test_get_or_set_and_health),
+      cmocka_unit_test(test_reshard_while_operations_run),
+      cmocka_unit_test(test_killed_master_then_failover),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+}
