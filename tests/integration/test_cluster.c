@@ -348,6 +348,57 @@ static void test_get_or_set_and_health(void **state) {
   cachet_close(c);
 }
 
+static void test_mset_mget_group_per_slot(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "batch:");
+  enum { N = 600 };
+  static cachet_entry e[N];
+  static char keys[N][16];
+  const char *tags[] = {"bt"};
+  for (int i = 0; i < N; i++) {
+    memset(&e[i], 0, sizeof e[i]);
+    snprintf(keys[i], sizeof keys[i], "b%d", i);
+    e[i].key = keys[i];
+    e[i].keylen = strlen(keys[i]);
+    e[i].val = keys[i];
+    e[i].len = strlen(keys[i]);
+    e[i].ttl_ms = 60000;
+    e[i].tags = i % 3 == 0 ? tags : NULL;
+    e[i].ntags = i % 3 == 0 ? 1 : 0;
+  }
+  /* Every master forgets the scripts: each reloads where it said NOSCRIPT. */
+  for (int i = 0; i < cl.n; i++) {
+    redisContext *r = test_cluster_node(&cl, i);
+    freeReplyObject(redisCommand(r, "SCRIPT FLUSH"));
+    redisFree(r);
+  }
+  int mrc = cachet_mset(c, e, N);
+  if (mrc != CACHET_OK)
+    fprintf(stderr, "mset: %s\n", cachet_last_error());
+  assert_int_equal(mrc, CACHET_OK);
+  for (int i = 0; i < N; i++)
+    assert_int_equal(e[i].status, CACHET_OK);
+  for (int i = 0; i < N; i++) {
+    e[i].val = NULL;
+    e[i].len = 0;
+  }
+  e[N - 1].key = "absent";
+  e[N - 1].keylen = 6;
+  assert_int_equal(cachet_mget(c, e, N), CACHET_OK);
+  for (int i = 0; i < N - 1; i++) {
+    assert_int_equal(e[i].status, CACHET_OK);
+    assert_int_equal(e[i].outlen, strlen(keys[i]));
+    assert_memory_equal(e[i].out, keys[i], e[i].outlen);
+    cachet_free(e[i].out);
+  }
+  assert_int_equal(e[N - 1].status, CACHET_MISS);
+  uint64_t n = 0;
+  const char *bt[] = {"bt"};
+  assert_int_equal(cachet_evict_tags(c, bt, 1, &n), CACHET_OK);
+  assert_int_equal(n, N / 3);
+  cachet_close(c);
+}
+
 /* ---- reshard under load ---------------------------------------------------
  */
 
@@ -542,6 +593,7 @@ int main(void) {
       cmocka_unit_test(test_clear_and_prune_cover_every_master),
       cmocka_unit_test(test_locks_and_get_or_set),
       cmocka_unit_test(test_get_or_set_and_health),
+      cmocka_unit_test(test_mset_mget_group_per_slot),
       cmocka_unit_test(test_reshard_while_operations_run),
       cmocka_unit_test(test_killed_master_then_failover),
   };
