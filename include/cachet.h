@@ -550,6 +550,234 @@ CACHET_API int cachet_value_key(const cachet *c, const void *key, size_t keylen,
                                 char **out, size_t *outlen) CACHET_NODISCARD
     CACHET_NONNULL(1, 2, 4, 5);
 
+/* ------------------------------------------------------------------------ */
+/* Async API (libevent)                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The same operations as above, without blocking, on a libevent loop the
+ * application runs. Built on hiredis's redisAsyncContext; shares the
+ * envelope, the scripts, the metrics and the status codes with the sync API.
+ * Available when cachet was built with libevent (otherwise
+ * cachet_async_open returns CACHET_ENOTSUP). cachet.h does not include
+ * libevent: pass your `struct event_base *`.
+ *
+ * Threads. Everything runs on the thread that runs the event loop: every
+ * cachet_async_* call must be made there, and every callback (and loader)
+ * is called there, from inside event_base_loop/dispatch. The async handle
+ * is not thread-safe; use one per loop. The sync handle it wraps
+ * (cachet_async_cachet) is, and may be used from other threads.
+ *
+ * Calls and callbacks. A call returns CACHET_OK when the operation was
+ * started: its callback will then be called exactly once, later, from the
+ * loop, never from inside the call. A call that returns an error (EINVAL,
+ * ENOMEM, ECONN while the handle is closing) started nothing and its
+ * callback is never called. Connection failures, timeouts and server
+ * errors come through the callback. Every callback receives the status
+ * first, then the result, then the caller's `ud`. Before each callback
+ * cachet_last_error() is set to that status's detail (empty on success), so
+ * it can be read inside the callback. Any cachet_async_* call may be made
+ * from a callback, cachet_async_close included.
+ *
+ * Buffers. Buffers passed to a call are only read during the call (keys,
+ * values, tags and the entry arrays of mget/mset are copied). Every pointer
+ * a callback receives (a value, an item array, a health struct) is owned by
+ * cachet and valid only until the callback returns: copy what you keep.
+ * One exception: the lock handle of cachet_async_lock_acquire's callback is
+ * handed over; free it with cachet_lock_free().
+ *
+ * Connection. One connection per handle, opened on first use; every
+ * operation is pipelined on it. Host names are resolved when it connects,
+ * which blocks (hiredis): prefer an IP address or a unix socket. When the
+ * connection drops, every operation waiting on it gets CACHET_ECONN (or the
+ * server's refusal, e.g. a wrong AUTH password, as CACHET_ESERVER), and the
+ * next operation opens a new connection.
+ *
+ * Timeouts. Each step of an operation waits at most timeout_ms for its
+ * replies (an event timer), then the operation gets CACHET_ETIMEDOUT. As in
+ * the sync API the connection is then dropped, since the server is not
+ * answering: the other operations waiting on it get CACHET_ECONN, and the
+ * next operation reconnects. Nothing waits without a deadline.
+ */
+struct event_base;
+
+typedef struct cachet_async cachet_async;
+
+/* get and get_or_set: on CACHET_OK, `val` holds `len` bytes and a NUL
+ * after them (owned by cachet, valid during the callback); NULL otherwise. */
+typedef void (*cachet_async_value_cb)(int status, const void *val, size_t len,
+                                      void *ud);
+/* set, set_tags, delete (CACHET_OK existed / CACHET_MISS), release,
+ * extend. */
+typedef void (*cachet_async_status_cb)(int status, void *ud);
+/* evict_tags (entries evicted), clear (entries removed, or counted). */
+typedef void (*cachet_async_count_cb)(int status, uint64_t count, void *ud);
+/* lock_acquire: on CACHET_OK `lock` is the caller's, freed with
+ * cachet_lock_free(); NULL otherwise. */
+typedef void (*cachet_async_lock_cb)(int status, cachet_lock *lock, void *ud);
+
+/* One key's result in a batch callback. */
+typedef struct cachet_async_item {
+  int status;      /* this key's own status, as in cachet_entry.status */
+  const void *val; /* mget, CACHET_OK: the value (NUL after len); else NULL */
+  size_t len;
+} cachet_async_item;
+
+/* mget and mset: `items` has one element per entry, in the caller's order
+ * (owned by cachet, valid during the callback). */
+typedef void (*cachet_async_items_cb)(int status,
+                                      const cachet_async_item *items, size_t n,
+                                      void *ud);
+/* health_check: `health` is filled on CACHET_OK (valid during the
+ * callback); NULL otherwise. */
+typedef void (*cachet_async_health_cb)(int status, const cachet_health *health,
+                                       void *ud);
+
+/*
+ * Create an async handle on `base` with the options of cachet_open (copied;
+ * they resolve the same way, environment included). No connection is made
+ * yet. Errors as cachet_open, plus EINVAL (base is NULL), ENOTSUP (built
+ * without libevent, or Redis Cluster, which the async API does not support
+ * yet). `base` must outlive the handle.
+ */
+CACHET_API int cachet_async_open(cachet_async **out, struct event_base *base,
+                                 const cachet_options *opts) CACHET_NODISCARD
+    CACHET_NONNULL(1);
+
+/*
+ * Close the handle. Every operation still in flight has its callback called
+ * before this returns, with CACHET_ECONN and the detail "closed" (an
+ * operation whose result was already decided gets that result); after it
+ * returns no callback of this handle runs again. Calls made from those
+ * callbacks are refused with CACHET_ECONN. A get_or_set whose loader is
+ * still running leaves its stampede lock to expire after the lease; the
+ * loader may still call cachet_async_load_done, which then does nothing.
+ * The memory is freed once hiredis has let go of it, at the latest when the
+ * current callback returns. May be called from a callback. NULL is a no-op.
+ */
+CACHET_API void cachet_async_close(cachet_async *a);
+
+/* A pointer for the application, as libuv's handle->data. */
+CACHET_API void cachet_async_set_data(cachet_async *a, void *data)
+    CACHET_NONNULL(1);
+CACHET_API void *cachet_async_get_data(const cachet_async *a) CACHET_NONNULL(1);
+
+/* The sync handle inside: the same configuration, keyring and counters
+ * (cachet_metrics_snapshot counts both APIs' operations). Owned by the async
+ * handle; valid until cachet_async_close. Its sync calls block: do not make
+ * them on the loop thread. */
+CACHET_API cachet *cachet_async_cachet(cachet_async *a) CACHET_NONNULL(1);
+
+/* As cachet_get. */
+CACHET_API int cachet_async_get(cachet_async *a, const void *key, size_t keylen,
+                                cachet_async_value_cb cb,
+                                void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4);
+/* As cachet_set / cachet_set_tags. */
+CACHET_API int cachet_async_set(cachet_async *a, const void *key, size_t keylen,
+                                const void *val, size_t len, int64_t ttl_ms,
+                                cachet_async_status_cb cb,
+                                void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 7);
+CACHET_API int cachet_async_set_tags(cachet_async *a, const void *key,
+                                     size_t keylen, const void *val, size_t len,
+                                     int64_t ttl_ms, const char *const *tags,
+                                     size_t ntags, cachet_async_status_cb cb,
+                                     void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 9);
+/* As cachet_delete: CACHET_OK if it existed, CACHET_MISS if not. */
+CACHET_API int cachet_async_delete(cachet_async *a, const void *key,
+                                   size_t keylen, cachet_async_status_cb cb,
+                                   void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4);
+
+/* As cachet_evict_tags and cachet_clear; the count goes to the callback.
+ * The progress callback of the options, if set, is called on the loop
+ * thread between chunks. */
+CACHET_API int cachet_async_evict_tags(cachet_async *a, const char *const *tags,
+                                       size_t ntags, cachet_async_count_cb cb,
+                                       void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 4);
+CACHET_API int cachet_async_clear(cachet_async *a, int dry_run,
+                                  cachet_async_count_cb cb,
+                                  void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 3);
+
+/* As cachet_lock_acquire; the wait is a loop timer, never a sleep. */
+CACHET_API int cachet_async_lock_acquire(cachet_async *a, const char *name,
+                                         int64_t ttl_ms, int64_t wait_ms,
+                                         cachet_async_lock_cb cb,
+                                         void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 5);
+/* As cachet_lock_release / cachet_lock_extend. `lock` is only read during
+ * the call. */
+CACHET_API int
+cachet_async_lock_release(cachet_async *a, const cachet_lock *lock,
+                          cachet_async_status_cb cb, void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 3);
+CACHET_API int cachet_async_lock_extend(cachet_async *a,
+                                        const cachet_lock *lock, int64_t ttl_ms,
+                                        cachet_async_status_cb cb,
+                                        void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4);
+
+/*
+ * An async loader. It is called on the loop thread when get_or_set holds
+ * the key's stampede lock and the key is still missing, and must call
+ * cachet_async_load_done(load, ...) exactly once, from the loop thread,
+ * later or before it returns. While it runs the lock's lease is renewed by
+ * a loop timer every lease/3; if it does not complete within fetch_wait_ms
+ * the get_or_set fails with CACHET_ETIMEDOUT and releases the lock (a late
+ * load_done is then accepted and ignored).
+ */
+typedef struct cachet_async_load cachet_async_load;
+typedef void (*cachet_async_loader_fn)(cachet_async_load *load, const void *key,
+                                       size_t keylen, int64_t ttl_ms, void *ud);
+
+/*
+ * Complete a load. status 0: `val` (len bytes, copied during the call) is
+ * the value, cached with ttl_ms, which may only lower the caller's TTL as
+ * for cachet_loader_fn. Any other status is a loader failure: nothing is
+ * cached and get_or_set reports CACHET_ELOADER. `load` is freed by this
+ * call.
+ */
+CACHET_API void cachet_async_load_done(cachet_async_load *load, int status,
+                                       const void *val, size_t len,
+                                       int64_t ttl_ms) CACHET_NONNULL(1);
+
+/* As cachet_get_or_set, with an async loader; `ud` goes to both the
+ * loader and `cb`. Waiters poll with loop timers, bounded by
+ * fetch_wait_ms. */
+CACHET_API int
+cachet_async_get_or_set(cachet_async *a, const void *key, size_t keylen,
+                        cachet_async_loader_fn loader, int64_t ttl_ms,
+                        const char *const *tags, size_t ntags,
+                        cachet_async_value_cb cb, void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4, 8);
+
+/*
+ * As cachet_mget / cachet_mset. The entries (keys; for mset values, TTLs and
+ * tags) are read during the call only; the results go to the callback's
+ * items. The callback's status is CACHET_OK, or the first error in entry
+ * order that is about the server or the connection (an item that fails to
+ * decode or verify is only that item's status). Within one mset the last
+ * occurrence of a key wins; the earlier ones get its status.
+ */
+CACHET_API int cachet_async_mget(cachet_async *a, const cachet_entry *entries,
+                                 size_t n, cachet_async_items_cb cb,
+                                 void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 4);
+CACHET_API int cachet_async_mset(cachet_async *a, const cachet_entry *entries,
+                                 size_t n, cachet_async_items_cb cb,
+                                 void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 4);
+
+/* As cachet_health_check (a single server). */
+CACHET_API int cachet_async_health_check(cachet_async *a,
+                                         cachet_async_health_cb cb,
+                                         void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2);
+
 #ifdef __cplusplus
 }
 #endif
