@@ -208,6 +208,58 @@ static void argv_free(argv_buf *b) {
   free(b->l);
 }
 
+/*
+ * Run a script that speaks the retag protocol (set_tags, delete_entry). KEYS
+ * are the value key, the tag-set key and the index keys in `tl`; ARGV is
+ * `head` followed by the tag names in `tl`. An integer reply is the result.
+ * A {"retag", tag...} reply adds those tags to `tl` and calls again, at most
+ * RETAG_ATTEMPTS times: only writers changing the same entry's tags at the
+ * same moment can keep it looping.
+ */
+static int run_retag(cachet *c, cachet_conn *cn, cachet_script_id id,
+                     const char *what, const cachet_key *vk,
+                     const cachet_key *mk, unsigned bucket, taglist *tl,
+                     strpool *sp, const char *const *head,
+                     const size_t *headlen, size_t nhead, long long *result) {
+  for (int attempt = 0; attempt < RETAG_ATTEMPTS; attempt++) {
+    argv_buf b;
+    int rc = argv_alloc(&b, 2 + nhead + 2 * tl->n);
+    if (rc != CACHET_OK)
+      return rc;
+    argv_push(&b, vk->buf, vk->len);
+    argv_push(&b, mk->buf, mk->len);
+    for (size_t i = 0; i < tl->n; i++)
+      argv_push(&b, tl->keys[i]->buf, tl->keys[i]->len);
+    int nkeys = b.n;
+    for (size_t i = 0; i < nhead; i++)
+      argv_push(&b, head[i], headlen[i]);
+    for (size_t i = 0; i < tl->n; i++)
+      argv_push(&b, tl->names[i], strlen(tl->names[i]));
+    redisReply *r = NULL;
+    rc = cachet_script_run(c, cn, id, nkeys, b.n, b.a, b.l, &r);
+    argv_free(&b);
+    if (rc != CACHET_OK)
+      return rc;
+    if (r->type == REDIS_REPLY_INTEGER) {
+      *result = r->integer;
+      freeReplyObject(r);
+      return CACHET_OK;
+    }
+    int handled = absorb_retag(c, r, tl, bucket, sp, &rc);
+    freeReplyObject(r);
+    if (!handled) {
+      cachet_conn_break(cn);
+      return cachet_fail(CACHET_EPROTO, "%s: unexpected reply", what);
+    }
+    if (rc != CACHET_OK)
+      return rc;
+  }
+  return cachet_fail(CACHET_EBUSY,
+                     "%s: the entry's tags kept changing under concurrent "
+                     "writers (%d attempts)",
+                     what, RETAG_ATTEMPTS);
+}
+
 int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
                        size_t keylen, const void *val, size_t len,
                        int64_t ttl_ms, const char *const *tags, size_t ntags) {
@@ -239,48 +291,19 @@ int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
   const char *cap = cachet_prune_cap(c);
   int nnl = snprintf(nn, sizeof nn, "%zu", nnew);
 
-  for (int attempt = 0;; attempt++) {
-    if (attempt == RETAG_ATTEMPTS) {
-      rc = cachet_fail(CACHET_EBUSY,
-                       "set: the entry's tags kept changing under concurrent "
-                       "writers (%d attempts)",
-                       RETAG_ATTEMPTS);
-      goto done;
-    }
-    argv_buf b;
-    if ((rc = argv_alloc(&b, 7 + 2 * tl.n)) != CACHET_OK)
-      goto done;
-    argv_push(&b, vk.buf, vk.len);
-    argv_push(&b, mk.buf, mk.len);
-    for (size_t i = 0; i < tl.n; i++)
-      argv_push(&b, tl.keys[i]->buf, tl.keys[i]->len);
-    int nkeys = b.n;
-    argv_push(&b, blob, bloblen);
-    argv_push(&b, ttl, (size_t)ttll);
-    argv_push(&b, cap, strlen(cap));
-    argv_push(&b, nn, (size_t)nnl);
-    argv_push(&b, key, keylen);
-    for (size_t i = 0; i < tl.n; i++)
-      argv_push(&b, tl.names[i], strlen(tl.names[i]));
-    redisReply *r = NULL;
-    rc = cachet_script_run(c, cn, CACHET_SCRIPT_SET_TAGS, nkeys, b.n, b.a, b.l,
-                           &r);
-    argv_free(&b);
-    if (rc != CACHET_OK)
-      goto done;
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
-      freeReplyObject(r);
+  const char *head[5] = {(const char *)blob, ttl, cap, nn, key};
+  size_t headlen[5] = {bloblen, (size_t)ttll, strlen(cap), (size_t)nnl,
+                       keylen};
+  long long result = 0;
+  rc = run_retag(c, cn, CACHET_SCRIPT_SET_TAGS, "set", &vk, &mk, bucket, &tl,
+                 &sp, head, headlen, 5, &result);
+  if (rc == CACHET_OK) {
+    if (result == 1) {
       CACHET_COUNT(c, writes, 1);
-      break;
-    }
-    int handled = absorb_retag(c, r, &tl, bucket, &sp, &rc);
-    freeReplyObject(r);
-    if (!handled) {
+    } else {
       cachet_conn_break(cn);
-      rc = cachet_fail(CACHET_EPROTO, "set_tags: unexpected reply");
+      rc = cachet_fail(CACHET_EPROTO, "set: unexpected reply %lld", result);
     }
-    if (rc != CACHET_OK)
-      goto done;
   }
 done:
   free(blob);
@@ -302,46 +325,15 @@ int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
   if ((rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, bucket, key, keylen)) ||
       (rc = cachet_key_build(c, &mk, CACHET_KIND_TAGSET, bucket, key, keylen)))
     goto done;
-  for (int attempt = 0;; attempt++) {
-    if (attempt == RETAG_ATTEMPTS) {
-      rc = cachet_fail(CACHET_EBUSY,
-                       "delete: the entry's tags kept changing under "
-                       "concurrent writers (%d attempts)",
-                       RETAG_ATTEMPTS);
-      goto done;
-    }
-    argv_buf b;
-    if ((rc = argv_alloc(&b, 3 + 2 * tl.n)) != CACHET_OK)
-      goto done;
-    argv_push(&b, vk.buf, vk.len);
-    argv_push(&b, mk.buf, mk.len);
-    for (size_t i = 0; i < tl.n; i++)
-      argv_push(&b, tl.keys[i]->buf, tl.keys[i]->len);
-    int nkeys = b.n;
-    argv_push(&b, key, keylen);
-    for (size_t i = 0; i < tl.n; i++)
-      argv_push(&b, tl.names[i], strlen(tl.names[i]));
-    redisReply *r = NULL;
-    rc = cachet_script_run(c, cn, CACHET_SCRIPT_DELETE_ENTRY, nkeys, b.n, b.a,
-                           b.l, &r);
-    argv_free(&b);
-    if (rc != CACHET_OK)
-      goto done;
-    if (r->type == REDIS_REPLY_INTEGER) {
-      rc = r->integer > 0 ? CACHET_OK : CACHET_MISS;
-      freeReplyObject(r);
-      if (rc == CACHET_OK)
-        CACHET_COUNT(c, deletes, 1);
-      break;
-    }
-    int handled = absorb_retag(c, r, &tl, bucket, &sp, &rc);
-    freeReplyObject(r);
-    if (!handled) {
-      cachet_conn_break(cn);
-      rc = cachet_fail(CACHET_EPROTO, "delete_entry: unexpected reply");
-    }
-    if (rc != CACHET_OK)
-      goto done;
+  const char *head[1] = {key};
+  size_t headlen[1] = {keylen};
+  long long existed = 0;
+  rc = run_retag(c, cn, CACHET_SCRIPT_DELETE_ENTRY, "delete", &vk, &mk, bucket,
+                 &tl, &sp, head, headlen, 1, &existed);
+  if (rc == CACHET_OK) {
+    rc = existed > 0 ? CACHET_OK : CACHET_MISS;
+    if (rc == CACHET_OK)
+      CACHET_COUNT(c, deletes, 1);
   }
 done:
   taglist_free(&tl);
