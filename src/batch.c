@@ -193,239 +193,552 @@ int cachet_mget(cachet *c, cachet_entry *entries, size_t n) {
 
 /* ---- mset --------------------------------------------------------------- */
 
-/* Where an entry of the current chunk stands. */
-enum { ST_TODO, ST_DONE, ST_NOSCRIPT, ST_RETAG };
+/*
+ * mset writes through set_many (lua/set_many.lua): one EVALSHA stores many
+ * entries, so Redis's fixed cost per script call is paid once per call
+ * instead of once per entry. Each entry's write stays atomic, since the
+ * whole call is.
+ *
+ * A window of up to CHUNK entries is planned into calls, the calls are
+ * pipelined, and then their replies are read. Then come the entries that
+ * set_many does not write: those whose tag set holds tags they were not
+ * given ("retag": only set_tags can learn them and drop those memberships),
+ * and any entry with more keys than a call may hold. cachet_entry_write
+ * writes them one by one. Windows run one after the other.
+ *
+ * Errors. A call the server refuses as a whole (NOSCRIPT aside: OOM before
+ * its first write, READONLY, BUSY) wrote nothing, and each of its entries
+ * gets ESERVER. A command failing inside one entry (WRONGTYPE on a foreign
+ * key) is that entry's ESERVER; the call's other entries are written.
+ *
+ * Pruning. cachet_prune_cap() is asked once per tagged entry, as for a
+ * single write, and a call may prune as many distinct indexes as its
+ * entries drew tags, at most PRUNE_INDEXES, so the work stays bounded.
+ *
+ * Duplicate keys. Within one mset the last occurrence of a key wins. Only
+ * that occurrence is sent; the earlier ones are never written and get its
+ * status. (If every occurrence were sent, an earlier one that needed a
+ * retag would be rewritten after the later one and win.)
+ */
 
-/* The distinct tags of one entry and their index keys in its bucket. */
-typedef struct tagset {
-  const char *names_s[SMALL_TAGS];
-  cachet_key keys_s[SMALL_TAGS];
-  const char **names;
+/* Bounds of one set_many call. Redis runs a script without serving anyone
+ * else, so a call's work is kept near half a millisecond on an idle server
+ * (about 1 ms worst case), measured with INFO commandstats and SLOWLOG:
+ * at most CALL_MAX_KEYS keys, CALL_MAX_WORK units as counted by
+ * entry_work(), and CALL_MAX_BYTES bytes of arguments (a script copies its
+ * arguments more than once: about 6 ms per MiB on a small VM). An entry
+ * larger than a bound goes alone in its call, where it costs what set_tags
+ * would. */
+#define CALL_MAX_KEYS 1000
+#define CALL_MAX_WORK 500
+#define CALL_MAX_BYTES ((size_t)128 << 10)
+/* How many distinct indexes one call may prune (cap members each). */
+#define PRUNE_INDEXES 16
+
+/* Rounds of SCRIPT LOAD and resend after NOSCRIPT. One is enough for one
+ * server; in a cluster each master has its own script cache and the load
+ * goes to the node that refused last, so each round loads it on one more
+ * master. Entries still refused after that go through set_tags. */
+#define NOSCRIPT_ROUNDS 8
+
+/* Where an entry of the current window stands. */
+enum {
+  ST_CALL,     /* in a set_many call, not answered yet */
+  ST_DONE,     /* has its status */
+  ST_NOSCRIPT, /* its call met NOSCRIPT */
+  ST_RETAG,    /* set_many skipped it: old tags it was not given */
+  ST_ALONE,    /* too many keys for a call */
+  ST_DUP       /* a later entry of the window has the same key */
+};
+
+/* One set_many call: entries order[first .. first+len) of the window. */
+typedef struct mcall {
+  size_t first, len;
+  unsigned char st; /* ST_CALL, ST_NOSCRIPT or ST_DONE */
+} mcall;
+
+/* Everything one cachet_mset allocates, once, sized for its batch. */
+typedef struct mset_ws {
+  size_t cap;            /* entries per window */
+  size_t *order;         /* entries sent, in send order */
+  size_t *winner;        /* the occurrence of the key that is written */
+  size_t *tmp;           /* scratch for the bucket sort */
+  unsigned char *bucket; /* bucket of each entry */
+  unsigned char *st;     /* ST_* of each entry */
+  uint32_t *table;       /* open-addressing set of keys, for duplicates */
+  size_t tsize;          /* a power of 2 */
+  mcall *calls;
+  size_t ncalls;
+  /* One call's arguments, built, appended and freed. */
+  size_t kcap, ecap;
   cachet_key *keys;
-  size_t n;
-} tagset;
+  const char **names; /* tag name of keys[i], NULL for v and m keys */
+  size_t *kstart;     /* first key of each entry of the call */
+  size_t *ktags;      /* distinct tags of each entry of the call */
+  uint8_t **blobs;
+  size_t *bloblens;
+  char (*nums)[2][24]; /* ttl and tag count of each entry, in decimal */
+  const char **args;
+  size_t *lens;
+  /* The call's result: the first server-level error and its detail. */
+  int first;
+  char detail[512];
+} mset_ws;
 
-static int tagset_build(const cachet *c, tagset *t, unsigned bucket,
-                        const char *const *tags, size_t ntags) {
-  t->n = 0;
-  t->names = t->names_s;
-  t->keys = t->keys_s;
-  if (ntags > SMALL_TAGS) {
-    t->names = malloc(ntags * sizeof *t->names);
-    t->keys = malloc(ntags * sizeof *t->keys);
-    if (t->names == NULL || t->keys == NULL) {
-      free(t->names);
-      free(t->keys);
-      t->names = t->names_s;
-      t->keys = t->keys_s;
-      return cachet_fail(CACHET_ENOMEM, "mset: out of memory");
-    }
+static void ws_free(mset_ws *w) {
+  free(w->order);
+  free(w->winner);
+  free(w->tmp);
+  free(w->bucket);
+  free(w->st);
+  free(w->table);
+  free(w->calls);
+  free(w->keys);
+  free(w->names);
+  free(w->kstart);
+  free(w->ktags);
+  free(w->blobs);
+  free(w->bloblens);
+  free(w->nums);
+  free(w->args);
+  free(w->lens);
+}
+
+static int ws_alloc(mset_ws *w, const cachet_entry *e, size_t n) {
+  memset(w, 0, sizeof *w);
+  w->cap = n < CHUNK ? n : CHUNK;
+  /* A call never holds more keys than the batch has, nor more than
+   * CALL_MAX_KEYS; every entry has at least 2. */
+  size_t ksum = 0;
+  for (size_t i = 0; i < n && ksum < CALL_MAX_KEYS; i++)
+    ksum += 2 + (e[i].ntags < CALL_MAX_KEYS ? e[i].ntags : CALL_MAX_KEYS);
+  w->kcap = ksum < CALL_MAX_KEYS ? ksum : CALL_MAX_KEYS;
+  w->ecap = w->kcap / 2 < w->cap ? w->kcap / 2 : w->cap;
+  for (w->tsize = 16; w->tsize < 2 * w->cap;)
+    w->tsize *= 2;
+  size_t nargs = 2 * w->kcap + 3 + 4 * w->ecap;
+  w->order = malloc(w->cap * sizeof *w->order);
+  w->winner = malloc(w->cap * sizeof *w->winner);
+  w->tmp = malloc(w->cap * sizeof *w->tmp);
+  w->bucket = malloc(w->cap);
+  w->st = malloc(w->cap);
+  w->table = malloc(w->tsize * sizeof *w->table);
+  w->calls = malloc(w->cap * sizeof *w->calls);
+  w->keys = malloc(w->kcap * sizeof *w->keys);
+  w->names = malloc(w->kcap * sizeof *w->names);
+  w->kstart = malloc(w->ecap * sizeof *w->kstart);
+  w->ktags = malloc(w->ecap * sizeof *w->ktags);
+  w->blobs = calloc(w->ecap, sizeof *w->blobs);
+  w->bloblens = malloc(w->ecap * sizeof *w->bloblens);
+  w->nums = malloc(w->ecap * sizeof *w->nums);
+  w->args = malloc(nargs * sizeof *w->args);
+  w->lens = malloc(nargs * sizeof *w->lens);
+  if (!w->order || !w->winner || !w->tmp || !w->bucket || !w->st || !w->table ||
+      !w->calls || !w->keys || !w->names || !w->kstart || !w->ktags ||
+      !w->blobs || !w->bloblens || !w->nums || !w->args || !w->lens) {
+    ws_free(w);
+    return cachet_fail(CACHET_ENOMEM, "mset: out of memory");
   }
-  for (size_t i = 0; i < ntags; i++) {
-    int dup = 0;
-    for (size_t j = 0; j < t->n && !dup; j++)
-      dup = strcmp(t->names[j], tags[i]) == 0;
-    if (dup)
-      continue;
-    int rc = cachet_key_build(c, &t->keys[t->n], CACHET_KIND_INDEX, bucket,
-                              tags[i], strlen(tags[i]));
-    if (rc != CACHET_OK)
-      return rc;
-    t->names[t->n++] = tags[i];
-  }
+  w->first = CACHET_OK;
   return CACHET_OK;
 }
 
-static void tagset_free(tagset *t) {
-  for (size_t i = 0; i < t->n; i++)
-    cachet_key_free(&t->keys[i]);
-  if (t->names != t->names_s)
-    free(t->names);
-  if (t->keys != t->keys_s)
-    free(t->keys);
+/* An entry's error status; the first server-level one is the call's result,
+ * and its detail is kept for the end of the call. */
+static void mset_error(cachet *c, mset_ws *w, cachet_entry *e, int rc) {
+  int had = w->first;
+  entry_error(c, e, rc, &w->first);
+  if (had == CACHET_OK && w->first != CACHET_OK)
+    snprintf(w->detail, sizeof w->detail, "%s", cachet_last_error());
+}
+
+/* Decimal, without snprintf's cost (it shows at millions of entries). */
+static size_t fmt_u64(char *out, uint64_t v) {
+  char tmp[24];
+  size_t n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v > 0);
+  for (size_t i = 0; i < n; i++)
+    out[i] = tmp[n - 1 - i];
+  out[n] = '\0';
+  return n;
+}
+
+static uint64_t hash64(const void *p, size_t len) {
+  const unsigned char *s = p;
+  uint64_t h = 14695981039346656037u;
+  for (size_t i = 0; i < len; i++) {
+    h ^= s[i];
+    h *= 1099511628211u;
+  }
+  return h;
+}
+
+/* Server work of one entry, in units of about 1 us of script time (as
+ * measured on Redis 7.0): SET (and SMEMBERS); with tags SADD and PEXPIREAT,
+ * and per tag ZADD, PTTL, PEXPIRE and its share of the tag-set checks. */
+static size_t entry_work(size_t ntags) {
+  return 2 + (ntags > 0 ? 3 + 4 * ntags : 0);
+}
+
+/* Bytes an entry adds to a call: the value and its envelope, three copies
+ * of the key (two key names and the member), the tags twice. */
+static size_t entry_bytes(const cachet *c, const cachet_entry *x) {
+  size_t b = x->len + 128 + 3 * (x->keylen + c->cfg.prefixlen + 6);
+  for (size_t t = 0; t < x->ntags; t++)
+    b += 2 * strlen(x->tags[t]) + c->cfg.prefixlen + 6;
+  return b;
 }
 
 /*
- * Seal entry e and append its set_tags EVALSHA. The arguments are those
- * cachet_entry_write sends on its first attempt (KEYS: value key, tag-set key,
- * the new tags' index keys; ARGV: envelope, ttl, prune cap, N, member, tag
- * names), so an entry whose old tags differ gets the same "retag" answer.
+ * Plan window e[0..m): find duplicate keys (the last occurrence wins),
+ * order the entries to send by bucket, and cut them into calls within the
+ * bounds. In Redis Cluster (by_bucket) every key of one call must hash to
+ * one slot, which in cachet's layout means one bucket {bb}: a call is also
+ * cut where the bucket changes.
  */
-static int mset_append(cachet *c, cachet_conn *cn, const cachet_entry *e,
-                       int64_t now) {
-  unsigned bucket = cachet_bucket(e->key, e->keylen);
-  cachet_key vk = {0}, mk = {0};
-  tagset ts = {0};
-  uint8_t *blob = NULL;
-  size_t bloblen = 0;
-  const char *sargs[7 + 2 * SMALL_TAGS];
-  size_t slens[7 + 2 * SMALL_TAGS];
-  const char **args = sargs;
-  size_t *lens = slens;
-  int rc;
-
-  if ((rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, bucket, e->key,
-                             e->keylen)) != CACHET_OK ||
-      (rc = cachet_key_build(c, &mk, CACHET_KIND_TAGSET, bucket, e->key,
-                             e->keylen)) != CACHET_OK ||
-      (rc = tagset_build(c, &ts, bucket, e->tags, e->ntags)) != CACHET_OK)
-    goto done;
-  rc = cachet_envelope_seal(c->keyring, c->cfg.encrypt, vk.buf, vk.len, 0, now,
-                            e->ttl_ms > 0 ? now + e->ttl_ms : 0,
-                            e->val == NULL ? "" : e->val, e->len, &blob,
-                            &bloblen);
-  if (rc != CACHET_OK)
-    goto done;
-  if (ts.n > SMALL_TAGS) {
-    args = malloc((7 + 2 * ts.n) * sizeof *args);
-    lens = malloc((7 + 2 * ts.n) * sizeof *lens);
-    if (args == NULL || lens == NULL) {
-      rc = cachet_fail(CACHET_ENOMEM, "mset: out of memory");
-      goto done;
+static void plan_window(const cachet *c, mset_ws *w, const cachet_entry *e,
+                        size_t m, int by_bucket) {
+  memset(w->table, 0, w->tsize * sizeof *w->table);
+  for (size_t i = m; i-- > 0;) {
+    const cachet_entry *x = &e[i];
+    uint64_t h = hash64(x->key, x->keylen);
+    size_t slot = (size_t)h & (w->tsize - 1);
+    w->bucket[i] = (unsigned char)cachet_bucket(x->key, x->keylen);
+    w->winner[i] = i;
+    w->st[i] = ST_CALL;
+    for (;; slot = (slot + 1) & (w->tsize - 1)) {
+      uint32_t v = w->table[slot];
+      if (v == 0) {
+        w->table[slot] = (uint32_t)i + 1;
+        break;
+      }
+      const cachet_entry *y = &e[v - 1];
+      if (y->keylen == x->keylen && memcmp(y->key, x->key, x->keylen) == 0) {
+        w->winner[i] = v - 1;
+        w->st[i] = ST_DUP;
+        break;
+      }
     }
   }
-  char ttl[24], nn[24];
-  int ttll = snprintf(ttl, sizeof ttl, "%lld", (long long)e->ttl_ms);
-  int nnl = snprintf(nn, sizeof nn, "%zu", ts.n);
-  int k = 0;
-  args[k] = vk.buf, lens[k++] = vk.len;
-  args[k] = mk.buf, lens[k++] = mk.len;
-  for (size_t i = 0; i < ts.n; i++)
-    args[k] = ts.keys[i].buf, lens[k++] = ts.keys[i].len;
-  int nkeys = k;
-  args[k] = (const char *)blob, lens[k++] = bloblen;
-  args[k] = ttl, lens[k++] = (size_t)ttll;
-  const char *cap = cachet_prune_cap(c);
-  args[k] = cap, lens[k++] = strlen(cap);
-  args[k] = nn, lens[k++] = (size_t)nnl;
-  args[k] = e->key, lens[k++] = e->keylen;
-  for (size_t i = 0; i < ts.n; i++)
-    args[k] = ts.names[i], lens[k++] = strlen(ts.names[i]);
-  rc = cachet_script_append(cn, CACHET_SCRIPT_SET_TAGS, nkeys, k, args, lens);
-done:
-  if (args != sargs)
-    free(args);
-  if (lens != slens)
-    free(lens);
-  free(blob);
-  tagset_free(&ts);
-  cachet_key_free(&vk);
-  cachet_key_free(&mk);
+  size_t norder = 0;
+  for (size_t i = 0; i < m; i++) {
+    if (w->st[i] != ST_CALL)
+      continue;
+    if (2 + e[i].ntags > CALL_MAX_KEYS)
+      w->st[i] = ST_ALONE;
+    else
+      w->order[norder++] = i;
+  }
+  {
+    /* A stable counting sort by bucket: entries of one bucket share their
+     * tags' index keys, which a call then touches (PTTL, PEXPIRE) once. */
+    size_t start[CACHET_BUCKETS + 1] = {0};
+    for (size_t j = 0; j < norder; j++)
+      start[w->bucket[w->order[j]] + 1]++;
+    for (size_t b = 0; b < CACHET_BUCKETS; b++)
+      start[b + 1] += start[b];
+    for (size_t j = 0; j < norder; j++)
+      w->tmp[start[w->bucket[w->order[j]]]++] = w->order[j];
+    memcpy(w->order, w->tmp, norder * sizeof *w->order);
+  }
+  w->ncalls = 0;
+  size_t keys = 0, work = 0, bytes = 0;
+  for (size_t j = 0; j < norder; j++) {
+    const cachet_entry *x = &e[w->order[j]];
+    size_t k = 2 + x->ntags, wk = entry_work(x->ntags);
+    size_t b = entry_bytes(c, x);
+    mcall *cur = w->ncalls > 0 ? &w->calls[w->ncalls - 1] : NULL;
+    if (cur == NULL || cur->len == w->ecap || keys + k > CALL_MAX_KEYS ||
+        work + wk > CALL_MAX_WORK || bytes + b > CALL_MAX_BYTES ||
+        (by_bucket &&
+         w->bucket[w->order[cur->first]] != w->bucket[w->order[j]])) {
+      cur = &w->calls[w->ncalls++];
+      cur->first = j;
+      cur->len = 0;
+      cur->st = ST_CALL;
+      keys = work = bytes = 0;
+    }
+    cur->len++;
+    keys += k;
+    work += wk;
+    bytes += b;
+  }
+}
+
+static void call_free_args(mset_ws *w, size_t nkeys, size_t nent) {
+  for (size_t i = 0; i < nkeys; i++)
+    cachet_key_free(&w->keys[i]);
+  for (size_t j = 0; j < nent; j++) {
+    free(w->blobs[j]);
+    w->blobs[j] = NULL;
+  }
+}
+
+/*
+ * Build the arguments of call `k` (layout in lua/set_many.lua) and append
+ * its EVALSHA. An entry the envelope refuses (its format limits) gets EINVAL
+ * and leaves the call. Returns a fatal status or CACHET_OK.
+ */
+static int call_append(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
+                       mcall *k) {
+  int64_t now = cachet_now_ms();
+  size_t *ids = w->order + k->first;
+  size_t nk = 0, ne = 0, nprune = 0;
+  const char *cap = "0";
+  int rc = CACHET_OK;
+  for (size_t j = 0; j < k->len; j++) {
+    cachet_entry *x = &e[ids[j]];
+    unsigned b = w->bucket[ids[j]];
+    size_t k0 = nk;
+    if ((rc = cachet_key_build(c, &w->keys[nk], CACHET_KIND_VALUE, b, x->key,
+                               x->keylen)) != CACHET_OK)
+      break;
+    w->names[nk++] = NULL;
+    if ((rc = cachet_key_build(c, &w->keys[nk], CACHET_KIND_TAGSET, b, x->key,
+                               x->keylen)) != CACHET_OK)
+      break;
+    w->names[nk++] = NULL;
+    for (size_t t = 0; t < x->ntags && rc == CACHET_OK; t++) {
+      int dup = 0;
+      for (size_t q = k0 + 2; q < nk && !dup; q++)
+        dup = strcmp(w->names[q], x->tags[t]) == 0;
+      if (dup)
+        continue;
+      rc = cachet_key_build(c, &w->keys[nk], CACHET_KIND_INDEX, b, x->tags[t],
+                            strlen(x->tags[t]));
+      if (rc == CACHET_OK)
+        w->names[nk++] = x->tags[t];
+    }
+    if (rc != CACHET_OK)
+      break;
+    rc = cachet_envelope_seal(
+        c->keyring, c->cfg.encrypt, w->keys[k0].buf, w->keys[k0].len, 0, now,
+        x->ttl_ms > 0 ? now + x->ttl_ms : 0, x->val == NULL ? "" : x->val,
+        x->len, &w->blobs[ne], &w->bloblens[ne]);
+    if (rc == CACHET_EINVAL) {
+      /* This value alone is refused: its own status, out of the call. */
+      mset_error(c, w, x, rc);
+      w->st[ids[j]] = ST_DONE;
+      for (size_t q = k0; q < nk; q++)
+        cachet_key_free(&w->keys[q]);
+      nk = k0;
+      rc = CACHET_OK;
+      continue;
+    }
+    if (rc != CACHET_OK)
+      break;
+    size_t ntags = nk - k0 - 2;
+    if (ntags > 0) {
+      const char *pc = cachet_prune_cap(c);
+      if (strcmp(pc, "0") != 0) {
+        cap = pc;
+        nprune += ntags;
+      }
+    }
+    w->kstart[ne] = k0;
+    w->ktags[ne] = ntags;
+    fmt_u64(w->nums[ne][0], (uint64_t)x->ttl_ms);
+    fmt_u64(w->nums[ne][1], ntags);
+    ids[ne++] = ids[j]; /* the call keeps the entries it sends */
+  }
+  if (rc != CACHET_OK) {
+    call_free_args(w, nk, ne);
+    return rc;
+  }
+  k->len = ne;
+  if (ne == 0) {
+    k->st = ST_DONE;
+    return CACHET_OK;
+  }
+  char hdr[2][24];
+  const char **a = w->args;
+  size_t *l = w->lens;
+  size_t na = 0;
+  for (size_t i = 0; i < nk; i++)
+    a[na] = w->keys[i].buf, l[na++] = w->keys[i].len;
+  a[na] = hdr[0], l[na++] = fmt_u64(hdr[0], ne);
+  a[na] = cap, l[na++] = strlen(cap);
+  a[na] = hdr[1],
+  l[na++] = fmt_u64(hdr[1], nprune < PRUNE_INDEXES ? nprune : PRUNE_INDEXES);
+  for (size_t j = 0; j < ne; j++) {
+    const cachet_entry *x = &e[ids[j]];
+    a[na] = w->nums[j][0], l[na++] = strlen(w->nums[j][0]);
+    a[na] = w->nums[j][1], l[na++] = strlen(w->nums[j][1]);
+    a[na] = (const char *)w->blobs[j], l[na++] = w->bloblens[j];
+    if (w->ktags[j] > 0) /* the member, needed only for the indexes */
+      a[na] = x->key, l[na++] = x->keylen;
+    for (size_t t = 0; t < w->ktags[j]; t++) {
+      const char *name = w->names[w->kstart[j] + 2 + t];
+      a[na] = name, l[na++] = strlen(name);
+    }
+  }
+  rc = cachet_script_append(cn, CACHET_SCRIPT_SET_MANY, (int)nk, (int)na, a, l);
+  call_free_args(w, nk, ne);
   return rc;
 }
 
-/* Read one set_tags reply and move the entry to its next state. Returns a
+/* The shape of one set_many reply: {written, {j, "retag", tag...} or
+ * {j, "err", text}...}, positions rising within 1..len, every entry
+ * accounted for. Checked in full before any status is set. */
+static int reply_ok(const redisReply *r, size_t len) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+      r->element[0]->type != REDIS_REPLY_INTEGER ||
+      r->element[0]->integer < 0 ||
+      (size_t)r->element[0]->integer + (r->elements - 1) != len)
+    return 0;
+  long long prev = 0;
+  for (size_t i = 1; i < r->elements; i++) {
+    const redisReply *x = r->element[i];
+    if (x->type != REDIS_REPLY_ARRAY || x->elements < 3 ||
+        x->element[0]->type != REDIS_REPLY_INTEGER ||
+        x->element[0]->integer <= prev ||
+        x->element[0]->integer > (long long)len ||
+        x->element[1]->type != REDIS_REPLY_STRING)
+      return 0;
+    prev = x->element[0]->integer;
+    for (size_t q = 2; q < x->elements; q++)
+      if (x->element[q]->type != REDIS_REPLY_STRING)
+        return 0;
+    int retag = strcmp(x->element[1]->str, "retag") == 0;
+    if (!retag && (strcmp(x->element[1]->str, "err") != 0 || x->elements != 3))
+      return 0;
+  }
+  return 1;
+}
+
+/* Read the reply of call k and give its entries their state. Returns a
  * fatal status or CACHET_OK. */
-static int mset_reply(cachet *c, cachet_conn *cn, cachet_entry *e,
-                      unsigned char *st, int *first) {
+static int call_reply(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
+                      mcall *k) {
+  const size_t *ids = w->order + k->first;
   redisReply *r = NULL;
   int rc = cachet_conn_read(cn, &r);
   if (rc == CACHET_ESERVER) {
-    if (cachet_server_error_is("NOSCRIPT")) {
-      *st = ST_NOSCRIPT;
-    } else {
-      *st = ST_DONE;
-      entry_error(c, e, rc, first);
+    /* The call did not run: nothing of it was written. */
+    unsigned char st =
+        cachet_server_error_is("NOSCRIPT") ? ST_NOSCRIPT : ST_DONE;
+    k->st = st;
+    for (size_t j = 0; j < k->len; j++) {
+      w->st[ids[j]] = st;
+      if (st == ST_DONE)
+        mset_error(c, w, &e[ids[j]], rc);
     }
     return CACHET_OK;
   }
   if (rc != CACHET_OK)
     return rc;
-  if (r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
-    *st = ST_DONE;
-    e->status = CACHET_OK;
-    CACHET_COUNT(c, writes, 1);
-  } else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-             r->element[0]->type == REDIS_REPLY_STRING &&
-             strcmp(r->element[0]->str, "retag") == 0) {
-    *st = ST_RETAG;
-  } else {
-    rc = cachet_fail(CACHET_EPROTO, "mset: set_tags: unexpected reply");
+  if (!reply_ok(r, k->len)) {
+    freeReplyObject(r);
+    return cachet_fail(CACHET_EPROTO, "mset: set_many: unexpected reply");
+  }
+  k->st = ST_DONE;
+  size_t x = 1;
+  for (size_t j = 0; j < k->len; j++) {
+    cachet_entry *ent = &e[ids[j]];
+    const redisReply *sk = x < r->elements ? r->element[x] : NULL;
+    if (sk == NULL || (size_t)sk->element[0]->integer != j + 1) {
+      w->st[ids[j]] = ST_DONE;
+      ent->status = CACHET_OK;
+      CACHET_COUNT(c, writes, 1);
+      continue;
+    }
+    x++;
+    if (strcmp(sk->element[1]->str, "retag") == 0) {
+      w->st[ids[j]] = ST_RETAG;
+    } else {
+      w->st[ids[j]] = ST_DONE;
+      const redisReply *text = sk->element[2];
+      mset_error(c, w, ent,
+                 cachet_fail_bytes(CACHET_ESERVER, NULL, text->str, text->len));
+    }
   }
   freeReplyObject(r);
-  return rc;
+  return CACHET_OK;
 }
 
-/* Pipeline the entries of the chunk whose state is `sel`. A fatal error
- * becomes the status of every selected entry not yet answered. */
-static int mset_pass(cachet *c, cachet_conn *cn, cachet_entry *e, size_t m,
-                     unsigned char *st, unsigned char sel, int *first) {
-  int64_t now = cachet_now_ms();
+/* Pipeline every call of the window in state `sel`, then read their
+ * replies. A fatal error breaks the connection; the caller fails the
+ * entries not answered. */
+static int send_calls(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
+                      unsigned char sel) {
   int rc = CACHET_OK;
-  size_t i;
-  for (i = 0; i < m; i++) {
-    if (st[i] != sel)
+  size_t sent = 0;
+  for (size_t i = 0; i < w->ncalls && rc == CACHET_OK; i++) {
+    mcall *k = &w->calls[i];
+    if (k->st != sel)
       continue;
-    rc = mset_append(c, cn, &e[i], now);
-    if (rc == CACHET_EINVAL) {
-      /* The envelope refused this value (format limits): its own status. */
-      st[i] = ST_DONE;
-      entry_error(c, &e[i], rc, first);
-      rc = CACHET_OK;
-    } else if (rc != CACHET_OK) {
-      break;
-    }
+    for (size_t j = 0; j < k->len; j++)
+      w->st[w->order[k->first + j]] = ST_CALL;
+    k->st = ST_CALL;
+    rc = call_append(c, cn, w, e, k);
+    sent = i + 1;
   }
-  for (i = 0; rc == CACHET_OK && i < m; i++) {
-    if (st[i] == sel && (rc = mset_reply(c, cn, &e[i], &st[i], first)))
-      break;
+  for (size_t i = 0; i < sent && rc == CACHET_OK; i++) {
+    mcall *k = &w->calls[i];
+    if (k->st == ST_CALL)
+      rc = call_reply(c, cn, w, e, k);
   }
-  if (rc != CACHET_OK) {
-    /* Unread replies or unsent commands: the connection is out of step.
-     * Every selected entry still in its state was never answered. */
+  if (rc != CACHET_OK) /* unsent commands or unread replies */
     cachet_conn_break(cn);
-    for (i = 0; i < m; i++) {
-      if (st[i] == sel) {
-        st[i] = ST_DONE;
-        e[i].status = rc;
-      }
-    }
-  }
   return rc;
 }
 
-/* Write one chunk: a pipelined pass; after NOSCRIPT (a SCRIPT FLUSH, a
- * restart, a failover) load the script and pipeline the refused entries
- * again; then write one by one, through cachet_entry_write and its retag
- * loop, the entries whose old tags were not known and any still refused. */
-static int mset_chunk(cachet *c, cachet_conn *cn, cachet_entry *e, size_t m,
-                      unsigned char *st, int *first) {
-  memset(st, ST_TODO, m);
-  int rc = mset_pass(c, cn, e, m, st, ST_TODO, first);
-  if (rc != CACHET_OK)
-    return rc;
-  if (memchr(st, ST_NOSCRIPT, m) != NULL) {
-    rc = cachet_script_load(c, cn, CACHET_SCRIPT_SET_TAGS);
-    if (rc == CACHET_OK)
-      rc = mset_pass(c, cn, e, m, st, ST_NOSCRIPT, first);
-    if (rc != CACHET_OK) {
-      for (size_t i = 0; i < m; i++)
-        if (st[i] == ST_NOSCRIPT)
-          e[i].status = rc;
-      return rc;
+/* Give every entry of the window still waiting the status of the error
+ * that stopped it. */
+static void window_fail(mset_ws *w, cachet_entry *e, size_t m, int rc) {
+  for (size_t i = 0; i < m; i++) {
+    if (w->st[i] != ST_DONE && w->st[i] != ST_DUP) {
+      w->st[i] = ST_DONE;
+      e[i].status = rc;
     }
   }
-  for (size_t i = 0; i < m; i++) {
-    if (st[i] != ST_RETAG && st[i] != ST_NOSCRIPT)
+}
+
+/* Write window e[0..m). Returns a fatal status or CACHET_OK. */
+static int mset_window(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
+                       size_t m) {
+  plan_window(c, w, e, m, cachet_conn_clustered(cn));
+  int rc = send_calls(c, cn, w, e, ST_CALL);
+  for (int round = 0; rc == CACHET_OK && round < NOSCRIPT_ROUNDS &&
+                      memchr(w->st, ST_NOSCRIPT, m) != NULL;
+       round++) {
+    /* A SCRIPT FLUSH, a restart or a failover: load and send those calls
+     * again. Should NOSCRIPT persist, set_tags below handles it. */
+    rc = cachet_script_load(c, cn, CACHET_SCRIPT_SET_MANY);
+    if (rc == CACHET_OK) {
+      rc = send_calls(c, cn, w, e, ST_NOSCRIPT);
+    } else if (!is_fatal(rc)) {
+      rc = CACHET_OK; /* refused: set_tags below tries those entries */
+      break;
+    }
+  }
+  /* One by one: entries with old tags they were not given, entries too
+   * large for a call, and calls still refused. */
+  for (size_t i = 0; rc == CACHET_OK && i < m; i++) {
+    if (w->st[i] != ST_RETAG && w->st[i] != ST_ALONE && w->st[i] != ST_NOSCRIPT)
       continue;
     cachet_entry *x = &e[i];
     rc = cachet_entry_write(c, cn, x->key, x->keylen,
                             x->val == NULL ? "" : x->val, x->len, x->ttl_ms,
                             x->tags, x->ntags);
-    st[i] = ST_DONE;
-    if (rc == CACHET_OK) {
-      x->status = CACHET_OK;
-    } else if (is_fatal(rc)) {
-      for (size_t j = i; j < m; j++)
-        if (st[j] != ST_DONE || j == i)
-          e[j].status = rc;
-      return rc;
-    } else {
-      entry_error(c, x, rc, first);
+    if (rc == CACHET_OK || !is_fatal(rc)) {
+      w->st[i] = ST_DONE;
+      if (rc == CACHET_OK)
+        x->status = CACHET_OK;
+      else
+        mset_error(c, w, x, rc);
       rc = CACHET_OK;
     }
   }
-  return CACHET_OK;
+  if (rc != CACHET_OK)
+    window_fail(w, e, m, rc);
+  for (size_t i = 0; i < m; i++)
+    if (w->st[i] == ST_DUP)
+      e[i].status = e[w->winner[i]].status;
+  return rc;
 }
 
 int cachet_mset(cachet *c, cachet_entry *entries, size_t n) {
@@ -455,31 +768,35 @@ int cachet_mset(cachet *c, cachet_entry *entries, size_t n) {
   if (n == 0)
     return CACHET_OK;
 
-  size_t cap = n < CHUNK ? n : CHUNK;
-  unsigned char *st = malloc(cap);
-  if (st == NULL) {
-    fail_rest(entries, 0, n, CACHET_ENOMEM);
-    return cachet_result(c, cachet_fail(CACHET_ENOMEM, "mset: out of memory"));
-  }
-  cachet_conn *cn = NULL;
-  int rc = cachet_conn_acquire(c, &cn);
+  mset_ws w;
+  int rc = ws_alloc(&w, entries, n);
   if (rc != CACHET_OK) {
-    free(st);
     fail_rest(entries, 0, n, rc);
     return cachet_result(c, rc);
   }
-  int first = CACHET_OK;
+  cachet_conn *cn = NULL;
+  rc = cachet_conn_acquire(c, &cn);
+  if (rc != CACHET_OK) {
+    ws_free(&w);
+    fail_rest(entries, 0, n, rc);
+    return cachet_result(c, rc);
+  }
   for (size_t base = 0; base < n; base += CHUNK) {
     size_t m = n - base < CHUNK ? n - base : CHUNK;
-    rc = mset_chunk(c, cn, entries + base, m, st, &first);
+    rc = mset_window(c, cn, &w, entries + base, m);
     if (rc != CACHET_OK) {
       fail_rest(entries, base + m, n, rc);
       break;
     }
   }
   cachet_conn_release(c, cn);
-  free(st);
+  int first = w.first;
+  char detail[sizeof w.detail];
+  memcpy(detail, w.detail, sizeof detail);
+  ws_free(&w);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
+  if (first != CACHET_OK)
+    cachet_fail(first, "%s", detail);
   return first;
 }
