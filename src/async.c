@@ -43,20 +43,36 @@ static void handle_maybe_free(cachet_async *a);
 
 /* ---- SIGPIPE guard around hiredis's writes ------------------------------ */
 
+/* Blocking SIGPIPE costs a system call on each side of the write; the
+ * pending signal is looked for only when the write lost the connection
+ * (the connection record reports its death through `write_lost`). A
+ * SIGPIPE pending before our write can only exist if the thread already
+ * blocked SIGPIPE itself; only then is the pending set read first, so that
+ * we never consume a signal that is not ours. */
 static void guarded_write(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   redisLibeventEvents *e = arg;
+  aconn *cn = e->context->data;
   sigset_t block, old, pending;
   sigemptyset(&block);
   sigaddset(&block, SIGPIPE);
-  sigemptyset(&pending);
-  sigpending(&pending);
-  int was_pending = sigismember(&pending, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &block, &old);
-  /* May free the context, and `e` with it: not touched afterwards. */
+  int user_blocks = sigismember(&old, SIGPIPE);
+  int was_pending = 0;
+  if (user_blocks) {
+    sigemptyset(&pending);
+    sigpending(&pending);
+    was_pending = sigismember(&pending, SIGPIPE);
+  }
+  int lost = 0;
+  if (cn != NULL)
+    cn->write_lost = &lost;
+  /* May free the context, `e` and cn with it: only `lost` is read after. */
   redisAsyncHandleWrite(e->context);
-  if (!was_pending) {
+  if (!lost && cn != NULL)
+    cn->write_lost = NULL;
+  if ((lost || cn == NULL) && !was_pending) {
     sigemptyset(&pending);
     sigpending(&pending);
     if (sigismember(&pending, SIGPIPE)) {
@@ -65,13 +81,18 @@ static void guarded_write(evutil_socket_t fd, short what, void *arg) {
       }
     }
   }
-  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  if (!user_blocks)
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ---- Connections -------------------------------------------------------- */
 
 static void conn_mark_dead(aconn *cn, int rc, const char *detail) {
   cn->dead = 1;
+  if (cn->write_lost != NULL) {
+    *cn->write_lost = 1;
+    cn->write_lost = NULL;
+  }
   cn->rc = rc;
   snprintf(cn->detail, sizeof cn->detail, "%s", detail);
   if (cn->a != NULL && cn->a->conn == cn)
@@ -286,7 +307,8 @@ static void op_maybe_free(aop *op) {
   if (!op->done || op->listed || op->pending > 0 || op->busy > 0)
     return;
   cachet_async *a = op->a;
-  event_del(op->ev);
+  if (op->tmode != AOP_TM_NONE)
+    event_del(op->ev);
   if (op->k->cleanup != NULL)
     op->k->cleanup(op);
   free(op->deferred_detail);
@@ -549,8 +571,9 @@ int cachet_aop_send(aop *op, int argc, const char **argv, const size_t *lens) {
       op->tmode != AOP_TM_LOADER) {
     /* The first command of a step: its replies are due in timeout_ms. (A
      * lease renewal while a loader runs is bounded by the loader's
-     * deadline instead.) */
-    event_del(op->ev);
+     * deadline instead.) The event is pending only when tmode says so. */
+    if (op->tmode != AOP_TM_NONE)
+      event_del(op->ev);
     op->tmode = AOP_TM_REPLY;
     event_add(op->ev, a->reply_tv);
   }
@@ -620,6 +643,12 @@ int cachet_async_open(cachet_async **out, struct event_base *base,
   int rc = cachet_open(&c, opts);
   if (rc != CACHET_OK)
     return rc;
+  if (c->cfg.cluster) {
+    cachet_close(c);
+    return cachet_fail(CACHET_ENOTSUP,
+                       "the async API does not support Redis Cluster yet "
+                       "(CACHET_CLUSTER / redis+cluster://)");
+  }
   cachet_async *a = calloc(1, sizeof *a);
   if (a == NULL) {
     cachet_close(c);
@@ -685,18 +714,115 @@ cachet *cachet_async_cachet(cachet_async *a) { return a->c; }
 
 #else /* !CACHET_HAVE_LIBEVENT */
 
+/* Built without libevent: the API links, and says why it cannot work. No
+ * handle can exist, so every other call reports the same. */
 #include "error.h"
+
+static int no_libevent(void) {
+  return cachet_fail(CACHET_ENOTSUP,
+                     "the async API needs libevent; cachet was built without "
+                     "it");
+}
 
 int cachet_async_open(cachet_async **out, struct event_base *base,
                       const cachet_options *opts) {
   (void)base;
   (void)opts;
   *out = NULL;
-  return cachet_fail(CACHET_ENOTSUP,
-                     "the async API needs libevent; cachet was built without "
-                     "it");
+  return no_libevent();
 }
 
 void cachet_async_close(cachet_async *a) { (void)a; }
+void cachet_async_set_data(cachet_async *a, void *data) {
+  (void)a;
+  (void)data;
+}
+void *cachet_async_get_data(const cachet_async *a) {
+  (void)a;
+  return NULL;
+}
+cachet *cachet_async_cachet(cachet_async *a) {
+  (void)a;
+  return NULL;
+}
+int cachet_async_get(cachet_async *a, const void *key, size_t keylen,
+                     cachet_async_value_cb cb, void *ud) {
+  (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_set(cachet_async *a, const void *key, size_t keylen,
+                     const void *val, size_t len, int64_t ttl_ms,
+                     cachet_async_status_cb cb, void *ud) {
+  (void)a, (void)key, (void)keylen, (void)val, (void)len, (void)ttl_ms;
+  (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_set_tags(cachet_async *a, const void *key, size_t keylen,
+                          const void *val, size_t len, int64_t ttl_ms,
+                          const char *const *tags, size_t ntags,
+                          cachet_async_status_cb cb, void *ud) {
+  (void)a, (void)key, (void)keylen, (void)val, (void)len, (void)ttl_ms;
+  (void)tags, (void)ntags, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_delete(cachet_async *a, const void *key, size_t keylen,
+                        cachet_async_status_cb cb, void *ud) {
+  (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_evict_tags(cachet_async *a, const char *const *tags,
+                            size_t ntags, cachet_async_count_cb cb, void *ud) {
+  (void)a, (void)tags, (void)ntags, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_clear(cachet_async *a, int dry_run, cachet_async_count_cb cb,
+                       void *ud) {
+  (void)a, (void)dry_run, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_lock_acquire(cachet_async *a, const char *name, int64_t ttl_ms,
+                              int64_t wait_ms, cachet_async_lock_cb cb,
+                              void *ud) {
+  (void)a, (void)name, (void)ttl_ms, (void)wait_ms, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_lock_release(cachet_async *a, const cachet_lock *lock,
+                              cachet_async_status_cb cb, void *ud) {
+  (void)a, (void)lock, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_lock_extend(cachet_async *a, const cachet_lock *lock,
+                             int64_t ttl_ms, cachet_async_status_cb cb,
+                             void *ud) {
+  (void)a, (void)lock, (void)ttl_ms, (void)cb, (void)ud;
+  return no_libevent();
+}
+void cachet_async_load_done(cachet_async_load *load, int status,
+                            const void *val, size_t len, int64_t ttl_ms) {
+  (void)load, (void)status, (void)val, (void)len, (void)ttl_ms;
+}
+int cachet_async_get_or_set(cachet_async *a, const void *key, size_t keylen,
+                            cachet_async_loader_fn loader, int64_t ttl_ms,
+                            const char *const *tags, size_t ntags,
+                            cachet_async_value_cb cb, void *ud) {
+  (void)a, (void)key, (void)keylen, (void)loader, (void)ttl_ms;
+  (void)tags, (void)ntags, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_mget(cachet_async *a, const cachet_entry *entries, size_t n,
+                      cachet_async_items_cb cb, void *ud) {
+  (void)a, (void)entries, (void)n, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_mset(cachet_async *a, const cachet_entry *entries, size_t n,
+                      cachet_async_items_cb cb, void *ud) {
+  (void)a, (void)entries, (void)n, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_health_check(cachet_async *a, cachet_async_health_cb cb,
+                              void *ud) {
+  (void)a, (void)cb, (void)ud;
+  return no_libevent();
+}
 
 #endif

@@ -99,6 +99,7 @@ struct aconn {
   int dead;
   int rc; /* why it died */
   char detail[512];
+  int *write_lost; /* set to 1 when it dies inside a guarded write */
 };
 
 struct cachet_async {
