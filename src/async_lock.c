@@ -206,6 +206,8 @@ static void owner_reply(aop *op, redisReply *r) {
     cachet_aop_proto(op, op->k->name);
     return;
   }
+  /* Outcomes, not errors: no detail from an earlier call may linger. */
+  cachet_error_clear();
   cachet_aop_finish(op, r->integer == 1   ? CACHET_OK
                         : r->integer == 0 ? CACHET_LOCK_EXPIRED
                                           : CACHET_LOCK_NOT_OWNER);

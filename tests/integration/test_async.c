@@ -414,6 +414,7 @@ static void test_async_locks(void **state) {
                    CACHET_OK);
   AWAIT(notown);
   assert_int_equal(notown.status, CACHET_LOCK_NOT_OWNER);
+  assert_string_equal(notown.detail, "");
   assert_int_equal(cachet_async_lock_release(a, wait.lock, status_cb, &rel2),
                    CACHET_OK);
   AWAIT(rel2);
