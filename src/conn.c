@@ -412,13 +412,20 @@ static void guard_begin(pipe_guard *g, const cachet_conn *cn) {
   g->on = cn->guard_sigpipe;
   if (!g->on)
     return;
-  sigset_t block, pending;
+  sigset_t block;
   sigemptyset(&block);
   sigaddset(&block, SIGPIPE);
-  sigemptyset(&pending);
-  sigpending(&pending);
-  g->was_pending = sigismember(&pending, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &block, &g->old);
+  /* A SIGPIPE can only be pending already if the thread blocked it itself;
+   * only then is it worth a system call to ask, so that we never consume a
+   * signal that was not ours. */
+  g->was_pending = 0;
+  if (sigismember(&g->old, SIGPIPE)) {
+    sigset_t pending;
+    sigemptyset(&pending);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE);
+  }
 }
 
 static void guard_end(pipe_guard *g, int failed) {
