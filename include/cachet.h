@@ -340,6 +340,12 @@ typedef struct cachet_entry {
   int status;      /* Per-entry status. */
 } cachet_entry;
 
+/* mget/mset return the first connection or server error; ECORRUPT,
+ * EINTEGRITY and EVERSION are only per-entry. When a batch stops, the
+ * entries not carried out get its status. On EINVAL (checked for every
+ * entry first) nothing is sent. In one mset, a key given twice is written
+ * once, with the last occurrence's value; earlier ones get its status. Each
+ * entry is written atomically with its tags; the batch as a whole is not. */
 CACHET_API int cachet_mget(cachet *c, cachet_entry *entries, size_t n)
     CACHET_NODISCARD CACHET_NONNULL(1);
 CACHET_API int cachet_mset(cachet *c, cachet_entry *entries, size_t n)
