@@ -838,6 +838,12 @@ static int resolve_connection(cachet_config *cfg, const cachet_options *o,
   if (pass != NULL &&
       (rc = set_str(&cfg->password, pass[0] != '\0' ? pass : NULL)) != 0)
     return rc;
+  /* AUTH takes a user and a password; a user alone would silently connect
+   * as the default user instead. */
+  if (cfg->username != NULL && cfg->password == NULL)
+    return cachet_fail(CACHET_ECONFIG,
+                       "username is set but no password: AUTH needs both "
+                       "(CACHET_PASSWORD, the URL, or the password option)");
   return CACHET_OK;
 }
 

@@ -405,10 +405,17 @@ static void test_resolve_explicit_fields_override_url(void **state) {
   assert_string_equal(c.password, "explicit");
   cachet_config_free(&c);
 
-  /* An explicit empty password removes the URL's. */
+  /* An explicit empty password removes the URL's; the URL's user alone is
+   * then refused (AUTH needs both), and an explicit empty user removes it. */
   o.password = "";
+  cachet_config bad;
+  assert_int_equal(cachet_config_resolve(&bad, &o, fake_getenv, &e),
+                   CACHET_ECONFIG);
+  assert_error_has("password");
+  o.username = "";
   c = resolve_ok(&o, &e);
   assert_null(c.password);
+  assert_null(c.username);
   cachet_config_free(&c);
 }
 
@@ -564,6 +571,22 @@ static void test_url_user_only_and_empty_password(void **state) {
   c = url_ok("redis://bob:@host");
   assert_string_equal(c.username, "bob");
   assert_null(c.password);
+  cachet_config_free(&c);
+}
+
+static void test_username_without_password_is_refused(void **state) {
+  (void)state;
+  fake_env e = {0};
+  env_set(&e, "CACHET_URL", "redis://bob@host");
+  expect_env_fail(&e, CACHET_ECONFIG, "username", "password");
+  fake_env e2 = {0};
+  env_set(&e2, "CACHET_USERNAME", "bob");
+  expect_env_fail(&e2, CACHET_ECONFIG, "username", "AUTH");
+  fake_env e3 = {0};
+  env_set(&e3, "CACHET_USERNAME", "bob");
+  env_set(&e3, "CACHET_PASSWORD", "pw");
+  cachet_config c = resolve_env_ok(&e3);
+  assert_string_equal(c.username, "bob");
   cachet_config_free(&c);
 }
 
@@ -1114,6 +1137,7 @@ int main(void) {
       cmocka_unit_test(test_url_user_password_port_db),
       cmocka_unit_test(test_url_password_only),
       cmocka_unit_test(test_url_user_only_and_empty_password),
+      cmocka_unit_test(test_username_without_password_is_refused),
       cmocka_unit_test(test_url_ipv6_literal_with_and_without_port),
       cmocka_unit_test(test_url_trailing_slash_and_query_db),
       cmocka_unit_test(test_url_unix_socket_with_and_without_db),
