@@ -35,13 +35,14 @@ spawn_server() {
     "${SRV_ARGS[@]}" >/dev/null 2>&1 &
   SRV_PID=$!
   for _ in $(seq 1 500); do
-    if redis-cli -s "$SOCK" PING 2>/dev/null | grep -q PONG; then
+    # A server with requirepass answers NOAUTH: it is up all the same.
+    if redis-cli -s "$SOCK" PING 2>/dev/null | grep -qE 'PONG|NOAUTH'; then
       return 0
     fi
     kill -0 "$SRV_PID" 2>/dev/null || break
     sleep 0.02
   done
-  fail "redis-server did not start (see $SRV_DIR/redis.log)"
+  fail "redis-server did not start: $(tail -3 "$SRV_DIR/redis.log" 2>/dev/null)"
 }
 
 start_server() {
