@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "health.h"
 
 typedef struct health_op {
   aop op;
@@ -30,31 +31,6 @@ static double mono_ms_precise(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
-/* Copy the value of `name:` from an INFO text into out. */
-static void info_field(const char *info, size_t len, const char *name,
-                       char *out, size_t outsz) {
-  size_t nl = strlen(name);
-  const char *p = info, *end = info + len;
-  out[0] = '\0';
-  while (p < end) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    if (eol == NULL)
-      eol = end;
-    size_t ll = (size_t)(eol - p);
-    if (ll > 0 && p[ll - 1] == '\r')
-      ll--;
-    if (ll > nl && memcmp(p, name, nl) == 0 && p[nl] == ':') {
-      size_t vl = ll - nl - 1;
-      if (vl >= outsz)
-        vl = outsz - 1;
-      memcpy(out, p + nl + 1, vl);
-      out[vl] = '\0';
-      return;
-    }
-    p = eol + 1;
-  }
 }
 
 static void health_verdict(cachet_health *h) {
@@ -100,11 +76,11 @@ static void health_reply(aop *op, redisReply *r) {
       return;
     }
     if (which == R_INFO) {
-      info_field(r->str, r->len, "redis_version", x->h.server_version,
+      (void)cachet_info_field(r->str, r->len, "redis_version", x->h.server_version,
                  sizeof x->h.server_version);
       return;
     }
-    info_field(r->str, r->len, "maxmemory_policy", x->h.maxmemory_policy,
+    (void)cachet_info_field(r->str, r->len, "maxmemory_policy", x->h.maxmemory_policy,
                sizeof x->h.maxmemory_policy);
     break;
   case R_SCRIPTS:

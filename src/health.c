@@ -16,13 +16,13 @@
 #include "cachet_scripts.h"
 #include "conn.h"
 #include "error.h"
+#include "health.h"
 
-/* Copy the value of `name:` from an INFO reply into out (NUL-terminated,
- * truncated to fit). Returns 1 if the field was found. */
-static int info_field(const char *info, size_t len, const char *name, char *out,
-                      size_t outsz) {
+int cachet_info_field(const char *info, size_t len, const char *name,
+                      char *out, size_t outsz) {
   size_t nl = strlen(name);
   const char *p = info, *end = info + len;
+  out[0] = '\0';
   while (p < end) {
     const char *eol = memchr(p, '\n', (size_t)(end - p));
     if (eol == NULL)
@@ -57,7 +57,7 @@ static int info_get(cachet_conn *cn, int node, const char *section,
     cachet_conn_break(cn);
     return cachet_fail(CACHET_EPROTO, "INFO %s: unexpected reply", section);
   }
-  if (!info_field(r->str, r->len, name, out, outsz))
+  if (!cachet_info_field(r->str, r->len, name, out, outsz))
     out[0] = '\0';
   freeReplyObject(r);
   return CACHET_OK;
