@@ -9,10 +9,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "cluster.h"
@@ -22,7 +22,6 @@ struct cachet_conn {
   redisContext *ctx;
   int broken;
   int timeout_ms;
-  int guard_sigpipe;   /* SIGPIPE had its default (fatal) action at open. */
   cachet_endpoint *ep; /* The pool it belongs to. */
   cachet_cluster_session *sess; /* Cluster mode: the routing session. */
 };
@@ -73,14 +72,8 @@ static int endpoint_init(cachet_endpoint *ep, cachet *c, const char *host,
   pthread_cond_init(&ep->cv, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&ep->mu, NULL);
-  /* Only a default SIGPIPE action kills the process; an application that
-   * ignores or handles SIGPIPE (as servers usually do) skips the guard and
-   * its system calls. */
-  struct sigaction sa;
-  int guard = sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL;
   for (int i = 0; i < size; i++) {
     ep->slots[i].timeout_ms = c->cfg.timeout_ms;
-    ep->slots[i].guard_sigpipe = guard;
     ep->slots[i].ep = ep;
     /* Hand out low slots first so a lightly used handle keeps few
      * connections open. */
@@ -394,57 +387,45 @@ static int map_reply(cachet_conn *cn, redisReply *r, int saved_errno,
 }
 
 /*
- * hiredis writes with write(2), so a write to a connection the server closed
- * raises SIGPIPE, whose default action kills the process. A library must not
- * change the process's signal disposition, so each exchange blocks SIGPIPE in
- * the calling thread and, if the write failed with EPIPE, consumes the
- * signal it raised before unblocking (the pending signal is thread-directed,
- * so no other thread sees it). That costs system calls, so it is only done
- * when SIGPIPE's action was the default when the handle was opened.
+ * hiredis writes with write(2), and a write to a connection the server
+ * closed raises SIGPIPE, whose default action kills the process. A library
+ * must not change the process's signal disposition, and blocking SIGPIPE
+ * around each exchange costs two system calls. So cachet never lets hiredis
+ * write: commands are formatted into hiredis's output buffer as usual, and
+ * sent from here with send(MSG_NOSIGNAL), which reports EPIPE as an error
+ * and raises nothing. hiredis then only reads (its output buffer is empty).
+ * The socket's SO_SNDTIMEO bounds each send, as it bounded hiredis's write.
  */
-typedef struct pipe_guard {
-  sigset_t old;
-  int was_pending;
-  int on;
-} pipe_guard;
-
-static void guard_begin(pipe_guard *g, const cachet_conn *cn) {
-  g->on = cn->guard_sigpipe;
-  if (!g->on)
-    return;
-  sigset_t block;
-  sigemptyset(&block);
-  sigaddset(&block, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &block, &g->old);
-  /* A SIGPIPE can only be pending already if the thread blocked it itself;
-   * only then is it worth a system call to ask, so that we never consume a
-   * signal that was not ours. */
-  g->was_pending = 0;
-  if (sigismember(&g->old, SIGPIPE)) {
-    sigset_t pending;
-    sigemptyset(&pending);
-    sigpending(&pending);
-    g->was_pending = sigismember(&pending, SIGPIPE);
-  }
-}
-
-static void guard_end(pipe_guard *g, int failed) {
-  if (!g->on)
-    return;
-  if (failed && !g->was_pending) {
-    sigset_t pending;
-    sigemptyset(&pending);
-    sigpending(&pending);
-    if (sigismember(&pending, SIGPIPE)) {
-      sigset_t only;
-      sigemptyset(&only);
-      sigaddset(&only, SIGPIPE);
-      struct timespec zero = {0, 0};
-      while (sigtimedwait(&only, NULL, &zero) < 0 && errno == EINTR) {
-      }
+static int send_obuf(cachet_conn *cn) {
+  redisContext *ctx = cn->ctx;
+  size_t len = sdslen(ctx->obuf), off = 0;
+  while (off < len) {
+    ssize_t n = send(ctx->fd, ctx->obuf + off, len - off, MSG_NOSIGNAL);
+    if (n >= 0) {
+      off += (size_t)n;
+      continue;
     }
+    if (errno == EINTR)
+      continue;
+    int saved = errno;
+    cn->broken = 1;
+    ctx->err = REDIS_ERR_IO;
+    snprintf(ctx->errstr, sizeof ctx->errstr, "%s", strerror(saved));
+    return io_status(ctx, saved, cn->timeout_ms, "redis");
   }
-  pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+  /* As hiredis does after a write: drop a large buffer (one big value must
+   * not stay allocated per connection), keep a small one for reuse. */
+  if (sdsalloc(ctx->obuf) > 16384) {
+    sdsfree(ctx->obuf);
+    ctx->obuf = sdsempty();
+    if (ctx->obuf == NULL) {
+      cn->broken = 1;
+      return cachet_fail(CACHET_ENOMEM, "out of memory");
+    }
+  } else {
+    sdsclear(ctx->obuf);
+  }
+  return CACHET_OK;
 }
 
 /* One exchange on one connection; `raw` keeps error replies as replies. */
@@ -453,12 +434,18 @@ static int exchange(cachet_conn *cn, int argc, const char **argv,
   *out = NULL;
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
-  pipe_guard g;
-  guard_begin(&g, cn);
+  if (redisAppendCommandArgv(cn->ctx, argc, argv, lens) != REDIS_OK) {
+    cn->broken = 1;
+    return cachet_fail(CACHET_ENOMEM, "out of memory queueing a command");
+  }
+  int rc = send_obuf(cn);
+  if (rc != CACHET_OK)
+    return rc;
+  void *r = NULL;
   errno = 0;
-  redisReply *r = redisCommandArgv(cn->ctx, argc, argv, lens);
+  if (redisGetReply(cn->ctx, &r) != REDIS_OK)
+    r = NULL;
   int saved = errno;
-  guard_end(&g, r == NULL);
   return raw ? raw_reply(cn, r, saved, out) : map_reply(cn, r, saved, out);
 }
 
@@ -479,7 +466,7 @@ static int read_one(cachet_conn *cn, redisReply **out, int raw) {
     return cachet_fail(CACHET_ECONN, "connection is broken");
   void *r = NULL;
   /* A pipelined reply is usually buffered already: parse it without any
-   * system call, and only go to the socket (guarded) when none is. */
+   * system call, and only go to the socket when none is. */
   if (redisGetReplyFromReader(cn->ctx, &r) != REDIS_OK) {
     cn->broken = 1;
     return cachet_fail(CACHET_EPROTO, "redis: protocol error: %s",
@@ -487,13 +474,13 @@ static int read_one(cachet_conn *cn, redisReply **out, int raw) {
   }
   if (r != NULL)
     return raw ? raw_reply(cn, r, 0, out) : map_reply(cn, r, 0, out);
-  pipe_guard g;
-  guard_begin(&g, cn);
+  int rc = send_obuf(cn);
+  if (rc != CACHET_OK)
+    return rc;
   errno = 0;
   if (redisGetReply(cn->ctx, &r) != REDIS_OK)
     r = NULL;
   int saved = errno;
-  guard_end(&g, r == NULL);
   return raw ? raw_reply(cn, r, saved, out) : map_reply(cn, r, saved, out);
 }
 
@@ -534,19 +521,7 @@ int cachet_node_read(cachet_conn *cn, redisReply **out) {
 int cachet_node_flush(cachet_conn *cn) {
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
-  pipe_guard g;
-  guard_begin(&g, cn);
-  int done = 0, ok = REDIS_OK;
-  errno = 0;
-  while (!done && (ok = redisBufferWrite(cn->ctx, &done)) == REDIS_OK) {
-  }
-  int saved = errno;
-  guard_end(&g, ok != REDIS_OK);
-  if (ok != REDIS_OK) {
-    cn->broken = 1;
-    return io_status(cn->ctx, saved, cn->timeout_ms, "redis");
-  }
-  return CACHET_OK;
+  return send_obuf(cn);
 }
 
 int cachet_conn_clustered(const cachet_conn *cn) { return cn->sess != NULL; }

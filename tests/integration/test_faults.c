@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -293,6 +295,55 @@ static void test_bad_input_is_invalid_argument_with_message(void **state) {
   test_server_stop(&s);
 }
 
+/* A write to a connection the server closed must not raise SIGPIPE: with
+ * the default action that would kill the application. cachet sends with
+ * MSG_NOSIGNAL (conn.c), so the write fails with EPIPE and the operation
+ * reports a connection error. Run in a child whose SIGPIPE is at its
+ * default, so that a regression shows as a child killed by the signal. */
+static void test_write_to_closed_connection_raises_no_sigpipe(void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    signal(SIGPIPE, SIG_DFL);
+    cachet_options o;
+    test_options(&s, &o, "sigpipe:");
+    o.pool_size = 1;
+    cachet *c = NULL;
+    if (cachet_open(&c, &o) != CACHET_OK)
+      _exit(10);
+    static char big[1 << 20];
+    memset(big, 'x', sizeof big);
+    if (cachet_set(c, "k", 1, "v", 1, 0) != CACHET_OK)
+      _exit(11);
+    redisContext *r = test_redis(&s);
+    freeReplyObject(redisCommand(r, "CLIENT KILL TYPE normal SKIPME yes"));
+    redisFree(r);
+    test_sleep_ms(50);
+    int errors = 0;
+    for (int i = 0; i < 3; i++) {
+      int rc = cachet_set(c, "k", 1, big, sizeof big, 0);
+      if (rc == CACHET_ECONN)
+        errors++;
+      else if (rc != CACHET_OK)
+        _exit(12);
+    }
+    cachet_close(c);
+    /* The first write after the kill must have failed (not been lost). */
+    _exit(errors > 0 ? 0 : 13);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (WIFSIGNALED(status))
+    fail_msg("child killed by signal %d (SIGPIPE is %d)", WTERMSIG(status),
+             SIGPIPE);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+  test_server_stop(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_server_restart_gives_errors_then_reconnects),
@@ -302,6 +353,7 @@ int main(void) {
       cmocka_unit_test(test_write_to_replica_is_readonly_error),
       cmocka_unit_test(test_wrong_db_is_server_error),
       cmocka_unit_test(test_bad_input_is_invalid_argument_with_message),
+      cmocka_unit_test(test_write_to_closed_connection_raises_no_sigpipe),
   };
   return cmocka_run_group_tests_name("faults", tests, NULL, NULL);
 }
