@@ -17,8 +17,10 @@
 -- them to KEYS and calls again, so that every key touched is declared.
 --
 -- Work: O(old tags + N * (log M + cap)) for indexes of M members; N and the
--- old tags are bounded by max_tags, cap by ARGV[3]. About 2 + 2N commands
--- when the tags are unchanged and cap is 0.
+-- old tags are bounded by max_tags, cap by ARGV[3]. 4 + 2N commands when
+-- the tags are unchanged and cap is 0 (SMEMBERS, TIME, SET, PEXPIREAT, and
+-- per tag ZADD and PEXPIREAT GT); 2 without tags. Lua's cost per command,
+-- not the commands themselves, dominates, so the count is what is kept low.
 
 local vkey, skey = KEYS[1], KEYS[2]
 local blob = ARGV[1]
@@ -58,23 +60,29 @@ end
 -- The common overwrite keeps the same tags: then the tag set stays as is.
 local same = dropped == 0 and #old == nnew
 
-if ttl > 0 then
-  redis.call('SET', vkey, blob, 'PX', ttl)
-else
-  redis.call('SET', vkey, blob)
-end
 if nnew == 0 then
+  if ttl > 0 then
+    redis.call('SET', vkey, blob, 'PX', ttl)
+  else
+    redis.call('SET', vkey, blob)
+  end
   if #old > 0 then
     redis.call('DEL', skey)
   end
   return 1
 end
 
+-- One instant for the value's expiry, its tag set's and its index score.
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local at = nil
 local score = '+inf'
 if ttl > 0 then
-  score = now_ms + ttl
+  at = string.format('%.0f', now_ms + ttl)
+  score = at
+  redis.call('SET', vkey, blob, 'PXAT', at)
+else
+  redis.call('SET', vkey, blob)
 end
 
 if not same then
@@ -83,25 +91,44 @@ if not same then
   end
   redis.call('SADD', skey, unpack(ARGV, 6, 5 + nnew))
 end
-if ttl > 0 then
-  redis.call('PEXPIRE', skey, ttl)
+if at then
+  redis.call('PEXPIREAT', skey, at)
 elseif same then
   redis.call('PERSIST', skey)
 end
 
+-- An index never expires before its members: its TTL is only ever
+-- lengthened, and it is persistent as soon as one member is.
+local function lengthen(idx, added)
+  -- GT (Redis 7.0) leaves a longer TTL alone and treats "no TTL" as
+  -- infinite, so one call covers an existing index.
+  local r = redis.pcall('PEXPIREAT', idx, at, 'GT')
+  if type(r) == 'table' then
+    -- Redis 6.2 has no GT: read the TTL and decide here.
+    local pttl = redis.call('PTTL', idx)
+    if pttl == -1 and not (added == 1 and redis.call('ZCARD', idx) == 1) then
+      return
+    end
+    if pttl < 0 or pttl < ttl then
+      redis.call('PEXPIREAT', idx, at)
+    end
+    return
+  end
+  -- GT did nothing: either the TTL is long enough, or the index has none.
+  -- No TTL is right (a member without expiry) unless ZADD just created the
+  -- index, which is when it holds only this new member.
+  if r == 0 and added == 1 and redis.call('ZCARD', idx) == 1 then
+    redis.call('PEXPIREAT', idx, at)
+  end
+end
+
 for i = 1, nnew do
   local idx = KEYS[2 + i]
-  local pttl = redis.call('PTTL', idx)
-  redis.call('ZADD', idx, score, member)
-  -- An index never expires before its members: only ever lengthen its TTL,
-  -- and make it persistent as soon as one member is. (-2: it did not exist,
-  -- -1: it is persistent already.)
-  if ttl == 0 then
-    if pttl >= 0 then
-      redis.call('PERSIST', idx)
-    end
-  elseif pttl == -2 or (pttl >= 0 and pttl < ttl) then
-    redis.call('PEXPIRE', idx, ttl)
+  local added = redis.call('ZADD', idx, score, member)
+  if at then
+    lengthen(idx, added)
+  else
+    redis.call('PERSIST', idx)
   end
   -- Bounded prune, on the writes C picks (cap > 0): members whose expiry
   -- has passed are gone from Redis already; drop their memberships.

@@ -210,6 +210,75 @@ static void populate(cachet *c, const char *stem, int from, int n,
 
 /* ---- evict -------------------------------------------------------------- */
 
+/* An index never expires before its members: every write may only lengthen
+ * its TTL, and one member without expiry makes it persistent. The entries
+ * are picked in one bucket so that they share each tag's index key. */
+static void test_index_ttl_is_only_lengthened(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "ittl:");
+  redisContext *r = test_redis(&srv);
+  char keys[5][16];
+  unsigned b0 = cachet_bucket("k0", 2);
+  int found = 0;
+  for (int i = 0; found < 5 && i < 100000; i++) {
+    int n = snprintf(keys[found], sizeof keys[found], "k%d", i);
+    if (cachet_bucket(keys[found], (size_t)n) == b0)
+      found++;
+  }
+  assert_int_equal(found, 5);
+  const char *x[] = {"x"}, *y[] = {"y"}, *z[] = {"z"};
+  char *ix = rkey(c, CACHET_KIND_INDEX, "x", keys[0]);
+  char *iy = rkey(c, CACHET_KIND_INDEX, "y", keys[0]);
+  char *iz = rkey(c, CACHET_KIND_INDEX, "z", keys[0]);
+  char *v0 = rkey(c, CACHET_KIND_VALUE, keys[0], keys[0]);
+  char *m0 = rkey(c, CACHET_KIND_TAGSET, keys[0], keys[0]);
+
+  /* The first member creates the index with its own TTL. */
+  set_tags(c, keys[0], "v", 100000, x, 1);
+  long long p = int_cmd(r, "PTTL %s", ix);
+  assert_true(p > 90000 && p <= 100000);
+  /* A shorter member does not shorten it. */
+  set_tags(c, keys[1], "v", 1000, x, 1);
+  assert_true(int_cmd(r, "PTTL %s", ix) > 90000);
+  /* Rewriting a member already in the index with a longer TTL lengthens
+   * it; the value and its tag set get the same expiry. */
+  set_tags(c, keys[0], "v", 300000, x, 1);
+  assert_true(int_cmd(r, "PTTL %s", ix) > 290000);
+  p = int_cmd(r, "PTTL %s", v0);
+  assert_true(p > 290000 && p <= 300000);
+  p = int_cmd(r, "PTTL %s", m0);
+  assert_true(p > 290000 && p <= 300000);
+  /* A member without expiry makes it persistent, and it stays so. */
+  set_tags(c, keys[2], "v", 0, x, 1);
+  assert_int_equal(int_cmd(r, "PTTL %s", ix), -1);
+  set_tags(c, keys[3], "v", 5000, x, 1);
+  assert_int_equal(int_cmd(r, "PTTL %s", ix), -1);
+  set_tags(c, keys[2], "v", 0, x, 1);
+  assert_int_equal(int_cmd(r, "PTTL %s", ix), -1);
+  /* An index created by a member without expiry is persistent from the
+   * start, and a later member with a TTL does not give it one. */
+  set_tags(c, keys[4], "v", 0, y, 1);
+  assert_int_equal(int_cmd(r, "PTTL %s", iy), -1);
+  set_tags(c, keys[1], "v", 2000, y, 1);
+  assert_int_equal(int_cmd(r, "PTTL %s", iy), -1);
+  /* One member rewritten in place: longer lengthens, shorter does not. */
+  set_tags(c, keys[3], "v", 2000, z, 1);
+  p = int_cmd(r, "PTTL %s", iz);
+  assert_true(p > 0 && p <= 2000);
+  set_tags(c, keys[3], "v", 50000, z, 1);
+  assert_true(int_cmd(r, "PTTL %s", iz) > 40000);
+  set_tags(c, keys[3], "v", 1000, z, 1);
+  assert_true(int_cmd(r, "PTTL %s", iz) > 40000);
+
+  free(ix);
+  free(iy);
+  free(iz);
+  free(v0);
+  free(m0);
+  redisFree(r);
+  cachet_close(c);
+}
+
 static void test_evict_tag_removes_only_entries_carrying_it(void **state) {
   (void)state;
   cachet *c = test_open(&srv, "ev1:");
@@ -820,6 +889,7 @@ test_script_flush_mid_eviction_and_prune_is_invisible(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_index_ttl_is_only_lengthened),
       cmocka_unit_test(test_evict_tag_removes_only_entries_carrying_it),
       cmocka_unit_test(test_evict_tags_after_overwrite_keeps_new_value),
       cmocka_unit_test(test_evict_of_several_tags_counts_each_entry_once),
