@@ -4,7 +4,11 @@
 -- KEYS[2]      tag-set key      <prefix>{bb}m:<key>  (SET of the entry's tags)
 -- KEYS[3..]    tag index keys   <prefix>{bb}t:<tag>  (ZSET member -> expiry ms)
 --              first the N new tags, then any old tags the caller learned of
--- ARGV[1]      the envelope bytes
+-- KEYS[last]   only when ARGV[1] is empty: the staging key
+--              <prefix>{bb}w:<random>:<key>, where C has SET the envelope
+-- ARGV[1]      the envelope bytes, or empty when the envelope is staged
+--              (a large value: RENAME moves it in at O(1), where passing it
+--              here would make Redis copy it, ~7.5 ms per MiB)
 -- ARGV[2]      ttl in ms, "0" = no expiry
 -- ARGV[3]      prune cap: expired members removed per index by this call
 --              (0 on most calls: C prunes on one write in 8, see entry.c)
@@ -12,7 +16,9 @@
 -- ARGV[5]      member: the user key
 -- ARGV[6..]    tag names, one per KEYS[3..], in the same order
 --
--- Returns 1 when written. Returns {"retag", tag...} and writes nothing when
+-- Returns 1 when written. An error "cachet: staged value is gone" when the
+-- staging key no longer exists (it expired, or a clear removed it), before
+-- any write. Returns {"retag", tag...} and writes nothing when
 -- the entry carries tags whose index keys were not passed: the caller adds
 -- them to KEYS and calls again, so that every key touched is declared.
 --
@@ -24,13 +30,19 @@
 
 local vkey, skey = KEYS[1], KEYS[2]
 local blob = ARGV[1]
+local nkeys = #KEYS
+local stage = nil
+if blob == '' then
+  stage = KEYS[nkeys]
+  nkeys = nkeys - 1
+end
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local nnew = tonumber(ARGV[4])
 local member = ARGV[5]
 
 local index_of = {}
-for i = 3, #KEYS do
+for i = 3, nkeys do
   index_of[ARGV[i + 3]] = KEYS[i]
 end
 
@@ -44,6 +56,30 @@ end
 if #unknown > 0 then
   table.insert(unknown, 1, 'retag')
   return unknown
+end
+if stage and redis.call('EXISTS', stage) == 0 then
+  return redis.error_reply('ERR cachet: staged value is gone (expired or '
+                           .. 'cleared before the write completed)')
+end
+
+-- Store the value with its expiry: at (a Unix ms string) or ttl, or none.
+local function put(at)
+  if stage then
+    redis.call('RENAME', stage, vkey)
+    if at then
+      redis.call('PEXPIREAT', vkey, at)
+    elseif ttl > 0 then
+      redis.call('PEXPIRE', vkey, ttl)
+    else
+      redis.call('PERSIST', vkey)
+    end
+  elseif at then
+    redis.call('SET', vkey, blob, 'PXAT', at)
+  elseif ttl > 0 then
+    redis.call('SET', vkey, blob, 'PX', ttl)
+  else
+    redis.call('SET', vkey, blob)
+  end
 end
 
 local keep = {}
@@ -61,11 +97,7 @@ end
 local same = dropped == 0 and #old == nnew
 
 if nnew == 0 then
-  if ttl > 0 then
-    redis.call('SET', vkey, blob, 'PX', ttl)
-  else
-    redis.call('SET', vkey, blob)
-  end
+  put(nil)
   if #old > 0 then
     redis.call('DEL', skey)
   end
@@ -80,10 +112,8 @@ local score = '+inf'
 if ttl > 0 then
   at = string.format('%.0f', now_ms + ttl)
   score = at
-  redis.call('SET', vkey, blob, 'PXAT', at)
-else
-  redis.call('SET', vkey, blob)
 end
+put(at)
 
 if not same then
   if #old > 0 then

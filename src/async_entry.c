@@ -130,6 +130,10 @@ typedef struct entry_op {
   size_t bloblen;
   char ttl[24];
   const char *prune_cap;
+  /* A large value is staged first (entry.h): sk is its staging key; the SET
+   * is in flight while stage_wait is set. */
+  cachet_key sk;
+  int staged, stage_wait;
 } entry_op;
 
 static int entry_has(const entry_op *e, const char *name, size_t len) {
@@ -188,11 +192,12 @@ static void entry_cleanup(aop *op) {
   free(e->key);
   cachet_key_free(&e->vk);
   cachet_key_free(&e->mk);
+  cachet_key_free(&e->sk);
 }
 
 static void entry_send(aop *op) {
   entry_op *e = (entry_op *)op;
-  size_t n = 7 + 2 * e->ntags;
+  size_t n = 8 + 2 * e->ntags;
   const char **args = malloc(n * sizeof *args);
   size_t *lens = malloc(n * sizeof *lens);
   if (args == NULL || lens == NULL) {
@@ -208,11 +213,16 @@ static void entry_send(aop *op) {
   PUSH(e->mk.buf, e->mk.len);
   for (size_t i = 0; i < e->ntags; i++)
     PUSH(e->ikeys[i]->buf, e->ikeys[i]->len);
+  if (e->staged)
+    PUSH(e->sk.buf, e->sk.len); /* set_tags: the staging key comes last */
   int nkeys = (int)k;
   char nn[24];
   if (!e->del) {
     int nnl = snprintf(nn, sizeof nn, "%zu", e->nnew);
-    PUSH(e->blob, e->bloblen);
+    if (e->staged)
+      PUSH("", 0); /* an empty blob: the value is staged */
+    else
+      PUSH(e->blob, e->bloblen);
     PUSH(e->ttl, strlen(e->ttl));
     PUSH(e->prune_cap, strlen(e->prune_cap));
     PUSH(nn, (size_t)nnl);
@@ -256,6 +266,16 @@ static void entry_reply(aop *op, redisReply *r) {
   const char *what = e->del ? "delete_entry" : "set_tags";
   if (r->type == REDIS_REPLY_ERROR) {
     cachet_aop_server_error(op, r);
+    return;
+  }
+  if (e->stage_wait) {
+    /* The staging SET answered: now the script that moves it in place. */
+    e->stage_wait = 0;
+    if (r->type != REDIS_REPLY_STATUS) {
+      cachet_aop_proto(op, "staging SET");
+      return;
+    }
+    entry_send(op);
     return;
   }
   if (r->type == REDIS_REPLY_INTEGER) {
@@ -341,6 +361,11 @@ aop *cachet_aop_entry_new(cachet_async *a, int del, const void *key,
       goto fail;
     snprintf(e->ttl, sizeof e->ttl, "%lld", (long long)ttl_ms);
     e->prune_cap = cachet_prune_cap(c);
+    if (e->bloblen >= CACHET_STAGE_MIN) {
+      if ((*rc = cachet_stage_key(c, e->bucket, key, keylen, &e->sk)))
+        goto fail;
+      e->staged = 1;
+    }
   }
   *rc = CACHET_OK;
   return &e->op;
@@ -350,7 +375,22 @@ fail:
   return NULL;
 }
 
-void cachet_aop_entry_step(aop *op) { entry_send(op); }
+/* The first step: stage a large value (one more round trip, only for those),
+ * else go straight to the script. */
+void cachet_aop_entry_step(aop *op) {
+  entry_op *e = (entry_op *)op;
+  if (!e->staged) {
+    entry_send(op);
+    return;
+  }
+  const char *argv[5];
+  size_t lens[5];
+  cachet_stage_command(&e->sk, e->blob, e->bloblen, argv, lens);
+  e->stage_wait = 1;
+  int rc = cachet_aop_send(op, 5, argv, lens);
+  if (rc != CACHET_OK)
+    cachet_aop_finish(op, rc);
+}
 
 static int start_entry(cachet_async *a, int del, const void *key, size_t keylen,
                        const void *val, size_t len, int64_t ttl_ms,

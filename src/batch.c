@@ -228,7 +228,7 @@ int cachet_mget(cachet *c, cachet_entry *entries, size_t n) {
  * entry_work(), and CALL_MAX_BYTES bytes of arguments (a script copies its
  * arguments more than once: about 6 ms per MiB on a small VM). An entry
  * larger than a bound goes alone in its call, where it costs what set_tags
- * would. */
+ * would; one of CACHET_STAGE_MIN or more goes through set_tags, staged. */
 #define CALL_MAX_KEYS 1000
 #define CALL_MAX_WORK 500
 #define CALL_MAX_BYTES ((size_t)128 << 10)
@@ -247,7 +247,7 @@ enum {
   ST_DONE,     /* has its status */
   ST_NOSCRIPT, /* its call met NOSCRIPT */
   ST_RETAG,    /* set_many skipped it: old tags it was not given */
-  ST_ALONE,    /* too many keys for a call */
+  ST_ALONE,    /* too many keys for a call, or a staged value */
   ST_DUP       /* a later entry of the window has the same key */
 };
 
@@ -427,7 +427,10 @@ static void plan_window(const cachet *c, mset_ws *w, const cachet_entry *e,
   for (size_t i = 0; i < m; i++) {
     if (w->st[i] != ST_CALL)
       continue;
-    if (2 + e[i].ntags > CALL_MAX_KEYS)
+    /* A value large enough to be staged goes through set_tags, which
+     * keeps it out of the script (entry.h, CACHET_STAGE_MIN). */
+    if (2 + e[i].ntags > CALL_MAX_KEYS ||
+        cachet_envelope_bound(e[i].len) >= CACHET_STAGE_MIN)
       w->st[i] = ST_ALONE;
     else
       w->order[norder++] = i;

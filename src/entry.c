@@ -8,6 +8,7 @@
  * when an entry's tags change. */
 #include "entry.h"
 
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,8 +211,9 @@ static void argv_free(argv_buf *b) {
 
 /*
  * Run a script that speaks the retag protocol (set_tags, delete_entry). KEYS
- * are the value key, the tag-set key and the index keys in `tl`; ARGV is
- * `head` followed by the tag names in `tl`. An integer reply is the result.
+ * are the value key, the tag-set key, the index keys in `tl` and, when not
+ * NULL, the staging key `stage` last; ARGV is `head` followed by the tag
+ * names in `tl`. An integer reply is the result.
  * A {"retag", tag...} reply adds those tags to `tl` and calls again, at most
  * RETAG_ATTEMPTS times: only writers changing the same entry's tags at the
  * same moment can keep it looping.
@@ -219,17 +221,20 @@ static void argv_free(argv_buf *b) {
 static int run_retag(cachet *c, cachet_conn *cn, cachet_script_id id,
                      const char *what, const cachet_key *vk,
                      const cachet_key *mk, unsigned bucket, taglist *tl,
-                     strpool *sp, const char *const *head,
-                     const size_t *headlen, size_t nhead, long long *result) {
+                     strpool *sp, const cachet_key *stage,
+                     const char *const *head, const size_t *headlen,
+                     size_t nhead, long long *result) {
   for (int attempt = 0; attempt < RETAG_ATTEMPTS; attempt++) {
     argv_buf b;
-    int rc = argv_alloc(&b, 2 + nhead + 2 * tl->n);
+    int rc = argv_alloc(&b, 3 + nhead + 2 * tl->n);
     if (rc != CACHET_OK)
       return rc;
     argv_push(&b, vk->buf, vk->len);
     argv_push(&b, mk->buf, mk->len);
     for (size_t i = 0; i < tl->n; i++)
       argv_push(&b, tl->keys[i]->buf, tl->keys[i]->len);
+    if (stage != NULL)
+      argv_push(&b, stage->buf, stage->len);
     int nkeys = b.n;
     for (size_t i = 0; i < nhead; i++)
       argv_push(&b, head[i], headlen[i]);
@@ -260,15 +265,73 @@ static int run_retag(cachet *c, cachet_conn *cn, cachet_script_id id,
                      what, RETAG_ATTEMPTS);
 }
 
+/* Staged values live this long if the write never completes. */
+#define STAGE_TTL_MS "60000"
+
+int cachet_stage_key(const cachet *c, unsigned bucket, const void *key,
+                     size_t keylen, cachet_key *sk) {
+  unsigned char rnd[8];
+  char *name = malloc(2 * sizeof rnd + 1 + keylen);
+  if (name == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  randombytes_buf(rnd, sizeof rnd);
+  sodium_bin2hex(name, 2 * sizeof rnd + 1, rnd, sizeof rnd);
+  name[2 * sizeof rnd] = ':';
+  memcpy(name + 2 * sizeof rnd + 1, key, keylen);
+  int rc = cachet_key_build(c, sk, CACHET_KIND_STAGED, bucket, name,
+                            2 * sizeof rnd + 1 + keylen);
+  free(name);
+  return rc;
+}
+
+void cachet_stage_command(const cachet_key *sk, const uint8_t *blob,
+                          size_t bloblen, const char *argv[5], size_t lens[5]) {
+  argv[0] = "SET", lens[0] = 3;
+  argv[1] = sk->buf, lens[1] = sk->len;
+  argv[2] = (const char *)blob, lens[2] = bloblen;
+  argv[3] = "PX", lens[3] = 2;
+  argv[4] = STAGE_TTL_MS, lens[4] = strlen(STAGE_TTL_MS);
+}
+
+static int stage_value(cachet *c, cachet_conn *cn, unsigned bucket,
+                       const void *key, size_t keylen, const uint8_t *blob,
+                       size_t bloblen, cachet_key *sk) {
+  int rc = cachet_stage_key(c, bucket, key, keylen, sk);
+  if (rc != CACHET_OK)
+    return rc;
+  const char *argv[5];
+  size_t lens[5];
+  cachet_stage_command(sk, blob, bloblen, argv, lens);
+  redisReply *r = NULL;
+  rc = cachet_conn_command(cn, 5, argv, lens, &r);
+  if (r != NULL)
+    freeReplyObject(r);
+  return rc;
+}
+
+/* Best effort after a failed staged write (the TTL removes it otherwise).
+ * Returns `rc` with the write's own detail, not the UNLINK's. */
+static int unstage(cachet_conn *cn, const cachet_key *sk, int rc) {
+  char detail[512];
+  snprintf(detail, sizeof detail, "%s", cachet_last_error());
+  const char *argv[2] = {"UNLINK", sk->buf};
+  size_t lens[2] = {6, sk->len};
+  redisReply *r = NULL;
+  if (cachet_conn_command(cn, 2, argv, lens, &r) == CACHET_OK)
+    freeReplyObject(r);
+  return cachet_fail(rc, "%s", detail);
+}
+
 int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
                        size_t keylen, const void *val, size_t len,
                        int64_t ttl_ms, const char *const *tags, size_t ntags) {
   unsigned bucket = cachet_bucket(key, keylen);
-  cachet_key vk = {0}, mk = {0};
+  cachet_key vk = {0}, mk = {0}, sk = {0};
   taglist tl = {0};
   strpool sp = {0};
   uint8_t *blob = NULL;
   size_t bloblen = 0;
+  int staged = 0;
   int rc;
 
   if ((rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, bucket, key, keylen)) ||
@@ -285,18 +348,26 @@ int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
                             &bloblen);
   if (rc != CACHET_OK)
     goto done;
+  if (bloblen >= CACHET_STAGE_MIN) {
+    rc = stage_value(c, cn, bucket, key, keylen, blob, bloblen, &sk);
+    if (rc != CACHET_OK)
+      goto done;
+    staged = 1;
+  }
 
   char ttl[24], nn[16];
   int ttll = snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
   const char *cap = cachet_prune_cap(c);
   int nnl = snprintf(nn, sizeof nn, "%zu", nnew);
 
-  const char *head[5] = {(const char *)blob, ttl, cap, nn, key};
-  size_t headlen[5] = {bloblen, (size_t)ttll, strlen(cap), (size_t)nnl,
-                       keylen};
+  /* A staged write passes an empty blob (an envelope never is one) and the
+   * staging key last in KEYS. */
+  const char *head[5] = {staged ? "" : (const char *)blob, ttl, cap, nn, key};
+  size_t headlen[5] = {staged ? 0 : bloblen, (size_t)ttll, strlen(cap),
+                       (size_t)nnl, keylen};
   long long result = 0;
   rc = run_retag(c, cn, CACHET_SCRIPT_SET_TAGS, "set", &vk, &mk, bucket, &tl,
-                 &sp, head, headlen, 5, &result);
+                 &sp, staged ? &sk : NULL, head, headlen, 5, &result);
   if (rc == CACHET_OK) {
     if (result == 1) {
       CACHET_COUNT(c, writes, 1);
@@ -305,12 +376,15 @@ int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
       rc = cachet_fail(CACHET_EPROTO, "set: unexpected reply %lld", result);
     }
   }
+  if (rc != CACHET_OK && staged)
+    rc = unstage(cn, &sk, rc);
 done:
   free(blob);
   taglist_free(&tl);
   strpool_free(&sp);
   cachet_key_free(&vk);
   cachet_key_free(&mk);
+  cachet_key_free(&sk);
   return rc;
 }
 
@@ -329,7 +403,7 @@ int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
   size_t headlen[1] = {keylen};
   long long existed = 0;
   rc = run_retag(c, cn, CACHET_SCRIPT_DELETE_ENTRY, "delete", &vk, &mk, bucket,
-                 &tl, &sp, head, headlen, 1, &existed);
+                 &tl, &sp, NULL, head, headlen, 1, &existed);
   if (rc == CACHET_OK) {
     rc = existed > 0 ? CACHET_OK : CACHET_MISS;
     if (rc == CACHET_OK)

@@ -25,6 +25,7 @@
 #define CACHET_KIND_FENCE 'f'    /* fencing counter of a lock */
 #define CACHET_KIND_STAMPEDE 's' /* get_or_set lock of an entry */
 #define CACHET_KIND_META 'x'     /* namespace metadata */
+#define CACHET_KIND_STAGED 'w'   /* a large value on its way to v */
 
 /* A key name with small-buffer storage; no allocation for short keys. */
 typedef struct cachet_key {

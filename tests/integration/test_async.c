@@ -201,6 +201,55 @@ static void test_async_set_get_delete_round_trip(void **state) {
   cachet_async_close(a);
 }
 
+/* A large value is staged (SET to a w key, then set_tags renames it into
+ * place) as in the sync API: it reads back whole through both APIs, keeps
+ * its tags, and leaves no staging key. */
+static void test_async_large_value_is_staged(void **state) {
+  (void)state;
+  cachet_async *a = open_async("astage:");
+  cachet *c = cachet_async_cachet(a);
+  size_t n = (size_t)1 << 20;
+  char *big = malloc(n);
+  assert_non_null(big);
+  for (size_t i = 0; i < n; i++)
+    big[i] = (char)('A' + i % 23);
+  redisContext *r = test_redis(&srv);
+  freeReplyObject(redisCommand(r, "CONFIG RESETSTAT"));
+  const char *tg[] = {"bigtag"};
+  res s = {0}, s2 = {0};
+  assert_int_equal(cachet_async_set_tags(a, "big", 3, big, n, 60000, tg, 1,
+                                         status_cb, &s),
+                   CACHET_OK);
+  AWAIT(s);
+  assert_int_equal(s.status, CACHET_OK);
+  void *out = NULL;
+  size_t outlen = 0;
+  assert_int_equal(cachet_get(c, "big", 3, &out, &outlen), CACHET_OK);
+  assert_int_equal(outlen, n);
+  assert_memory_equal(out, big, n);
+  cachet_free(out);
+  /* Overwritten persistent: the staging key's TTL must not stick. */
+  assert_int_equal(cachet_async_set(a, "big", 3, big, n, 0, status_cb, &s2),
+                   CACHET_OK);
+  AWAIT(s2);
+  assert_int_equal(s2.status, CACHET_OK);
+  redisReply *rep = redisCommand(r, "INFO commandstats");
+  assert_non_null(strstr(rep->str, "cmdstat_rename:calls=2,"));
+  freeReplyObject(rep);
+  rep = redisCommand(r, "KEYS astage:*w:*");
+  assert_int_equal(rep->elements, 0);
+  freeReplyObject(rep);
+  rep = redisCommand(r, "KEYS astage:*v:big");
+  assert_int_equal(rep->elements, 1);
+  redisReply *p = redisCommand(r, "PTTL %s", rep->element[0]->str);
+  assert_int_equal(p->integer, -1);
+  freeReplyObject(p);
+  freeReplyObject(rep);
+  redisFree(r);
+  free(big);
+  cachet_async_close(a);
+}
+
 static void test_async_invalid_arguments_fail_in_the_call(void **state) {
   (void)state;
   cachet_async *a = open_async("async2:");
@@ -1123,6 +1172,7 @@ static void test_async_timeout_drops_the_connection(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_async_set_get_delete_round_trip),
+      cmocka_unit_test(test_async_large_value_is_staged),
       cmocka_unit_test(test_async_invalid_arguments_fail_in_the_call),
       cmocka_unit_test(test_async_tags_evict_and_retag),
       cmocka_unit_test(test_async_evict_many_members_in_chunks),

@@ -394,6 +394,122 @@ static void test_set_without_tags_drops_memberships(void **state) {
   cachet_close(c);
 }
 
+static long long rename_calls(redisContext *r) {
+  redisReply *rep = redisCommand(r, "INFO commandstats");
+  assert_non_null(rep);
+  const char *p = strstr(rep->str, "cmdstat_rename:calls=");
+  long long n = p == NULL ? 0 : atoll(p + strlen("cmdstat_rename:calls="));
+  freeReplyObject(rep);
+  return n;
+}
+
+static void count_key(void *ud, const char *key, size_t len) {
+  (void)key;
+  (void)len;
+  (*(long long *)ud)++;
+}
+
+/* A value of CACHET_STAGE_MIN or more never passes through a script: it is
+ * SET to a staging key and renamed into place by set_tags, with the same
+ * tags, expiry and atomic bookkeeping as an inline write. */
+static void test_large_value_is_staged_outside_the_script(void **state) {
+  (void)state;
+  cachet *c = test_open(&srv, "stage:");
+  redisContext *r = test_redis(&srv);
+  size_t big_len = (size_t)1 << 20;
+  char *big = malloc(big_len);
+  assert_non_null(big);
+  for (size_t i = 0; i < big_len; i++)
+    big[i] = (char)('a' + i % 26);
+  const char *g[] = {"g"}, *h[] = {"h"};
+  long long renames = rename_calls(r);
+
+  /* Tagged, with a TTL: stored, readable, expiring with the entry. */
+  assert_int_equal(cachet_set_tags(c, "big", 3, big, big_len, 60000, g, 1),
+                   CACHET_OK);
+  assert_int_equal(rename_calls(r), renames + 1);
+  void *v = NULL;
+  size_t n = 0;
+  assert_int_equal(cachet_get(c, "big", 3, &v, &n), CACHET_OK);
+  assert_int_equal(n, big_len);
+  assert_memory_equal(v, big, big_len);
+  cachet_free(v);
+  char *vk = rkey(c, CACHET_KIND_VALUE, "big", "big");
+  long long p = int_cmd(r, "PTTL %s", vk);
+  assert_true(p > 50000 && p <= 60000);
+  assert_true(in_index(r, c, "g", "big"));
+
+  /* Retagged and persistent: the staging key's own TTL must not stick. */
+  assert_int_equal(cachet_set_tags(c, "big", 3, big, big_len, 0, h, 1),
+                   CACHET_OK);
+  assert_int_equal(int_cmd(r, "PTTL %s", vk), -1);
+  assert_false(in_index(r, c, "g", "big"));
+  assert_true(in_index(r, c, "h", "big"));
+  /* Untagged with a TTL, then small again (inline). */
+  assert_int_equal(cachet_set(c, "big", 3, big, big_len, 30000), CACHET_OK);
+  p = int_cmd(r, "PTTL %s", vk);
+  assert_true(p > 20000 && p <= 30000);
+  assert_false(in_index(r, c, "h", "big"));
+  assert_int_equal(cachet_set_tags(c, "big", 3, "small", 5, 0, g, 1),
+                   CACHET_OK);
+  assert_true(hit(c, "big", "small"));
+  assert_int_equal(rename_calls(r), renames + 3);
+
+  /* mset: the large entry goes staged, the small ones in set_many. */
+  cachet_entry e[3] = {{0}};
+  e[0].key = "m1", e[0].keylen = 2, e[0].val = "one", e[0].len = 3;
+  e[1].key = "m2", e[1].keylen = 2, e[1].val = big, e[1].len = big_len;
+  e[1].tags = g, e[1].ntags = 1;
+  e[2].key = "m3", e[2].keylen = 2, e[2].val = "three", e[2].len = 5;
+  assert_int_equal(cachet_mset(c, e, 3), CACHET_OK);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(e[i].status, CACHET_OK);
+  assert_int_equal(rename_calls(r), renames + 4);
+  assert_true(hit(c, "m1", "one"));
+  assert_true(hit(c, "m3", "three"));
+  assert_int_equal(cachet_get(c, "m2", 2, &v, &n), CACHET_OK);
+  assert_int_equal(n, big_len);
+  cachet_free(v);
+
+  /* Eviction reaches staged entries like any other; nothing is left in
+   * staging. */
+  uint64_t evicted = 0;
+  assert_int_equal(cachet_evict_tags(c, g, 1, &evicted), CACHET_OK);
+  assert_int_equal(evicted, 2);
+  assert_false(hit(c, "m2", NULL));
+  assert_false(hit(c, "big", NULL));
+  long long staged = 0;
+  scan_keys(r, "stage:{*}w:*", count_key, &staged);
+  assert_int_equal(staged, 0);
+
+  /* A staging key that is gone (expired, cleared) fails the write before
+   * it changes anything, with the script's own words. */
+  cachet_conn *cn;
+  assert_int_equal(cachet_conn_acquire(c, &cn), CACHET_OK);
+  char *mk = rkey(c, CACHET_KIND_TAGSET, "m1", "m1");
+  char *v1 = rkey(c, CACHET_KIND_VALUE, "m1", "m1");
+  char *gone = rkey(c, CACHET_KIND_STAGED, "0000000000000000:m1", "m1");
+  const char *args[8] = {v1, mk, gone, "", "0", "0", "0", "m1"};
+  size_t lens[8];
+  for (int i = 0; i < 8; i++)
+    lens[i] = strlen(args[i]);
+  redisReply *rep = NULL;
+  assert_int_equal(cachet_script_run(c, cn, CACHET_SCRIPT_SET_TAGS, 3, 8, args,
+                                     lens, &rep),
+                   CACHET_ESERVER);
+  assert_non_null(strstr(cachet_last_error(), "staged value is gone"));
+  cachet_conn_release(c, cn);
+  assert_true(hit(c, "m1", "one"));
+
+  free(mk);
+  free(v1);
+  free(gone);
+  free(vk);
+  free(big);
+  redisFree(r);
+  cachet_close(c);
+}
+
 static void test_evict_finishes_an_abandoned_eviction(void **state) {
   (void)state;
   cachet *c = test_open(&srv, "ev5:");
@@ -890,6 +1006,7 @@ test_script_flush_mid_eviction_and_prune_is_invisible(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_index_ttl_is_only_lengthened),
+      cmocka_unit_test(test_large_value_is_staged_outside_the_script),
       cmocka_unit_test(test_evict_tag_removes_only_entries_carrying_it),
       cmocka_unit_test(test_evict_tags_after_overwrite_keeps_new_value),
       cmocka_unit_test(test_evict_of_several_tags_counts_each_entry_once),
