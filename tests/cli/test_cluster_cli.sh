@@ -94,4 +94,26 @@ redis-cli -p "${CL_PORTS[1]}" CONFIG SET maxmemory-policy allkeys-lru >/dev/null
 expect_exit 3 C health
 redis-cli -p "${CL_PORTS[1]}" CONFIG SET maxmemory-policy noeviction >/dev/null
 expect_exit 0 C health
+
+# ---- stats summed over every master -----------------------------------------
+# Each master holds a share of the keys: the server figures must cover all
+# three (one master alone would be about a third of the memory and clients).
+C stats --json >"$WORK/s.json" || fail "stats exited $?: $(cat "$WORK/s.json")"
+python3 - "$WORK/s.json" "${CL_PORTS[@]}" <<'PY' || fail "stats: $(cat "$WORK/s.json")"
+import json, subprocess, sys
+d = json.load(open(sys.argv[1]))["server"]
+assert d["masters"] == 3, d
+mem = 0
+for port in sys.argv[2:]:
+    info = subprocess.run(["redis-cli", "-p", port, "INFO", "replication"],
+                          capture_output=True, text=True).stdout
+    if "role:master" in info:
+        m = subprocess.run(["redis-cli", "-p", port, "INFO", "memory"],
+                           capture_output=True, text=True).stdout
+        mem += int(m.split("used_memory:")[1].split()[0])
+# Memory moves a little between the two reads; a single master is ~1/3.
+assert 0.8 * mem <= d["used_memory"] <= 1.2 * mem, (d["used_memory"], mem)
+assert d["connected_clients"] >= 3, d
+PY
+C stats | grep -q "^masters  *3$" || fail "stats text: $(C stats)"
 echo "ok"

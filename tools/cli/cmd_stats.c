@@ -16,8 +16,8 @@ static void help_stats(FILE *o) {
           "  lived, so they only count what this run did (the PING it sends\n"
           "  first). For a service's counters, use cachet_metrics_snapshot()\n"
           "  in the service. The server figures come from INFO and cover the\n"
-          "  whole server: keyspace_hits, keyspace_misses, used_memory,\n"
-          "  connected_clients.\n"
+          "  whole server, summed over every master in a cluster: masters,\n"
+          "  keyspace_hits, keyspace_misses, used_memory, connected_clients.\n"
           "  --json        one JSON object: {\"process\":{...},"
           "\"server\":{...}}\n"
           "  --prometheus  the process counters in the Prometheus text format\n"
@@ -51,26 +51,49 @@ static void info_value(const char *info, size_t len, const char *name,
   }
 }
 
-/* INFO stats memory clients over one pooled connection. */
-static int server_info(cachet *c, char vals[][32]) {
+/* INFO stats memory clients from every master (one in standalone mode),
+ * summed: in a cluster each master holds a share of the keys, hits and
+ * memory, so the first master alone would understate them. *nodes gets
+ * how many answered. */
+static int server_info(cachet *c, char vals[][32], int *nodes) {
   cachet_conn *cn;
   int rc = cachet_conn_acquire(c, &cn);
   if (rc != CACHET_OK)
     return rc;
+  int n = cachet_conn_nodes(cn);
+  if (n < 0) {
+    cachet_conn_release(c, cn);
+    return n;
+  }
+  unsigned long long sum[NFIELDS] = {0};
+  int seen[NFIELDS] = {0};
   const char *argv[4] = {"INFO", "stats", "memory", "clients"};
   size_t lens[4] = {4, 5, 6, 7};
-  redisReply *r = NULL;
-  rc = cachet_conn_command(cn, 4, argv, lens, &r);
+  for (int node = 0; node < n; node++) {
+    redisReply *r = NULL;
+    rc = cachet_conn_command_node(cn, node, 4, argv, lens, &r);
+    if (rc != CACHET_OK)
+      break;
+    for (size_t i = 0; i < NFIELDS && r->type == REDIS_REPLY_STRING; i++) {
+      char v[32];
+      info_value(r->str, r->len, server_fields[i], v, sizeof v);
+      if (v[0] != '\0') {
+        sum[i] += strtoull(v, NULL, 10);
+        seen[i] = 1;
+      }
+    }
+    freeReplyObject(r);
+  }
   cachet_conn_release(c, cn);
   if (rc != CACHET_OK)
     return rc;
   for (size_t i = 0; i < NFIELDS; i++) {
-    if (r->type == REDIS_REPLY_STRING)
-      info_value(r->str, r->len, server_fields[i], vals[i], 32);
+    if (seen[i])
+      snprintf(vals[i], 32, "%llu", sum[i]);
     else
       vals[i][0] = '\0';
   }
-  freeReplyObject(r);
+  *nodes = n;
   return CACHET_OK;
 }
 
@@ -80,7 +103,7 @@ static int server_info(cachet *c, char vals[][32]) {
       XX(tag_evictions) XX(stampede_waits) XX(lock_acquisitions)               \
           XX(lock_contentions) XX(script_reloads)
 
-static void print_text(const cachet_metrics *m, char vals[][32]) {
+static void print_text(const cachet_metrics *m, char vals[][32], int nodes) {
   printf("# counters of this cachet process only\n");
 #define XX(f) printf("%-20s %llu\n", #f, (unsigned long long)m->f);
   COUNTERS(XX)
@@ -89,12 +112,14 @@ static void print_text(const cachet_metrics *m, char vals[][32]) {
     if (m->errors[i] != 0)
       printf("errors.%-13s %llu\n", cachet_status_name(-i) + 7,
              (unsigned long long)m->errors[i]);
-  printf("# server (INFO)\n");
+  printf("# server (INFO, summed over %d master%s)\n", nodes,
+         nodes == 1 ? "" : "s");
+  printf("%-20s %d\n", "masters", nodes);
   for (size_t i = 0; i < NFIELDS; i++)
     printf("%-20s %s\n", server_fields[i], vals[i][0] ? vals[i] : "?");
 }
 
-static void print_json(const cachet_metrics *m, char vals[][32]) {
+static void print_json(const cachet_metrics *m, char vals[][32], int nodes) {
   printf("{\"process\":{");
 #define XX(f) printf("\"%s\":%llu,", #f, (unsigned long long)m->f);
   COUNTERS(XX)
@@ -103,10 +128,9 @@ static void print_json(const cachet_metrics *m, char vals[][32]) {
   for (int i = 1; i <= CACHET_ERROR_COUNT; i++)
     printf("%s\"%s\":%llu", i > 1 ? "," : "", cachet_status_name(-i) + 7,
            (unsigned long long)m->errors[i]);
-  printf("}},\"server\":{");
+  printf("}},\"server\":{\"masters\":%d", nodes);
   for (size_t i = 0; i < NFIELDS; i++)
-    printf("%s\"%s\":%s", i > 0 ? "," : "", server_fields[i],
-           vals[i][0] ? vals[i] : "null");
+    printf(",\"%s\":%s", server_fields[i], vals[i][0] ? vals[i] : "null");
   printf("}}\n");
 }
 
@@ -131,7 +155,8 @@ static int run_stats(cli *cl, int argc, char **argv) {
   if (rc != CACHET_OK)
     return cli_status(rc, "stats");
   char vals[NFIELDS][32];
-  if (!prom && (rc = server_info(c, vals)) != CACHET_OK)
+  int nodes = 0;
+  if (!prom && (rc = server_info(c, vals, &nodes)) != CACHET_OK)
     return cli_status(rc, "stats");
   cachet_metrics m;
   cachet_metrics_snapshot(c, &m);
@@ -144,9 +169,9 @@ static int run_stats(cli *cl, int argc, char **argv) {
     fwrite(text, 1, len, stdout);
     cachet_free(text);
   } else if (json) {
-    print_json(&m, vals);
+    print_json(&m, vals, nodes);
   } else {
-    print_text(&m, vals);
+    print_text(&m, vals, nodes);
   }
   return EXIT_HIT;
 }
