@@ -146,7 +146,9 @@ typedef void (*cachet_progress_fn)(void *ud, const char *op, uint64_t done);
  * Strings are only read during cachet_open(), which copies them.
  */
 typedef struct cachet_options {
-  /* redis://[user[:password]@]host[:port][/db] or unix:///path[?db=N].
+  /* redis://[user[:password]@]host[:port][/db] or
+   * unix://[user[:password]@]/path[?db=N] (the credentials, percent-encoded
+   * as in redis://, come before the path's leading '/').
    * rediss:// is refused (CACHET_ENOTSUP): TLS is not supported yet.
    * Env: CACHET_URL. */
   const char *url;

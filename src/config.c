@@ -273,10 +273,63 @@ static int parse_query(const char *q, size_t n, const char *what, int *db,
   return CACHET_OK;
 }
 
-/* unix:///abs/path[?db=N]. The path is taken as written (no escapes): socket
- * paths may legitimately hold '@' or '%'. */
+/* The user information rest[0 .. at): "user", "user:password" or
+ * ":password", percent-decoded. The password runs from the first ':', so
+ * it may hold anything; the user name may not hold '/', '?', '#', '[' or
+ * ']': with them, the '@' most likely belongs to something else. */
+static int parse_userinfo(const char *rest, const char *at, const char *what,
+                          char **user, char **pass) {
+  const char *colon = memchr(rest, ':', (size_t)(at - rest));
+  size_t ulen = (size_t)((colon != NULL ? colon : at) - rest);
+  int rc;
+  for (size_t i = 0; i < ulen; i++) {
+    if (strchr("/?#[]", rest[i]) != NULL)
+      return cachet_fail(CACHET_ECONFIG,
+                         "%s: invalid character in the user name "
+                         "(percent-encode it)",
+                         what);
+  }
+  if (ulen > 0) {
+    rc = pct_decode(rest, ulen, user);
+    if (rc == 1)
+      return cachet_fail(CACHET_ECONFIG,
+                         "%s: malformed percent-escape in the user name", what);
+    if (rc != CACHET_OK)
+      return rc;
+  }
+  if (colon != NULL && colon + 1 < at) {
+    rc = pct_decode(colon + 1, (size_t)(at - colon - 1), pass);
+    if (rc == 1)
+      return cachet_fail(CACHET_ECONFIG,
+                         "%s: malformed percent-escape in the password", what);
+    if (rc != CACHET_OK)
+      return rc;
+  }
+  return CACHET_OK;
+}
+
+/* unix://[user[:password]@]/abs/path[?db=N]. The path is taken as written
+ * (no escapes): socket paths may legitimately hold '@' or '%'. Credentials
+ * come before the path's leading '/': the user information runs to the last
+ * '@' before the first '/' (a password holding '/' must be escaped). */
 static int parse_unix(const char *rest, const char *what, char **path,
-                      int *db) {
+                      int *db, char **user, char **pass) {
+  if (rest[0] != '/') {
+    const char *slash = strchr(rest, '/');
+    const char *at = NULL;
+    for (const char *p = rest; slash != NULL && p < slash; p++)
+      if (*p == '@')
+        at = p;
+    if (at == NULL || at + 1 != slash)
+      return cachet_fail(CACHET_ECONFIG,
+                         "%s: the unix socket path must be absolute "
+                         "(unix:///path/to/socket)",
+                         what);
+    int rc = parse_userinfo(rest, at, what, user, pass);
+    if (rc != CACHET_OK)
+      return rc;
+    rest = slash;
+  }
   size_t n = strcspn(rest, "?#");
   int have_db = 0;
   if (rest[n] == '#')
@@ -316,33 +369,8 @@ static int parse_tcp(const char *rest, const char *what, char **host, int *port,
   const char *hp = rest;
   int rc;
   if (at != NULL) {
-    const char *colon = memchr(rest, ':', (size_t)(at - rest));
-    size_t ulen = (size_t)((colon != NULL ? colon : at) - rest);
-    for (size_t i = 0; i < ulen; i++) {
-      if (strchr("/?#[]", rest[i]) != NULL)
-        return cachet_fail(CACHET_ECONFIG,
-                           "%s: invalid character in the user name "
-                           "(percent-encode it)",
-                           what);
-    }
-    if (ulen > 0) {
-      rc = pct_decode(rest, ulen, user);
-      if (rc == 1)
-        return cachet_fail(CACHET_ECONFIG,
-                           "%s: malformed percent-escape in the user name",
-                           what);
-      if (rc != CACHET_OK)
-        return rc;
-    }
-    if (colon != NULL && colon + 1 < at) {
-      rc = pct_decode(colon + 1, (size_t)(at - colon - 1), pass);
-      if (rc == 1)
-        return cachet_fail(CACHET_ECONFIG,
-                           "%s: malformed percent-escape in the password",
-                           what);
-      if (rc != CACHET_OK)
-        return rc;
-    }
+    if ((rc = parse_userinfo(rest, at, what, user, pass)) != CACHET_OK)
+      return rc;
     hp = at + 1;
   }
 
@@ -525,7 +553,7 @@ int cachet_config_parse_url(cachet_config *cfg, const char *url,
   } else if (starts_nocase(url, "redis+cluster://")) {
     rc = parse_cluster(url + 16, what, &host, &port, &db, &user, &pass, &seeds);
   } else if (starts_nocase(url, "unix://")) {
-    rc = parse_unix(url + 7, what, &path, &db);
+    rc = parse_unix(url + 7, what, &path, &db, &user, &pass);
     if (rc == CACHET_OK && (host = dup_n(DEFAULT_HOST, 9)) == NULL)
       rc = oom();
   } else {

@@ -69,4 +69,12 @@ CACHET_URL="redis://:wrong@127.0.0.1:$PORT" "$CACHET" get k 2>"$WORK/err" || cod
 grep -q "WRONGPASS" "$WORK/err" || fail "WRONGPASS message: $(cat "$WORK/err")"
 grep -q "wrong" <(sed 's/WRONGPASS//' "$WORK/err") && fail "the password was echoed"
 expect_exit 1 env CACHET_URL="redis://:s3cret@127.0.0.1:$PORT" "$CACHET" get k
+# The same server over its password-protected unix socket: the credentials
+# ride in the unix:// URL, before the path.
+code=0
+CACHET_URL="unix://:wrong@$SOCK" "$CACHET" get k 2>"$WORK/err" || code=$?
+[ "$code" -eq 3 ] || fail "unix, wrong password: exit $code, expected 3"
+grep -q "WRONGPASS" "$WORK/err" || fail "unix WRONGPASS: $(cat "$WORK/err")"
+CACHET_URL="unix://:s3cret@$SOCK" "$CACHET" set k v || fail "unix set with password"
+[ "$(CACHET_URL="unix://:s3cret@$SOCK" "$CACHET" get k)" = v ] || fail "unix get with password"
 echo ok

@@ -633,6 +633,27 @@ static void test_url_unix_socket_with_and_without_db(void **state) {
   cachet_config_free(&c);
 }
 
+/* A password-protected unix socket: the credentials go before the path, as
+ * in redis://. The path itself may still hold '@'. */
+static void test_url_unix_socket_with_credentials(void **state) {
+  (void)state;
+  cachet_config c = url_ok("unix://:s3cret@/run/redis.sock");
+  assert_string_equal(c.unix_path, "/run/redis.sock");
+  assert_null(c.username);
+  assert_string_equal(c.password, "s3cret");
+  cachet_config_free(&c);
+  c = url_ok("unix://app:p%2Fa@ss@/run/r@1.sock?db=4");
+  assert_string_equal(c.username, "app");
+  assert_string_equal(c.password, "p/a@ss");
+  assert_string_equal(c.unix_path, "/run/r@1.sock");
+  assert_int_equal(c.db, 4);
+  cachet_config_free(&c);
+  expect_url_fail("unix://u:p@run/redis.sock", CACHET_ECONFIG,
+                  "must be absolute");
+  expect_url_fail("unix://u:p/x@/s", CACHET_ECONFIG, "must be absolute");
+  expect_url_fail("unix://u:p%zz@/s", CACHET_ECONFIG, "percent-escape");
+}
+
 static void test_url_percent_escapes_in_user_and_password(void **state) {
   (void)state;
   cachet_config c = url_ok("redis://us%65r%3a1:p%40ss%2Fw%3Ard%25@h");
@@ -1141,6 +1162,7 @@ int main(void) {
       cmocka_unit_test(test_url_ipv6_literal_with_and_without_port),
       cmocka_unit_test(test_url_trailing_slash_and_query_db),
       cmocka_unit_test(test_url_unix_socket_with_and_without_db),
+      cmocka_unit_test(test_url_unix_socket_with_credentials),
       cmocka_unit_test(test_url_percent_escapes_in_user_and_password),
       cmocka_unit_test(test_url_unescaped_specials_stay_in_password),
       cmocka_unit_test(test_url_parse_replaces_previous_fields),

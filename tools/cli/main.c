@@ -36,7 +36,8 @@ static void usage(FILE *out) {
   fprintf(out,
           "\nGlobal options:\n"
           "  --url URL        redis://[user[:password]@]host[:port][/db] or\n"
-          "                   unix:///path[?db=N] (overrides CACHET_URL)\n"
+          "                   unix://[user[:password]@]/path[?db=N]\n"
+          "                   (overrides CACHET_URL)\n"
           "  --prefix PREFIX  key prefix (overrides CACHET_KEY_PREFIX)\n"
           "  --version        print the version\n"
           "  -h, --help       this help\n\n"
