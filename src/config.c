@@ -312,8 +312,8 @@ static int parse_userinfo(const char *rest, const char *at, const char *what,
  * (no escapes): socket paths may legitimately hold '@' or '%'. Credentials
  * come before the path's leading '/': the user information runs to the last
  * '@' before the first '/' (a password holding '/' must be escaped). */
-static int parse_unix(const char *rest, const char *what, char **path,
-                      int *db, char **user, char **pass) {
+static int parse_unix(const char *rest, const char *what, char **path, int *db,
+                      char **user, char **pass) {
   if (rest[0] != '/') {
     const char *slash = strchr(rest, '/');
     const char *at = NULL;
