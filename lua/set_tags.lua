@@ -17,7 +17,7 @@
 -- ARGV[6..]    tag names, one per KEYS[3..], in the same order
 --
 -- Returns 1 when written. An error "cachet: staged value is gone" when the
--- staging key no longer exists (it expired, or a clear removed it), before
+-- staging key no longer exists (it expired, or someone deleted it), before
 -- any write. Returns {"retag", tag...} and writes nothing when
 -- the entry carries tags whose index keys were not passed: the caller adds
 -- them to KEYS and calls again, so that every key touched is declared.
@@ -58,8 +58,8 @@ if #unknown > 0 then
   return unknown
 end
 if stage and redis.call('EXISTS', stage) == 0 then
-  return redis.error_reply('ERR cachet: staged value is gone (expired or '
-                           .. 'cleared before the write completed)')
+  return redis.error_reply('ERR cachet: staged value is gone (it expired '
+                           .. 'or was deleted before the write completed)')
 end
 
 -- Store the value with its expiry: at (a Unix ms string) or ttl, or none.

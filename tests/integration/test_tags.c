@@ -482,7 +482,7 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   scan_keys(r, "stage:{*}w:*", count_key, &staged);
   assert_int_equal(staged, 0);
 
-  /* A staging key that is gone (expired, cleared) fails the write before
+  /* A staging key that is gone (expired, deleted) fails the write before
    * it changes anything, with the script's own words. */
   cachet_conn *cn;
   assert_int_equal(cachet_conn_acquire(c, &cn), CACHET_OK);
