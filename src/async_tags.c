@@ -695,20 +695,10 @@ int cachet_async_clear(cachet_async *a, int dry_run, cachet_async_count_cb cb,
   cachet *c = a->c;
   if (a->closing)
     return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
-  char *esc = NULL;
-  size_t esclen = 0;
-  int rc = cachet_glob_escape(c->cfg.prefix, c->cfg.prefixlen, &esc, &esclen);
+  char *pat = NULL;
+  int rc = cachet_scan_pattern(c, CACHET_CLEAR_TAIL, &pat);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
-  static const char tail[] = "{??}[vmte]:*";
-  char *pat = malloc(esclen + sizeof tail);
-  if (pat == NULL) {
-    free(esc);
-    return cachet_result(c, cachet_fail(CACHET_ENOMEM, "out of memory"));
-  }
-  memcpy(pat, esc, esclen);
-  memcpy(pat + esclen, tail, sizeof tail);
-  free(esc);
   clear_op *x = (clear_op *)cachet_aop_new(a, &clear_kind, sizeof *x, 1, NULL,
                                            (aop_cb)cb, ud);
   if (x == NULL) {

@@ -168,22 +168,17 @@ int cachet_clear(cachet *c, int dry_run, uint64_t *removed) {
   cachet_error_clear();
   if (removed != NULL)
     *removed = 0;
-  char *esc = NULL;
-  size_t esclen = 0;
-  int rc = cachet_glob_escape(c->cfg.prefix, c->cfg.prefixlen, &esc, &esclen);
+  char *pat = NULL;
+  int rc = cachet_scan_pattern(c, CACHET_CLEAR_TAIL, &pat);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
-  static const char tail[] = "{??}[vmte]:*";
-  char *pat = malloc(esclen + sizeof tail);
   const char **keys = malloc((CLEAR_KEYS + 1) * sizeof *keys);
   size_t *lens = malloc((CLEAR_KEYS + 1) * sizeof *lens);
   cachet_conn *cn = NULL;
-  if (pat == NULL || keys == NULL || lens == NULL) {
+  if (keys == NULL || lens == NULL) {
     rc = cachet_fail(CACHET_ENOMEM, "out of memory");
     goto done;
   }
-  memcpy(pat, esc, esclen);
-  memcpy(pat + esclen, tail, sizeof tail);
   if ((rc = cachet_conn_acquire(c, &cn)) != CACHET_OK)
     goto done;
   int nodes = cachet_conn_nodes(cn);
@@ -208,6 +203,5 @@ done:
   free(lens);
   free(keys);
   free(pat);
-  free(esc);
   return cachet_result(c, rc);
 }

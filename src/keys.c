@@ -51,20 +51,19 @@ void cachet_key_free(cachet_key *k) {
   k->len = 0;
 }
 
-int cachet_glob_escape(const char *s, size_t len, char **out,
-                       size_t *outlen) {
-  char *buf = malloc(len * 2 + 1);
+int cachet_scan_pattern(const cachet *c, const char *tail, char **out) {
+  size_t tlen = strlen(tail);
+  char *buf = malloc(c->cfg.prefixlen * 2 + tlen + 1);
   if (buf == NULL)
-    return cachet_fail(CACHET_ENOMEM, "out of memory escaping a pattern");
+    return cachet_fail(CACHET_ENOMEM, "out of memory building a pattern");
   size_t o = 0;
-  for (size_t i = 0; i < len; i++) {
-    char ch = s[i];
+  for (size_t i = 0; i < c->cfg.prefixlen; i++) {
+    char ch = c->cfg.prefix[i];
     if (ch == '*' || ch == '?' || ch == '[' || ch == ']' || ch == '\\')
       buf[o++] = '\\';
     buf[o++] = ch;
   }
-  buf[o] = '\0';
+  memcpy(buf + o, tail, tlen + 1);
   *out = buf;
-  *outlen = o;
   return CACHET_OK;
 }

@@ -44,8 +44,13 @@ int cachet_key_build(const cachet *c, cachet_key *k, char kind,
                      unsigned bucket, const void *name, size_t len);
 void cachet_key_free(cachet_key *k);
 
-/* Escape glob metacharacters (* ? [ ] \) in `s` for SCAN MATCH. *out is
- * malloc'd and NUL-terminated. */
-int cachet_glob_escape(const char *s, size_t len, char **out, size_t *outlen);
+/* The SCAN MATCH pattern of the handle's namespace: the prefix with its glob
+ * metacharacters (* ? [ ] \) escaped, so that it matches only itself,
+ * followed by `tail` (e.g. "{??}t:*"). *out is malloc'd, NUL-terminated. */
+int cachet_scan_pattern(const cachet *c, const char *tail, char **out);
+
+/* What clear removes after the prefix: entries (values, tag sets), tag
+ * indexes and evictions in progress. Locks and staged values stay. */
+#define CACHET_CLEAR_TAIL "{??}[vmte]:*"
 
 #endif

@@ -648,20 +648,10 @@ int cachet_prune(cachet *c, uint64_t *pruned) {
   cachet_error_clear();
   if (pruned != NULL)
     *pruned = 0;
-  char *esc = NULL;
-  size_t esclen = 0;
-  int rc = cachet_glob_escape(c->cfg.prefix, c->cfg.prefixlen, &esc, &esclen);
+  char *pat = NULL;
+  int rc = cachet_scan_pattern(c, "{??}t:*", &pat);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
-  static const char tail[] = "{??}t:*";
-  char *pat = malloc(esclen + sizeof tail);
-  if (pat == NULL) {
-    free(esc);
-    return cachet_result(c, cachet_fail(CACHET_ENOMEM, "out of memory"));
-  }
-  memcpy(pat, esc, esclen);
-  memcpy(pat + esclen, tail, sizeof tail);
-  free(esc);
 
   cachet_conn *cn;
   if ((rc = cachet_conn_acquire(c, &cn)) != CACHET_OK) {
