@@ -33,27 +33,6 @@ static double mono_ms_precise(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static void health_verdict(cachet_health *h) {
-  h->scripts_total = CACHET_SCRIPT_COUNT;
-  int allkeys = strncmp(h->maxmemory_policy, "allkeys-", 8) == 0;
-  int volatile_ = strncmp(h->maxmemory_policy, "volatile-", 9) == 0;
-  h->policy_warning = allkeys || volatile_;
-  h->healthy = !h->policy_warning;
-  size_t o = 0;
-  if (h->policy_warning)
-    o += (size_t)snprintf(h->message, sizeof h->message,
-                          "maxmemory-policy %s may evict %s",
-                          h->maxmemory_policy,
-                          allkeys ? "tag indexes and locks"
-                                  : "locks and tag indexes (they have TTLs)");
-  if (h->scripts_loaded < h->scripts_total && o < sizeof h->message)
-    snprintf(h->message + o, sizeof h->message - o,
-             "%s%d of %d scripts not in the server's script cache (they "
-             "load on first use)",
-             o > 0 ? "; " : "", h->scripts_total - h->scripts_loaded,
-             h->scripts_total);
-}
-
 static void health_reply(aop *op, redisReply *r) {
   health_op *x = (health_op *)op;
   int which = x->next++;
@@ -118,7 +97,7 @@ static void health_reply(aop *op, redisReply *r) {
     cachet_aop_proto(op, "health");
     return;
   }
-  health_verdict(&x->h);
+  cachet_health_verdict(&x->h, NULL);
   cachet_aop_finish(op, CACHET_OK);
 }
 

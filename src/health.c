@@ -208,30 +208,31 @@ int cachet_health_check(cachet *c, cachet_health *out) {
   cachet_conn_release(c, cn);
   if (answered == 0)
     return cachet_result(c, first_rc);
-  h.scripts_total = CACHET_SCRIPT_COUNT;
-
-  int allkeys = strncmp(h.maxmemory_policy, "allkeys-", 8) == 0;
-  int volatile_ = strncmp(h.maxmemory_policy, "volatile-", 9) == 0;
-  h.policy_warning = allkeys || volatile_;
-  h.healthy = !h.policy_warning && first_rc == CACHET_OK;
-  size_t o = 0;
-  if (first_rc != CACHET_OK)
-    o += (size_t)snprintf(h.message, sizeof h.message, "%s", down);
-  if (h.policy_warning && o < sizeof h.message)
-    o += (size_t)snprintf(h.message + o, sizeof h.message - o, "%s",
-                          o > 0 ? "; " : "");
-  if (h.policy_warning && o < sizeof h.message)
-    o +=
-        (size_t)snprintf(h.message + o, sizeof h.message - o,
-                         "maxmemory-policy %s may evict %s", h.maxmemory_policy,
-                         allkeys ? "tag indexes and locks"
-                                 : "locks and tag indexes (they have TTLs)");
-  if (h.scripts_loaded < h.scripts_total && o < sizeof h.message)
-    snprintf(h.message + o, sizeof h.message - o,
-             "%s%d of %d scripts not in the server's script cache (they "
-             "load on first use)",
-             o > 0 ? "; " : "", h.scripts_total - h.scripts_loaded,
-             h.scripts_total);
+  cachet_health_verdict(&h, first_rc != CACHET_OK ? down : NULL);
   *out = h;
   return CACHET_OK;
+}
+
+void cachet_health_verdict(cachet_health *h, const char *down) {
+  h->scripts_total = CACHET_SCRIPT_COUNT;
+  int allkeys = strncmp(h->maxmemory_policy, "allkeys-", 8) == 0;
+  int volatile_ = strncmp(h->maxmemory_policy, "volatile-", 9) == 0;
+  h->policy_warning = allkeys || volatile_;
+  h->healthy = !h->policy_warning && down == NULL;
+  size_t o = 0;
+  h->message[0] = '\0';
+  if (down != NULL)
+    o += (size_t)snprintf(h->message, sizeof h->message, "%s", down);
+  if (h->policy_warning && o < sizeof h->message)
+    o += (size_t)snprintf(h->message + o, sizeof h->message - o,
+                          "%smaxmemory-policy %s may evict %s",
+                          o > 0 ? "; " : "", h->maxmemory_policy,
+                          allkeys ? "tag indexes and locks"
+                                  : "locks and tag indexes (they have TTLs)");
+  if (h->scripts_loaded < h->scripts_total && o < sizeof h->message)
+    snprintf(h->message + o, sizeof h->message - o,
+             "%s%d of %d scripts not in the server's script cache (they "
+             "load on first use)",
+             o > 0 ? "; " : "", h->scripts_total - h->scripts_loaded,
+             h->scripts_total);
 }
