@@ -128,17 +128,10 @@ int cachet_async_mget(cachet_async *a, const cachet_entry *entries, size_t n,
   cachet *c = a->c;
   if (a->closing)
     return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
-  if (n > 0 && entries == NULL)
-    return cachet_result(
-        c, cachet_fail(CACHET_EINVAL, "entries is NULL but n is %zu", n));
-  for (size_t i = 0; i < n; i++) {
-    int rc = cachet_check_key(c, entries[i].key, entries[i].keylen);
-    if (rc != CACHET_OK) {
-      char detail[400];
-      snprintf(detail, sizeof detail, "%s", cachet_last_error());
-      return cachet_result(c, cachet_fail(rc, "entry %zu: %s", i, detail));
-    }
-  }
+  size_t bad;
+  int rc0 = cachet_check_batch(c, entries, n, 0, &bad);
+  if (rc0 != CACHET_OK)
+    return cachet_result(c, rc0);
   mget_op *m = (mget_op *)cachet_aop_new(a, &mget_kind, sizeof *m, 1, NULL,
                                          (aop_cb)cb, ud);
   if (m == NULL)
@@ -282,23 +275,10 @@ int cachet_async_mset(cachet_async *a, const cachet_entry *entries, size_t n,
   cachet *c = a->c;
   if (a->closing)
     return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
-  if (n > 0 && entries == NULL)
-    return cachet_result(
-        c, cachet_fail(CACHET_EINVAL, "entries is NULL but n is %zu", n));
-  for (size_t i = 0; i < n; i++) {
-    const cachet_entry *e = &entries[i];
-    int rc;
-    if ((rc = cachet_check_key(c, e->key, e->keylen)) == CACHET_OK &&
-        (rc = cachet_check_value(c, e->len, e->ttl_ms)) == CACHET_OK &&
-        (rc = cachet_check_tags(c, e->tags, e->ntags)) == CACHET_OK &&
-        e->val == NULL && e->len > 0)
-      rc = cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", e->len);
-    if (rc != CACHET_OK) {
-      char detail[400];
-      snprintf(detail, sizeof detail, "%s", cachet_last_error());
-      return cachet_result(c, cachet_fail(rc, "entry %zu: %s", i, detail));
-    }
-  }
+  size_t bad;
+  int rc0 = cachet_check_batch(c, entries, n, 1, &bad);
+  if (rc0 != CACHET_OK)
+    return cachet_result(c, rc0);
   mset_op *m = (mset_op *)cachet_aop_new(a, &mset_kind, sizeof *m, 1, NULL,
                                          (aop_cb)cb, ud);
   if (m == NULL)

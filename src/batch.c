@@ -150,14 +150,11 @@ int cachet_mget(cachet *c, cachet_entry *entries, size_t n) {
     entries[i].outlen = 0;
     entries[i].status = CACHET_OK;
   }
-  for (size_t i = 0; i < n; i++) {
-    int rc = cachet_check_key(c, entries[i].key, entries[i].keylen);
-    if (rc != CACHET_OK) {
-      char detail[400];
-      snprintf(detail, sizeof detail, "%s", cachet_last_error());
-      fail_rest(entries, 0, n, rc);
-      return cachet_result(c, cachet_fail(rc, "entry %zu: %s", i, detail));
-    }
+  size_t bad;
+  int rc0 = cachet_check_batch(c, entries, n, 0, &bad);
+  if (rc0 != CACHET_OK) {
+    fail_rest(entries, 0, n, rc0);
+    return cachet_result(c, rc0);
   }
   if (n == 0)
     return CACHET_OK;
@@ -746,25 +743,13 @@ static int mset_window(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
 
 int cachet_mset(cachet *c, cachet_entry *entries, size_t n) {
   cachet_error_clear();
-  if (n > 0 && entries == NULL)
-    return cachet_result(
-        c, cachet_fail(CACHET_EINVAL, "entries is NULL but n is %zu", n));
   /* Validate everything before anything is written. */
-  for (size_t i = 0; i < n; i++) {
-    const cachet_entry *e = &entries[i];
-    int rc;
-    if ((rc = cachet_check_key(c, e->key, e->keylen)) == CACHET_OK &&
-        (rc = cachet_check_value(c, e->len, e->ttl_ms)) == CACHET_OK &&
-        (rc = cachet_check_tags(c, e->tags, e->ntags)) == CACHET_OK &&
-        e->val == NULL && e->len > 0)
-      rc = cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", e->len);
-    if (rc != CACHET_OK) {
-      char detail[400];
-      snprintf(detail, sizeof detail, "%s", cachet_last_error());
-      fail_rest(entries, 0, n, rc);
-      return cachet_result(
-          c, cachet_fail(rc, "entry %zu: %s (nothing was written)", i, detail));
-    }
+  size_t bad;
+  int rc0 = cachet_check_batch(c, entries, n, 1, &bad);
+  if (rc0 != CACHET_OK) {
+    if (entries != NULL)
+      fail_rest(entries, 0, n, rc0);
+    return cachet_result(c, rc0);
   }
   for (size_t i = 0; i < n; i++)
     entries[i].status = CACHET_OK;

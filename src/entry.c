@@ -67,6 +67,29 @@ int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms) {
   return CACHET_OK;
 }
 
+int cachet_check_batch(const cachet *c, const cachet_entry *entries, size_t n,
+                       int write, size_t *bad) {
+  if (n > 0 && entries == NULL)
+    return cachet_fail(CACHET_EINVAL, "entries is NULL but n is %zu", n);
+  for (size_t i = 0; i < n; i++) {
+    const cachet_entry *e = &entries[i];
+    int rc = cachet_check_key(c, e->key, e->keylen);
+    if (rc == CACHET_OK && write &&
+        (rc = cachet_check_value(c, e->len, e->ttl_ms)) == CACHET_OK &&
+        (rc = cachet_check_tags(c, e->tags, e->ntags)) == CACHET_OK &&
+        e->val == NULL && e->len > 0)
+      rc = cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", e->len);
+    if (rc != CACHET_OK) {
+      char detail[400];
+      snprintf(detail, sizeof detail, "%s", cachet_last_error());
+      *bad = i;
+      return cachet_fail(rc, "entry %zu: %s (nothing was %s)", i, detail,
+                         write ? "written" : "read");
+    }
+  }
+  return CACHET_OK;
+}
+
 /* A growable list of tag names and their index keys for one bucket. */
 typedef struct taglist {
   const char **names;
