@@ -3,11 +3,19 @@
  * other clients see while a large tag is evicted and a large namespace is
  * cleared.
  *
- *   bench_tags [--ops N] [--members N]
+ *   bench_tags [--ops N] [--members N] [--no-pin]
  *
  * --ops      operations per throughput measurement (default 100000)
  * --members  entries in the evicted tag and in the cleared namespace
  *            (default 1000000)
+ * --no-pin   leave the server and the bench where the scheduler puts them
+ *
+ * The headline "worst stall" is the slowest PING of a client on its own
+ * connection. On a small host it also holds time the pinger or the server
+ * spent waiting for a core, so more views follow it: the pinger's p99.9 and
+ * counts, the same less the server's waits for a CPU, the server's SLOWLOG
+ * and its latency monitor. The server measures wall-clock time: a client
+ * waiting for a core cannot inflate it, a vCPU the hypervisor stops can.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,11 +60,15 @@ static double evalsha_usec(redisContext *r) {
   return us;
 }
 
-static void slowlog_reset(redisContext *r) {
+/* Clear the server's counters before a phase: command stats, the SLOWLOG
+ * (commands over 1 ms) and the latency monitor (events of 1 ms or more). */
+static void server_stats_reset(redisContext *r) {
   freeReplyObject(redisCommand(r, "CONFIG RESETSTAT"));
   freeReplyObject(redisCommand(r, "CONFIG SET slowlog-log-slower-than 1000"));
   freeReplyObject(redisCommand(r, "CONFIG SET slowlog-max-len 100000"));
   freeReplyObject(redisCommand(r, "SLOWLOG RESET"));
+  freeReplyObject(redisCommand(r, "CONFIG SET latency-monitor-threshold 1"));
+  freeReplyObject(redisCommand(r, "LATENCY RESET"));
 }
 
 /* How many commands the server logged over 1 ms, and the slowest, for
@@ -83,6 +95,36 @@ static void slowlog_print(redisContext *r, const char *phase) {
   printf("  %s: one chunk (EVALSHA) takes %.0f us on average; %zu commands "
          "ran over 1 ms on the server, the slowest %.2f ms (%s)\n",
          phase, evalsha_usec(r), rep->elements, (double)worst / 1e3, what);
+  freeReplyObject(rep);
+}
+
+/* The worst event of each kind the server's latency monitor saw: a command,
+ * a fast command, an expire cycle, each one stretch in which the server
+ * served nobody else. Redis records whole milliseconds, rounded down, and
+ * only events of 1 ms or more. */
+static void latency_print(redisContext *r, const char *phase) {
+  redisReply *rep = redisCommand(r, "LATENCY LATEST");
+  if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+    printf("  %s: server latency monitor unavailable\n", phase);
+    if (rep != NULL)
+      freeReplyObject(rep);
+    return;
+  }
+  printf("  %s: server latency monitor, worst event per kind (whole ms, "
+         "rounded down):",
+         phase);
+  size_t shown = 0;
+  for (size_t i = 0; i < rep->elements; i++) {
+    const redisReply *e = rep->element[i];
+    /* {event, time of the latest, latest ms, worst ms} */
+    if (e->type != REDIS_REPLY_ARRAY || e->elements < 4 ||
+        e->element[0]->type != REDIS_REPLY_STRING ||
+        e->element[3]->type != REDIS_REPLY_INTEGER)
+      continue;
+    printf("%s %s %lld ms", shown++ ? "," : "", e->element[0]->str,
+           e->element[3]->integer);
+  }
+  printf("%s\n", shown ? "" : " none of 1 ms or more");
   freeReplyObject(rep);
 }
 
@@ -158,18 +200,23 @@ static double rate(long n, uint64_t ns) {
 
 int main(int argc, char **argv) {
   long ops = 100000, members = 1000000;
+  int pin = 1;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--ops") == 0 && i + 1 < argc)
       ops = parse_count(argv[++i]);
     else if (strcmp(argv[i], "--members") == 0 && i + 1 < argc)
       members = parse_count(argv[++i]);
+    else if (strcmp(argv[i], "--no-pin") == 0)
+      pin = 0;
     else {
-      fprintf(stderr, "usage: bench_tags [--ops N] [--members N]\n");
+      fprintf(stderr, "usage: bench_tags [--ops N] [--members N] [--no-pin]\n");
       return 2;
     }
   }
   test_server srv;
   bench_server_start(&srv);
+  /* Before any thread starts: the pinger inherits the bench's CPUs. */
+  bench_place(&srv, pin);
   cachet *c = test_open(&srv, "bench:");
   redisContext *raw = test_redis(&srv);
   char val[VALUE_LEN];
@@ -227,7 +274,7 @@ int main(int argc, char **argv) {
   populate(c, "m", members, big, 1);
   printf("populated %ld members of one tag in %.1f s\n", members,
          (double)(bench_ns() - t0) / 1e9);
-  slowlog_reset(raw);
+  server_stats_reset(raw);
   bench_stall st;
   bench_stall_start(&st, &srv);
   uint64_t evicted = 0;
@@ -242,14 +289,16 @@ int main(int argc, char **argv) {
          (unsigned long long)evicted, (double)t_ev / 1e9,
          rate((long)evicted, t_ev), (double)st.worst_ns / 1e6,
          (unsigned long long)st.pings);
+  bench_stall_print(&st, "evict");
   slowlog_print(raw, "evict");
+  latency_print(raw, "evict");
 
   /* Clearing a large namespace while another client PINGs. */
   t0 = bench_ns();
   populate(c, "c", members, NULL, 0);
   printf("populated %ld entries in %.1f s\n", members,
          (double)(bench_ns() - t0) / 1e9);
-  slowlog_reset(raw);
+  server_stats_reset(raw);
   bench_stall_start(&st, &srv);
   uint64_t removed = 0;
   t0 = bench_ns();
@@ -263,7 +312,9 @@ int main(int argc, char **argv) {
          (unsigned long long)removed, (double)t_cl / 1e9,
          rate((long)removed, t_cl), (double)st.worst_ns / 1e6,
          (unsigned long long)st.pings);
+  bench_stall_print(&st, "clear");
   slowlog_print(raw, "clear");
+  latency_print(raw, "clear");
 
   redisFree(raw);
   cachet_close(c);
