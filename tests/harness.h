@@ -7,6 +7,7 @@
 #define CACHET_TEST_HARNESS_H
 
 #include <hiredis/hiredis.h>
+#include <stdarg.h>
 #include <sys/types.h>
 
 #include "cachet.h"
@@ -44,5 +45,45 @@ int test_free_port(void);
 
 /* Milliseconds of sleep (for tests that wait on TTLs). */
 void test_sleep_ms(int ms);
+
+/* The helpers below fail the running cmocka test instead of aborting, so
+ * the rest of the group still runs. They live in harness_assert.c, which
+ * only test binaries link: bench/ compiles harness.c without cmocka. */
+
+/* The one server a test group shares. test_group_setup and
+ * test_group_teardown are the group fixture to pass to
+ * cmocka_run_group_tests; between them test_group_server() points at the
+ * running server. The harness owns it: a test may kill and restart it,
+ * but must leave it running for the next test. */
+test_server *test_group_server(void);
+int test_group_setup(void **state);
+int test_group_teardown(void **state);
+
+/* Run a command (hiredis format, %b for binary) on a fresh connection to
+ * `s` and fail the test on an error reply. For setup such as CONFIG SET,
+ * where the reply itself does not matter. */
+void test_command(const test_server *s, const char *fmt, ...);
+
+/* The integer reply of a command on `r`; fails the test on any other
+ * reply. Not for threads other than the test's own: they must not assert.
+ * test_vint is the va_list form, for helpers that forward their
+ * arguments. */
+long long test_int(redisContext *r, const char *fmt, ...);
+long long test_vint(redisContext *r, const char *fmt, va_list ap);
+
+/* Fail the test unless the command's reply on `r` is the string `want`
+ * (a bulk string, compared as a C string). */
+void test_expect_string(redisContext *r, const char *want, const char *fmt,
+                        ...);
+
+/* Get `key` through cachet: 1 on a hit, 0 on a miss; any other status
+ * fails the test. With `want` non-NULL a hit must hold exactly that
+ * value. The value is freed here, so nothing is returned to own. */
+int test_hit(cachet *c, const char *key, const char *want);
+
+/* A handle on a TCP port of 127.0.0.1 where nothing listens, with a 1 s
+ * timeout: cachet_open succeeds (it connects lazily) and every call then
+ * meets a refused connection. The caller closes it. */
+cachet *test_open_unreachable(void);
 
 #endif
