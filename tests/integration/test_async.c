@@ -25,7 +25,6 @@
 
 #include "keys.h"
 
-static test_server srv;
 static struct event_base *base;
 static int guard_fired;
 
@@ -34,12 +33,11 @@ static int setup(void **state) {
   base = event_base_new();
   if (base == NULL)
     return -1;
-  return test_server_start(&srv, NULL);
+  return test_group_setup(state);
 }
 
 static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
+  test_group_teardown(state);
   event_base_free(base);
   return 0;
 }
@@ -74,22 +72,10 @@ static void run_for(int ms) {
 
 static cachet_async *open_async(const char *prefix) {
   cachet_options o;
-  test_options(&srv, &o, prefix);
+  test_options(test_group_server(), &o, prefix);
   cachet_async *a = NULL;
   assert_int_equal(cachet_async_open(&a, base, &o), CACHET_OK);
   return a;
-}
-
-static void raw(const char *fmt, ...) {
-  redisContext *r = test_redis(&srv);
-  va_list ap;
-  va_start(ap, fmt);
-  redisReply *rep = redisvCommand(r, fmt, ap);
-  va_end(ap);
-  assert_non_null(rep);
-  assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
-  freeReplyObject(rep);
-  redisFree(r);
 }
 
 /* One callback's record: how often it ran and what it got. */
@@ -213,13 +199,13 @@ static void test_async_large_value_is_staged(void **state) {
   assert_non_null(big);
   for (size_t i = 0; i < n; i++)
     big[i] = (char)('A' + i % 23);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   freeReplyObject(redisCommand(r, "CONFIG RESETSTAT"));
   const char *tg[] = {"bigtag"};
   res s = {0}, s2 = {0};
-  assert_int_equal(cachet_async_set_tags(a, "big", 3, big, n, 60000, tg, 1,
-                                         status_cb, &s),
-                   CACHET_OK);
+  assert_int_equal(
+      cachet_async_set_tags(a, "big", 3, big, n, 60000, tg, 1, status_cb, &s),
+      CACHET_OK);
   AWAIT(s);
   assert_int_equal(s.status, CACHET_OK);
   void *out = NULL;
@@ -273,10 +259,10 @@ static void test_async_invalid_arguments_fail_in_the_call(void **state) {
 
   /* Redis Cluster is the sync API's alone, so far. */
   cachet_options o;
-  test_options(&srv, &o, "async2:");
+  test_options(test_group_server(), &o, "async2:");
   o.unix_path = NULL;
   o.host = "127.0.0.1";
-  o.port = srv.port;
+  o.port = test_group_server()->port;
   o.cluster = 1;
   cachet_async *cl = NULL;
   assert_int_equal(cachet_async_open(&cl, base, &o), CACHET_ENOTSUP);
@@ -345,7 +331,7 @@ static void test_async_tags_evict_and_retag(void **state) {
 
 static void test_async_evict_many_members_in_chunks(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "async4:");
+  cachet *c = test_open(test_group_server(), "async4:");
   const char *tags[] = {"big", "other"};
   enum { N = 600 };
   for (int i = 0; i < N; i++) {
@@ -386,7 +372,7 @@ static void test_async_clear_and_dry_run(void **state) {
                      CACHET_OK);
   }
   run_until(&done, 10);
-  raw("SET async5:foreign 1");
+  test_command(test_group_server(), "SET async5:foreign 1");
   res dry = {0}, cl = {0}, g = {0};
   assert_int_equal(cachet_async_clear(a, 1, count_cb, &dry), CACHET_OK);
   AWAIT(dry);
@@ -399,7 +385,7 @@ static void test_async_clear_and_dry_run(void **state) {
   assert_int_equal(cachet_async_get(a, "k1", 2, value_cb, &g), CACHET_OK);
   AWAIT(g);
   assert_int_equal(g.status, CACHET_MISS);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommand(r, "EXISTS async5:foreign");
   assert_int_equal(rep->integer, 1);
   freeReplyObject(rep);
@@ -411,7 +397,7 @@ static void release_later(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
   cachet_lock *lk = arg;
-  cachet *c = test_open(&srv, "async6:");
+  cachet *c = test_open(test_group_server(), "async6:");
   assert_int_equal(cachet_lock_release(c, lk), CACHET_OK);
   cachet_close(c);
 }
@@ -496,7 +482,7 @@ static void complete_load(evutil_socket_t fd, short what, void *arg) {
   (void)what;
   (void)arg;
   if (lctx.lock_key[0] != '\0') {
-    redisContext *r = test_redis(&srv);
+    redisContext *r = test_redis(test_group_server());
     redisReply *rep = redisCommand(r, "PTTL %s", lctx.lock_key);
     lctx.lock_pttl = rep->integer;
     freeReplyObject(rep);
@@ -605,7 +591,7 @@ static void test_async_get_or_set_loader_failure_caches_nothing(void **state) {
 static void test_async_get_or_set_renews_the_lease(void **state) {
   (void)state;
   cachet_options o;
-  test_options(&srv, &o, "async9:");
+  test_options(test_group_server(), &o, "async9:");
   o.lock_lease_ms = 300;
   cachet_async *a = NULL;
   assert_int_equal(cachet_async_open(&a, base, &o), CACHET_OK);
@@ -680,7 +666,7 @@ static void test_async_mset_mget(void **state) {
                                     CACHET_KIND_VALUE, cachet_bucket("x", 1),
                                     "x", 1),
                    CACHET_OK);
-  raw("SET %s %s", vk.buf, "not-an-envelope");
+  test_command(test_group_server(), "SET %s %s", vk.buf, "not-an-envelope");
   cachet_key_free(&vk);
   cachet_entry q[5];
   memset(q, 0, sizeof q);
@@ -734,13 +720,13 @@ static void test_async_health(void **state) {
   assert_true(health_copy.scripts_loaded <= health_copy.scripts_total);
   assert_true(health_copy.healthy);
   assert_true(health_copy.ping_ms >= 0);
-  raw("CONFIG SET maxmemory-policy allkeys-lru");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy allkeys-lru");
   assert_int_equal(cachet_async_health_check(a, health_cb, NULL), CACHET_OK);
   run_until(&health_calls, 2);
   assert_int_equal(health_status, CACHET_OK);
   assert_false(health_copy.healthy);
   assert_true(health_copy.policy_warning);
-  raw("CONFIG SET maxmemory-policy noeviction");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy noeviction");
   cachet_async_close(a);
 }
 
@@ -753,27 +739,27 @@ static void test_async_noscript_recovery(void **state) {
   cachet_metrics m0, m1;
   cachet_metrics_snapshot(cachet_async_cachet(a), &m0);
   const char *tg[] = {"nt"};
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   res s = {0};
   assert_int_equal(
       cachet_async_set_tags(a, "k", 1, "v", 1, 0, tg, 1, status_cb, &s),
       CACHET_OK);
   AWAIT(s);
   assert_int_equal(s.status, CACHET_OK);
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   res l = {0};
   assert_int_equal(cachet_async_lock_acquire(a, "nl", 5000, 0, lock_cb, &l),
                    CACHET_OK);
   AWAIT(l);
   assert_int_equal(l.status, CACHET_OK);
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   res rl = {0};
   assert_int_equal(cachet_async_lock_release(a, l.lock, status_cb, &rl),
                    CACHET_OK);
   AWAIT(rl);
   assert_int_equal(rl.status, CACHET_OK);
   cachet_lock_free(l.lock);
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   res ev = {0};
   assert_int_equal(cachet_async_evict_tags(a, tg, 1, count_cb, &ev), CACHET_OK);
   AWAIT(ev);
@@ -783,7 +769,7 @@ static void test_async_noscript_recovery(void **state) {
   assert_int_equal(cachet_async_set(a, "k2", 2, "v", 1, 0, status_cb, &s2),
                    CACHET_OK);
   AWAIT(s2);
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   res d = {0};
   assert_int_equal(cachet_async_delete(a, "k2", 2, status_cb, &d), CACHET_OK);
   AWAIT(d);
@@ -792,13 +778,13 @@ static void test_async_noscript_recovery(void **state) {
   assert_int_equal(cachet_async_set(a, "k3", 2, "v", 1, 0, status_cb, &s3),
                    CACHET_OK);
   AWAIT(s3);
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   res cl = {0};
   assert_int_equal(cachet_async_clear(a, 0, count_cb, &cl), CACHET_OK);
   AWAIT(cl);
   assert_int_equal(cl.status, CACHET_OK);
   assert_int_equal(cl.count, 1);
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   memset(&lctx, 0, sizeof lctx);
   res g = {0};
   assert_int_equal(
@@ -807,7 +793,7 @@ static void test_async_noscript_recovery(void **state) {
   AWAIT(g);
   assert_int_equal(g.status, CACHET_OK);
   /* Many writes meet NOSCRIPT at once in one batch. */
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   cachet_entry e[3];
   memset(e, 0, sizeof e);
   const char *ks[] = {"m1", "m2", "m3"};
@@ -830,7 +816,7 @@ static void test_async_errors_are_set_inside_callbacks(void **state) {
                                     CACHET_KIND_VALUE, cachet_bucket("l", 1),
                                     "l", 1),
                    CACHET_OK);
-  raw("RPUSH %s x", vk.buf);
+  test_command(test_group_server(), "RPUSH %s x", vk.buf);
   cachet_key_free(&vk);
   res g = {0};
   assert_int_equal(cachet_async_get(a, "l", 1, value_cb, &g), CACHET_OK);
@@ -844,7 +830,7 @@ static void test_async_errors_are_set_inside_callbacks(void **state) {
                                     CACHET_KIND_TAGSET, cachet_bucket("l", 1),
                                     "l", 1),
                    CACHET_OK);
-  raw("SET %s x", mk.buf);
+  test_command(test_group_server(), "SET %s x", mk.buf);
   cachet_key_free(&mk);
   res s = {0};
   assert_int_equal(cachet_async_set(a, "l", 1, "v", 1, 0, status_cb, &s),
@@ -925,7 +911,7 @@ test_async_refused_connection_comes_through_the_callback(void **state) {
 static void test_async_10k_gets_in_flight(void **state) {
   (void)state;
   enum { N = 10000 };
-  cachet *c = test_open(&srv, "async15:");
+  cachet *c = test_open(test_group_server(), "async15:");
   cachet_entry *e = calloc(N, sizeof *e);
   char(*keys)[16] = calloc(N, sizeof *keys);
   for (int i = 0; i < N; i++) {
@@ -965,7 +951,7 @@ static void queue_paused_writes(cachet_async *a, res *r, int n, int *done) {
   res warm = {0};
   assert_int_equal(cachet_async_get(a, "warm", 4, value_cb, &warm), CACHET_OK);
   AWAIT(warm);
-  raw("CLIENT PAUSE 20000 WRITE");
+  test_command(test_group_server(), "CLIENT PAUSE 20000 WRITE");
   for (int i = 0; i < n; i++) {
     char k[16];
     int kl = snprintf(k, sizeof k, "w%d", i);
@@ -987,9 +973,9 @@ test_async_client_kill_fails_every_pending_callback_once(void **state) {
   memset(r, 0, sizeof r);
   int done = 0;
   queue_paused_writes(a, r, N, &done);
-  raw("CLIENT KILL TYPE normal SKIPME yes");
+  test_command(test_group_server(), "CLIENT KILL TYPE normal SKIPME yes");
   run_until(&done, N);
-  raw("CLIENT UNPAUSE");
+  test_command(test_group_server(), "CLIENT UNPAUSE");
   for (int i = 0; i < N; i++) {
     assert_int_equal(r[i].calls, 1);
     assert_int_equal(r[i].status, CACHET_ECONN);
@@ -1015,7 +1001,7 @@ static void test_async_server_killed_then_restarted(void **state) {
   memset(r, 0, sizeof r);
   int done = 0;
   queue_paused_writes(a, r, N, &done);
-  test_server_kill(&srv);
+  test_server_kill(test_group_server());
   run_until(&done, N);
   for (int i = 0; i < N; i++) {
     assert_int_equal(r[i].calls, 1);
@@ -1027,7 +1013,7 @@ static void test_async_server_killed_then_restarted(void **state) {
   AWAIT(down);
   assert_int_equal(down.status, CACHET_ECONN);
   /* ... and once it is back, the one after reconnects. */
-  assert_int_equal(test_server_restart(&srv, NULL), 0);
+  assert_int_equal(test_server_restart(test_group_server(), NULL), 0);
   res up = {0};
   assert_int_equal(cachet_async_set(a, "k", 1, "v", 1, 0, status_cb, &up),
                    CACHET_OK);
@@ -1055,7 +1041,7 @@ static void start_again_cb(int status, void *ud) {
 
 static void test_async_close_with_operations_in_flight(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "async18:");
+  cachet *c = test_open(test_group_server(), "async18:");
   cachet_lock *held = NULL;
   assert_int_equal(cachet_lock_acquire(c, "busy", 60000, 0, &held), CACHET_OK);
   cachet_async *a = open_async("async18:");
@@ -1103,7 +1089,7 @@ static void test_async_close_with_operations_in_flight(void **state) {
   /* The loader completes late: accepted and ignored. */
   event_free(lctx.ev);
   complete_load(-1, 0, NULL);
-  raw("CLIENT UNPAUSE");
+  test_command(test_group_server(), "CLIENT UNPAUSE");
   run_for(50);
   assert_int_equal(gos.calls, 1);
 
@@ -1135,14 +1121,14 @@ static void test_async_close_with_operations_in_flight(void **state) {
 static void test_async_timeout_drops_the_connection(void **state) {
   (void)state;
   cachet_options o;
-  test_options(&srv, &o, "async19:");
+  test_options(test_group_server(), &o, "async19:");
   o.timeout_ms = 200;
   cachet_async *a = NULL;
   assert_int_equal(cachet_async_open(&a, base, &o), CACHET_OK);
   res warm = {0};
   assert_int_equal(cachet_async_get(a, "warm", 4, value_cb, &warm), CACHET_OK);
   AWAIT(warm);
-  raw("CLIENT PAUSE 20000 WRITE");
+  test_command(test_group_server(), "CLIENT PAUSE 20000 WRITE");
   res s = {0}, g = {0};
   int done = 0;
   s.done = g.done = &done;
@@ -1150,7 +1136,7 @@ static void test_async_timeout_drops_the_connection(void **state) {
                    CACHET_OK);
   assert_int_equal(cachet_async_get(a, "k", 1, value_cb, &g), CACHET_OK);
   run_until(&done, 2);
-  raw("CLIENT UNPAUSE");
+  test_command(test_group_server(), "CLIENT UNPAUSE");
   assert_int_equal(s.status, CACHET_ETIMEDOUT);
   assert_non_null(strstr(s.detail, "200 ms"));
   /* The get was queued behind the set on the same connection: it went with

@@ -18,19 +18,6 @@
 #include "harness.h"
 #include "keys.h"
 
-static test_server srv;
-
-static int setup(void **state) {
-  (void)state;
-  return test_server_start(&srv, NULL);
-}
-
-static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
-  return 0;
-}
-
 static void free_outputs(cachet_entry *e, size_t n) {
   for (size_t i = 0; i < n; i++) {
     cachet_free(e[i].out);
@@ -47,7 +34,7 @@ static int is_member(cachet *c, const char *tag, const void *key,
                                     cachet_bucket(key, keylen), tag,
                                     strlen(tag)),
                    CACHET_OK);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommand(r, "ZSCORE %b %b", k.buf, k.len, key, keylen);
   assert_non_null(rep);
   int member = rep->type == REDIS_REPLY_STRING;
@@ -59,7 +46,7 @@ static int is_member(cachet *c, const char *tag, const void *key,
 
 /* Run one command with raw hiredis (argv form) and expect no error. */
 static void raw_command(int argc, const char **argv, const size_t *lens) {
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommandArgv(r, argc, argv, lens);
   assert_non_null(rep);
   assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
@@ -70,7 +57,7 @@ static void raw_command(int argc, const char **argv, const size_t *lens) {
 static void
 test_mset_then_mget_round_trips_binary_keys_and_values(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch1:");
+  cachet *c = test_open(test_group_server(), "batch1:");
   const char k0[] = {'a', '\0', 'b'};
   const char k1[] = {(char)0xff, '\n', '\r'};
   const char v0[] = {'\0', '\0', 'x'};
@@ -122,7 +109,7 @@ test_mset_then_mget_round_trips_binary_keys_and_values(void **state) {
 
 static void test_mget_gives_each_entry_its_own_status(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch2:");
+  cachet *c = test_open(test_group_server(), "batch2:");
   assert_int_equal(cachet_set(c, "hit1", 4, "one", 3, 0), CACHET_OK);
   assert_int_equal(cachet_set(c, "hit2", 4, "two", 3, 0), CACHET_OK);
   /* A value key holding bytes that are not an envelope. */
@@ -164,7 +151,7 @@ static void test_mget_gives_each_entry_its_own_status(void **state) {
 
 static void test_mset_tags_each_entry_and_evict_finds_them(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch3:");
+  cachet *c = test_open(test_group_server(), "batch3:");
   const char *red[] = {"red"};
   const char *redblue[] = {"red", "blue", "red"}; /* duplicate ignored */
   const char *blue[] = {"blue"};
@@ -208,7 +195,7 @@ static void test_mset_tags_each_entry_and_evict_finds_them(void **state) {
 static void
 test_mset_overwrite_with_new_tags_drops_old_memberships(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch4:");
+  cachet *c = test_open(test_group_server(), "batch4:");
   const char *old[] = {"old1", "old2"};
   const char *new_[] = {"new"};
   char keys[50][8];
@@ -287,7 +274,7 @@ static void check_all(cachet *c, char (*keys)[16], size_t n) {
 
 static void test_mset_recovers_from_noscript_mid_batch(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch5:");
+  cachet *c = test_open(test_group_server(), "batch5:");
   /* Load the script, then flush it: the next batch meets NOSCRIPT on a
    * connection whose pipeline is already full of EVALSHAs. */
   assert_int_equal(cachet_set(c, "warm", 4, "x", 1, 0), CACHET_OK);
@@ -318,7 +305,7 @@ static void test_mset_recovers_from_noscript_mid_batch(void **state) {
 
 static void test_mset_and_mget_of_ten_thousand_entries(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch6:");
+  cachet *c = test_open(test_group_server(), "batch6:");
   const char *tags[] = {"big", "huge"};
   size_t n = 10000;
   char(*keys)[16] = calloc(n, sizeof *keys);
@@ -342,7 +329,7 @@ static void test_mset_and_mget_of_ten_thousand_entries(void **state) {
 
 static void test_empty_batch_is_ok_and_sends_nothing(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch7:");
+  cachet *c = test_open(test_group_server(), "batch7:");
   assert_int_equal(cachet_mget(c, NULL, 0), CACHET_OK);
   assert_int_equal(cachet_mset(c, NULL, 0), CACHET_OK);
   cachet_entry e;
@@ -357,7 +344,7 @@ static void test_empty_batch_is_ok_and_sends_nothing(void **state) {
 
 static void test_mset_validates_every_entry_before_writing(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch8:");
+  cachet *c = test_open(test_group_server(), "batch8:");
   const char *empty_tag[] = {""};
   cachet_entry e[3];
   memset(e, 0, sizeof e);
@@ -400,7 +387,7 @@ static void test_sealed_batch_round_trips_and_detects_tampering(void **state) {
   char keys[CACHET_KEYGEN_BUFLEN];
   assert_int_equal(cachet_keygen(7, keys, sizeof keys), CACHET_OK);
   cachet_options o;
-  test_options(&srv, &o, "batch9:");
+  test_options(test_group_server(), &o, "batch9:");
   o.keys = keys;
   cachet *c = NULL;
   assert_int_equal(cachet_open(&c, &o), CACHET_OK);
@@ -414,7 +401,7 @@ static void test_sealed_batch_round_trips_and_detects_tampering(void **state) {
   char *vk = NULL;
   size_t vkl = 0;
   assert_int_equal(cachet_value_key(c, "s2", 2, &vk, &vkl), CACHET_OK);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommand(r, "GET %b", vk, vkl);
   assert_int_equal(rep->type, REDIS_REPLY_STRING);
   size_t last = rep->len - 1;
@@ -444,7 +431,7 @@ static void test_sealed_batch_round_trips_and_detects_tampering(void **state) {
 
 static void test_mset_ttl_expires_entries(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch10:");
+  cachet *c = test_open(test_group_server(), "batch10:");
   cachet_entry e[2];
   memset(e, 0, sizeof e);
   e[0].key = "short", e[0].keylen = 5, e[0].val = "x", e[0].len = 1;
@@ -477,7 +464,7 @@ static void key_in_bucket(cachet *c, cachet_key *k, char kind, const void *key,
 
 /* One raw command (printf form, %b for binary); the caller frees. */
 static redisReply *raw(const char *fmt, ...) {
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   va_list ap;
   va_start(ap, fmt);
   redisReply *rep = redisvCommand(r, fmt, ap);
@@ -487,16 +474,13 @@ static redisReply *raw(const char *fmt, ...) {
   return rep;
 }
 
+/* test_int on a fresh connection to the group's server. */
 static long long raw_int(const char *fmt, ...) {
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   va_list ap;
   va_start(ap, fmt);
-  redisReply *rep = redisvCommand(r, fmt, ap);
+  long long v = test_vint(r, fmt, ap);
   va_end(ap);
-  assert_non_null(rep);
-  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
-  long long v = rep->integer;
-  freeReplyObject(rep);
   redisFree(r);
   return v;
 }
@@ -547,7 +531,7 @@ static void value_of(cachet *c, const void *key, size_t keylen, char *out,
 static void
 test_set_many_writes_tagged_and_untagged_entries_together(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "many1:");
+  cachet *c = test_open(test_group_server(), "many1:");
   const char *ab[] = {"a", "b"};
   const char *b[] = {"b"};
   char keys[40][16];
@@ -590,7 +574,7 @@ test_set_many_writes_tagged_and_untagged_entries_together(void **state) {
  * next to entries that keep, gain, or lose all their tags. */
 static void test_set_many_retag_inside_a_batch_drops_old_tags(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "many2:");
+  cachet *c = test_open(test_group_server(), "many2:");
   const char *old[] = {"old", "keep"};
   const char *keep[] = {"keep"};
   const char *grow[] = {"old", "keep", "more"};
@@ -647,7 +631,7 @@ static long long expire_time(const cachet_key *k) {
  * grows, and turns persistent with a persistent member. */
 static void test_set_many_ttls_of_tag_sets_and_indexes(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "many3:");
+  cachet *c = test_open(test_group_server(), "many3:");
   /* Keys of one bucket, so that they share the index of tag "t". */
   char keys[8][16];
   size_t nk = 0;
@@ -752,7 +736,7 @@ static void test_set_many_ttls_of_tag_sets_and_indexes(void **state) {
 static void test_set_many_at_the_keys_cap(void **state) {
   (void)state;
   cachet_options o;
-  test_options(&srv, &o, "many4:");
+  test_options(test_group_server(), &o, "many4:");
   o.max_tags = 1000;
   cachet *c = NULL;
   assert_int_equal(cachet_open(&c, &o), CACHET_OK);
@@ -819,14 +803,14 @@ static void *flush_loop(void *arg) {
  * windows): every refused call is loaded and sent again, nothing is lost. */
 static void test_set_many_survives_script_flush_between_chunks(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "many5:");
+  cachet *c = test_open(test_group_server(), "many5:");
   const char *tags[] = {"f1", "f2"};
   size_t n = 3000;
   char(*keys)[16] = calloc(n, sizeof *keys);
   cachet_entry *e = calloc(n, sizeof *e);
   assert_non_null(keys);
   assert_non_null(e);
-  flusher f = {&srv, 0, 0};
+  flusher f = {test_group_server(), 0, 0};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, flush_loop, &f), 0);
   int rounds = 0;
@@ -856,7 +840,7 @@ static void test_set_many_survives_script_flush_between_chunks(void **state) {
  * whole path: value, tag set and binary index members. */
 static void test_set_many_binary_keys_with_tags(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "many6:");
+  cachet *c = test_open(test_group_server(), "many6:");
   const char k0[] = {'{', '\0', '}', 'x'};
   const char k1[] = {(char)0xff, '\r', '\n', '{', 'b', 'b', '}'};
   const char k2[] = {'\0'};
@@ -900,7 +884,7 @@ static void test_set_many_binary_keys_with_tags(void **state) {
  * occurrence would need a retag and the last would not. */
 static void test_set_many_duplicate_keys_last_one_wins(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "many7:");
+  cachet *c = test_open(test_group_server(), "many7:");
   const char *old[] = {"old"};
   const char *x[] = {"x"};
   const char *oldy[] = {"old", "y"};
@@ -964,7 +948,7 @@ static void test_set_many_duplicate_keys_last_one_wins(void **state) {
  * written, and the call returns the server's words. */
 static void test_set_many_error_in_one_entry_spares_the_others(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "many8:");
+  cachet *c = test_open(test_group_server(), "many8:");
   const char *t[] = {"t"};
   cachet_key idx = {0};
   key_in_bucket(c, &idx, CACHET_KIND_INDEX, "bad", 3, "t", 1);
@@ -1000,7 +984,7 @@ static void test_set_many_error_in_one_entry_spares_the_others(void **state) {
  * them is cut into many calls, and a value above the bound goes alone. */
 static void test_set_many_splits_large_values_across_calls(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "many9:");
+  cachet *c = test_open(test_group_server(), "many9:");
   const char *t[] = {"big"};
   size_t n = 24;
   cachet_entry e[24];
@@ -1038,14 +1022,14 @@ static void test_set_many_splits_large_values_across_calls(void **state) {
  * every entry's status; the handle recovers once the server is back. */
 static void test_batch_on_a_dead_server_fails_every_entry(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "batch11:");
+  cachet *c = test_open(test_group_server(), "batch11:");
   cachet_entry e[3];
   memset(e, 0, sizeof e);
   const char *k[] = {"a", "b", "c"};
   for (size_t i = 0; i < 3; i++)
     e[i].key = k[i], e[i].keylen = 1, e[i].val = "v", e[i].len = 1;
   assert_int_equal(cachet_mset(c, e, 3), CACHET_OK);
-  test_server_kill(&srv);
+  test_server_kill(test_group_server());
 
   int rc = cachet_mget(c, e, 3);
   assert_true(rc == CACHET_ECONN || rc == CACHET_ETIMEDOUT);
@@ -1058,7 +1042,7 @@ static void test_batch_on_a_dead_server_fails_every_entry(void **state) {
   for (size_t i = 0; i < 3; i++)
     assert_int_equal(e[i].status, rc);
 
-  assert_int_equal(test_server_restart(&srv, NULL), 0);
+  assert_int_equal(test_server_restart(test_group_server(), NULL), 0);
   assert_int_equal(cachet_mset(c, e, 3), CACHET_OK);
   assert_int_equal(cachet_mget(c, e, 3), CACHET_OK);
   for (size_t i = 0; i < 3; i++) {
@@ -1093,5 +1077,5 @@ int main(void) {
       cmocka_unit_test(test_set_many_splits_large_values_across_calls),
       cmocka_unit_test(test_batch_on_a_dead_server_fails_every_entry),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

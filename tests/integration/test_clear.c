@@ -14,26 +14,8 @@
 #include "harness.h"
 #include "keys.h"
 
-static test_server srv;
-
-static int setup(void **state) {
-  (void)state;
-  return test_server_start(&srv, NULL);
-}
-
-static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
-  return 0;
-}
-
 static int exists(redisContext *r, const char *key, size_t len) {
-  redisReply *rep = redisCommand(r, "EXISTS %b", key, len);
-  assert_non_null(rep);
-  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
-  int e = rep->integer > 0;
-  freeReplyObject(rep);
-  return e;
+  return test_int(r, "EXISTS %b", key, len) > 0;
 }
 
 static void raw_set(redisContext *r, const char *key, size_t len) {
@@ -41,22 +23,6 @@ static void raw_set(redisContext *r, const char *key, size_t len) {
   assert_non_null(rep);
   assert_int_equal(rep->type, REDIS_REPLY_STATUS);
   freeReplyObject(rep);
-}
-
-static long long dbsize(redisContext *r) {
-  redisReply *rep = redisCommand(r, "DBSIZE");
-  long long n = rep->integer;
-  freeReplyObject(rep);
-  return n;
-}
-
-static int hit(cachet *c, const char *key) {
-  void *v = NULL;
-  size_t n = 0;
-  int rc = cachet_get(c, key, strlen(key), &v, &n);
-  assert_true(rc == CACHET_OK || rc == CACHET_MISS);
-  cachet_free(v);
-  return rc == CACHET_OK;
 }
 
 /* Write n tagged entries "<stem><i>". */
@@ -74,9 +40,9 @@ static void fill(cachet *c, const char *stem, int n) {
 static void
 test_clear_with_glob_prefix_leaves_foreign_keys_and_locks(void **state) {
   (void)state;
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   freeReplyObject(redisCommand(r, "FLUSHALL"));
-  cachet *c = test_open(&srv, "p*");
+  cachet *c = test_open(test_group_server(), "p*");
   fill(c, "k", 50);
   /* A tag index being evicted, as an interrupted eviction leaves it. */
   cachet_key e = {0};
@@ -92,7 +58,7 @@ test_clear_with_glob_prefix_leaves_foreign_keys_and_locks(void **state) {
   size_t nforeign = sizeof foreign / sizeof foreign[0];
   for (size_t i = 0; i < nforeign; i++)
     raw_set(r, foreign[i], strlen(foreign[i]));
-  cachet *other = test_open(&srv, "p?");
+  cachet *other = test_open(test_group_server(), "p?");
   fill(other, "o", 10);
   /* Locks of this prefix: l, f and s kinds. */
   cachet_key locks[3] = {{0}, {0}, {0}};
@@ -110,7 +76,7 @@ test_clear_with_glob_prefix_leaves_foreign_keys_and_locks(void **state) {
   for (int i = 0; i < 50; i++) {
     char key[32];
     snprintf(key, sizeof key, "k%d", i);
-    assert_false(hit(c, key));
+    assert_false(test_hit(c, key, NULL));
   }
   for (size_t i = 0; i < nforeign; i++)
     assert_true(exists(r, foreign[i], strlen(foreign[i])));
@@ -123,7 +89,7 @@ test_clear_with_glob_prefix_leaves_foreign_keys_and_locks(void **state) {
   for (int i = 0; i < 10; i++) {
     char key[32];
     snprintf(key, sizeof key, "o%d", i);
-    assert_true(hit(other, key));
+    assert_true(test_hit(other, key, NULL));
   }
   /* What is left: the foreign keys, the locks, the other prefix's data. */
   uint64_t left = 0;
@@ -131,7 +97,7 @@ test_clear_with_glob_prefix_leaves_foreign_keys_and_locks(void **state) {
   assert_int_equal(left, 10);
   assert_int_equal(cachet_clear(other, 0, &left), CACHET_OK);
   assert_int_equal(left, 10);
-  assert_int_equal(dbsize(r), (long long)nforeign + 3);
+  assert_int_equal(test_int(r, "DBSIZE"), (long long)nforeign + 3);
   cachet_metrics m;
   cachet_metrics_snapshot(c, &m);
   assert_int_equal(m.clears, 1);
@@ -142,15 +108,15 @@ test_clear_with_glob_prefix_leaves_foreign_keys_and_locks(void **state) {
 
 static void test_clear_dry_run_counts_without_removing(void **state) {
   (void)state;
-  redisContext *r = test_redis(&srv);
-  cachet *c = test_open(&srv, "dry[1]\\");
+  redisContext *r = test_redis(test_group_server());
+  cachet *c = test_open(test_group_server(), "dry[1]\\");
   fill(c, "k", 120);
-  long long before = dbsize(r);
+  long long before = test_int(r, "DBSIZE");
   uint64_t n = 0;
   assert_int_equal(cachet_clear(c, 1, &n), CACHET_OK);
   assert_int_equal(n, 120);
-  assert_int_equal(dbsize(r), before);
-  assert_true(hit(c, "k0"));
+  assert_int_equal(test_int(r, "DBSIZE"), before);
+  assert_true(test_hit(c, "k0", NULL));
   cachet_metrics m;
   cachet_metrics_snapshot(c, &m);
   assert_int_equal(m.clears, 0);
@@ -164,15 +130,15 @@ static void test_clear_dry_run_counts_without_removing(void **state) {
 
 static void test_clear_of_prefix_leaves_longer_prefix_alone(void **state) {
   (void)state;
-  cachet *a = test_open(&srv, "a:");
-  cachet *ab = test_open(&srv, "a:b:");
+  cachet *a = test_open(test_group_server(), "a:");
+  cachet *ab = test_open(test_group_server(), "a:b:");
   fill(a, "k", 20);
   fill(ab, "k", 20);
   uint64_t n = 0;
   assert_int_equal(cachet_clear(a, 0, &n), CACHET_OK);
   assert_int_equal(n, 20);
-  assert_false(hit(a, "k0"));
-  assert_true(hit(ab, "k0"));
+  assert_false(test_hit(a, "k0", NULL));
+  assert_true(test_hit(ab, "k0", NULL));
   assert_int_equal(cachet_clear(ab, 0, &n), CACHET_OK);
   assert_int_equal(n, 20);
   cachet_close(a);
@@ -200,9 +166,9 @@ static void flush_once(void *ud, const char *op, uint64_t done) {
 
 static void test_script_flush_mid_clear_is_invisible(void **state) {
   (void)state;
-  flusher f = {&srv, 0, 0, 0};
+  flusher f = {test_group_server(), 0, 0, 0};
   cachet_options o;
-  test_options(&srv, &o, "big:");
+  test_options(test_group_server(), &o, "big:");
   o.progress = flush_once;
   o.progress_ud = &f;
   cachet *c = NULL;
@@ -216,7 +182,7 @@ static void test_script_flush_mid_clear_is_invisible(void **state) {
   for (int i = 0; i < 5000; i += 97) {
     char key[32];
     snprintf(key, sizeof key, "k%d", i);
-    assert_false(hit(c, key));
+    assert_false(test_hit(c, key, NULL));
   }
   cachet_close(c);
 }
@@ -229,5 +195,6 @@ int main(void) {
       cmocka_unit_test(test_clear_of_prefix_leaves_longer_prefix_alone),
       cmocka_unit_test(test_script_flush_mid_clear_is_invisible),
   };
-  return cmocka_run_group_tests_name("clear", tests, setup, teardown);
+  return cmocka_run_group_tests_name("clear", tests, test_group_setup,
+                                     test_group_teardown);
 }

@@ -41,11 +41,7 @@ static int teardown(void **state) {
 static long long node_int(int i, const char *cmd) {
   redisContext *c = test_cluster_node(&cl, i);
   assert_non_null(c);
-  redisReply *r = redisCommand(c, cmd);
-  assert_non_null(r);
-  assert_int_equal(r->type, REDIS_REPLY_INTEGER);
-  long long v = r->integer;
-  freeReplyObject(r);
+  long long v = test_int(c, cmd);
   redisFree(c);
   return v;
 }

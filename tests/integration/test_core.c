@@ -15,22 +15,9 @@
 #include "cachet_scripts.h"
 #include "harness.h"
 
-static test_server srv;
-
-static int setup(void **state) {
-  (void)state;
-  return test_server_start(&srv, NULL);
-}
-
-static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
-  return 0;
-}
-
 static void test_set_then_get_returns_value(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "core1:");
+  cachet *c = test_open(test_group_server(), "core1:");
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 5000), CACHET_OK);
   void *v = NULL;
   size_t n = 0;
@@ -44,7 +31,7 @@ static void test_set_then_get_returns_value(void **state) {
 
 static void test_get_of_absent_key_is_miss_not_error(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "core2:");
+  cachet *c = test_open(test_group_server(), "core2:");
   void *v = (void *)1;
   size_t n = 7;
   assert_int_equal(cachet_get(c, "nope", 4, &v, &n), CACHET_MISS);
@@ -58,7 +45,7 @@ static void test_get_of_absent_key_is_miss_not_error(void **state) {
 
 static void test_delete_reports_whether_key_existed(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "core3:");
+  cachet *c = test_open(test_group_server(), "core3:");
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
   assert_int_equal(cachet_exists(c, "k", 1), CACHET_OK);
   assert_int_equal(cachet_delete(c, "k", 1), CACHET_OK);
@@ -72,7 +59,7 @@ static void test_delete_reports_whether_key_existed(void **state) {
 
 static void test_ttl_is_honoured_in_milliseconds(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "core4:");
+  cachet *c = test_open(test_group_server(), "core4:");
   int64_t ttl = 0;
   assert_int_equal(cachet_set(c, "short", 5, "x", 1, 150), CACHET_OK);
   assert_int_equal(cachet_set(c, "forever", 7, "x", 1, 0), CACHET_OK);
@@ -92,7 +79,7 @@ static void test_ttl_is_honoured_in_milliseconds(void **state) {
 
 static void test_negative_ttl_is_invalid_argument(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "core5:");
+  cachet *c = test_open(test_group_server(), "core5:");
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, -1), CACHET_EINVAL);
   assert_non_null(strstr(cachet_last_error(), "negative"));
   assert_int_equal(cachet_set(c, "", 0, "v", 1, 0), CACHET_EINVAL);
@@ -104,7 +91,7 @@ static void test_negative_ttl_is_invalid_argument(void **state) {
 
 static void test_binary_keys_and_values_round_trip(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "core6:");
+  cachet *c = test_open(test_group_server(), "core6:");
   const char key[] = {'a', '\0', 'b', '\n', (char)0xff};
   const char val[] = {'\0', 'x', '\0', '\r', '\n', (char)0x80};
   assert_int_equal(cachet_set(c, key, sizeof key, val, sizeof val, 0),
@@ -127,8 +114,8 @@ static void test_binary_keys_and_values_round_trip(void **state) {
 
 static void test_two_handles_see_each_others_writes(void **state) {
   (void)state;
-  cachet *a = test_open(&srv, "core7:");
-  cachet *b = test_open(&srv, "core7:");
+  cachet *a = test_open(test_group_server(), "core7:");
+  cachet *b = test_open(test_group_server(), "core7:");
   assert_int_equal(cachet_set(a, "k", 1, "from-a", 6, 0), CACHET_OK);
   void *v;
   size_t n;
@@ -143,8 +130,8 @@ static void test_two_handles_see_each_others_writes(void **state) {
 
 static void test_prefixes_isolate_namespaces(void **state) {
   (void)state;
-  cachet *a = test_open(&srv, "nsA:");
-  cachet *b = test_open(&srv, "nsB:");
+  cachet *a = test_open(test_group_server(), "nsA:");
+  cachet *b = test_open(test_group_server(), "nsB:");
   assert_int_equal(cachet_set(a, "k", 1, "a", 1, 0), CACHET_OK);
   void *v;
   size_t n;
@@ -156,9 +143,9 @@ static void test_prefixes_isolate_namespaces(void **state) {
 static void test_db_isolation(void **state) {
   (void)state;
   cachet_options o;
-  test_options(&srv, &o, "dbiso:");
+  test_options(test_group_server(), &o, "dbiso:");
   o.db = 3;
-  cachet *c3 = NULL, *c0 = test_open(&srv, "dbiso:");
+  cachet *c3 = NULL, *c0 = test_open(test_group_server(), "dbiso:");
   assert_int_equal(cachet_open(&c3, &o), CACHET_OK);
   assert_int_equal(cachet_set(c3, "k", 1, "v", 1, 0), CACHET_OK);
   void *v;
@@ -166,7 +153,7 @@ static void test_db_isolation(void **state) {
   assert_int_equal(cachet_get(c0, "k", 1, &v, &n), CACHET_MISS);
   assert_int_equal(cachet_get(c3, "k", 1, &v, &n), CACHET_OK);
   cachet_free(v);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommand(r, "SELECT 3");
   freeReplyObject(rep);
   rep = redisCommand(r, "DBSIZE");
@@ -179,7 +166,7 @@ static void test_db_isolation(void **state) {
 
 static void test_user_key_cannot_collide_with_internal_keys(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "coll:");
+  cachet *c = test_open(test_group_server(), "coll:");
   const char *tags[] = {"foo"};
   assert_int_equal(cachet_set_tags(c, "a", 1, "1", 1, 0, tags, 1), CACHET_OK);
   /* The model plugin keeps tag sets at __tag__:<tag> in the user namespace;
@@ -200,13 +187,7 @@ static void test_user_key_cannot_collide_with_internal_keys(void **state) {
 
 static void test_connection_refused_is_error_not_miss(void **state) {
   (void)state;
-  cachet_options o;
-  cachet_options_init(&o);
-  o.host = "127.0.0.1";
-  o.port = test_free_port();
-  o.timeout_ms = 1000;
-  cachet *c = NULL;
-  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  cachet *c = test_open_unreachable();
   void *v = NULL;
   size_t n = 0;
   int rc = cachet_get(c, "k", 1, &v, &n);
@@ -254,14 +235,13 @@ static void test_wrong_password_is_server_error(void **state) {
 
 static void test_acl_username_authenticates(void **state) {
   (void)state;
-  redisContext *r = test_redis(&srv);
-  redisReply *rep = redisCommand(
-      r, "ACL SETUSER app on >app-pass ~* &* +@all");
+  redisContext *r = test_redis(test_group_server());
+  redisReply *rep = redisCommand(r, "ACL SETUSER app on >app-pass ~* &* +@all");
   assert_int_equal(rep->type, REDIS_REPLY_STATUS);
   freeReplyObject(rep);
   redisFree(r);
   cachet_options o;
-  test_options(&srv, &o, "acl:");
+  test_options(test_group_server(), &o, "acl:");
   o.username = "app";
   o.password = "app-pass";
   cachet *c = NULL;
@@ -277,9 +257,9 @@ static void test_acl_username_authenticates(void **state) {
 
 static void test_dropped_connection_is_reestablished(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "drop:");
+  cachet *c = test_open(test_group_server(), "drop:");
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommand(r, "CLIENT KILL TYPE normal SKIPME yes");
   freeReplyObject(rep);
   redisFree(r);
@@ -299,16 +279,16 @@ static void test_dropped_connection_is_reestablished(void **state) {
 static void test_paused_server_times_out_then_recovers(void **state) {
   (void)state;
   cachet_options o;
-  test_options(&srv, &o, "pause:");
+  test_options(test_group_server(), &o, "pause:");
   o.timeout_ms = 300;
   cachet *c = NULL;
   assert_int_equal(cachet_open(&c, &o), CACHET_OK);
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
-  kill(srv.pid, SIGSTOP);
+  kill(test_group_server()->pid, SIGSTOP);
   void *v = NULL;
   size_t n;
   int rc = cachet_get(c, "k", 1, &v, &n);
-  kill(srv.pid, SIGCONT);
+  kill(test_group_server()->pid, SIGCONT);
   assert_int_equal(rc, CACHET_ETIMEDOUT);
   assert_null(v);
   assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_OK);
@@ -318,11 +298,11 @@ static void test_paused_server_times_out_then_recovers(void **state) {
 
 static void test_noscript_after_script_flush_is_invisible(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "flush:");
+  cachet *c = test_open(test_group_server(), "flush:");
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
   cachet_metrics before, after;
   cachet_metrics_snapshot(c, &before);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   freeReplyObject(redisCommand(r, "SCRIPT FLUSH"));
   assert_int_equal(cachet_set(c, "k", 1, "w", 1, 0), CACHET_OK);
   void *v;
@@ -334,11 +314,8 @@ static void test_noscript_after_script_flush_is_invisible(void **state) {
   assert_int_equal(after.script_reloads, before.script_reloads + 1);
   /* SCRIPT LOAD of each embedded body yields the embedded SHA1. */
   for (int i = 0; i < CACHET_SCRIPT_COUNT; i++) {
-    redisReply *rep = redisCommand(r, "SCRIPT LOAD %b", cachet_scripts[i].body,
-                                   cachet_scripts[i].len);
-    assert_int_equal(rep->type, REDIS_REPLY_STRING);
-    assert_string_equal(rep->str, cachet_scripts[i].sha);
-    freeReplyObject(rep);
+    test_expect_string(r, cachet_scripts[i].sha, "SCRIPT LOAD %b",
+                       cachet_scripts[i].body, cachet_scripts[i].len);
   }
   redisFree(r);
   cachet_close(c);
@@ -346,11 +323,11 @@ static void test_noscript_after_script_flush_is_invisible(void **state) {
 
 static void test_value_written_outside_cachet_is_corrupt(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "raw:");
+  cachet *c = test_open(test_group_server(), "raw:");
   char *vk;
   size_t vkl;
   assert_int_equal(cachet_value_key(c, "k", 1, &vk, &vkl), CACHET_OK);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   freeReplyObject(redisCommand(r, "SET %b plain-bytes", vk, vkl));
   redisFree(r);
   void *v = NULL;
@@ -401,7 +378,7 @@ static void *work(void *arg) {
 static void test_shared_handle_8_threads_x_10k_ops(void **state) {
   (void)state;
   cachet_options o;
-  test_options(&srv, &o, "threads:");
+  test_options(test_group_server(), &o, "threads:");
   o.pool_size = 4; /* fewer connections than threads: the pool must share */
   cachet *c = NULL;
   assert_int_equal(cachet_open(&c, &o), CACHET_OK);
@@ -445,5 +422,6 @@ int main(void) {
       cmocka_unit_test(test_value_written_outside_cachet_is_corrupt),
       cmocka_unit_test(test_shared_handle_8_threads_x_10k_ops),
   };
-  return cmocka_run_group_tests_name("core", tests, setup, teardown);
+  return cmocka_run_group_tests_name("core", tests, test_group_setup,
+                                     test_group_teardown);
 }

@@ -15,35 +15,10 @@
 #include "cachet_scripts.h"
 #include "harness.h"
 
-static test_server srv;
-
-static int setup(void **state) {
-  (void)state;
-  return test_server_start(&srv, NULL);
-}
-
-static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
-  return 0;
-}
-
-static void raw(const char *fmt, ...) {
-  redisContext *r = test_redis(&srv);
-  va_list ap;
-  va_start(ap, fmt);
-  redisReply *rep = redisvCommand(r, fmt, ap);
-  va_end(ap);
-  assert_non_null(rep);
-  assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
-  freeReplyObject(rep);
-  redisFree(r);
-}
-
 /* How many embedded scripts the server has, asked directly. */
 static int raw_scripts_cached(void) {
   int n = 0;
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   for (int i = 0; i < CACHET_SCRIPT_COUNT; i++) {
     redisReply *rep =
         redisCommand(r, "SCRIPT EXISTS %s", cachet_scripts[i].sha);
@@ -57,7 +32,7 @@ static int raw_scripts_cached(void) {
 
 static void test_fresh_server_is_healthy_with_version_and_policy(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "h1:");
+  cachet *c = test_open(test_group_server(), "h1:");
   cachet_health h;
   assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
   assert_int_equal(h.healthy, 1);
@@ -73,8 +48,8 @@ static void test_fresh_server_is_healthy_with_version_and_policy(void **state) {
 
 static void test_scripts_present_after_use_missing_after_flush(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "h2:");
-  raw("SCRIPT FLUSH");
+  cachet *c = test_open(test_group_server(), "h2:");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   /* Use the lock scripts and set_tags: exactly those four are cached. */
   cachet_lock *lk = NULL;
   assert_int_equal(cachet_lock_acquire(c, "L", 5000, 0, &lk), CACHET_OK);
@@ -89,14 +64,15 @@ static void test_scripts_present_after_use_missing_after_flush(void **state) {
 
   /* Every script loaded (as the registry does): all present, no message. */
   for (int i = 0; i < CACHET_SCRIPT_COUNT; i++)
-    raw("SCRIPT LOAD %b", cachet_scripts[i].body, cachet_scripts[i].len);
+    test_command(test_group_server(), "SCRIPT LOAD %b", cachet_scripts[i].body,
+                 cachet_scripts[i].len);
   assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
   assert_int_equal(h.scripts_loaded, h.scripts_total);
   assert_string_equal(h.message, "");
   assert_int_equal(h.healthy, 1);
 
   /* After SCRIPT FLUSH: reported missing, which alone is not unhealthy. */
-  raw("SCRIPT FLUSH");
+  test_command(test_group_server(), "SCRIPT FLUSH");
   assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
   assert_int_equal(h.scripts_loaded, 0);
   assert_int_equal(h.healthy, 1);
@@ -115,27 +91,27 @@ static void test_scripts_present_after_use_missing_after_flush(void **state) {
 
 static void test_evicting_policies_warn_and_are_unhealthy(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "h3:");
-  raw("CONFIG SET maxmemory-policy allkeys-lru");
+  cachet *c = test_open(test_group_server(), "h3:");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy allkeys-lru");
   cachet_health h;
   int rc = cachet_health_check(c, &h);
-  raw("CONFIG SET maxmemory-policy noeviction");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy noeviction");
   assert_int_equal(rc, CACHET_OK);
   assert_string_equal(h.maxmemory_policy, "allkeys-lru");
   assert_int_equal(h.policy_warning, 1);
   assert_int_equal(h.healthy, 0);
   assert_non_null(strstr(h.message, "allkeys-lru"));
 
-  raw("CONFIG SET maxmemory-policy volatile-lru");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy volatile-lru");
   rc = cachet_health_check(c, &h);
-  raw("CONFIG SET maxmemory-policy noeviction");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy noeviction");
   assert_int_equal(rc, CACHET_OK);
   assert_string_equal(h.maxmemory_policy, "volatile-lru");
   /* volatile-* may evict any key with a TTL, and every lock has one. */
   assert_int_equal(h.policy_warning, 1);
   assert_non_null(strstr(h.message, "locks"));
 
-  raw("CONFIG SET maxmemory-policy noeviction");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy noeviction");
   assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
   assert_int_equal(h.policy_warning, 0);
   cachet_close(c);
@@ -143,17 +119,19 @@ static void test_evicting_policies_warn_and_are_unhealthy(void **state) {
 
 static void test_policy_falls_back_to_info_when_config_refused(void **state) {
   (void)state;
-  raw("ACL SETUSER noconfig on >pw ~* &* +@all -config");
-  raw("CONFIG SET maxmemory-policy allkeys-random");
+  test_command(test_group_server(),
+               "ACL SETUSER noconfig on >pw ~* &* +@all -config");
+  test_command(test_group_server(),
+               "CONFIG SET maxmemory-policy allkeys-random");
   cachet_options o;
-  test_options(&srv, &o, "h4:");
+  test_options(test_group_server(), &o, "h4:");
   o.username = "noconfig";
   o.password = "pw";
   cachet *c = NULL;
   assert_int_equal(cachet_open(&c, &o), CACHET_OK);
   cachet_health h;
   int rc = cachet_health_check(c, &h);
-  raw("CONFIG SET maxmemory-policy noeviction");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy noeviction");
   assert_int_equal(rc, CACHET_OK);
   assert_string_equal(h.maxmemory_policy, "allkeys-random");
   assert_int_equal(h.policy_warning, 1);
@@ -162,13 +140,7 @@ static void test_policy_falls_back_to_info_when_config_refused(void **state) {
 
 static void test_unreachable_server_is_an_error(void **state) {
   (void)state;
-  cachet_options o;
-  cachet_options_init(&o);
-  o.host = "127.0.0.1";
-  o.port = test_free_port();
-  o.timeout_ms = 1000;
-  cachet *c = NULL;
-  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  cachet *c = test_open_unreachable();
   cachet_health h;
   memset(&h, 0x5a, sizeof h);
   assert_int_equal(cachet_health_check(c, &h), CACHET_ECONN);
@@ -179,9 +151,10 @@ static void test_unreachable_server_is_an_error(void **state) {
 
 static void test_server_refusing_the_probe_is_an_error(void **state) {
   (void)state;
-  raw("ACL SETUSER noscript on >pw ~* &* +@all -script");
+  test_command(test_group_server(),
+               "ACL SETUSER noscript on >pw ~* &* +@all -script");
   cachet_options o;
-  test_options(&srv, &o, "h5:");
+  test_options(test_group_server(), &o, "h5:");
   o.username = "noscript";
   o.password = "pw";
   cachet *c = NULL;
@@ -201,5 +174,5 @@ int main(void) {
       cmocka_unit_test(test_unreachable_server_is_an_error),
       cmocka_unit_test(test_server_refusing_the_probe_is_an_error),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

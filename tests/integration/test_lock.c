@@ -15,33 +15,7 @@
 
 #include "harness.h"
 
-static test_server srv;
-
-static int setup(void **state) {
-  (void)state;
-  return test_server_start(&srv, NULL);
-}
-
-static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
-  return 0;
-}
-
-/* A raw command's integer reply (aborts the test on anything else). */
-static long long raw_int(redisContext *r, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  redisReply *rep = redisvCommand(r, fmt, ap);
-  va_end(ap);
-  assert_non_null(rep);
-  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
-  long long v = rep->integer;
-  freeReplyObject(rep);
-  return v;
-}
-
-/* The same for threads, which must not assert: LLONG_MIN on failure. */
+/* test_int for threads, which must not assert: LLONG_MIN on failure. */
 static long long raw_int_quiet(redisContext *r, const char *cmd) {
   redisReply *rep = redisCommand(r, cmd);
   long long v = LLONG_MIN;
@@ -55,7 +29,7 @@ static long long raw_int_quiet(redisContext *r, const char *cmd) {
 /* Wait (bounded) until `key` no longer exists: Redis expired it. */
 static void wait_gone(redisContext *r, const char *key) {
   for (int i = 0; i < 500; i++) {
-    if (raw_int(r, "EXISTS %s", key) == 0)
+    if (test_int(r, "EXISTS %s", key) == 0)
       return;
     test_sleep_ms(10);
   }
@@ -71,7 +45,7 @@ static int is_lower_hex(const char *s, size_t n) {
 
 static void test_acquire_gives_fresh_token_and_rising_fence(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk1:");
+  cachet *c = test_open(test_group_server(), "lk1:");
   cachet_lock *a = NULL, *b = NULL;
   char ta[CACHET_LOCK_TOKEN_HEXLEN + 1], tb[CACHET_LOCK_TOKEN_HEXLEN + 1];
 
@@ -89,7 +63,7 @@ static void test_acquire_gives_fresh_token_and_rising_fence(void **state) {
 
   /* The token in Redis is the hex the handle reports, in the layout's lock
    * key; the fencing counter sits in the same bucket. */
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommand(r, "KEYS lk1:*");
   assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
   assert_int_equal(rep->elements, 2);
@@ -103,11 +77,8 @@ static void test_acquire_gives_fresh_token_and_rising_fence(void **state) {
   assert_string_equal(lkey + 8, "l:L");
   assert_string_equal(fkey + 8, "f:L");
   assert_memory_equal(lkey, fkey, 8);
-  rep = redisCommand(r, "GET %s", lkey);
-  assert_int_equal(rep->type, REDIS_REPLY_STRING);
-  assert_string_equal(rep->str, tb);
-  freeReplyObject(rep);
-  assert_true(raw_int(r, "PTTL %s", lkey) > 0);
+  test_expect_string(r, tb, "GET %s", lkey);
+  assert_true(test_int(r, "PTTL %s", lkey) > 0);
   redisFree(r);
 
   assert_int_equal(cachet_lock_release(c, b), CACHET_OK);
@@ -122,7 +93,7 @@ static void test_acquire_gives_fresh_token_and_rising_fence(void **state) {
 
 static void test_held_lock_is_not_acquired_without_wait(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk2:");
+  cachet *c = test_open(test_group_server(), "lk2:");
   cachet_lock *a = NULL, *b = (cachet_lock *)1;
   assert_int_equal(cachet_lock_acquire(c, "L", 60000, 0, &a), CACHET_OK);
   assert_int_equal(cachet_lock_acquire(c, "L", 60000, 0, &b),
@@ -145,7 +116,7 @@ static void test_held_lock_is_not_acquired_without_wait(void **state) {
 
 static void test_release_by_non_owner_fails_and_keeps_lock(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk3:");
+  cachet *c = test_open(test_group_server(), "lk3:");
   cachet_lock *a = NULL, *other = NULL, *b = NULL;
   assert_int_equal(cachet_lock_acquire(c, "L", 60000, 0, &a), CACHET_OK);
   assert_int_equal(
@@ -171,8 +142,8 @@ static void test_release_by_non_owner_fails_and_keeps_lock(void **state) {
 
 static void test_release_after_expiry_reports_expired(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk4:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "lk4:");
+  redisContext *r = test_redis(test_group_server());
   cachet_lock *a = NULL, *b = NULL;
   assert_int_equal(cachet_lock_acquire(c, "L", 50, 0, &a), CACHET_OK);
   redisReply *rep = redisCommand(r, "KEYS lk4:*l:L");
@@ -198,20 +169,20 @@ static void test_release_after_expiry_reports_expired(void **state) {
 
 static void test_extend_sets_remaining_ttl_for_owner(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk5:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "lk5:");
+  redisContext *r = test_redis(test_group_server());
   cachet_lock *a = NULL;
   assert_int_equal(cachet_lock_acquire(c, "L", 1000, 0, &a), CACHET_OK);
   redisReply *rep = redisCommand(r, "KEYS lk5:*l:L");
   char lkey[64];
   snprintf(lkey, sizeof lkey, "%s", rep->element[0]->str);
   freeReplyObject(rep);
-  assert_true(raw_int(r, "PTTL %s", lkey) <= 1000);
+  assert_true(test_int(r, "PTTL %s", lkey) <= 1000);
   assert_int_equal(cachet_lock_extend(c, a, 600000), CACHET_OK);
-  assert_true(raw_int(r, "PTTL %s", lkey) > 1000);
+  assert_true(test_int(r, "PTTL %s", lkey) > 1000);
   /* Extend sets, it does not add: it can shorten too. */
   assert_int_equal(cachet_lock_extend(c, a, 30), CACHET_OK);
-  assert_true(raw_int(r, "PTTL %s", lkey) <= 30);
+  assert_true(test_int(r, "PTTL %s", lkey) <= 30);
   wait_gone(r, lkey);
   assert_int_equal(cachet_lock_extend(c, a, 1000), CACHET_LOCK_EXPIRED);
   cachet_lock_free(a);
@@ -221,7 +192,7 @@ static void test_extend_sets_remaining_ttl_for_owner(void **state) {
 
 static void test_invalid_arguments_are_rejected(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk6:");
+  cachet *c = test_open(test_group_server(), "lk6:");
   cachet_lock *a = (cachet_lock *)1;
   assert_int_equal(cachet_lock_acquire(c, "L", 0, 0, &a), CACHET_EINVAL);
   assert_null(a);
@@ -283,7 +254,7 @@ static void *release_later(void *p) {
 
 static void test_waiter_acquires_once_holder_releases(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk7:");
+  cachet *c = test_open(test_group_server(), "lk7:");
   holder_arg h = {c, NULL, 0, -100};
   assert_int_equal(cachet_lock_acquire(c, "L", 60000, 0, &h.lk), CACHET_OK);
   pthread_t th;
@@ -305,7 +276,7 @@ static void test_waiter_acquires_once_holder_releases(void **state) {
 
 static void test_waiter_acquires_after_holder_expires(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk8:");
+  cachet *c = test_open(test_group_server(), "lk8:");
   cachet_lock *a = NULL, *b = NULL;
   assert_int_equal(cachet_lock_acquire(c, "L", 200, 0, &a), CACHET_OK);
   /* Never released: the waiter gets it when the TTL runs out. */
@@ -375,10 +346,10 @@ static void *contend(void *p) {
 
 static void test_contended_cycles_never_have_two_holders(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk9:");
+  cachet *c = test_open(test_group_server(), "lk9:");
   excl x;
   memset(&x, 0, sizeof x);
-  x.s = &srv;
+  x.s = test_group_server();
   x.c = c;
   atomic_store(&x.remaining, CYCLES);
   pthread_t th[THREADS];
@@ -399,8 +370,8 @@ static void test_contended_cycles_never_have_two_holders(void **state) {
 
 static void test_noscript_is_recovered_for_lock_scripts(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "lk10:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "lk10:");
+  redisContext *r = test_redis(test_group_server());
   freeReplyObject(redisCommand(r, "SCRIPT FLUSH"));
   cachet_lock *a = NULL;
   assert_int_equal(cachet_lock_acquire(c, "L", 5000, 0, &a), CACHET_OK);
@@ -418,13 +389,7 @@ static void test_noscript_is_recovered_for_lock_scripts(void **state) {
 
 static void test_unreachable_server_is_error_not_outcome(void **state) {
   (void)state;
-  cachet_options o;
-  cachet_options_init(&o);
-  o.host = "127.0.0.1";
-  o.port = test_free_port();
-  o.timeout_ms = 1000;
-  cachet *c = NULL;
-  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  cachet *c = test_open_unreachable();
   cachet_lock *a = NULL;
   assert_int_equal(cachet_lock_acquire(c, "L", 1000, 100, &a), CACHET_ECONN);
   assert_null(a);
@@ -451,5 +416,5 @@ int main(void) {
       cmocka_unit_test(test_noscript_is_recovered_for_lock_scripts),
       cmocka_unit_test(test_unreachable_server_is_error_not_outcome),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

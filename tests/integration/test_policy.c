@@ -14,19 +14,6 @@
 #include "harness.h"
 #include "keys.h"
 
-static test_server srv;
-
-static int setup(void **state) {
-  (void)state;
-  return test_server_start(&srv, NULL);
-}
-
-static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
-  return 0;
-}
-
 /* An origin the writer stores into, and what it saw of the cache. */
 typedef struct origin {
   int fail; /* non-zero: the writer returns this */
@@ -38,7 +25,7 @@ typedef struct origin {
 
 static long long raw_exists(const char *prefix, const void *key,
                             size_t keylen) {
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommand(r, "EXISTS %s{%02x}v:%b", prefix,
                                  cachet_bucket(key, keylen), key, keylen);
   long long v =
@@ -60,35 +47,19 @@ static int writer(void *ud, const void *key, size_t keylen, const void *val,
   return 0;
 }
 
-static void raw(const char *cmd) {
-  redisContext *r = test_redis(&srv);
-  redisReply *rep = redisCommand(r, cmd);
-  assert_non_null(rep);
-  assert_int_not_equal(rep->type, REDIS_REPLY_ERROR);
-  freeReplyObject(rep);
-  redisFree(r);
-}
-
 /* Make every write fail with OOM, as a full server with noeviction does. */
 static void server_full(void) {
-  raw("CONFIG SET maxmemory-policy noeviction");
-  raw("CONFIG SET maxmemory 1");
+  test_command(test_group_server(), "CONFIG SET maxmemory-policy noeviction");
+  test_command(test_group_server(), "CONFIG SET maxmemory 1");
 }
 
-static void server_roomy(void) { raw("CONFIG SET maxmemory 0"); }
-
-static void expect_cached(cachet *c, const char *key, const char *want) {
-  void *v = NULL;
-  size_t n = 0;
-  assert_int_equal(cachet_get(c, key, strlen(key), &v, &n), CACHET_OK);
-  assert_int_equal(n, strlen(want));
-  assert_memory_equal(v, want, n);
-  cachet_free(v);
+static void server_roomy(void) {
+  test_command(test_group_server(), "CONFIG SET maxmemory 0");
 }
 
 static void test_write_through_writes_origin_then_cache(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "wt1:");
+  cachet *c = test_open(test_group_server(), "wt1:");
   origin o = {0, 0, "", "wt1:", -1};
   const char *tags[] = {"t"};
   assert_int_equal(
@@ -97,8 +68,8 @@ static void test_write_through_writes_origin_then_cache(void **state) {
   assert_int_equal(o.calls, 1);
   assert_string_equal(o.stored, "v1");
   assert_int_equal(o.cache_had_key, 0); /* the writer ran first */
-  expect_cached(c, "k", "v1");
-  redisContext *r = test_redis(&srv);
+  assert_true(test_hit(c, "k", "v1"));
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep =
       redisCommand(r, "SISMEMBER wt1:{%02x}m:k t", cachet_bucket("k", 1));
   assert_int_equal(rep->integer, 1);
@@ -109,7 +80,7 @@ static void test_write_through_writes_origin_then_cache(void **state) {
 
 static void test_write_through_writer_failure_caches_nothing(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "wt2:");
+  cachet *c = test_open(test_group_server(), "wt2:");
   origin o = {5, 0, "", "wt2:", -1};
   assert_int_equal(
       cachet_write_through(c, "new", 3, "v", 1, writer, &o, 0, NULL, 0),
@@ -122,7 +93,7 @@ static void test_write_through_writer_failure_caches_nothing(void **state) {
   assert_int_equal(
       cachet_write_through(c, "old", 3, "other", 5, writer, &o, 0, NULL, 0),
       CACHET_EWRITER);
-  expect_cached(c, "old", "same");
+  assert_true(test_hit(c, "old", "same"));
   cachet_metrics m;
   cachet_metrics_snapshot(c, &m);
   assert_int_equal(m.errors[-CACHET_EWRITER], 2);
@@ -131,7 +102,7 @@ static void test_write_through_writer_failure_caches_nothing(void **state) {
 
 static void test_write_through_cache_failure_removes_stale_entry(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "wt3:");
+  cachet *c = test_open(test_group_server(), "wt3:");
   const char *tags[] = {"t"};
   assert_int_equal(cachet_set_tags(c, "k", 1, "stale", 5, 0, tags, 1),
                    CACHET_OK);
@@ -151,7 +122,7 @@ static void test_write_through_cache_failure_removes_stale_entry(void **state) {
   size_t n;
   assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_MISS);
   assert_null(v);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep =
       redisCommand(r, "EXISTS wt3:{%02x}m:k", cachet_bucket("k", 1));
   assert_int_equal(rep->integer, 0);
@@ -162,20 +133,20 @@ static void test_write_through_cache_failure_removes_stale_entry(void **state) {
 
 static void test_write_behind_writes_cache_then_origin(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "wb1:");
+  cachet *c = test_open(test_group_server(), "wb1:");
   origin o = {0, 0, "", "wb1:", -1};
   assert_int_equal(
       cachet_write_behind(c, "k", 1, "v1", 2, writer, &o, 60000, NULL, 0),
       CACHET_OK);
   assert_int_equal(o.cache_had_key, 1); /* the cache was written first */
   assert_string_equal(o.stored, "v1");
-  expect_cached(c, "k", "v1");
+  assert_true(test_hit(c, "k", "v1"));
   cachet_close(c);
 }
 
 static void test_write_behind_writer_failure_removes_entry(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "wb2:");
+  cachet *c = test_open(test_group_server(), "wb2:");
   assert_int_equal(cachet_set(c, "k", 1, "before", 6, 0), CACHET_OK);
   origin o = {-1, 0, "", "wb2:", -1};
   const char *tags[] = {"t"};
@@ -185,7 +156,7 @@ static void test_write_behind_writer_failure_removes_entry(void **state) {
   assert_int_equal(o.cache_had_key, 1);
   assert_non_null(strstr(cachet_last_error(), "removed"));
   assert_int_equal(cachet_exists(c, "k", 1), CACHET_MISS);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep =
       redisCommand(r, "ZCARD wb2:{%02x}t:t", cachet_bucket("k", 1));
   assert_int_equal(rep->integer, 0);
@@ -196,7 +167,7 @@ static void test_write_behind_writer_failure_removes_entry(void **state) {
 
 static void test_write_behind_cache_failure_skips_writer(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "wb3:");
+  cachet *c = test_open(test_group_server(), "wb3:");
   origin o = {0, 0, "", "wb3:", -1};
   server_full();
   int rc = cachet_write_behind(c, "k", 1, "v", 1, writer, &o, 0, NULL, 0);
@@ -212,7 +183,7 @@ static void test_write_behind_cache_failure_skips_writer(void **state) {
 
 static void test_policies_reject_bad_arguments_before_writing(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "wp:");
+  cachet *c = test_open(test_group_server(), "wp:");
   origin o = {0, 0, "", "wp:", -1};
   assert_int_equal(
       cachet_write_through(c, "", 0, "v", 1, writer, &o, 0, NULL, 0),
@@ -232,7 +203,7 @@ static void test_policies_reject_bad_arguments_before_writing(void **state) {
   assert_int_equal(
       cachet_write_through(c, "e", 1, NULL, 0, writer, &o, 0, NULL, 0),
       CACHET_OK);
-  expect_cached(c, "e", "");
+  assert_true(test_hit(c, "e", ""));
   cachet_close(c);
 }
 
@@ -246,5 +217,5 @@ int main(void) {
       cmocka_unit_test(test_write_behind_cache_failure_skips_writer),
       cmocka_unit_test(test_policies_reject_bad_arguments_before_writing),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

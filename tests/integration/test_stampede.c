@@ -23,22 +23,9 @@
 #include "harness.h"
 #include "keys.h"
 
-static test_server srv;
-
-static int setup(void **state) {
-  (void)state;
-  return test_server_start(&srv, NULL);
-}
-
-static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
-  return 0;
-}
-
 static cachet *open_with(const char *prefix, int lease_ms, int wait_ms) {
   cachet_options o;
-  test_options(&srv, &o, prefix);
+  test_options(test_group_server(), &o, prefix);
   o.lock_lease_ms = lease_ms;
   o.fetch_wait_ms = wait_ms;
   o.pool_size = 8;
@@ -51,7 +38,7 @@ static cachet *open_with(const char *prefix, int lease_ms, int wait_ms) {
 }
 
 static long long raw_int(const char *fmt, ...) {
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   va_list ap;
   va_start(ap, fmt);
   redisReply *rep = redisvCommand(r, fmt, ap);
@@ -262,20 +249,14 @@ static void test_redis_errors_are_returned_not_loaded(void **state) {
 
   /* A value that is not an envelope is corrupt, not a miss to reload. */
   b = cachet_bucket("junk", 4);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   freeReplyObject(redisCommand(r, "SET st5:{%02x}v:junk garbage", b));
   redisFree(r);
   assert_int_equal(cachet_get_or_set(c, "junk", 4, must_not_load, &calls, 0,
                                      NULL, 0, &v, &n),
                    CACHET_ECORRUPT);
 
-  cachet_options o;
-  cachet_options_init(&o);
-  o.host = "127.0.0.1";
-  o.port = test_free_port();
-  o.timeout_ms = 1000;
-  cachet *dead = NULL;
-  assert_int_equal(cachet_open(&dead, &o), CACHET_OK);
+  cachet *dead = test_open_unreachable();
   assert_int_equal(cachet_get_or_set(dead, "k", 1, must_not_load, &calls, 0,
                                      NULL, 0, &v, &n),
                    CACHET_ECONN);
@@ -398,11 +379,8 @@ static void test_concurrent_processes_load_cold_key_once(void **state) {
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
   }
-  redisContext *r = test_redis(&srv);
-  redisReply *rep = redisCommand(r, "GET st7:loads");
-  assert_int_equal(rep->type, REDIS_REPLY_STRING);
-  assert_string_equal(rep->str, "1");
-  freeReplyObject(rep);
+  redisContext *r = test_redis(test_group_server());
+  test_expect_string(r, "1", "GET st7:loads");
   redisFree(r);
 }
 
@@ -584,5 +562,5 @@ int main(void) {
       cmocka_unit_test(test_wait_is_bounded_by_fetch_wait),
       cmocka_unit_test(test_lease_is_renewed_while_loader_runs),
   };
-  return cmocka_run_group_tests(tests, setup, teardown);
+  return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }

@@ -20,19 +20,6 @@
 #include "keys.h"
 #include "script.h"
 
-static test_server srv;
-
-static int setup(void **state) {
-  (void)state;
-  return test_server_start(&srv, NULL);
-}
-
-static int teardown(void **state) {
-  (void)state;
-  test_server_stop(&srv);
-  return 0;
-}
-
 /* ---- helpers ------------------------------------------------------------ */
 
 /* The Redis key of `kind` for a user key (v, m) or a tag (t, e) in the
@@ -59,33 +46,6 @@ static int in_index(redisContext *r, cachet *c, const char *tag,
   freeReplyObject(rep);
   free(k);
   return in;
-}
-
-static long long int_cmd(redisContext *r, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  redisReply *rep = redisvCommand(r, fmt, ap);
-  va_end(ap);
-  assert_non_null(rep);
-  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
-  long long v = rep->integer;
-  freeReplyObject(rep);
-  return v;
-}
-
-static int hit(cachet *c, const char *key, const char *want) {
-  void *v = NULL;
-  size_t n = 0;
-  int rc = cachet_get(c, key, strlen(key), &v, &n);
-  if (rc == CACHET_MISS)
-    return 0;
-  assert_int_equal(rc, CACHET_OK);
-  if (want != NULL) {
-    assert_int_equal(n, strlen(want));
-    assert_memory_equal(v, want, n);
-  }
-  cachet_free(v);
-  return 1;
 }
 
 static void set_tags(cachet *c, const char *key, const char *val, int64_t ttl,
@@ -215,8 +175,8 @@ static void populate(cachet *c, const char *stem, int from, int n,
  * are picked in one bucket so that they share each tag's index key. */
 static void test_index_ttl_is_only_lengthened(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "ittl:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "ittl:");
+  redisContext *r = test_redis(test_group_server());
   char keys[5][16];
   unsigned b0 = cachet_bucket("k0", 2);
   int found = 0;
@@ -235,40 +195,40 @@ static void test_index_ttl_is_only_lengthened(void **state) {
 
   /* The first member creates the index with its own TTL. */
   set_tags(c, keys[0], "v", 100000, x, 1);
-  long long p = int_cmd(r, "PTTL %s", ix);
+  long long p = test_int(r, "PTTL %s", ix);
   assert_true(p > 90000 && p <= 100000);
   /* A shorter member does not shorten it. */
   set_tags(c, keys[1], "v", 1000, x, 1);
-  assert_true(int_cmd(r, "PTTL %s", ix) > 90000);
+  assert_true(test_int(r, "PTTL %s", ix) > 90000);
   /* Rewriting a member already in the index with a longer TTL lengthens
    * it; the value and its tag set get the same expiry. */
   set_tags(c, keys[0], "v", 300000, x, 1);
-  assert_true(int_cmd(r, "PTTL %s", ix) > 290000);
-  p = int_cmd(r, "PTTL %s", v0);
+  assert_true(test_int(r, "PTTL %s", ix) > 290000);
+  p = test_int(r, "PTTL %s", v0);
   assert_true(p > 290000 && p <= 300000);
-  p = int_cmd(r, "PTTL %s", m0);
+  p = test_int(r, "PTTL %s", m0);
   assert_true(p > 290000 && p <= 300000);
   /* A member without expiry makes it persistent, and it stays so. */
   set_tags(c, keys[2], "v", 0, x, 1);
-  assert_int_equal(int_cmd(r, "PTTL %s", ix), -1);
+  assert_int_equal(test_int(r, "PTTL %s", ix), -1);
   set_tags(c, keys[3], "v", 5000, x, 1);
-  assert_int_equal(int_cmd(r, "PTTL %s", ix), -1);
+  assert_int_equal(test_int(r, "PTTL %s", ix), -1);
   set_tags(c, keys[2], "v", 0, x, 1);
-  assert_int_equal(int_cmd(r, "PTTL %s", ix), -1);
+  assert_int_equal(test_int(r, "PTTL %s", ix), -1);
   /* An index created by a member without expiry is persistent from the
    * start, and a later member with a TTL does not give it one. */
   set_tags(c, keys[4], "v", 0, y, 1);
-  assert_int_equal(int_cmd(r, "PTTL %s", iy), -1);
+  assert_int_equal(test_int(r, "PTTL %s", iy), -1);
   set_tags(c, keys[1], "v", 2000, y, 1);
-  assert_int_equal(int_cmd(r, "PTTL %s", iy), -1);
+  assert_int_equal(test_int(r, "PTTL %s", iy), -1);
   /* One member rewritten in place: longer lengthens, shorter does not. */
   set_tags(c, keys[3], "v", 2000, z, 1);
-  p = int_cmd(r, "PTTL %s", iz);
+  p = test_int(r, "PTTL %s", iz);
   assert_true(p > 0 && p <= 2000);
   set_tags(c, keys[3], "v", 50000, z, 1);
-  assert_true(int_cmd(r, "PTTL %s", iz) > 40000);
+  assert_true(test_int(r, "PTTL %s", iz) > 40000);
   set_tags(c, keys[3], "v", 1000, z, 1);
-  assert_true(int_cmd(r, "PTTL %s", iz) > 40000);
+  assert_true(test_int(r, "PTTL %s", iz) > 40000);
 
   free(ix);
   free(iy);
@@ -281,8 +241,8 @@ static void test_index_ttl_is_only_lengthened(void **state) {
 
 static void test_evict_tag_removes_only_entries_carrying_it(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "ev1:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "ev1:");
+  redisContext *r = test_redis(test_group_server());
   const char *x[] = {"x"}, *xy[] = {"x", "y"}, *y[] = {"y"};
   set_tags(c, "a", "1", 0, x, 1);
   set_tags(c, "b", "2", 0, xy, 2);
@@ -292,9 +252,9 @@ static void test_evict_tag_removes_only_entries_carrying_it(void **state) {
   uint64_t n = 99;
   assert_int_equal(cachet_evict_tags(c, x, 1, &n), CACHET_OK);
   assert_int_equal(n, 2);
-  assert_false(hit(c, "a", NULL));
-  assert_false(hit(c, "b", NULL));
-  assert_true(hit(c, "c", "3"));
+  assert_false(test_hit(c, "a", NULL));
+  assert_false(test_hit(c, "b", NULL));
+  assert_true(test_hit(c, "c", "3"));
   /* b's membership left y's index too; c's stayed. */
   assert_false(in_index(r, c, "y", "b"));
   assert_true(in_index(r, c, "y", "c"));
@@ -314,8 +274,8 @@ static void test_evict_tag_removes_only_entries_carrying_it(void **state) {
 
 static void test_evict_tags_after_overwrite_keeps_new_value(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "ev2:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "ev2:");
+  redisContext *r = test_redis(test_group_server());
   const char *t1[] = {"t1"}, *t2[] = {"t2"};
   set_tags(c, "d", "old", 0, t1, 1);
   set_tags(c, "d", "new", 0, t2, 1);
@@ -324,7 +284,7 @@ static void test_evict_tags_after_overwrite_keeps_new_value(void **state) {
   uint64_t n = 99;
   assert_int_equal(cachet_evict_tags(c, t1, 1, &n), CACHET_OK);
   assert_int_equal(n, 0);
-  assert_true(hit(c, "d", "new"));
+  assert_true(test_hit(c, "d", "new"));
   assert_false(in_index(r, c, "t1", "d"));
   redisFree(r);
   cachet_close(c);
@@ -332,7 +292,7 @@ static void test_evict_tags_after_overwrite_keeps_new_value(void **state) {
 
 static void test_evict_of_several_tags_counts_each_entry_once(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "ev3:");
+  cachet *c = test_open(test_group_server(), "ev3:");
   const char *xy[] = {"x", "y"}, *x[] = {"x"}, *y[] = {"y"};
   set_tags(c, "both", "1", 0, xy, 2);
   set_tags(c, "onlyx", "2", 0, x, 1);
@@ -341,13 +301,13 @@ static void test_evict_of_several_tags_counts_each_entry_once(void **state) {
   uint64_t n = 0;
   assert_int_equal(cachet_evict_tags(c, xy, 2, &n), CACHET_OK);
   assert_int_equal(n, 3);
-  assert_true(hit(c, "none", "4"));
+  assert_true(test_hit(c, "none", "4"));
   cachet_close(c);
 }
 
 static void test_evict_rejects_empty_tag(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "ev4:");
+  cachet *c = test_open(test_group_server(), "ev4:");
   const char *bad[] = {"ok", ""};
   uint64_t n = 7;
   assert_int_equal(cachet_evict_tags(c, bad, 2, &n), CACHET_EINVAL);
@@ -360,17 +320,17 @@ static void test_evict_rejects_empty_tag(void **state) {
 
 static void test_delete_removes_index_memberships(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "del1:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "del1:");
+  redisContext *r = test_redis(test_group_server());
   const char *ab[] = {"a", "b"};
   set_tags(c, "k", "v", 0, ab, 2);
   char *ia = rkey(c, CACHET_KIND_INDEX, "a", "k");
-  assert_int_equal(int_cmd(r, "ZCARD %s", ia), 1);
+  assert_int_equal(test_int(r, "ZCARD %s", ia), 1);
   assert_int_equal(cachet_delete(c, "k", 1), CACHET_OK);
-  assert_int_equal(int_cmd(r, "ZCARD %s", ia), 0);
+  assert_int_equal(test_int(r, "ZCARD %s", ia), 0);
   assert_false(in_index(r, c, "b", "k"));
   char *mk = rkey(c, CACHET_KIND_TAGSET, "k", "k");
-  assert_int_equal(int_cmd(r, "EXISTS %s", mk), 0);
+  assert_int_equal(test_int(r, "EXISTS %s", mk), 0);
   free(mk);
   free(ia);
   redisFree(r);
@@ -379,8 +339,8 @@ static void test_delete_removes_index_memberships(void **state) {
 
 static void test_set_without_tags_drops_memberships(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "del2:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "del2:");
+  redisContext *r = test_redis(test_group_server());
   const char *ab[] = {"a", "b"};
   set_tags(c, "k", "v1", 0, ab, 2);
   assert_int_equal(cachet_set(c, "k", 1, "v2", 2, 0), CACHET_OK);
@@ -389,7 +349,7 @@ static void test_set_without_tags_drops_memberships(void **state) {
   uint64_t n = 9;
   assert_int_equal(cachet_evict_tags(c, ab, 2, &n), CACHET_OK);
   assert_int_equal(n, 0);
-  assert_true(hit(c, "k", "v2"));
+  assert_true(test_hit(c, "k", "v2"));
   redisFree(r);
   cachet_close(c);
 }
@@ -414,8 +374,8 @@ static void count_key(void *ud, const char *key, size_t len) {
  * tags, expiry and atomic bookkeeping as an inline write. */
 static void test_large_value_is_staged_outside_the_script(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "stage:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "stage:");
+  redisContext *r = test_redis(test_group_server());
   size_t big_len = (size_t)1 << 20;
   char *big = malloc(big_len);
   assert_non_null(big);
@@ -435,24 +395,24 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   assert_memory_equal(v, big, big_len);
   cachet_free(v);
   char *vk = rkey(c, CACHET_KIND_VALUE, "big", "big");
-  long long p = int_cmd(r, "PTTL %s", vk);
+  long long p = test_int(r, "PTTL %s", vk);
   assert_true(p > 50000 && p <= 60000);
   assert_true(in_index(r, c, "g", "big"));
 
   /* Retagged and persistent: the staging key's own TTL must not stick. */
   assert_int_equal(cachet_set_tags(c, "big", 3, big, big_len, 0, h, 1),
                    CACHET_OK);
-  assert_int_equal(int_cmd(r, "PTTL %s", vk), -1);
+  assert_int_equal(test_int(r, "PTTL %s", vk), -1);
   assert_false(in_index(r, c, "g", "big"));
   assert_true(in_index(r, c, "h", "big"));
   /* Untagged with a TTL, then small again (inline). */
   assert_int_equal(cachet_set(c, "big", 3, big, big_len, 30000), CACHET_OK);
-  p = int_cmd(r, "PTTL %s", vk);
+  p = test_int(r, "PTTL %s", vk);
   assert_true(p > 20000 && p <= 30000);
   assert_false(in_index(r, c, "h", "big"));
   assert_int_equal(cachet_set_tags(c, "big", 3, "small", 5, 0, g, 1),
                    CACHET_OK);
-  assert_true(hit(c, "big", "small"));
+  assert_true(test_hit(c, "big", "small"));
   assert_int_equal(rename_calls(r), renames + 3);
 
   /* mset: the large entry goes staged, the small ones in set_many. */
@@ -465,8 +425,8 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   for (int i = 0; i < 3; i++)
     assert_int_equal(e[i].status, CACHET_OK);
   assert_int_equal(rename_calls(r), renames + 4);
-  assert_true(hit(c, "m1", "one"));
-  assert_true(hit(c, "m3", "three"));
+  assert_true(test_hit(c, "m1", "one"));
+  assert_true(test_hit(c, "m3", "three"));
   assert_int_equal(cachet_get(c, "m2", 2, &v, &n), CACHET_OK);
   assert_int_equal(n, big_len);
   cachet_free(v);
@@ -476,8 +436,8 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   uint64_t evicted = 0;
   assert_int_equal(cachet_evict_tags(c, g, 1, &evicted), CACHET_OK);
   assert_int_equal(evicted, 2);
-  assert_false(hit(c, "m2", NULL));
-  assert_false(hit(c, "big", NULL));
+  assert_false(test_hit(c, "m2", NULL));
+  assert_false(test_hit(c, "big", NULL));
   long long staged = 0;
   scan_keys(r, "stage:{*}w:*", count_key, &staged);
   assert_int_equal(staged, 0);
@@ -494,12 +454,12 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   for (int i = 0; i < 8; i++)
     lens[i] = strlen(args[i]);
   redisReply *rep = NULL;
-  assert_int_equal(cachet_script_run(c, cn, CACHET_SCRIPT_SET_TAGS, 3, 8, args,
-                                     lens, &rep),
-                   CACHET_ESERVER);
+  assert_int_equal(
+      cachet_script_run(c, cn, CACHET_SCRIPT_SET_TAGS, 3, 8, args, lens, &rep),
+      CACHET_ESERVER);
   assert_non_null(strstr(cachet_last_error(), "staged value is gone"));
   cachet_conn_release(c, cn);
-  assert_true(hit(c, "m1", "one"));
+  assert_true(test_hit(c, "m1", "one"));
 
   free(mk);
   free(v1);
@@ -512,8 +472,8 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
 
 static void test_evict_finishes_an_abandoned_eviction(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "ev5:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "ev5:");
+  redisContext *r = test_redis(test_group_server());
   const char *z[] = {"z"};
   set_tags(c, "first", "1", 0, z, 1);
   /* An eviction that died after its rename: the snapshot is an e key. */
@@ -526,9 +486,9 @@ static void test_evict_finishes_an_abandoned_eviction(void **state) {
   uint64_t n = 0;
   assert_int_equal(cachet_evict_tags(c, z, 1, &n), CACHET_OK);
   assert_int_equal(n, 2);
-  assert_false(hit(c, "first", NULL));
-  assert_false(hit(c, "other", NULL));
-  assert_int_equal(int_cmd(r, "EXISTS %s %s", t, e), 0);
+  assert_false(test_hit(c, "first", NULL));
+  assert_false(test_hit(c, "other", NULL));
+  assert_int_equal(test_int(r, "EXISTS %s %s", t, e), 0);
   free(t);
   free(e);
   redisFree(r);
@@ -537,7 +497,7 @@ static void test_evict_finishes_an_abandoned_eviction(void **state) {
 
 static void test_expired_members_are_not_counted_as_evicted(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "ev6:");
+  cachet *c = test_open(test_group_server(), "ev6:");
   const char *x[] = {"x"};
   set_tags(c, "short", "1", 50, x, 1);
   set_tags(c, "long", "2", 60000, x, 1);
@@ -596,8 +556,8 @@ static const char read_all[] =
 static void
 test_concurrent_reader_never_sees_value_without_membership(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "rw:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "rw:");
+  redisContext *r = test_redis(test_group_server());
   rw w = {c, 0, 0, 0};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, rw_writer, &w), 0);
@@ -716,8 +676,8 @@ static void check_members(void *ud, const char *key, size_t len) {
     const char *member = rep->element[i]->str;
     char *v = rkey(mc->c, CACHET_KIND_VALUE, member, member);
     char *m = rkey(mc->c, CACHET_KIND_TAGSET, member, member);
-    if (int_cmd(mc->r, "EXISTS %s", v) == 0 ||
-        int_cmd(mc->r, "SISMEMBER %s %s", m, tag) == 0)
+    if (test_int(mc->r, "EXISTS %s", v) == 0 ||
+        test_int(mc->r, "SISMEMBER %s %s", m, tag) == 0)
       mc->dangling++;
     mc->members++;
     free(v);
@@ -729,8 +689,8 @@ static void check_members(void *ud, const char *key, size_t len) {
 static void
 test_index_stays_bounded_under_churn_and_prune_cleans_it(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "churn:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "churn:");
+  redisContext *r = test_redis(test_group_server());
   pthread_t th[CHURN_THREADS];
   churn w[CHURN_THREADS];
   for (int i = 0; i < CHURN_THREADS; i++) {
@@ -782,7 +742,7 @@ test_index_stays_bounded_under_churn_and_prune_cleans_it(void **state) {
   assert_int_equal(mc.members, 2 * CHURN_LIVE - 30);
   /* Orphaned tag sets of the deleted values went with them. */
   char *m0 = rkey(c, CACHET_KIND_TAGSET, "live0", "live0");
-  assert_int_equal(int_cmd(r, "EXISTS %s", m0), 0);
+  assert_int_equal(test_int(r, "EXISTS %s", m0), 0);
   free(m0);
   /* A second prune finds nothing. */
   assert_int_equal(cachet_prune(c, &pruned), CACHET_OK);
@@ -826,15 +786,15 @@ static void *ping_loop(void *arg) {
 static void
 test_evict_200k_members_in_chunks_while_server_answers(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "big:");
-  redisContext *r = test_redis(&srv);
+  cachet *c = test_open(test_group_server(), "big:");
+  redisContext *r = test_redis(test_group_server());
   const char *big[] = {"big"}, *bigside[] = {"big", "side"};
   populate(c, "e", 0, BIG - 1000, "value", big, 1, 0);
   /* Some entries carry a second tag, so chunks also edit other indexes. */
   populate(c, "s", 0, 1000, "value", bigside, 2, 0);
   assert_int_equal(index_tally(r, "big:{??}t:big").members, BIG);
 
-  pinger p = {&srv, 0, 0, 0};
+  pinger p = {test_group_server(), 0, 0, 0};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, ping_loop, &p), 0);
   uint64_t n = 0;
@@ -848,8 +808,8 @@ test_evict_200k_members_in_chunks_while_server_answers(void **state) {
   assert_int_equal(n, BIG);
   assert_int_equal(index_tally(r, "big:{??}[te]:big").keys, 0);
   assert_int_equal(index_tally(r, "big:{??}t:side").members, 0);
-  assert_false(hit(c, "e0", NULL));
-  assert_false(hit(c, "s999", NULL));
+  assert_false(test_hit(c, "e0", NULL));
+  assert_false(test_hit(c, "s999", NULL));
   redisReply *rep = redisCommand(r, "EVAL %s 0",
                                  "return #redis.call('KEYS', "
                                  "'big:*')");
@@ -895,7 +855,7 @@ static void *hot_writer(void *arg) {
 
 static void test_evict_during_concurrent_writes_terminates(void **state) {
   (void)state;
-  cachet *c = test_open(&srv, "hot:");
+  cachet *c = test_open(test_group_server(), "hot:");
   const char *tags[] = {"hot"};
   populate(c, "old", 0, 20000, "old", tags, 1, 0);
   hot h = {c, 0, 0, 0, 0, 0};
@@ -931,7 +891,7 @@ static void test_evict_during_concurrent_writes_terminates(void **state) {
   for (int i = 0; i < 2000; i++) {
     char key[32];
     snprintf(key, sizeof key, "pre%d", i);
-    assert_false(hit(c, key, NULL));
+    assert_false(test_hit(c, key, NULL));
   }
   cachet_close(c);
 }
@@ -959,9 +919,9 @@ static void flush_once(void *ud, const char *op, uint64_t done) {
 static void
 test_script_flush_mid_eviction_and_prune_is_invisible(void **state) {
   (void)state;
-  flusher f = {&srv, 0, 0};
+  flusher f = {test_group_server(), 0, 0};
   cachet_options o;
-  test_options(&srv, &o, "flushev:");
+  test_options(test_group_server(), &o, "flushev:");
   o.progress = flush_once;
   o.progress_ud = &f;
   cachet *c = NULL;
@@ -991,7 +951,7 @@ test_script_flush_mid_eviction_and_prune_is_invisible(void **state) {
   /* Writes prune expired members too, so some were gone before the call;
    * what matters is that none is left and the live ones stay. */
   assert_true(pruned > 0 && pruned <= 6000);
-  redisContext *r = test_redis(&srv);
+  redisContext *r = test_redis(test_group_server());
   redisReply *rep = redisCommand(
       r, "EVAL %s 0",
       "local n = 0 for _, k in ipairs(redis.call('KEYS', 'flushev:{??}t:*'))"
@@ -1023,5 +983,6 @@ int main(void) {
       cmocka_unit_test(test_evict_during_concurrent_writes_terminates),
       cmocka_unit_test(test_script_flush_mid_eviction_and_prune_is_invisible),
   };
-  return cmocka_run_group_tests_name("tags", tests, setup, teardown);
+  return cmocka_run_group_tests_name("tags", tests, test_group_setup,
+                                     test_group_teardown);
 }
