@@ -277,6 +277,46 @@ static void test_clear_and_prune_cover_every_master(void **state) {
   cachet_close(c);
 }
 
+/* Large values are staged: SET to a w key, then RENAME into place inside
+ * set_tags. Both keys must share the entry's slot, or the cluster refuses
+ * the script (CROSSSLOT): every master gets some. */
+static void test_large_values_are_staged_in_the_entry_slot(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "stage:");
+  size_t n = (size_t)256 << 10;
+  char *big = malloc(n);
+  assert_non_null(big);
+  const char *tags[] = {"big"};
+  char key[32];
+  unsigned char masters_hit[TEST_CLUSTER_MAX] = {0};
+  for (int i = 0; i < 12; i++) {
+    memset(big, 'a' + i, n);
+    snprintf(key, sizeof key, "big%d", i);
+    masters_hit[test_cluster_owner(&cl, key_slot(c, key))] = 1;
+    assert_int_equal(cachet_set_tags(c, key, strlen(key), big, n, 60000, tags,
+                                     i % 2 ? 1 : 0),
+                     CACHET_OK);
+  }
+  int distinct = 0;
+  for (int i = 0; i < TEST_CLUSTER_MAX; i++)
+    distinct += masters_hit[i];
+  assert_int_equal(distinct, 3);
+  for (int i = 0; i < 12; i++) {
+    snprintf(key, sizeof key, "big%d", i);
+    void *out = NULL;
+    size_t len = 0;
+    assert_int_equal(cachet_get(c, key, strlen(key), &out, &len), CACHET_OK);
+    assert_int_equal(len, n);
+    assert_int_equal(((char *)out)[n - 1], 'a' + i);
+    cachet_free(out);
+  }
+  uint64_t evicted = 0;
+  assert_int_equal(cachet_evict_tags(c, tags, 1, &evicted), CACHET_OK);
+  assert_int_equal(evicted, 6);
+  free(big);
+  cachet_close(c);
+}
+
 static void test_locks_and_get_or_set(void **state) {
   (void)state;
   cachet *c = test_cluster_open(&cl, "lk:");
@@ -587,6 +627,7 @@ int main(void) {
       cmocka_unit_test(test_cluster_url_and_env_configure_seeds),
       cmocka_unit_test(test_core_operations_route_to_every_master),
       cmocka_unit_test(test_clear_and_prune_cover_every_master),
+      cmocka_unit_test(test_large_values_are_staged_in_the_entry_slot),
       cmocka_unit_test(test_locks_and_get_or_set),
       cmocka_unit_test(test_get_or_set_and_health),
       cmocka_unit_test(test_mset_mget_group_per_slot),
