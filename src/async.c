@@ -17,9 +17,11 @@
  *
  * SIGPIPE. hiredis writes with write(2); writing to a connection the server
  * closed raises SIGPIPE, which kills a process that left it at its default.
- * As in conn.c, when it is at its default, each write event blocks SIGPIPE
- * in the loop thread and consumes the signal the write raised. The write
- * event of hiredis's libevent adapter is re-pointed at a wrapper for that. */
+ * When it is at its default, the write event of hiredis's libevent adapter
+ * is re-pointed at nosignal_write: as in conn.c, cachet sends the output
+ * buffer itself with send(MSG_NOSIGNAL). Only the connect step and a failed
+ * send fall back to hiredis's write, with SIGPIPE blocked in the loop thread
+ * and the signal it raised consumed (guarded_write). */
 #include "async.h"
 
 #include "cachet.h"
@@ -35,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "error.h"
 
@@ -83,6 +86,59 @@ static void guarded_write(evutil_socket_t fd, short what, void *arg) {
   }
   if (!user_blocks)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* The write event when SIGPIPE is at its default: send hiredis's output
+ * buffer here with send(MSG_NOSIGNAL), which costs no signal-mask system
+ * calls, and let hiredis do its bookkeeping with the buffer empty (it then
+ * stops watching for writability and reads). Only the connect step and a
+ * failed send go through hiredis's own write, guarded: the failure repeats
+ * there (the socket stays in error) and hiredis tears the connection down
+ * as it always does, with the SIGPIPE it raises consumed. */
+static void nosignal_write(evutil_socket_t fd, short what, void *arg) {
+  redisLibeventEvents *e = arg;
+  redisContext *c = &e->context->c;
+  if (!(c->flags & REDIS_CONNECTED)) {
+    guarded_write(fd, what, arg);
+    return;
+  }
+  size_t len = sdslen(c->obuf), off = 0;
+  int failed = 0;
+  while (off < len) {
+    ssize_t n = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
+    if (n >= 0) {
+      off += (size_t)n;
+      continue;
+    }
+    if (errno == EINTR)
+      continue;
+    failed = errno != EAGAIN && errno != EWOULDBLOCK;
+    break;
+  }
+  if (off == len) {
+    /* As hiredis does after a complete write: a large buffer is dropped,
+     * so that one big value does not stay allocated per connection. */
+    sds fresh = sdsalloc(c->obuf) > 16384 ? sdsempty() : NULL;
+    if (fresh != NULL) {
+      sdsfree(c->obuf);
+      c->obuf = fresh;
+    } else {
+      sdsclear(c->obuf);
+    }
+  } else if (off > 0) {
+    sdsrange(c->obuf, (int)off, -1);
+  }
+  if (failed) {
+    guarded_write(fd, what, arg);
+    return;
+  }
+  if (sdslen(c->obuf) > 0) {
+    /* The socket is full: wait for it, as hiredis would. */
+    event_add(e->wev, NULL);
+    event_add(e->rev, NULL);
+    return;
+  }
+  redisAsyncHandleWrite(e->context); /* nothing left to write */
 }
 
 /* ---- Connections -------------------------------------------------------- */
@@ -229,7 +285,7 @@ static int conn_open(cachet_async *a) {
   if (a->guard_sigpipe) {
     redisLibeventEvents *e = ac->ev.data;
     event_del(e->wev);
-    event_assign(e->wev, a->base, ac->c.fd, EV_WRITE, guarded_write, e);
+    event_assign(e->wev, a->base, ac->c.fd, EV_WRITE, nosignal_write, e);
     event_add(e->wev, NULL);
   }
   cn->a = a;

@@ -8,12 +8,15 @@
  * with CLIENT PAUSE WRITE (scripts that write wait; the connection that
  * sent them stays blocked behind them), never with sleeps. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -993,6 +996,64 @@ test_async_client_kill_fails_every_pending_callback_once(void **state) {
   cachet_async_close(a);
 }
 
+/* A write to a connection the server closed must not raise SIGPIPE (the
+ * default action would kill the application). Run in a child with SIGPIPE
+ * at its default: its connection is killed, then it writes 1 MiB values;
+ * each must fail through its callback (or succeed on a new connection),
+ * and the child must exit normally. */
+static void
+test_async_write_to_closed_connection_raises_no_sigpipe(void **state) {
+  (void)state;
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    signal(SIGPIPE, SIG_DFL);
+    struct event_base *b = event_base_new();
+    cachet_options o;
+    test_options(test_group_server(), &o, "apipe:");
+    cachet_async *a = NULL;
+    if (b == NULL || cachet_async_open(&a, b, &o) != CACHET_OK)
+      _exit(10);
+    res first = {0};
+    if (cachet_async_set(a, "k", 1, "v", 1, 0, status_cb, &first) != CACHET_OK)
+      _exit(11);
+    while (first.calls == 0)
+      event_base_loop(b, EVLOOP_ONCE);
+    if (first.status != CACHET_OK)
+      _exit(12);
+    redisContext *r = test_redis(test_group_server());
+    freeReplyObject(redisCommand(r, "CLIENT KILL TYPE normal SKIPME yes"));
+    redisFree(r);
+    test_sleep_ms(50);
+    static char big[1 << 20];
+    memset(big, 'x', sizeof big);
+    res w[3];
+    memset(w, 0, sizeof w);
+    int done = 0;
+    for (int i = 0; i < 3; i++) {
+      w[i].done = &done;
+      if (cachet_async_set(a, "k", 1, big, sizeof big, 0, status_cb, &w[i]) !=
+          CACHET_OK)
+        _exit(13);
+    }
+    while (done < 3)
+      event_base_loop(b, EVLOOP_ONCE);
+    for (int i = 0; i < 3; i++)
+      if (w[i].status != CACHET_OK && w[i].status != CACHET_ECONN)
+        _exit(14);
+    cachet_async_close(a);
+    event_base_free(b);
+    _exit(0);
+  }
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (WIFSIGNALED(status))
+    fail_msg("child killed by signal %d (SIGPIPE is %d)", WTERMSIG(status),
+             SIGPIPE);
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_async_server_killed_then_restarted(void **state) {
   (void)state;
   cachet_async *a = open_async("async17:");
@@ -1177,6 +1238,7 @@ int main(void) {
       cmocka_unit_test(test_async_10k_gets_in_flight),
       cmocka_unit_test(
           test_async_client_kill_fails_every_pending_callback_once),
+      cmocka_unit_test(test_async_write_to_closed_connection_raises_no_sigpipe),
       cmocka_unit_test(test_async_server_killed_then_restarted),
       cmocka_unit_test(test_async_close_with_operations_in_flight),
       cmocka_unit_test(test_async_timeout_drops_the_connection),
