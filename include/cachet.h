@@ -492,7 +492,8 @@ typedef struct cachet_health {
   int healthy;               /* 1 if the server answered and nothing is
                                 wrong. */
   double ping_ms;            /* Round trip of a PING. */
-  char server_version[32];   /* "7.0.15" */
+  char server_version[32];   /* "7.0.15"; older than 6.2 is unhealthy:
+                                cachet's scripts need SET ... PXAT. */
   int scripts_total;         /* cachet scripts that exist. */
   int scripts_loaded;        /* ... of them in the server's script cache. */
   char maxmemory_policy[32]; /* "noeviction" */

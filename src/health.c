@@ -200,7 +200,8 @@ int cachet_health_check(cachet *c, cachet_health *out) {
       h.ping_ms = n.ping_ms;
     if (n.scripts_loaded < h.scripts_loaded)
       h.scripts_loaded = n.scripts_loaded;
-    if (strcmp(n.server_version, h.server_version) < 0)
+    if (cachet_version_num(n.server_version) <
+        cachet_version_num(h.server_version))
       memcpy(h.server_version, n.server_version, sizeof h.server_version);
     if (policy_risky(n.maxmemory_policy) && !policy_risky(h.maxmemory_policy))
       memcpy(h.maxmemory_policy, n.maxmemory_policy, sizeof h.maxmemory_policy);
@@ -213,16 +214,39 @@ int cachet_health_check(cachet *c, cachet_health *out) {
   return CACHET_OK;
 }
 
+int cachet_version_num(const char *v) {
+  int part[3] = {0, 0, 0};
+  for (int i = 0; i < 3; i++) {
+    if (*v < '0' || *v > '9')
+      return i == 0 ? 0 : part[0] * 10000 + part[1] * 100 + part[2];
+    while (*v >= '0' && *v <= '9') {
+      if (part[i] < 99)
+        part[i] = part[i] * 10 + (*v - '0');
+      v++;
+    }
+    if (*v == '.')
+      v++;
+  }
+  return part[0] * 10000 + part[1] * 100 + part[2];
+}
+
 void cachet_health_verdict(cachet_health *h, const char *down) {
   h->scripts_total = CACHET_SCRIPT_COUNT;
   int allkeys = strncmp(h->maxmemory_policy, "allkeys-", 8) == 0;
   int volatile_ = strncmp(h->maxmemory_policy, "volatile-", 9) == 0;
+  int ver = cachet_version_num(h->server_version);
+  int too_old = ver > 0 && ver < CACHET_REDIS_MIN_VERSION;
   h->policy_warning = allkeys || volatile_;
-  h->healthy = !h->policy_warning && down == NULL;
+  h->healthy = !h->policy_warning && down == NULL && !too_old;
   size_t o = 0;
   h->message[0] = '\0';
   if (down != NULL)
     o += (size_t)snprintf(h->message, sizeof h->message, "%s", down);
+  if (too_old && o < sizeof h->message)
+    o += (size_t)snprintf(h->message + o, sizeof h->message - o,
+                          "%sRedis %s is older than 6.2, which cachet's "
+                          "scripts need (SET ... PXAT)",
+                          o > 0 ? "; " : "", h->server_version);
   if (h->policy_warning && o < sizeof h->message)
     o += (size_t)snprintf(h->message + o, sizeof h->message - o,
                           "%smaxmemory-policy %s may evict %s",

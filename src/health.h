@@ -11,12 +11,20 @@
 int cachet_info_field(const char *info, size_t len, const char *name,
                       char *out, size_t outsz);
 
+/* The oldest Redis cachet's scripts run on: SET ... PXAT is 6.2. */
+#define CACHET_REDIS_MIN_VERSION 60200
+
+/* "7.0.15" as 70015, for comparing versions as numbers ("10.0.0" is newer
+ * than "7.0.15", which strcmp would not say). 0 when unparsable. */
+int cachet_version_num(const char *v);
+
 /* Fill in the verdict from the probed fields (ping, version, scripts_loaded,
  * maxmemory_policy): scripts_total, policy_warning, healthy and message.
  * `down` is NULL, or a description of masters that did not answer, which
- * makes the result unhealthy and leads the message. Only noeviction keeps
- * cachet's index and lock keys safe; missing scripts are reported but are
- * not unhealthy (they load on first use). */
+ * makes the result unhealthy and leads the message. A server older than
+ * CACHET_REDIS_MIN_VERSION is unhealthy. Only noeviction keeps cachet's
+ * index and lock keys safe; missing scripts are reported but are not
+ * unhealthy (they load on first use). */
 void cachet_health_verdict(cachet_health *h, const char *down);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include "cachet_scripts.h"
 #include "harness.h"
+#include "health.h"
 
 /* How many embedded scripts the server has, asked directly. */
 static int raw_scripts_cached(void) {
@@ -165,8 +166,41 @@ static void test_server_refusing_the_probe_is_an_error(void **state) {
   cachet_close(c);
 }
 
+/* The verdict on what the probe found: a server too old for cachet's
+ * scripts is unhealthy and says why; versions compare as numbers. */
+static void test_verdict_on_server_version(void **state) {
+  (void)state;
+  assert_int_equal(cachet_version_num("7.0.15"), 70015);
+  assert_int_equal(cachet_version_num("6.2"), 60200);
+  assert_true(cachet_version_num("10.0.0") > cachet_version_num("7.0.15"));
+  assert_int_equal(cachet_version_num(""), 0);
+  assert_int_equal(cachet_version_num("unknown"), 0);
+
+  cachet_health h;
+  memset(&h, 0, sizeof h);
+  snprintf(h.maxmemory_policy, sizeof h.maxmemory_policy, "noeviction");
+  h.scripts_loaded = CACHET_SCRIPT_COUNT;
+  snprintf(h.server_version, sizeof h.server_version, "6.0.16");
+  cachet_health_verdict(&h, NULL);
+  assert_false(h.healthy);
+  assert_non_null(strstr(h.message, "Redis 6.0.16 is older than 6.2"));
+  snprintf(h.server_version, sizeof h.server_version, "6.2.0");
+  cachet_health_verdict(&h, NULL);
+  assert_true(h.healthy);
+  assert_string_equal(h.message, "");
+  /* Several reasons are all given, the unreachable masters first. */
+  snprintf(h.server_version, sizeof h.server_version, "5.0.7");
+  snprintf(h.maxmemory_policy, sizeof h.maxmemory_policy, "allkeys-lru");
+  cachet_health_verdict(&h, "1 of 3 masters did not answer");
+  assert_false(h.healthy);
+  assert_non_null(strstr(h.message, "1 of 3 masters did not answer; Redis "
+                                    "5.0.7 is older than 6.2"));
+  assert_non_null(strstr(h.message, "; maxmemory-policy allkeys-lru"));
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_verdict_on_server_version),
       cmocka_unit_test(test_fresh_server_is_healthy_with_version_and_policy),
       cmocka_unit_test(test_scripts_present_after_use_missing_after_flush),
       cmocka_unit_test(test_evicting_policies_warn_and_are_unhealthy),

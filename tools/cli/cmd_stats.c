@@ -182,7 +182,8 @@ const cli_command cli_cmd_stats = {"stats", "print counters and server figures",
 static void help_health(FILE *o) {
   fprintf(o,
           "usage: cachet health [--json]\n"
-          "  Probe the server: PING round trip, version, whether cachet's\n"
+          "  Probe the server: PING round trip, version (older than Redis\n"
+          "  6.2 is unhealthy: cachet's scripts need it), whether cachet's\n"
           "  scripts are in the server's script cache (missing ones load on\n"
           "  first use, so that alone is not unhealthy), and the\n"
           "  maxmemory-policy (allkeys-* may evict tag indexes and locks:\n"
