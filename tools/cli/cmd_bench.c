@@ -37,7 +37,8 @@ static void help_bench(FILE *o) {
           "  Measure cachet against raw hiredis on the same server, in the\n"
           "  same run: get (hit) vs GET, set vs SET, set with 2 tags vs SET,\n"
           "  mget/mset of %d vs pipelined GET/SET, a lock cycle vs SET NX PX\n"
-          "  + DEL, and envelope seal+open (MAC key) vs two keyed BLAKE2b\n"
+          "  + a compare-and-delete script (the raw way to release only your\n"
+          "  own lock), and envelope seal+open (MAC key) vs two keyed BLAKE2b\n"
           "  (crypto_generichash) over the same bytes. Each workload runs in\n"
           "  %d interleaved rounds; rates and ratio (cachet/raw) are medians.\n"
           "  Keys live under the prefix '%s' and are removed at the end.\n"
@@ -68,6 +69,7 @@ typedef struct bench {
   uint8_t mackey[crypto_generichash_KEYBYTES];
   uint8_t *blob; /* an envelope of `size` bytes, for the hash baseline */
   size_t bloblen;
+  char release_sha[41]; /* the raw compare-and-delete release script */
   int err;          /* first cachet status that stopped the run */
   const char *what; /* ... and the workload that saw it */
 } bench;
@@ -222,9 +224,12 @@ static int r_lock(bench *b, uint64_t i) {
   int rc = raw_cmd(b, 6, set, setl, REDIS_REPLY_STATUS);
   if (rc != 0)
     return rc;
-  const char *del[2] = {"DEL", RAW_PREFIX "lock"};
-  size_t dell[2] = {3, sizeof RAW_PREFIX "lock" - 1};
-  return raw_cmd(b, 2, del, dell, REDIS_REPLY_INTEGER);
+  /* Release only if still the owner: a plain DEL would release whoever
+   * holds the lock by then, so the raw way needs a compare-and-delete. */
+  const char *rel[5] = {"EVALSHA", b->release_sha, "1", RAW_PREFIX "lock",
+                        hex};
+  size_t rell[5] = {7, 40, 1, sizeof RAW_PREFIX "lock" - 1, 32};
+  return raw_cmd(b, 5, rel, rell, REDIS_REPLY_INTEGER);
 }
 
 #define SEAL_KEY "cachet-bench:{00}v:envelope"
@@ -263,8 +268,8 @@ static const workload workloads[] = {
      r_mget},
     {"mset", "mset (batch of 100)", "pipelined SET PX", 0.80, BATCH, c_mset,
      r_mset},
-    {"lock_cycle", "lock acquire+release", "SET NX PX + DEL", 0, 1, c_lock,
-     r_lock},
+    {"lock_cycle", "lock acquire+release", "SET NX PX + owner-checked DEL", 0,
+     1, c_lock, r_lock},
     {"seal_open", "envelope seal+open (MAC)", "2x keyed crypto_generichash", 0,
      1, c_seal_open, r_seal_open},
 };
@@ -374,6 +379,17 @@ static int prepare(bench *b) {
   }
   if ((rc = c_mset(b, 0)) != 0 || (rc = r_mset(b, 0)) != 0)
     return rc;
+  static const char release_lua[] =
+      "if redis.call('GET', KEYS[1]) == ARGV[1] then "
+      "return redis.call('DEL', KEYS[1]) end return 0";
+  redisReply *r = redisCommand(b->raw, "SCRIPT LOAD %s", release_lua);
+  if (r == NULL || r->type != REDIS_REPLY_STRING || r->len != 40) {
+    if (r != NULL)
+      freeReplyObject(r);
+    return CACHET_EPROTO;
+  }
+  memcpy(b->release_sha, r->str, 41);
+  freeReplyObject(r);
 
   /* A MAC keyring for the envelope workload, and the baseline's key and an
    * envelope of the same size to hash. */
