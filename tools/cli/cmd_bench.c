@@ -70,8 +70,8 @@ typedef struct bench {
   uint8_t *blob; /* an envelope of `size` bytes, for the hash baseline */
   size_t bloblen;
   char release_sha[41]; /* the raw compare-and-delete release script */
-  int err;          /* first cachet status that stopped the run */
-  const char *what; /* ... and the workload that saw it */
+  int err;              /* first cachet status that stopped the run */
+  const char *what;     /* ... and the workload that saw it */
 } bench;
 
 /* One operation of a workload; `i` counts operations. Returns 0 or a
@@ -226,8 +226,7 @@ static int r_lock(bench *b, uint64_t i) {
     return rc;
   /* Release only if still the owner: a plain DEL would release whoever
    * holds the lock by then, so the raw way needs a compare-and-delete. */
-  const char *rel[5] = {"EVALSHA", b->release_sha, "1", RAW_PREFIX "lock",
-                        hex};
+  const char *rel[5] = {"EVALSHA", b->release_sha, "1", RAW_PREFIX "lock", hex};
   size_t rell[5] = {7, 40, 1, sizeof RAW_PREFIX "lock" - 1, 32};
   return raw_cmd(b, 5, rel, rell, REDIS_REPLY_INTEGER);
 }
