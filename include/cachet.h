@@ -624,6 +624,8 @@ typedef void (*cachet_async_value_cb)(int status, const void *val, size_t len,
 typedef void (*cachet_async_status_cb)(int status, void *ud);
 /* evict_tags (entries evicted), clear (entries removed, or counted). */
 typedef void (*cachet_async_count_cb)(int status, uint64_t count, void *ud);
+/* ttl: on CACHET_OK, ttl_ms >= 0 or -1 for no expiry; 0 otherwise. */
+typedef void (*cachet_async_ttl_cb)(int status, int64_t ttl_ms, void *ud);
 /* lock_acquire: on CACHET_OK `lock` is the caller's, freed with
  * cachet_lock_free(); NULL otherwise. */
 typedef void (*cachet_async_lock_cb)(int status, cachet_lock *lock, void *ud);
@@ -701,6 +703,16 @@ CACHET_API int cachet_async_set_tags(cachet_async *a, const void *key,
 CACHET_API int cachet_async_delete(cachet_async *a, const void *key,
                                    size_t keylen, cachet_async_status_cb cb,
                                    void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4);
+/* As cachet_exists: CACHET_OK if the key exists, CACHET_MISS if not. */
+CACHET_API int cachet_async_exists(cachet_async *a, const void *key,
+                                   size_t keylen, cachet_async_status_cb cb,
+                                   void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2, 4);
+/* As cachet_ttl: the remaining TTL goes to the callback. */
+CACHET_API int cachet_async_ttl(cachet_async *a, const void *key,
+                                size_t keylen, cachet_async_ttl_cb cb,
+                                void *ud) CACHET_NODISCARD
     CACHET_NONNULL(1, 2, 4);
 
 /* As cachet_evict_tags and cachet_clear; the count goes to the callback.

@@ -826,6 +826,16 @@ int cachet_async_delete(cachet_async *a, const void *key, size_t keylen,
   (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
   return no_libevent();
 }
+int cachet_async_exists(cachet_async *a, const void *key, size_t keylen,
+                        cachet_async_status_cb cb, void *ud) {
+  (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
+  return no_libevent();
+}
+int cachet_async_ttl(cachet_async *a, const void *key, size_t keylen,
+                     cachet_async_ttl_cb cb, void *ud) {
+  (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
+  return no_libevent();
+}
 int cachet_async_evict_tags(cachet_async *a, const char *const *tags,
                             size_t ntags, cachet_async_count_cb cb, void *ud) {
   (void)a, (void)tags, (void)ntags, (void)cb, (void)ud;

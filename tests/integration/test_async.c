@@ -239,6 +239,54 @@ static void test_async_large_value_is_staged(void **state) {
   cachet_async_close(a);
 }
 
+static void ttl_cb(int status, int64_t ttl_ms, void *ud) {
+  res *r = ud;
+  note(r, status);
+  r->count = (uint64_t)ttl_ms;
+}
+
+/* exists and ttl, as their sync forms: hit, miss, no expiry, never an
+ * error for an absent key. */
+static void test_async_exists_and_ttl(void **state) {
+  (void)state;
+  cachet_async *a = open_async("attl:");
+  res s1 = {0}, s2 = {0};
+  assert_int_equal(cachet_async_set(a, "ttl", 3, "v", 1, 60000, status_cb, &s1),
+                   CACHET_OK);
+  assert_int_equal(cachet_async_set(a, "forever", 7, "v", 1, 0, status_cb, &s2),
+                   CACHET_OK);
+  AWAIT(s1);
+  AWAIT(s2);
+  res e1 = {0}, e2 = {0}, t1 = {0}, t2 = {0}, t3 = {0};
+  assert_int_equal(cachet_async_exists(a, "ttl", 3, status_cb, &e1), CACHET_OK);
+  assert_int_equal(cachet_async_exists(a, "absent", 6, status_cb, &e2),
+                   CACHET_OK);
+  assert_int_equal(cachet_async_ttl(a, "ttl", 3, ttl_cb, &t1), CACHET_OK);
+  assert_int_equal(cachet_async_ttl(a, "forever", 7, ttl_cb, &t2), CACHET_OK);
+  assert_int_equal(cachet_async_ttl(a, "absent", 6, ttl_cb, &t3), CACHET_OK);
+  AWAIT(e1);
+  AWAIT(e2);
+  AWAIT(t1);
+  AWAIT(t2);
+  AWAIT(t3);
+  assert_int_equal(e1.status, CACHET_OK);
+  assert_int_equal(e2.status, CACHET_MISS);
+  assert_string_equal(e2.detail, "");
+  assert_int_equal(t1.status, CACHET_OK);
+  assert_true((int64_t)t1.count > 50000 && (int64_t)t1.count <= 60000);
+  assert_int_equal(t2.status, CACHET_OK);
+  assert_int_equal((int64_t)t2.count, -1);
+  assert_int_equal(t3.status, CACHET_MISS);
+  assert_int_equal(t3.count, 0);
+  /* Bad input fails in the call, as everywhere. */
+  res bad = {0};
+  assert_int_equal(cachet_async_exists(a, "", 0, status_cb, &bad),
+                   CACHET_EINVAL);
+  assert_int_equal(cachet_async_ttl(a, "", 0, ttl_cb, &bad), CACHET_EINVAL);
+  assert_int_equal(bad.calls, 0);
+  cachet_async_close(a);
+}
+
 static void test_async_invalid_arguments_fail_in_the_call(void **state) {
   (void)state;
   cachet_async *a = open_async("async2:");
@@ -1220,6 +1268,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_async_set_get_delete_round_trip),
       cmocka_unit_test(test_async_large_value_is_staged),
+      cmocka_unit_test(test_async_exists_and_ttl),
       cmocka_unit_test(test_async_invalid_arguments_fail_in_the_call),
       cmocka_unit_test(test_async_tags_evict_and_retag),
       cmocka_unit_test(test_async_evict_many_members_in_chunks),
