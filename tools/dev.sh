@@ -3,8 +3,8 @@
 #   tools/dev.sh demo   install what is missing, build, run `cachet demo`
 #   tools/dev.sh test   install what is missing, build, run every test:
 #                       the normal build, the ASan+UBSan build, valgrind on the
-#                       core tests, and a bounded run of every fuzz target
-#                       (the packaging test is one of the ctest tests)
+#                       core, fault and async tests, and a bounded run of every
+#                       fuzz target (the packaging test is one of the ctest tests)
 # It only installs Debian packages (apt-get), never downloads anything else.
 set -euo pipefail
 
@@ -60,10 +60,12 @@ test)
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
-  step "valgrind memcheck: core tests"
-  valgrind --quiet --error-exitcode=99 --leak-check=full \
-    --errors-for-leak-kinds=definite,indirect --track-fds=no \
-    build/tests/test_core
+  step "valgrind memcheck: core, fault and async tests"
+  for t in test_core test_faults test_async; do
+    valgrind --quiet --error-exitcode=99 --leak-check=full \
+      --errors-for-leak-kinds=definite,indirect --track-fds=no \
+      "build/tests/$t"
+  done
 
   step "fuzzing: every target, bounded"
   FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/run.sh
