@@ -37,8 +37,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
+#include "conn.h"
 #include "error.h"
 
 static void conn_drop(aconn *cn, int rc, const char *detail);
@@ -102,33 +102,8 @@ static void nosignal_write(evutil_socket_t fd, short what, void *arg) {
     guarded_write(fd, what, arg);
     return;
   }
-  size_t len = sdslen(c->obuf), off = 0;
-  int failed = 0;
-  while (off < len) {
-    ssize_t n = send(c->fd, c->obuf + off, len - off, MSG_NOSIGNAL);
-    if (n >= 0) {
-      off += (size_t)n;
-      continue;
-    }
-    if (errno == EINTR)
-      continue;
-    failed = errno != EAGAIN && errno != EWOULDBLOCK;
-    break;
-  }
-  if (off == len) {
-    /* As hiredis does after a complete write: a large buffer is dropped,
-     * so that one big value does not stay allocated per connection. */
-    sds fresh = sdsalloc(c->obuf) > 16384 ? sdsempty() : NULL;
-    if (fresh != NULL) {
-      sdsfree(c->obuf);
-      c->obuf = fresh;
-    } else {
-      sdsclear(c->obuf);
-    }
-  } else if (off > 0) {
-    sdsrange(c->obuf, (int)off, -1);
-  }
-  if (failed) {
+  int err = cachet_obuf_send(c);
+  if (err != 0 && err != EAGAIN && err != EWOULDBLOCK) {
     guarded_write(fd, what, arg);
     return;
   }
@@ -772,6 +747,7 @@ cachet *cachet_async_cachet(cachet_async *a) { return a->c; }
 
 /* Built without libevent: the API links, and says why it cannot work. No
  * handle can exist, so every other call reports the same. */
+#include "conn.h"
 #include "error.h"
 
 static int no_libevent(void) {

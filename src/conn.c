@@ -392,40 +392,48 @@ static int map_reply(cachet_conn *cn, redisReply *r, int saved_errno,
  * must not change the process's signal disposition, and blocking SIGPIPE
  * around each exchange costs two system calls. So cachet never lets hiredis
  * write: commands are formatted into hiredis's output buffer as usual, and
- * sent from here with send(MSG_NOSIGNAL), which reports EPIPE as an error
- * and raises nothing. hiredis then only reads (its output buffer is empty).
- * The socket's SO_SNDTIMEO bounds each send, as it bounded hiredis's write.
+ * sent with send(MSG_NOSIGNAL), which reports EPIPE as an error and raises
+ * nothing. hiredis then only reads (its output buffer is empty). The async
+ * API's write event uses the same sender (async.c).
  */
-static int send_obuf(cachet_conn *cn) {
-  redisContext *ctx = cn->ctx;
+int cachet_obuf_send(redisContext *ctx) {
   size_t len = sdslen(ctx->obuf), off = 0;
+  int err = 0;
   while (off < len) {
     ssize_t n = send(ctx->fd, ctx->obuf + off, len - off, MSG_NOSIGNAL);
     if (n >= 0) {
       off += (size_t)n;
-      continue;
+    } else if (errno != EINTR) {
+      err = errno;
+      break;
     }
-    if (errno == EINTR)
-      continue;
-    int saved = errno;
-    cn->broken = 1;
-    ctx->err = REDIS_ERR_IO;
-    snprintf(ctx->errstr, sizeof ctx->errstr, "%s", strerror(saved));
-    return io_status(ctx, saved, cn->timeout_ms, "redis");
   }
-  /* As hiredis does after a write: drop a large buffer (one big value must
-   * not stay allocated per connection), keep a small one for reuse. */
-  if (sdsalloc(ctx->obuf) > 16384) {
-    sdsfree(ctx->obuf);
-    ctx->obuf = sdsempty();
-    if (ctx->obuf == NULL) {
-      cn->broken = 1;
-      return cachet_fail(CACHET_ENOMEM, "out of memory");
+  if (off == len) {
+    /* As hiredis does after a write: drop a large buffer (one big value
+     * must not stay allocated per connection), keep a small one. */
+    sds fresh = sdsalloc(ctx->obuf) > 16384 ? sdsempty() : NULL;
+    if (fresh != NULL) {
+      sdsfree(ctx->obuf);
+      ctx->obuf = fresh;
+    } else {
+      sdsclear(ctx->obuf);
     }
-  } else {
-    sdsclear(ctx->obuf);
+  } else if (off > 0) {
+    sdsrange(ctx->obuf, (int)off, -1);
   }
-  return CACHET_OK;
+  return err;
+}
+
+/* The socket's SO_SNDTIMEO bounds each send, as it bounded hiredis's write:
+ * EAGAIN here is a timeout. */
+static int send_obuf(cachet_conn *cn) {
+  int err = cachet_obuf_send(cn->ctx);
+  if (err == 0)
+    return CACHET_OK;
+  cn->broken = 1;
+  cn->ctx->err = REDIS_ERR_IO;
+  snprintf(cn->ctx->errstr, sizeof cn->ctx->errstr, "%s", strerror(err));
+  return io_status(cn->ctx, err, cn->timeout_ms, "redis");
 }
 
 /* One exchange on one connection; `raw` keeps error replies as replies. */

@@ -40,6 +40,13 @@ int cachet_conn_append(cachet_conn *cn, int argc, const char **argv,
                        const size_t *lens);
 int cachet_conn_read(cachet_conn *cn, redisReply **out);
 
+/* Send as much of hiredis's output buffer as the socket takes, with
+ * send(MSG_NOSIGNAL) so that a closed connection raises no SIGPIPE, and drop
+ * what was sent. Returns 0 when all of it went, else the errno that stopped
+ * it (EAGAIN/EWOULDBLOCK: the socket is full, or its send timeout ran out).
+ * Shared by the sync exchanges and the async write event. */
+int cachet_obuf_send(redisContext *ctx);
+
 /* Mark a connection broken, e.g. after a reply of an unexpected shape that
  * leaves the pipeline out of step. */
 void cachet_conn_break(cachet_conn *cn);
