@@ -22,7 +22,7 @@ struct cachet_conn {
   redisContext *ctx;
   int broken;
   int timeout_ms;
-  cachet_endpoint *ep; /* The pool it belongs to. */
+  cachet_endpoint *ep;          /* The pool it belongs to. */
   cachet_cluster_session *sess; /* Cluster mode: the routing session. */
 };
 
