@@ -48,157 +48,120 @@ int cachet_async_value_reply(cachet *c, redisReply *r, const char *rkey,
   return rc;
 }
 
-/* ---- get ---------------------------------------------------------------- */
+/* ---- get, exists, ttl ---------------------------------------------------
+ * One command on the value key: GET, EXISTS, or PTTL (-2 absent, -1 no
+ * expiry, else milliseconds left), with core.c's meaning. */
 
-typedef struct get_op {
+typedef struct key_op {
   aop op;
-  void *val;
+  const char *cmd; /* "GET", "EXISTS" or "PTTL" */
+  void *val;       /* get */
   size_t len;
+  int64_t ttl_ms; /* ttl */
   size_t vklen;
   char vk[]; /* the value key's name: the envelope is bound to it */
-} get_op;
+} key_op;
+
+static void key_step(aop *op) {
+  key_op *g = (key_op *)op;
+  const char *argv[2] = {g->cmd, g->vk};
+  size_t lens[2] = {strlen(g->cmd), g->vklen};
+  int rc = cachet_aop_send(op, 2, argv, lens);
+  if (rc != CACHET_OK)
+    cachet_aop_finish(op, rc);
+}
+
+static int key_start(cachet_async *a, const aop_kind *k, const char *cmd,
+                     const void *key, size_t keylen, aop_cb cb, void *ud) {
+  cachet_error_clear();
+  if (a->closing)
+    return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
+  cachet_key vk = {0};
+  int rc = cachet_check_key(a->c, key, keylen);
+  if (rc == CACHET_OK)
+    rc = cachet_key_build(a->c, &vk, CACHET_KIND_VALUE,
+                          cachet_bucket(key, keylen), key, keylen);
+  if (rc != CACHET_OK)
+    return cachet_result(a->c, rc);
+  key_op *g =
+      (key_op *)cachet_aop_new(a, k, sizeof *g + vk.len + 1, 1, NULL, cb, ud);
+  if (g == NULL) {
+    cachet_key_free(&vk);
+    return cachet_result(a->c, CACHET_ENOMEM);
+  }
+  g->cmd = cmd;
+  memcpy(g->vk, vk.buf, vk.len + 1);
+  g->vklen = vk.len;
+  cachet_key_free(&vk);
+  cachet_aop_start(&g->op, key_step);
+  return CACHET_OK;
+}
 
 static void get_reply(aop *op, redisReply *r) {
-  get_op *g = (get_op *)op;
+  key_op *g = (key_op *)op;
   int rc = cachet_async_value_reply(op->a->c, r, g->vk, g->vklen, 1, &g->val,
                                     &g->len);
   cachet_aop_finish(op, rc);
 }
 
 static void get_deliver(aop *op, int rc) {
-  get_op *g = (get_op *)op;
+  key_op *g = (key_op *)op;
   ((cachet_async_value_cb)op->cb)(rc, rc == CACHET_OK ? g->val : NULL,
                                   rc == CACHET_OK ? g->len : 0, op->ud);
 }
 
-static void get_cleanup(aop *op) { free(((get_op *)op)->val); }
+static void get_cleanup(aop *op) { free(((key_op *)op)->val); }
 
-static void get_step(aop *op) {
-  get_op *g = (get_op *)op;
-  const char *argv[2] = {"GET", g->vk};
-  size_t lens[2] = {3, g->vklen};
-  int rc = cachet_aop_send(op, 2, argv, lens);
-  if (rc != CACHET_OK)
-    cachet_aop_finish(op, rc);
-}
-
-static const aop_kind get_kind = {"get",       get_reply, NULL,       NULL,
-                                  get_deliver, NULL,      get_cleanup};
-
-int cachet_async_get(cachet_async *a, const void *key, size_t keylen,
-                     cachet_async_value_cb cb, void *ud) {
-  cachet_error_clear();
-  if (a->closing)
-    return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
-  cachet_key vk = {0};
-  int rc = cachet_check_key(a->c, key, keylen);
-  if (rc == CACHET_OK)
-    rc = cachet_key_build(a->c, &vk, CACHET_KIND_VALUE,
-                          cachet_bucket(key, keylen), key, keylen);
-  if (rc != CACHET_OK)
-    return cachet_result(a->c, rc);
-  get_op *g = (get_op *)cachet_aop_new(a, &get_kind, sizeof *g + vk.len + 1, 1,
-                                       NULL, (aop_cb)cb, ud);
-  if (g == NULL) {
-    cachet_key_free(&vk);
-    return cachet_result(a->c, CACHET_ENOMEM);
-  }
-  memcpy(g->vk, vk.buf, vk.len + 1);
-  g->vklen = vk.len;
-  cachet_key_free(&vk);
-  cachet_aop_start(&g->op, get_step);
-  return CACHET_OK;
-}
-
-/* ---- exists / ttl --------------------------------------------------------
- * One integer command on the value key: EXISTS, or PTTL (-2 absent, -1 no
- * expiry, else milliseconds left), as core.c. */
-
-typedef struct int_op {
-  aop op;
-  int ttl; /* PTTL, else EXISTS */
-  int64_t ttl_ms;
-  size_t vklen;
-  char vk[];
-} int_op;
-
+/* EXISTS and PTTL answer an integer. */
 static void int_reply(aop *op, redisReply *r) {
-  int_op *x = (int_op *)op;
-  const char *what = x->ttl ? "PTTL" : "EXISTS";
+  key_op *g = (key_op *)op;
   if (r->type == REDIS_REPLY_ERROR) {
     cachet_aop_server_error(op, r);
     return;
   }
   if (r->type != REDIS_REPLY_INTEGER) {
-    cachet_aop_proto(op, what);
+    cachet_aop_proto(op, g->cmd);
     return;
   }
   int rc;
-  if (x->ttl) {
+  if (g->cmd[0] == 'P') {
     rc = r->integer == -2 ? CACHET_MISS : CACHET_OK;
-    x->ttl_ms = r->integer < 0 ? -1 : r->integer;
+    g->ttl_ms = r->integer < 0 ? -1 : r->integer;
   } else {
     rc = r->integer > 0 ? CACHET_OK : CACHET_MISS;
   }
   cachet_aop_finish(op, rc);
 }
 
-static void int_deliver(aop *op, int rc) {
-  int_op *x = (int_op *)op;
-  if (x->ttl)
-    ((cachet_async_ttl_cb)op->cb)(rc, rc == CACHET_OK ? x->ttl_ms : 0, op->ud);
-  else
-    ((cachet_async_status_cb)op->cb)(rc, op->ud);
+static void exists_deliver(aop *op, int rc) {
+  ((cachet_async_status_cb)op->cb)(rc, op->ud);
 }
 
-static void int_step(aop *op) {
-  int_op *x = (int_op *)op;
-  const char *argv[2] = {x->ttl ? "PTTL" : "EXISTS", x->vk};
-  size_t lens[2] = {x->ttl ? 4 : 6, x->vklen};
-  int rc = cachet_aop_send(op, 2, argv, lens);
-  if (rc != CACHET_OK)
-    cachet_aop_finish(op, rc);
+static void ttl_deliver(aop *op, int rc) {
+  key_op *g = (key_op *)op;
+  ((cachet_async_ttl_cb)op->cb)(rc, rc == CACHET_OK ? g->ttl_ms : 0, op->ud);
 }
 
-static const aop_kind exists_kind = {"exists",    int_reply, NULL, NULL,
-                                     int_deliver, NULL,      NULL};
+static const aop_kind get_kind = {"get",       get_reply, NULL,       NULL,
+                                  get_deliver, NULL,      get_cleanup};
+static const aop_kind exists_kind = {"exists",       int_reply, NULL, NULL,
+                                     exists_deliver, NULL,      NULL};
 static const aop_kind ttl_kind = {"ttl",       int_reply, NULL, NULL,
-                                  int_deliver, NULL,      NULL};
+                                  ttl_deliver, NULL,      NULL};
 
-static int start_int(cachet_async *a, int ttl, const void *key, size_t keylen,
-                     aop_cb cb, void *ud) {
-  cachet_error_clear();
-  if (a->closing)
-    return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
-  cachet_key vk = {0};
-  int rc = cachet_check_key(a->c, key, keylen);
-  if (rc == CACHET_OK)
-    rc = cachet_key_build(a->c, &vk, CACHET_KIND_VALUE,
-                          cachet_bucket(key, keylen), key, keylen);
-  if (rc != CACHET_OK)
-    return cachet_result(a->c, rc);
-  int_op *x = (int_op *)cachet_aop_new(a, ttl ? &ttl_kind : &exists_kind,
-                                       sizeof *x + vk.len + 1, 1, NULL, cb, ud);
-  if (x == NULL) {
-    cachet_key_free(&vk);
-    return cachet_result(a->c, CACHET_ENOMEM);
-  }
-  x->ttl = ttl;
-  memcpy(x->vk, vk.buf, vk.len + 1);
-  x->vklen = vk.len;
-  cachet_key_free(&vk);
-  cachet_aop_start(&x->op, int_step);
-  return CACHET_OK;
+int cachet_async_get(cachet_async *a, const void *key, size_t keylen,
+                     cachet_async_value_cb cb, void *ud) {
+  return key_start(a, &get_kind, "GET", key, keylen, (aop_cb)cb, ud);
 }
 
 int cachet_async_exists(cachet_async *a, const void *key, size_t keylen,
                         cachet_async_status_cb cb, void *ud) {
-  return start_int(a, 0, key, keylen, (aop_cb)cb, ud);
+  return key_start(a, &exists_kind, "EXISTS", key, keylen, (aop_cb)cb, ud);
 }
 
 int cachet_async_ttl(cachet_async *a, const void *key, size_t keylen,
                      cachet_async_ttl_cb cb, void *ud) {
-  return start_int(a, 1, key, keylen, (aop_cb)cb, ud);
+  return key_start(a, &ttl_kind, "PTTL", key, keylen, (aop_cb)cb, ud);
 }
 
 /* ---- set_tags / delete ----------------------------------------------------
