@@ -128,8 +128,7 @@ int cachet_async_mget(cachet_async *a, const cachet_entry *entries, size_t n,
   cachet *c = a->c;
   if (a->closing)
     return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
-  size_t bad;
-  int rc0 = cachet_check_batch(c, entries, n, 0, &bad);
+  int rc0 = cachet_check_batch(c, entries, n, 0);
   if (rc0 != CACHET_OK)
     return cachet_result(c, rc0);
   mget_op *m = (mget_op *)cachet_aop_new(a, &mget_kind, sizeof *m, 1, NULL,
@@ -275,8 +274,7 @@ int cachet_async_mset(cachet_async *a, const cachet_entry *entries, size_t n,
   cachet *c = a->c;
   if (a->closing)
     return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
-  size_t bad;
-  int rc0 = cachet_check_batch(c, entries, n, 1, &bad);
+  int rc0 = cachet_check_batch(c, entries, n, 1);
   if (rc0 != CACHET_OK)
     return cachet_result(c, rc0);
   mset_op *m = (mset_op *)cachet_aop_new(a, &mset_kind, sizeof *m, 1, NULL,

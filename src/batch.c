@@ -150,8 +150,7 @@ int cachet_mget(cachet *c, cachet_entry *entries, size_t n) {
     entries[i].outlen = 0;
     entries[i].status = CACHET_OK;
   }
-  size_t bad;
-  int rc0 = cachet_check_batch(c, entries, n, 0, &bad);
+  int rc0 = cachet_check_batch(c, entries, n, 0);
   if (rc0 != CACHET_OK) {
     fail_rest(entries, 0, n, rc0);
     return cachet_result(c, rc0);
@@ -744,8 +743,7 @@ static int mset_window(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
 int cachet_mset(cachet *c, cachet_entry *entries, size_t n) {
   cachet_error_clear();
   /* Validate everything before anything is written. */
-  size_t bad;
-  int rc0 = cachet_check_batch(c, entries, n, 1, &bad);
+  int rc0 = cachet_check_batch(c, entries, n, 1);
   if (rc0 != CACHET_OK) {
     if (entries != NULL)
       fail_rest(entries, 0, n, rc0);

@@ -68,7 +68,7 @@ int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms) {
 }
 
 int cachet_check_batch(const cachet *c, const cachet_entry *entries, size_t n,
-                       int write, size_t *bad) {
+                       int write) {
   if (n > 0 && entries == NULL)
     return cachet_fail(CACHET_EINVAL, "entries is NULL but n is %zu", n);
   for (size_t i = 0; i < n; i++) {
@@ -82,7 +82,6 @@ int cachet_check_batch(const cachet *c, const cachet_entry *entries, size_t n,
     if (rc != CACHET_OK) {
       char detail[400];
       snprintf(detail, sizeof detail, "%s", cachet_last_error());
-      *bad = i;
       return cachet_fail(rc, "entry %zu: %s (nothing was %s)", i, detail,
                          write ? "written" : "read");
     }

@@ -24,11 +24,10 @@ int cachet_check_tags(const cachet *c, const char *const *tags, size_t ntags);
 int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms);
 
 /* Check every entry of a batch before anything is sent: the keys, and for
- * a write (`write` = 1) the values, TTLs and tags too. On a failure *bad is
- * the entry's index and the detail reads "entry N: <why> (nothing was
- * written)" or "(nothing was read)". */
+ * a write (`write` = 1) the values, TTLs and tags too. The detail of a
+ * failure reads "entry N: <why> (nothing was written)" or "(... read)". */
 int cachet_check_batch(const cachet *c, const cachet_entry *entries, size_t n,
-                       int write, size_t *bad);
+                       int write);
 
 /* Envelopes of at least this many bytes are staged: written with a plain
  * SET to a `w` key, then renamed into place by set_tags, so that the script
