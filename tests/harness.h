@@ -86,4 +86,9 @@ int test_hit(cachet *c, const char *key, const char *want);
  * meets a refused connection. The caller closes it. */
 cachet *test_open_unreachable(void);
 
+/* Wait for child `pid` and fail the test unless it exited with status 0;
+ * a child killed by a signal is reported with the signal's name, so that a
+ * SIGPIPE death (say) reads as one. */
+void test_expect_child_ok(pid_t pid);
+
 #endif

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include <cmocka.h>
 
@@ -92,4 +93,14 @@ cachet *test_open_unreachable(void) {
   cachet *c = NULL;
   assert_int_equal(cachet_open(&c, &o), CACHET_OK);
   return c;
+}
+
+void test_expect_child_ok(pid_t pid) {
+  int status = 0;
+  assert_int_equal(waitpid(pid, &status, 0), pid);
+  if (WIFSIGNALED(status))
+    fail_msg("child killed by signal %d (%s)", WTERMSIG(status),
+             strsignal(WTERMSIG(status)));
+  assert_true(WIFEXITED(status));
+  assert_int_equal(WEXITSTATUS(status), 0);
 }

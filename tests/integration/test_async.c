@@ -1093,13 +1093,7 @@ test_async_write_to_closed_connection_raises_no_sigpipe(void **state) {
     event_base_free(b);
     _exit(0);
   }
-  int status = 0;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  if (WIFSIGNALED(status))
-    fail_msg("child killed by signal %d (SIGPIPE is %d)", WTERMSIG(status),
-             SIGPIPE);
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  test_expect_child_ok(pid);
 }
 
 static void test_async_server_killed_then_restarted(void **state) {

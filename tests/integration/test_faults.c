@@ -334,13 +334,7 @@ static void test_write_to_closed_connection_raises_no_sigpipe(void **state) {
     /* The first write after the kill must have failed (not been lost). */
     _exit(errors > 0 ? 0 : 13);
   }
-  int status = 0;
-  assert_int_equal(waitpid(pid, &status, 0), pid);
-  if (WIFSIGNALED(status))
-    fail_msg("child killed by signal %d (SIGPIPE is %d)", WTERMSIG(status),
-             SIGPIPE);
-  assert_true(WIFEXITED(status));
-  assert_int_equal(WEXITSTATUS(status), 0);
+  test_expect_child_ok(pid);
   test_server_stop(&s);
 }
 

@@ -374,10 +374,7 @@ static void test_concurrent_processes_load_cold_key_once(void **state) {
   close(gate[0]);
   close(gate[1]); /* all children start now */
   for (int i = 0; i < NPROCS; i++) {
-    int st = 0;
-    assert_int_equal(waitpid(pids[i], &st, 0), pids[i]);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    test_expect_child_ok(pids[i]);
   }
   redisContext *r = test_redis(test_group_server());
   test_expect_string(r, "1", "GET st7:loads");
