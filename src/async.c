@@ -40,6 +40,7 @@
 
 #include "conn.h"
 #include "error.h"
+#include "script.h"
 
 static void conn_drop(aconn *cn, int rc, const char *detail);
 static void handle_maybe_free(cachet_async *a);
@@ -613,39 +614,15 @@ int cachet_aop_send(aop *op, int argc, const char **argv, const size_t *lens) {
 
 int cachet_aop_script(aop *op, cachet_script_id id, int nkeys, int nargs,
                       const char *const *args, const size_t *lens) {
-  const char *sargv[19];
-  size_t slens[19];
-  const char **argv = sargv;
-  size_t *alens = slens;
-  if (nargs + 3 > 19) {
-    argv = malloc(sizeof *argv * (size_t)(nargs + 3));
-    alens = malloc(sizeof *alens * (size_t)(nargs + 3));
-    if (argv == NULL || alens == NULL) {
-      free(argv);
-      free(alens);
-      return cachet_fail(CACHET_ENOMEM, "out of memory building a script call");
-    }
-  }
-  char nk[16];
-  int nkl = snprintf(nk, sizeof nk, "%d", nkeys);
-  argv[0] = "EVALSHA";
-  alens[0] = 7;
-  argv[1] = cachet_scripts[id].sha;
-  alens[1] = 40;
-  argv[2] = nk;
-  alens[2] = (size_t)nkl;
-  for (int i = 0; i < nargs; i++) {
-    argv[i + 3] = args[i];
-    alens[i + 3] = lens[i];
-  }
+  cachet_evalsha e;
+  int rc = cachet_evalsha_build(&e, id, nkeys, nargs, args, lens);
+  if (rc != CACHET_OK)
+    return rc;
   op->script_id = (int)id;
   if (!op->resending)
     op->reloaded = 0;
-  int rc = cachet_aop_send(op, nargs + 3, argv, alens);
-  if (argv != sargv) {
-    free(argv);
-    free(alens);
-  }
+  rc = cachet_aop_send(op, e.argc, e.argv, e.lens);
+  cachet_evalsha_free(&e);
   return rc;
 }
 

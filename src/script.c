@@ -14,49 +14,61 @@
 
 #include "error.h"
 
-/* argv for EVALSHA: "EVALSHA" sha nkeys args... Small calls use the stack. */
-#define SMALL_ARGS 16
+int cachet_evalsha_build(cachet_evalsha *e, cachet_script_id id, int nkeys,
+                         int nargs, const char *const *args,
+                         const size_t *lens) {
+  e->argv = e->sargv;
+  e->lens = e->slens;
+  e->argc = 0;
+  if (nargs < 0 || nkeys < 0 || nkeys > nargs)
+    return cachet_fail(CACHET_EINTERNAL, "bad script argument count");
+  if (nargs > CACHET_EVALSHA_SMALL) {
+    e->argv = malloc(sizeof *e->argv * (size_t)(nargs + 3));
+    e->lens = malloc(sizeof *e->lens * (size_t)(nargs + 3));
+    if (e->argv == NULL || e->lens == NULL) {
+      free(e->argv);
+      free(e->lens);
+      e->argv = e->sargv;
+      e->lens = e->slens;
+      return cachet_fail(CACHET_ENOMEM, "out of memory building a script call");
+    }
+  }
+  int nkl = snprintf(e->nk, sizeof e->nk, "%d", nkeys);
+  e->argv[0] = "EVALSHA";
+  e->lens[0] = 7;
+  e->argv[1] = cachet_scripts[id].sha;
+  e->lens[1] = 40;
+  e->argv[2] = e->nk;
+  e->lens[2] = (size_t)nkl;
+  for (int i = 0; i < nargs; i++) {
+    e->argv[i + 3] = args[i];
+    e->lens[i + 3] = lens[i];
+  }
+  e->argc = nargs + 3;
+  return CACHET_OK;
+}
+
+void cachet_evalsha_free(cachet_evalsha *e) {
+  if (e->argv != e->sargv) {
+    free(e->argv);
+    free(e->lens);
+  }
+  e->argv = e->sargv;
+  e->lens = e->slens;
+}
 
 static int run_evalsha(cachet_conn *cn, cachet_script_id id, int nkeys,
                        int nargs, const char *const *args, const size_t *lens,
                        redisReply **out, int append_only) {
-  const char *sargv[SMALL_ARGS + 3];
-  size_t slens[SMALL_ARGS + 3];
-  const char **argv = sargv;
-  size_t *alens = slens;
-  char nk[16];
-  int rc;
-
-  if (nargs < 0 || nkeys < 0 || nkeys > nargs)
-    return cachet_fail(CACHET_EINTERNAL, "bad script argument count");
-  if (nargs > SMALL_ARGS) {
-    argv = malloc(sizeof *argv * (size_t)(nargs + 3));
-    alens = malloc(sizeof *alens * (size_t)(nargs + 3));
-    if (argv == NULL || alens == NULL) {
-      free(argv);
-      free(alens);
-      return cachet_fail(CACHET_ENOMEM, "out of memory building a script call");
-    }
-  }
-  int nkl = snprintf(nk, sizeof nk, "%d", nkeys);
-  argv[0] = "EVALSHA";
-  alens[0] = 7;
-  argv[1] = cachet_scripts[id].sha;
-  alens[1] = 40;
-  argv[2] = nk;
-  alens[2] = (size_t)nkl;
-  for (int i = 0; i < nargs; i++) {
-    argv[i + 3] = args[i];
-    alens[i + 3] = lens[i];
-  }
+  cachet_evalsha e;
+  int rc = cachet_evalsha_build(&e, id, nkeys, nargs, args, lens);
+  if (rc != CACHET_OK)
+    return rc;
   if (append_only)
-    rc = cachet_conn_append(cn, nargs + 3, argv, alens);
+    rc = cachet_conn_append(cn, e.argc, e.argv, e.lens);
   else
-    rc = cachet_conn_command(cn, nargs + 3, argv, alens, out);
-  if (argv != sargv) {
-    free(argv);
-    free(alens);
-  }
+    rc = cachet_conn_command(cn, e.argc, e.argv, e.lens, out);
+  cachet_evalsha_free(&e);
   return rc;
 }
 
