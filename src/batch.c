@@ -190,7 +190,8 @@ int cachet_mget(cachet *c, cachet_entry *entries, size_t n) {
 /* ---- mset --------------------------------------------------------------- */
 
 /*
- * mset writes through set_many (lua/set_many.lua): one EVALSHA stores many
+ * mset writes untagged entries with plain SET (write_plain, below) and the
+ * others through set_many (lua/set_many.lua): one EVALSHA stores many
  * entries, so Redis's fixed cost per script call is paid once per call
  * instead of once per entry. Each entry's write stays atomic, since the
  * whole call is.
@@ -244,7 +245,10 @@ enum {
   ST_NOSCRIPT, /* its call met NOSCRIPT */
   ST_RETAG,    /* set_many skipped it: old tags it was not given */
   ST_ALONE,    /* too many keys for a call, or a staged value */
-  ST_DUP       /* a later entry of the window has the same key */
+  ST_DUP,      /* a later entry of the window has the same key */
+  ST_PLAIN,    /* untagged: its plain SET is sent, not answered yet */
+  ST_WRITTEN,  /* its plain SET is done; its group's EXISTS is not read */
+  ST_UNTAG     /* written, but it may still have a tag set to drop */
 };
 
 /* One set_many call: entries order[first .. first+len) of the window. */
@@ -265,6 +269,12 @@ typedef struct mset_ws {
   size_t tsize;          /* a power of 2 */
   mcall *calls;
   size_t ncalls;
+  /* Untagged entries, written with plain SET (see write_plain). */
+  size_t *plain; /* in bucket order */
+  size_t nplain;
+  mcall *groups;    /* runs of `plain` that share one EXISTS */
+  uint8_t **pblobs; /* each entry's envelope, until its replies are read */
+  size_t *pblens;
   /* One call's arguments, built, appended and freed. */
   size_t kcap, ecap;
   cachet_key *keys;
@@ -289,6 +299,10 @@ static void ws_free(mset_ws *w) {
   free(w->st);
   free(w->table);
   free(w->calls);
+  free(w->plain);
+  free(w->groups);
+  free(w->pblobs);
+  free(w->pblens);
   free(w->keys);
   free(w->names);
   free(w->kstart);
@@ -320,6 +334,10 @@ static int ws_alloc(mset_ws *w, const cachet_entry *e, size_t n) {
   w->st = malloc(w->cap);
   w->table = malloc(w->tsize * sizeof *w->table);
   w->calls = malloc(w->cap * sizeof *w->calls);
+  w->plain = malloc(w->cap * sizeof *w->plain);
+  w->groups = malloc(w->cap * sizeof *w->groups);
+  w->pblobs = calloc(w->cap, sizeof *w->pblobs);
+  w->pblens = malloc(w->cap * sizeof *w->pblens);
   w->keys = malloc(w->kcap * sizeof *w->keys);
   w->names = malloc(w->kcap * sizeof *w->names);
   w->kstart = malloc(w->ecap * sizeof *w->kstart);
@@ -330,8 +348,9 @@ static int ws_alloc(mset_ws *w, const cachet_entry *e, size_t n) {
   w->args = malloc(nargs * sizeof *w->args);
   w->lens = malloc(nargs * sizeof *w->lens);
   if (!w->order || !w->winner || !w->tmp || !w->bucket || !w->st || !w->table ||
-      !w->calls || !w->keys || !w->names || !w->kstart || !w->ktags ||
-      !w->blobs || !w->bloblens || !w->nums || !w->args || !w->lens) {
+      !w->calls || !w->plain || !w->groups || !w->pblobs || !w->pblens ||
+      !w->keys || !w->names || !w->kstart || !w->ktags || !w->blobs ||
+      !w->bloblens || !w->nums || !w->args || !w->lens) {
     ws_free(w);
     return cachet_fail(CACHET_ENOMEM, "mset: out of memory");
   }
@@ -388,12 +407,26 @@ static size_t entry_bytes(const cachet *c, const cachet_entry *x) {
   return b;
 }
 
+/* A stable counting sort of list[0..n) by bucket: entries of one bucket
+ * share their tags' index keys, which a call then touches once, and in
+ * Redis Cluster one bucket is one slot. */
+static void sort_by_bucket(mset_ws *w, size_t *list, size_t n) {
+  size_t start[CACHET_BUCKETS + 1] = {0};
+  for (size_t j = 0; j < n; j++)
+    start[w->bucket[list[j]] + 1]++;
+  for (size_t b = 0; b < CACHET_BUCKETS; b++)
+    start[b + 1] += start[b];
+  for (size_t j = 0; j < n; j++)
+    w->tmp[start[w->bucket[list[j]]]++] = list[j];
+  memcpy(list, w->tmp, n * sizeof *list);
+}
+
 /*
  * Plan window e[0..m): find duplicate keys (the last occurrence wins),
- * order the entries to send by bucket, and cut them into calls within the
- * bounds. In Redis Cluster (by_bucket) every key of one call must hash to
- * one slot, which in cachet's layout means one bucket {bb}: a call is also
- * cut where the bucket changes.
+ * set untagged entries apart for plain SETs, order the others by bucket,
+ * and cut them into calls within the bounds. In Redis Cluster (by_bucket)
+ * every key of one call must hash to one slot, which in cachet's layout
+ * means one bucket {bb}: a call is also cut where the bucket changes.
  */
 static void plan_window(const cachet *c, mset_ws *w, const cachet_entry *e,
                         size_t m, int by_bucket) {
@@ -420,29 +453,24 @@ static void plan_window(const cachet *c, mset_ws *w, const cachet_entry *e,
     }
   }
   size_t norder = 0;
+  w->nplain = 0;
   for (size_t i = 0; i < m; i++) {
     if (w->st[i] != ST_CALL)
       continue;
     /* A value large enough to be staged goes through set_tags, which
      * keeps it out of the script (entry.h, CACHET_STAGE_MIN). */
     if (2 + e[i].ntags > CALL_MAX_KEYS ||
-        cachet_envelope_bound(e[i].len) >= CACHET_STAGE_MIN)
+        cachet_envelope_bound(e[i].len) >= CACHET_STAGE_MIN) {
       w->st[i] = ST_ALONE;
-    else
+    } else if (e[i].ntags == 0) {
+      w->st[i] = ST_PLAIN;
+      w->plain[w->nplain++] = i;
+    } else {
       w->order[norder++] = i;
+    }
   }
-  {
-    /* A stable counting sort by bucket: entries of one bucket share their
-     * tags' index keys, which a call then touches (PTTL, PEXPIRE) once. */
-    size_t start[CACHET_BUCKETS + 1] = {0};
-    for (size_t j = 0; j < norder; j++)
-      start[w->bucket[w->order[j]] + 1]++;
-    for (size_t b = 0; b < CACHET_BUCKETS; b++)
-      start[b + 1] += start[b];
-    for (size_t j = 0; j < norder; j++)
-      w->tmp[start[w->bucket[w->order[j]]]++] = w->order[j];
-    memcpy(w->order, w->tmp, norder * sizeof *w->order);
-  }
+  sort_by_bucket(w, w->order, norder);
+  sort_by_bucket(w, w->plain, w->nplain);
   w->ncalls = 0;
   size_t keys = 0, work = 0, bytes = 0;
   for (size_t j = 0; j < norder; j++) {
@@ -696,11 +724,287 @@ static void window_fail(mset_ws *w, cachet_entry *e, size_t m, int rc) {
   }
 }
 
+/* ---- mset: untagged entries, plain SET --------------------------------
+ *
+ * An entry without tags needs no script: a plain SET stores it, at a
+ * fraction of the server time of a scripted write (docs/DESIGN.md,
+ * "set_many"). What a SET cannot do is drop the tags the entry had before.
+ * So each group of SETs is followed, in the same pipeline, by one EXISTS
+ * over the group's tag-set keys; when it counts none, the group is done.
+ * Otherwise one pipelined EXISTS per entry finds those with a tag set, and
+ * lua/untag.lua drops it with its memberships unless a later write owns the
+ * entry by then, which it tells by comparing the value with the envelope
+ * this SET stored. Envelopes are therefore kept until the replies are read:
+ * PLAIN_MAX_BYTES bounds them per round trip. In Redis Cluster a group
+ * holds one bucket, so that its EXISTS names keys of one slot.
+ */
+#define PLAIN_MAX_BYTES ((size_t)4 << 20)
+
+/* Seal entry `id` and append its SET; its envelope stays in w->pblobs. An
+ * entry the envelope refuses gets EINVAL and is not sent. Returns a fatal
+ * status or CACHET_OK. */
+static int plain_append_set(cachet *c, cachet_conn *cn, mset_ws *w,
+                            cachet_entry *e, size_t id, int64_t now) {
+  cachet_entry *x = &e[id];
+  cachet_key vk = {0};
+  int rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, w->bucket[id], x->key,
+                            x->keylen);
+  if (rc != CACHET_OK)
+    return rc;
+  rc = cachet_envelope_seal(c->keyring, c->cfg.encrypt, vk.buf, vk.len, 0, now,
+                            x->ttl_ms > 0 ? now + x->ttl_ms : 0,
+                            x->val == NULL ? "" : x->val, x->len,
+                            &w->pblobs[id], &w->pblens[id]);
+  if (rc == CACHET_OK) {
+    char ttl[24];
+    const char *argv[5] = {"SET", vk.buf, (const char *)w->pblobs[id], "PX",
+                           ttl};
+    size_t lens[5] = {3, vk.len, w->pblens[id], 2,
+                      fmt_u64(ttl, (uint64_t)x->ttl_ms)};
+    rc = cachet_conn_append(cn, x->ttl_ms > 0 ? 5 : 3, argv, lens);
+  } else if (rc == CACHET_EINVAL) {
+    mset_error(c, w, x, rc);
+    w->st[id] = ST_DONE;
+    rc = CACHET_OK;
+  }
+  cachet_key_free(&vk);
+  return rc;
+}
+
+/* Append one command over the tag-set keys of the entries of `ids` in
+ * state `sel`: EXISTS naming them all (`cmd` "EXISTS"), or one SMEMBERS
+ * each. Sets *sent to the number of commands appended. */
+static int plain_append_tagsets(cachet *c, cachet_conn *cn, mset_ws *w,
+                                const cachet_entry *e, const size_t *ids,
+                                size_t n, unsigned char sel, const char *cmd,
+                                size_t *sent) {
+  int each = strcmp(cmd, "SMEMBERS") == 0;
+  size_t nk = 0;
+  int rc = CACHET_OK;
+  *sent = 0;
+  w->args[0] = cmd, w->lens[0] = strlen(cmd);
+  for (size_t j = 0; j < n && rc == CACHET_OK; j++) {
+    const cachet_entry *x = &e[ids[j]];
+    if (w->st[ids[j]] != sel)
+      continue;
+    rc = cachet_key_build(c, &w->keys[nk], CACHET_KIND_TAGSET,
+                          w->bucket[ids[j]], x->key, x->keylen);
+    if (rc != CACHET_OK)
+      break;
+    w->args[1 + nk] = w->keys[nk].buf, w->lens[1 + nk] = w->keys[nk].len;
+    nk++;
+    if (each) {
+      rc = cachet_conn_append(cn, 2, w->args, w->lens);
+      cachet_key_free(&w->keys[0]);
+      nk = 0;
+      if (rc == CACHET_OK)
+        (*sent)++;
+    }
+  }
+  if (rc == CACHET_OK && nk > 0) {
+    rc = cachet_conn_append(cn, (int)(1 + nk), w->args, w->lens);
+    if (rc == CACHET_OK)
+      *sent = 1;
+  }
+  for (size_t i = 0; i < nk; i++)
+    cachet_key_free(&w->keys[i]);
+  return rc;
+}
+
+/* Read an EXISTS reply into *n; an error reply gives ESERVER. */
+static int read_count(cachet_conn *cn, long long *n) {
+  redisReply *r = NULL;
+  int rc = cachet_conn_read(cn, &r);
+  if (rc != CACHET_OK)
+    return rc;
+  int type = r->type;
+  *n = r->integer;
+  freeReplyObject(r);
+  if (type != REDIS_REPLY_INTEGER) {
+    cachet_conn_break(cn);
+    return cachet_fail(CACHET_EPROTO, "mset: EXISTS: unexpected reply type %d",
+                       type);
+  }
+  return CACHET_OK;
+}
+
+/* A plain entry is stored for good. */
+static void plain_done(cachet *c, mset_ws *w, cachet_entry *e, size_t id) {
+  w->st[id] = ST_DONE;
+  e[id].status = CACHET_OK;
+  CACHET_COUNT(c, writes, 1);
+}
+
+/* A tag set's members as tag names, when each is a well-formed one (else
+ * none: the untag script then names them, and C checks them there). */
+static size_t tag_names(const redisReply *r, const char **names, size_t cap) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements > cap)
+    return 0;
+  for (size_t i = 0; i < r->elements; i++) {
+    const redisReply *t = r->element[i];
+    if (t->type != REDIS_REPLY_STRING || t->len == 0 ||
+        memchr(t->str, '\0', t->len) != NULL)
+      return 0;
+    names[i] = t->str;
+  }
+  return r->elements;
+}
+
+/* The entries of ids[0..n) in ST_UNTAG: read their tag sets (one round
+ * trip), then untag those that have one. Returns a fatal status or
+ * CACHET_OK. */
+static int plain_untag(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
+                       const size_t *ids, size_t n) {
+  redisReply **sets = calloc(n, sizeof *sets);
+  if (sets == NULL)
+    return cachet_fail(CACHET_ENOMEM, "mset: out of memory");
+  size_t sent = 0;
+  int rc =
+      plain_append_tagsets(c, cn, w, e, ids, n, ST_UNTAG, "SMEMBERS", &sent);
+  /* Every reply first: untag's own exchange comes after them. */
+  for (size_t j = 0; j < n && rc == CACHET_OK; j++) {
+    if (w->st[ids[j]] != ST_UNTAG)
+      continue;
+    rc = cachet_conn_read(cn, &sets[j]);
+    if (rc == CACHET_ESERVER) /* e.g. WRONGTYPE: untag will say */
+      rc = CACHET_OK;
+    else if (rc == CACHET_OK && sets[j]->type != REDIS_REPLY_ARRAY)
+      rc = cachet_fail(CACHET_EPROTO, "mset: SMEMBERS: unexpected reply");
+  }
+  for (size_t j = 0; j < n && rc == CACHET_OK; j++) {
+    size_t id = ids[j];
+    if (w->st[id] != ST_UNTAG)
+      continue;
+    if (sets[j] != NULL && sets[j]->elements == 0) {
+      plain_done(c, w, e, id);
+      continue;
+    }
+    /* Passing the tags it read saves untag a retag round. */
+    const char *names[SMALL_TAGS];
+    size_t nt = sets[j] == NULL ? 0 : tag_names(sets[j], names, SMALL_TAGS);
+    rc = cachet_entry_untag(c, cn, e[id].key, e[id].keylen, w->pblobs[id],
+                            w->pblens[id], names, nt);
+    if (rc == CACHET_OK) {
+      plain_done(c, w, e, id);
+    } else if (!is_fatal(rc)) {
+      char detail[400];
+      snprintf(detail, sizeof detail, "%s", cachet_last_error());
+      w->st[id] = ST_DONE;
+      mset_error(c, w, &e[id],
+                 cachet_fail(rc,
+                             "the value was stored, but the tags it had "
+                             "were not dropped: %s",
+                             detail));
+      rc = CACHET_OK;
+    }
+  }
+  for (size_t j = 0; j < n; j++)
+    if (sets[j] != NULL)
+      freeReplyObject(sets[j]);
+  free(sets);
+  return rc;
+}
+
+/* Read the replies of groups[0..ng): each group's SETs, then its EXISTS. */
+static int plain_read(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
+                      size_t ng) {
+  for (size_t g = 0; g < ng; g++) {
+    const mcall *grp = &w->groups[g];
+    const size_t *ids = w->plain + grp->first;
+    for (size_t j = 0; j < grp->len; j++) {
+      if (w->st[ids[j]] != ST_PLAIN)
+        continue;
+      redisReply *r = NULL;
+      int rc = cachet_conn_read(cn, &r);
+      if (rc == CACHET_ESERVER) {
+        w->st[ids[j]] = ST_DONE;
+        mset_error(c, w, &e[ids[j]], rc);
+        continue;
+      }
+      if (rc != CACHET_OK)
+        return rc;
+      int ok = r->type == REDIS_REPLY_STATUS;
+      freeReplyObject(r);
+      if (!ok) {
+        cachet_conn_break(cn);
+        return cachet_fail(CACHET_EPROTO, "mset: SET: unexpected reply");
+      }
+      w->st[ids[j]] = ST_WRITTEN;
+    }
+    if (grp->st == ST_DONE) /* no EXISTS was sent: nothing was written */
+      continue;
+    long long n = 1;
+    int rc = read_count(cn, &n);
+    if (rc == CACHET_ESERVER) { /* unknown: ask each entry */
+      n = 1;
+      rc = CACHET_OK;
+    }
+    if (rc != CACHET_OK)
+      return rc;
+    for (size_t j = 0; j < grp->len; j++) {
+      if (w->st[ids[j]] != ST_WRITTEN)
+        continue;
+      if (n == 0)
+        plain_done(c, w, e, ids[j]);
+      else
+        w->st[ids[j]] = ST_UNTAG;
+    }
+  }
+  return CACHET_OK;
+}
+
+/* Write the window's untagged entries, in round trips of at most
+ * PLAIN_MAX_BYTES of envelopes. Returns a fatal status or CACHET_OK. */
+static int write_plain(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
+                       int by_bucket) {
+  int rc = CACHET_OK;
+  size_t j = 0;
+  while (rc == CACHET_OK && j < w->nplain) {
+    int64_t now = cachet_now_ms();
+    size_t from = j, ng = 0, bytes = 0;
+    while (rc == CACHET_OK && j < w->nplain && bytes < PLAIN_MAX_BYTES) {
+      mcall *grp = &w->groups[ng++];
+      grp->first = j;
+      unsigned b = w->bucket[w->plain[j]];
+      while (rc == CACHET_OK && j < w->nplain && bytes < PLAIN_MAX_BYTES &&
+             (!by_bucket || w->bucket[w->plain[j]] == b)) {
+        size_t id = w->plain[j++];
+        rc = plain_append_set(c, cn, w, e, id, now);
+        if (w->pblobs[id] != NULL)
+          bytes += w->pblens[id] + e[id].keylen;
+      }
+      grp->len = j - grp->first;
+      size_t sent = 0;
+      if (rc == CACHET_OK)
+        rc = plain_append_tagsets(c, cn, w, e, w->plain + grp->first, grp->len,
+                                  ST_PLAIN, "EXISTS", &sent);
+      grp->st = sent > 0 ? ST_CALL : ST_DONE;
+    }
+    if (rc == CACHET_OK)
+      rc = plain_read(c, cn, w, e, ng);
+    int untag = 0;
+    for (size_t q = from; q < j && !untag; q++)
+      untag = w->st[w->plain[q]] == ST_UNTAG;
+    if (rc == CACHET_OK && untag)
+      rc = plain_untag(c, cn, w, e, w->plain + from, j - from);
+    for (size_t q = from; q < j; q++) {
+      free(w->pblobs[w->plain[q]]);
+      w->pblobs[w->plain[q]] = NULL;
+    }
+  }
+  if (rc != CACHET_OK) /* unsent commands or unread replies */
+    cachet_conn_break(cn);
+  return rc;
+}
+
 /* Write window e[0..m). Returns a fatal status or CACHET_OK. */
 static int mset_window(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
                        size_t m) {
-  plan_window(c, w, e, m, cachet_conn_clustered(cn));
-  int rc = send_calls(c, cn, w, e, ST_CALL);
+  int by_bucket = cachet_conn_clustered(cn);
+  plan_window(c, w, e, m, by_bucket);
+  int rc = write_plain(c, cn, w, e, by_bucket);
+  if (rc == CACHET_OK)
+    rc = send_calls(c, cn, w, e, ST_CALL);
   for (int round = 0; rc == CACHET_OK && round < NOSCRIPT_ROUNDS &&
                       memchr(w->st, ST_NOSCRIPT, m) != NULL;
        round++) {

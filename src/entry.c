@@ -1,11 +1,12 @@
 /* set, set with tags, delete: the write side of one entry.
  *
- * Every write goes through lua/set_tags.lua, even without tags, because a
- * plain overwrite must still drop the tags the entry had. The script can only
- * touch keys it is given, and C does not know the old tags before the call;
- * so the script reports tags it was not given ("retag") without writing, and
- * C calls again with their index keys. That costs a second round trip only
- * when an entry's tags change. */
+ * Every single write goes through lua/set_tags.lua, even without tags,
+ * because a plain overwrite must still drop the tags the entry had (mset's
+ * untagged entries take plain SET and cachet_entry_untag instead: batch.c).
+ * The script can only touch keys it is given, and C does not know the old
+ * tags before the call; so the script reports tags it was not given
+ * ("retag") without writing, and C calls again with their index keys. That
+ * costs a second round trip only when an entry's tags change. */
 #include "entry.h"
 
 #include <sodium.h>
@@ -430,6 +431,39 @@ int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
     rc = existed > 0 ? CACHET_OK : CACHET_MISS;
     if (rc == CACHET_OK)
       CACHET_COUNT(c, deletes, 1);
+  }
+done:
+  taglist_free(&tl);
+  strpool_free(&sp);
+  cachet_key_free(&vk);
+  cachet_key_free(&mk);
+  return rc;
+}
+
+int cachet_entry_untag(cachet *c, cachet_conn *cn, const void *key,
+                       size_t keylen, const uint8_t *blob, size_t bloblen,
+                       const char *const *tags, size_t ntags) {
+  unsigned bucket = cachet_bucket(key, keylen);
+  cachet_key vk = {0}, mk = {0};
+  taglist tl = {0};
+  strpool sp = {0};
+  int rc;
+
+  if ((rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, bucket, key, keylen)) ||
+      (rc = cachet_key_build(c, &mk, CACHET_KIND_TAGSET, bucket, key, keylen)))
+    goto done;
+  for (size_t i = 0; i < ntags; i++)
+    if ((rc = taglist_add(c, &tl, bucket, tags[i])) != CACHET_OK)
+      goto done;
+  const char *head[2] = {(const char *)blob, key};
+  size_t headlen[2] = {bloblen, keylen};
+  long long result = 0;
+  rc = run_retag(c, cn, CACHET_SCRIPT_UNTAG, "mset", &vk, &mk, bucket, &tl, &sp,
+                 NULL, head, headlen, 2, &result);
+  if (rc == CACHET_OK && result != 0 && result != 1) {
+    cachet_conn_break(cn);
+    rc = cachet_fail(CACHET_EPROTO, "mset: untag: unexpected reply %lld",
+                     result);
   }
 done:
   taglist_free(&tl);

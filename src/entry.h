@@ -57,6 +57,19 @@ int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
                        size_t keylen, const void *val, size_t len,
                        int64_t ttl_ms, const char *const *tags, size_t ntags);
 
+/*
+ * mset's untagged fast path stores an entry with a plain SET of `blob`
+ * (its sealed envelope), outside any script. When the entry had tags
+ * before, this drops its tag set and memberships through lua/untag.lua,
+ * unless the value key no longer holds `blob` (a later write owns the entry
+ * and its tags). `tags` are those the caller read from the tag set, if any:
+ * the script learns the others through retag, as cachet_entry_write does.
+ * Borrows everything.
+ */
+int cachet_entry_untag(cachet *c, cachet_conn *cn, const void *key,
+                       size_t keylen, const uint8_t *blob, size_t bloblen,
+                       const char *const *tags, size_t ntags);
+
 /* Delete the entry and its memberships. CACHET_OK existed, CACHET_MISS
  * not. */
 int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,

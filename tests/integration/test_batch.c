@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "cachet_scripts.h"
 #include "harness.h"
 #include "keys.h"
 
@@ -1018,6 +1019,174 @@ static void test_set_many_splits_large_values_across_calls(void **state) {
   cachet_close(c);
 }
 
+/* A count from INFO commandstats: `field` ("calls" or "failed_calls") of
+ * command `cmd`, 0 when it never ran. */
+static long long cmdstat(const char *cmd, const char *field) {
+  redisReply *rep = raw("INFO commandstats");
+  assert_int_equal(rep->type, REDIS_REPLY_STRING);
+  char line[64];
+  snprintf(line, sizeof line, "cmdstat_%s:", cmd);
+  const char *p = strstr(rep->str, line);
+  long long n = 0;
+  if (p != NULL) {
+    char f[32];
+    snprintf(f, sizeof f, "%s=", field);
+    const char *q = strstr(p, f);
+    const char *eol = strchr(p, '\n');
+    if (q != NULL && (eol == NULL || q < eol))
+      n = atoll(q + strlen(f));
+  }
+  freeReplyObject(rep);
+  return n;
+}
+
+/* EVALSHA calls that ran (a NOSCRIPT answer is a failed call). */
+static long long scripts_run(void) {
+  return cmdstat("evalsha", "calls") - cmdstat("evalsha", "failed_calls");
+}
+
+/* Untagged entries are stored with plain SET, no script; an entry that had
+ * tags before loses its tag set and memberships in the same call, through
+ * one untag script each, and only those entries pay for one. */
+static void test_mset_untagged_entries_take_plain_set(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "plain1:");
+  const char *x[] = {"x"};
+  enum { OLD = 60, N = 100 };
+  char keys[N][16];
+  cachet_entry e[N];
+  memset(e, 0, sizeof e);
+  for (size_t i = 0; i < N; i++) {
+    snprintf(keys[i], sizeof keys[i], "p%zu", i);
+    e[i].key = keys[i], e[i].keylen = strlen(keys[i]);
+    e[i].val = "tagged", e[i].len = 6, e[i].ttl_ms = 600000;
+    e[i].tags = x, e[i].ntags = 1;
+  }
+  assert_int_equal(cachet_mset(c, e, OLD), CACHET_OK);
+
+  long long sets = cmdstat("set", "calls"), scripts = scripts_run();
+  for (size_t i = 0; i < N; i++) {
+    e[i].val = keys[i], e[i].len = strlen(keys[i]);
+    e[i].ttl_ms = i % 2 ? 600000 : 0;
+    e[i].tags = NULL, e[i].ntags = 0;
+  }
+  assert_int_equal(cachet_mset(c, e, N), CACHET_OK);
+  assert_int_equal(cmdstat("set", "calls") - sets, N);
+  assert_int_equal(scripts_run() - scripts, OLD);
+
+  for (size_t i = 0; i < N; i++) {
+    assert_int_equal(e[i].status, CACHET_OK);
+    char v[16], ts[16];
+    value_of(c, keys[i], strlen(keys[i]), v, sizeof v);
+    assert_string_equal(v, keys[i]);
+    tag_set(c, keys[i], strlen(keys[i]), ts, sizeof ts);
+    assert_string_equal(ts, "");
+    assert_false(is_member(c, "x", keys[i], strlen(keys[i])));
+    int64_t ttl = 0;
+    assert_int_equal(cachet_ttl(c, keys[i], strlen(keys[i]), &ttl), CACHET_OK);
+    if (i % 2)
+      assert_true(ttl > 0 && ttl <= 600000);
+    else
+      assert_int_equal(ttl, -1);
+  }
+  uint64_t evicted = 1;
+  assert_int_equal(cachet_evict_tags(c, x, 1, &evicted), CACHET_OK);
+  assert_int_equal(evicted, 0);
+  cachet_metrics m;
+  cachet_metrics_snapshot(c, &m);
+  assert_int_equal(m.writes, OLD + N);
+  cachet_close(c);
+}
+
+/* Run lua/untag.lua as mset does: KEYS v, m, [index of "x"]; ARGV the
+ * envelope, the member, ["x"]. */
+static redisReply *run_untag(cachet *c, const char *key, const void *blob,
+                             size_t bloblen, int with_index) {
+  cachet_key vk = {0}, mk = {0}, ik = {0};
+  size_t kl = strlen(key);
+  key_in_bucket(c, &vk, CACHET_KIND_VALUE, key, kl, key, kl);
+  key_in_bucket(c, &mk, CACHET_KIND_TAGSET, key, kl, key, kl);
+  key_in_bucket(c, &ik, CACHET_KIND_INDEX, key, kl, "x", 1);
+  const cachet_script *sc = &cachet_scripts[CACHET_SCRIPT_UNTAG];
+  const char *argv[9] = {"EVAL", sc->body, with_index ? "3" : "2", vk.buf,
+                         mk.buf};
+  size_t lens[9] = {4, sc->len, 1, vk.len, mk.len};
+  int argc = 5;
+  if (with_index)
+    argv[argc] = ik.buf, lens[argc++] = ik.len;
+  argv[argc] = blob, lens[argc++] = bloblen;
+  argv[argc] = key, lens[argc++] = kl;
+  if (with_index)
+    argv[argc] = "x", lens[argc++] = 1;
+  redisContext *r = test_redis(test_group_server());
+  redisReply *rep = redisCommandArgv(r, argc, argv, lens);
+  assert_non_null(rep);
+  redisFree(r);
+  cachet_key_free(&vk);
+  cachet_key_free(&mk);
+  cachet_key_free(&ik);
+  return rep;
+}
+
+/* untag drops a tag set only while the value is still the envelope the
+ * plain SET stored: once a later write owns the entry, its tags are that
+ * write's, and they stay. It learns undeclared tags like set_tags. */
+static void test_untag_spares_an_entry_a_later_write_owns(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "plain2:");
+  const char *x[] = {"x"};
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 600000, x, 1), CACHET_OK);
+  cachet_key vk = {0};
+  key_in_bucket(c, &vk, CACHET_KIND_VALUE, "k", 1, "k", 1);
+  redisReply *stored = raw("GET %b", vk.buf, vk.len);
+  assert_int_equal(stored->type, REDIS_REPLY_STRING);
+
+  /* Another envelope than the one stored: nothing is touched. */
+  redisReply *rep = run_untag(c, "k", "other", 5, 1);
+  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+  assert_int_equal(rep->integer, 0);
+  freeReplyObject(rep);
+  char ts[16];
+  tag_set(c, "k", 1, ts, sizeof ts);
+  assert_string_equal(ts, "x");
+  assert_true(is_member(c, "x", "k", 1));
+
+  /* The stored one, without the index key: it asks for it. */
+  rep = run_untag(c, "k", stored->str, stored->len, 0);
+  assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+  assert_int_equal(rep->elements, 2);
+  assert_string_equal(rep->element[0]->str, "retag");
+  assert_string_equal(rep->element[1]->str, "x");
+  freeReplyObject(rep);
+  assert_true(is_member(c, "x", "k", 1));
+
+  /* With it: the tag set and membership go, the value stays. */
+  rep = run_untag(c, "k", stored->str, stored->len, 1);
+  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+  assert_int_equal(rep->integer, 1);
+  freeReplyObject(rep);
+  tag_set(c, "k", 1, ts, sizeof ts);
+  assert_string_equal(ts, "");
+  assert_false(is_member(c, "x", "k", 1));
+  char v[8];
+  value_of(c, "k", 1, v, sizeof v);
+  assert_string_equal(v, "v");
+
+  /* A value key of another type is no envelope of this write either. */
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 600000, x, 1), CACHET_OK);
+  freeReplyObject(raw("DEL %b", vk.buf, vk.len));
+  freeReplyObject(raw("HSET %b f v", vk.buf, vk.len));
+  rep = run_untag(c, "k", stored->str, stored->len, 1);
+  assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
+  assert_int_equal(rep->integer, 0);
+  freeReplyObject(rep);
+  assert_true(is_member(c, "x", "k", 1));
+
+  freeReplyObject(stored);
+  cachet_key_free(&vk);
+  cachet_close(c);
+}
+
 /* Runs last: it kills the server. A dead connection is the call's error and
  * every entry's status; the handle recovers once the server is back. */
 static void test_batch_on_a_dead_server_fails_every_entry(void **state) {
@@ -1075,6 +1244,8 @@ int main(void) {
       cmocka_unit_test(test_set_many_duplicate_keys_last_one_wins),
       cmocka_unit_test(test_set_many_error_in_one_entry_spares_the_others),
       cmocka_unit_test(test_set_many_splits_large_values_across_calls),
+      cmocka_unit_test(test_mset_untagged_entries_take_plain_set),
+      cmocka_unit_test(test_untag_spares_an_entry_a_later_write_owns),
       cmocka_unit_test(test_batch_on_a_dead_server_fails_every_entry),
   };
   return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);

@@ -384,6 +384,51 @@ static void test_get_or_set_and_health(void **state) {
   cachet_close(c);
 }
 
+/* Untagged entries go out as plain SETs, one EXISTS per slot group: over
+ * entries that had tags, the old memberships go, in every slot. */
+static void test_mset_untagged_over_tagged_per_slot(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "plain:");
+  enum { N = 300 };
+  static cachet_entry e[N];
+  static char keys[N][16];
+  const char *tags[] = {"pt"};
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < N; i++) {
+      memset(&e[i], 0, sizeof e[i]);
+      snprintf(keys[i], sizeof keys[i], "u%d", i);
+      e[i].key = keys[i];
+      e[i].keylen = strlen(keys[i]);
+      e[i].val = round == 0 ? "old" : keys[i];
+      e[i].len = strlen(e[i].val);
+      e[i].ttl_ms = 60000;
+      e[i].tags = round == 0 && i % 2 ? tags : NULL;
+      e[i].ntags = round == 0 && i % 2 ? 1 : 0;
+    }
+    int mrc = cachet_mset(c, e, N);
+    if (mrc != CACHET_OK)
+      fprintf(stderr, "mset: %s\n", cachet_last_error());
+    assert_int_equal(mrc, CACHET_OK);
+    for (int i = 0; i < N; i++)
+      assert_int_equal(e[i].status, CACHET_OK);
+  }
+  uint64_t n = 1;
+  assert_int_equal(cachet_evict_tags(c, tags, 1, &n), CACHET_OK);
+  assert_int_equal(n, 0);
+  for (int i = 0; i < N; i++) {
+    e[i].val = NULL;
+    e[i].len = 0;
+  }
+  assert_int_equal(cachet_mget(c, e, N), CACHET_OK);
+  for (int i = 0; i < N; i++) {
+    assert_int_equal(e[i].status, CACHET_OK);
+    assert_int_equal(e[i].outlen, strlen(keys[i]));
+    assert_memory_equal(e[i].out, keys[i], e[i].outlen);
+    cachet_free(e[i].out);
+  }
+  cachet_close(c);
+}
+
 static void test_mset_mget_group_per_slot(void **state) {
   (void)state;
   cachet *c = test_cluster_open(&cl, "batch:");
@@ -631,6 +676,7 @@ int main(void) {
       cmocka_unit_test(test_locks_and_get_or_set),
       cmocka_unit_test(test_get_or_set_and_health),
       cmocka_unit_test(test_mset_mget_group_per_slot),
+      cmocka_unit_test(test_mset_untagged_over_tagged_per_slot),
       cmocka_unit_test(test_reshard_while_operations_run),
       cmocka_unit_test(test_killed_master_then_failover),
   };

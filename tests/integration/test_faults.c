@@ -206,6 +206,18 @@ static void test_oom_with_noeviction_is_server_error_with_text(void **state) {
   char key[16];
   int kl = snprintf(key, sizeof key, "big%d", i - 1);
   assert_int_equal(cachet_get(c, key, (size_t)kl, &v, &n), CACHET_MISS);
+
+  /* A batch's plain SETs are refused the same way: each entry gets the
+   * server's words, and the call returns them. */
+  cachet_entry e[2];
+  memset(e, 0, sizeof e);
+  e[0].key = "small0", e[0].keylen = 6, e[0].val = "v", e[0].len = 1;
+  e[1].key = "small1", e[1].keylen = 6, e[1].val = "v", e[1].len = 1;
+  assert_int_equal(cachet_mset(c, e, 2), CACHET_ESERVER);
+  assert_non_null(strstr(cachet_last_error(), "OOM"));
+  assert_int_equal(e[0].status, CACHET_ESERVER);
+  assert_int_equal(e[1].status, CACHET_ESERVER);
+  assert_int_equal(cachet_get(c, "small0", 6, &v, &n), CACHET_MISS);
   cachet_close(c);
   test_server_stop(&s);
 }
