@@ -162,10 +162,20 @@ char *cachet_reply_take(redisReply *r);
 
 /* ---- Pieces the operations share (async_entry.c) ----------------------- */
 
-/* An entry write (set_tags) or delete (delete_entry) as an operation. The
- * arguments must be checked already; they are copied. Its result goes to
- * `cb` (cachet_async_status_cb) or, for a child, to the parent. */
-aop *cachet_aop_entry_new(struct cachet_async *a, int del, const void *key,
+/* What an entry operation does: */
+enum {
+  CACHET_AOP_SET,    /* set_tags */
+  CACHET_AOP_DELETE, /* delete_entry */
+  /* mset's untagged entry: a plain SET, then untag.lua only when the entry
+   * had a tag set (batch.c's plain path, one entry at a time). A value to
+   * be staged is written as CACHET_AOP_SET. Needs ntags == 0. */
+  CACHET_AOP_PLAIN
+};
+
+/* An entry write or delete (CACHET_AOP_*) as an operation. The arguments
+ * must be checked already; they are copied. Its result goes to `cb`
+ * (cachet_async_status_cb) or, for a child, to the parent. */
+aop *cachet_aop_entry_new(struct cachet_async *a, int mode, const void *key,
                           size_t keylen, const void *val, size_t len,
                           int64_t ttl_ms, const char *const *tags, size_t ntags,
                           aop_cb cb, void *ud, int *rc);

@@ -1,12 +1,13 @@
 /* Async mget and mset.
  *
  * mget is one operation that pipelines one GET per key and reads the
- * replies in order. mset runs one entry write (set_tags, with its retag
- * and NOSCRIPT handling) per distinct key as child operations, all
- * pipelined on the one connection. Statuses follow batch.c: each entry has
- * its own; the callback's status is the first connection- or server-level
- * error in entry order, while an entry that fails to decode or verify is
- * only that entry's status. */
+ * replies in order. mset runs one entry write per distinct key as child
+ * operations, all pipelined on the one connection: set_tags (with its
+ * retag and NOSCRIPT handling) for a tagged entry, a plain SET for an
+ * untagged one (CACHET_AOP_PLAIN, as batch.c). Statuses follow batch.c: each
+ * entry has its own; the callback's status is the first connection- or
+ * server-level error in entry order, while an entry that fails to decode or
+ * verify is only that entry's status. */
 #include "async.h"
 
 #include "cachet.h"
@@ -302,8 +303,9 @@ int cachet_async_mset(cachet_async *a, const cachet_entry *entries, size_t n,
       continue;
     const cachet_entry *e = &entries[i];
     aop *child = cachet_aop_entry_new(
-        a, 0, e->key, e->keylen, e->val == NULL ? "" : e->val, e->len,
-        e->ttl_ms, e->tags, e->ntags, NULL, (void *)(uintptr_t)i, &rc);
+        a, e->ntags == 0 ? CACHET_AOP_PLAIN : CACHET_AOP_SET, e->key, e->keylen,
+        e->val == NULL ? "" : e->val, e->len, e->ttl_ms, e->tags, e->ntags,
+        NULL, (void *)(uintptr_t)i, &rc);
     if (child == NULL) {
       mset_fail_entry(m, i, rc);
       continue;

@@ -4,9 +4,11 @@
  * too, since an overwrite must drop the tags the entry had), every delete
  * is delete_entry.lua, and when the entry carries tags the call did not
  * know, the script answers {"retag", tag...} and the call is sent again
- * with their index keys (bounded, then EBUSY). The envelope is sealed once,
- * with the value key's name, when the call is made; a read opens it with
- * the same name. */
+ * with their index keys (bounded, then EBUSY). mset's untagged entries are
+ * the exception, as in batch.c: a plain SET and an EXISTS of the tag set,
+ * then untag.lua (same retag protocol) only if the entry had tags. The envelope
+ * is sealed once, with the value key's name, when the call is made; a read
+ * opens it with the same name. */
 #include "async.h"
 
 #include "cachet.h"
@@ -188,6 +190,9 @@ typedef struct entry_op {
    * is in flight while stage_wait is set. */
   cachet_key sk;
   int staged, stage_wait;
+  /* CACHET_AOP_PLAIN: replies still due for the SET and EXISTS step, and
+   * whether the entry went on to untag.lua. */
+  int plain_wait, untag;
 } entry_op;
 
 static int entry_has(const entry_op *e, const char *name, size_t len) {
@@ -271,7 +276,9 @@ static void entry_send(aop *op) {
     PUSH(e->sk.buf, e->sk.len); /* set_tags: the staging key comes last */
   int nkeys = (int)k;
   char nn[24];
-  if (!e->del) {
+  if (e->untag) {
+    PUSH(e->blob, e->bloblen); /* the envelope the plain SET stored */
+  } else if (!e->del) {
     int nnl = snprintf(nn, sizeof nn, "%zu", e->nnew);
     if (e->staged)
       PUSH("", 0); /* an empty blob: the value is staged */
@@ -285,9 +292,10 @@ static void entry_send(aop *op) {
   for (size_t i = 0; i < e->ntags; i++)
     PUSH(e->names[i], strlen(e->names[i]));
 #undef PUSH
-  int rc = cachet_aop_script(
-      op, e->del ? CACHET_SCRIPT_DELETE_ENTRY : CACHET_SCRIPT_SET_TAGS, nkeys,
-      (int)k, args, lens);
+  cachet_script_id id = e->del     ? CACHET_SCRIPT_DELETE_ENTRY
+                        : e->untag ? CACHET_SCRIPT_UNTAG
+                                   : CACHET_SCRIPT_SET_TAGS;
+  int rc = cachet_aop_script(op, id, nkeys, (int)k, args, lens);
   free(args);
   free(lens);
   if (rc != CACHET_OK)
@@ -317,9 +325,27 @@ static int absorb_retag(entry_op *e, const redisReply *r, int *rc) {
 
 static void entry_reply(aop *op, redisReply *r) {
   entry_op *e = (entry_op *)op;
-  const char *what = e->del ? "delete_entry" : "set_tags";
+  const char *what = e->del ? "delete_entry" : e->untag ? "untag" : "set_tags";
   if (r->type == REDIS_REPLY_ERROR) {
+    /* A plain SET refused: its EXISTS reply comes after the result. */
     cachet_aop_server_error(op, r);
+    return;
+  }
+  if (e->plain_wait > 0) {
+    if (--e->plain_wait == 1) { /* the SET */
+      if (r->type != REDIS_REPLY_STATUS)
+        cachet_aop_proto(op, "SET");
+      return;
+    }
+    if (r->type != REDIS_REPLY_INTEGER) {
+      cachet_aop_proto(op, "EXISTS");
+    } else if (r->integer == 0) { /* no tag set: done */
+      CACHET_COUNT(op->a->c, writes, 1);
+      cachet_aop_finish(op, CACHET_OK);
+    } else { /* it had tags: drop them unless a later write owns it */
+      e->untag = 1;
+      entry_send(op);
+    }
     return;
   }
   if (e->stage_wait) {
@@ -338,7 +364,7 @@ static void entry_reply(aop *op, redisReply *r) {
       if (rc == CACHET_OK)
         CACHET_COUNT(op->a->c, deletes, 1);
       cachet_aop_finish(op, rc);
-    } else if (r->integer == 1) {
+    } else if (r->integer == 1 || (e->untag && r->integer == 0)) {
       CACHET_COUNT(op->a->c, writes, 1);
       cachet_aop_finish(op, CACHET_OK);
     } else {
@@ -377,10 +403,11 @@ static const aop_kind delete_kind = {"delete",     entry_reply,   entry_send,
                                      NULL,         entry_deliver, NULL,
                                      entry_cleanup};
 
-aop *cachet_aop_entry_new(cachet_async *a, int del, const void *key,
+aop *cachet_aop_entry_new(cachet_async *a, int mode, const void *key,
                           size_t keylen, const void *val, size_t len,
                           int64_t ttl_ms, const char *const *tags, size_t ntags,
                           aop_cb cb, void *ud, int *rc) {
+  int del = mode == CACHET_AOP_DELETE;
   entry_op *e = (entry_op *)cachet_aop_new(a, del ? &delete_kind : &entry_kind,
                                            sizeof *e, 1, NULL, cb, ud);
   if (e == NULL) {
@@ -419,6 +446,8 @@ aop *cachet_aop_entry_new(cachet_async *a, int del, const void *key,
       if ((*rc = cachet_stage_key(c, e->bucket, key, keylen, &e->sk)))
         goto fail;
       e->staged = 1;
+    } else if (mode == CACHET_AOP_PLAIN && ntags == 0) {
+      e->plain_wait = 2;
     }
   }
   *rc = CACHET_OK;
@@ -433,6 +462,20 @@ fail:
  * else go straight to the script. */
 void cachet_aop_entry_step(aop *op) {
   entry_op *e = (entry_op *)op;
+  if (e->plain_wait > 0) {
+    const char *argv[5] = {"SET", e->vk.buf, (const char *)e->blob, "PX",
+                           e->ttl};
+    size_t lens[5] = {3, e->vk.len, e->bloblen, 2, strlen(e->ttl)};
+    int rc = cachet_aop_send(op, strcmp(e->ttl, "0") == 0 ? 3 : 5, argv, lens);
+    if (rc == CACHET_OK) {
+      const char *ex[2] = {"EXISTS", e->mk.buf};
+      size_t exl[2] = {6, e->mk.len};
+      rc = cachet_aop_send(op, 2, ex, exl);
+    }
+    if (rc != CACHET_OK)
+      cachet_aop_finish(op, rc);
+    return;
+  }
   if (!e->staged) {
     entry_send(op);
     return;
@@ -465,8 +508,9 @@ static int start_entry(cachet_async *a, int del, const void *key, size_t keylen,
       return cachet_result(
           c, cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", len));
   }
-  aop *op = cachet_aop_entry_new(a, del, key, keylen, val == NULL ? "" : val,
-                                 len, ttl_ms, tags, ntags, (aop_cb)cb, ud, &rc);
+  aop *op = cachet_aop_entry_new(a, del ? CACHET_AOP_DELETE : CACHET_AOP_SET,
+                                 key, keylen, val == NULL ? "" : val, len,
+                                 ttl_ms, tags, ntags, (aop_cb)cb, ud, &rc);
   if (op == NULL)
     return cachet_result(c, rc);
   cachet_aop_start(op, cachet_aop_entry_step);

@@ -442,9 +442,9 @@ static void gos_loaded(gos_op *g, int status, const void *val, size_t len,
   ((char *)g->val)[len] = '\0';
   g->len = len;
   g->state = G_WRITING;
-  aop *child = cachet_aop_entry_new(g->op.a, 0, g->key, g->keylen, g->val, len,
-                                    ttl, (const char *const *)g->tags, g->ntags,
-                                    NULL, NULL, &rc);
+  aop *child = cachet_aop_entry_new(
+      g->op.a, CACHET_AOP_SET, g->key, g->keylen, g->val, len, ttl,
+      (const char *const *)g->tags, g->ntags, NULL, NULL, &rc);
   if (child == NULL) {
     free(g->val);
     g->val = NULL;

@@ -745,6 +745,67 @@ static void test_async_mset_mget(void **state) {
   cachet_async_close(a);
 }
 
+/* Untagged entries of an async mset are plain SETs too; those that had
+ * tags lose them (untag.lua), as with the sync mset. */
+static void test_async_mset_untagged_drops_old_tags(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "aplain:");
+  const char *x[] = {"x"};
+  assert_int_equal(cachet_set_tags(c, "k1", 2, "old", 3, 600000, x, 1),
+                   CACHET_OK);
+  assert_int_equal(cachet_set_tags(c, "k2", 2, "old", 3, 0, x, 1), CACHET_OK);
+  redisContext *r = test_redis(test_group_server());
+  long long exists = test_int(
+      r, "EVAL %s 0",
+      "local s = redis.call('INFO', 'commandstats') "
+      "return tonumber((s:match('cmdstat_exists:calls=(%d+)') or '0'))");
+
+  cachet_async *a = open_async("aplain:");
+  cachet_entry e[3];
+  memset(e, 0, sizeof e);
+  const char *k[] = {"k1", "k2", "k3"};
+  for (int i = 0; i < 3; i++)
+    e[i].key = k[i], e[i].keylen = 2, e[i].val = k[i], e[i].len = 2;
+  e[0].ttl_ms = 600000;
+  items_calls = 0;
+  assert_int_equal(cachet_async_mset(a, e, 3, items_cb, NULL), CACHET_OK);
+  run_until(&items_calls, 1);
+  assert_int_equal(items_status, CACHET_OK);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(items_copy[i].status, CACHET_OK);
+  cachet_async_close(a);
+  /* One EXISTS of the tag set per entry: the plain path, not set_tags. */
+  assert_int_equal(
+      test_int(
+          r, "EVAL %s 0",
+          "local s = redis.call('INFO', 'commandstats') "
+          "return tonumber((s:match('cmdstat_exists:calls=(%d+)') or '0'))") -
+          exists,
+      3);
+
+  for (int i = 0; i < 3; i++) {
+    cachet_key mk = {0};
+    assert_int_equal(cachet_key_build(c, &mk, CACHET_KIND_TAGSET,
+                                      cachet_bucket(k[i], 2), k[i], 2),
+                     CACHET_OK);
+    assert_int_equal(test_int(r, "EXISTS %s", mk.buf), 0);
+    cachet_key_free(&mk);
+    void *v = NULL;
+    size_t n = 0;
+    assert_int_equal(cachet_get(c, k[i], 2, &v, &n), CACHET_OK);
+    assert_memory_equal(v, k[i], 2);
+    cachet_free(v);
+  }
+  int64_t ttl = 0;
+  assert_int_equal(cachet_ttl(c, "k2", 2, &ttl), CACHET_OK);
+  assert_int_equal(ttl, -1);
+  uint64_t evicted = 1;
+  assert_int_equal(cachet_evict_tags(c, x, 1, &evicted), CACHET_OK);
+  assert_int_equal(evicted, 0);
+  redisFree(r);
+  cachet_close(c);
+}
+
 static int health_calls;
 static cachet_health health_copy;
 static int health_status;
@@ -1271,6 +1332,7 @@ int main(void) {
       cmocka_unit_test(test_async_get_or_set_loader_failure_caches_nothing),
       cmocka_unit_test(test_async_get_or_set_renews_the_lease),
       cmocka_unit_test(test_async_mset_mget),
+      cmocka_unit_test(test_async_mset_untagged_drops_old_tags),
       cmocka_unit_test(test_async_health),
       cmocka_unit_test(test_async_noscript_recovery),
       cmocka_unit_test(test_async_errors_are_set_inside_callbacks),
