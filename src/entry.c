@@ -411,38 +411,14 @@ done:
   return rc;
 }
 
-int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
-                        size_t keylen) {
-  unsigned bucket = cachet_bucket(key, keylen);
-  cachet_key vk = {0}, mk = {0};
-  taglist tl = {0};
-  strpool sp = {0};
-  int rc;
-
-  if ((rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, bucket, key, keylen)) ||
-      (rc = cachet_key_build(c, &mk, CACHET_KIND_TAGSET, bucket, key, keylen)))
-    goto done;
-  const char *head[1] = {key};
-  size_t headlen[1] = {keylen};
-  long long existed = 0;
-  rc = run_retag(c, cn, CACHET_SCRIPT_DELETE_ENTRY, "delete", &vk, &mk, bucket,
-                 &tl, &sp, NULL, head, headlen, 1, &existed);
-  if (rc == CACHET_OK) {
-    rc = existed > 0 ? CACHET_OK : CACHET_MISS;
-    if (rc == CACHET_OK)
-      CACHET_COUNT(c, deletes, 1);
-  }
-done:
-  taglist_free(&tl);
-  strpool_free(&sp);
-  cachet_key_free(&vk);
-  cachet_key_free(&mk);
-  return rc;
-}
-
-int cachet_entry_untag(cachet *c, cachet_conn *cn, const void *key,
-                       size_t keylen, const uint8_t *blob, size_t bloblen,
-                       const char *const *tags, size_t ntags) {
+/* An entry script that writes no value (delete_entry, untag): its keys
+ * built for `key`, `tags` as the index keys known up front, ARGV `head`,
+ * and the retag loop. *result is the script's integer reply. */
+static int run_entry_script(cachet *c, cachet_conn *cn, cachet_script_id id,
+                            const char *what, const void *key, size_t keylen,
+                            const char *const *tags, size_t ntags,
+                            const char *const *head, const size_t *headlen,
+                            size_t nhead, long long *result) {
   unsigned bucket = cachet_bucket(key, keylen);
   cachet_key vk = {0}, mk = {0};
   taglist tl = {0};
@@ -455,21 +431,44 @@ int cachet_entry_untag(cachet *c, cachet_conn *cn, const void *key,
   for (size_t i = 0; i < ntags; i++)
     if ((rc = taglist_add(c, &tl, bucket, tags[i])) != CACHET_OK)
       goto done;
-  const char *head[2] = {(const char *)blob, key};
-  size_t headlen[2] = {bloblen, keylen};
-  long long result = 0;
-  rc = run_retag(c, cn, CACHET_SCRIPT_UNTAG, "mset", &vk, &mk, bucket, &tl, &sp,
-                 NULL, head, headlen, 2, &result);
-  if (rc == CACHET_OK && result != 0 && result != 1) {
-    cachet_conn_break(cn);
-    rc = cachet_fail(CACHET_EPROTO, "mset: untag: unexpected reply %lld",
-                     result);
-  }
+  rc = run_retag(c, cn, id, what, &vk, &mk, bucket, &tl, &sp, NULL, head,
+                 headlen, nhead, result);
 done:
   taglist_free(&tl);
   strpool_free(&sp);
   cachet_key_free(&vk);
   cachet_key_free(&mk);
+  return rc;
+}
+
+int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
+                        size_t keylen) {
+  const char *head[1] = {key};
+  size_t headlen[1] = {keylen};
+  long long existed = 0;
+  int rc = run_entry_script(c, cn, CACHET_SCRIPT_DELETE_ENTRY, "delete", key,
+                            keylen, NULL, 0, head, headlen, 1, &existed);
+  if (rc != CACHET_OK)
+    return rc;
+  if (existed == 0)
+    return CACHET_MISS;
+  CACHET_COUNT(c, deletes, 1);
+  return CACHET_OK;
+}
+
+int cachet_entry_untag(cachet *c, cachet_conn *cn, const void *key,
+                       size_t keylen, const uint8_t *blob, size_t bloblen,
+                       const char *const *tags, size_t ntags) {
+  const char *head[2] = {(const char *)blob, key};
+  size_t headlen[2] = {bloblen, keylen};
+  long long result = 0;
+  int rc = run_entry_script(c, cn, CACHET_SCRIPT_UNTAG, "mset", key, keylen,
+                            tags, ntags, head, headlen, 2, &result);
+  if (rc == CACHET_OK && result != 0 && result != 1) {
+    cachet_conn_break(cn);
+    rc = cachet_fail(CACHET_EPROTO, "mset: untag: unexpected reply %lld",
+                     result);
+  }
   return rc;
 }
 

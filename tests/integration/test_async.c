@@ -745,6 +745,14 @@ static void test_async_mset_mget(void **state) {
   cachet_async_close(a);
 }
 
+/* EXISTS commands the server has run (INFO commandstats). */
+static long long exists_calls(redisContext *r) {
+  return test_int(
+      r, "EVAL %s 0",
+      "local s = redis.call('INFO', 'commandstats') "
+      "return tonumber((s:match('cmdstat_exists:calls=(%d+)') or '0'))");
+}
+
 /* Untagged entries of an async mset are plain SETs too; those that had
  * tags lose them (untag.lua), as with the sync mset. */
 static void test_async_mset_untagged_drops_old_tags(void **state) {
@@ -755,10 +763,7 @@ static void test_async_mset_untagged_drops_old_tags(void **state) {
                    CACHET_OK);
   assert_int_equal(cachet_set_tags(c, "k2", 2, "old", 3, 0, x, 1), CACHET_OK);
   redisContext *r = test_redis(test_group_server());
-  long long exists = test_int(
-      r, "EVAL %s 0",
-      "local s = redis.call('INFO', 'commandstats') "
-      "return tonumber((s:match('cmdstat_exists:calls=(%d+)') or '0'))");
+  long long exists = exists_calls(r);
 
   cachet_async *a = open_async("aplain:");
   cachet_entry e[3];
@@ -775,13 +780,7 @@ static void test_async_mset_untagged_drops_old_tags(void **state) {
     assert_int_equal(items_copy[i].status, CACHET_OK);
   cachet_async_close(a);
   /* One EXISTS of the tag set per entry: the plain path, not set_tags. */
-  assert_int_equal(
-      test_int(
-          r, "EVAL %s 0",
-          "local s = redis.call('INFO', 'commandstats') "
-          "return tonumber((s:match('cmdstat_exists:calls=(%d+)') or '0'))") -
-          exists,
-      3);
+  assert_int_equal(exists_calls(r) - exists, 3);
 
   for (int i = 0; i < 3; i++) {
     cachet_key mk = {0};
