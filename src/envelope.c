@@ -8,9 +8,12 @@
 #include <string.h>
 
 #include "error.h"
-#include "sodium_once.h"
+#include "nonce.h"
 
 static const uint8_t MAGIC[4] = {0xC4, 0xC7, 0xE5, 0x1A};
+
+_Static_assert(CACHET_ENVELOPE_NONCE_BYTES == CACHET_NONCE_BYTES,
+               "the nonce generator makes XChaCha20 nonces");
 
 /* Header offsets. */
 #define OFF_VERSION 4u
@@ -363,12 +366,11 @@ int cachet_envelope_seal(const cachet_keyring *kr, int encrypt,
   *out = NULL;
   *outlen = 0;
   if (encrypt && kr != NULL) {
-    int rc = cachet_sodium_init();
-    if (rc != CACHET_OK)
-      return rc;
     /* 192-bit random nonces: collisions are negligible without any
      * coordination between writers. */
-    randombytes_buf(nonce, sizeof nonce);
+    int rc = cachet_nonce(nonce);
+    if (rc != CACHET_OK)
+      return rc;
   }
   return cachet_envelope_seal_nonce(kr, encrypt, rkey, rkeylen, content_type,
                                     created_ms, expires_ms, payload, len, nonce,

@@ -37,7 +37,7 @@ int cachet_envelope_seal(const cachet_keyring *kr, int encrypt,
 
 /*
  * For tests and the FORMAT.md vectors only: cachet_envelope_seal() with the
- * AEAD nonce given instead of drawn from randombytes. `nonce` is read only
+ * AEAD nonce given instead of drawn from cachet_nonce(). `nonce` is read only
  * when `encrypt` is set. Reusing a nonce under one key breaks the AEAD, so
  * nothing outside tests/, fuzz/ and bench/ may call this.
  */
