@@ -21,12 +21,9 @@
 #include <string.h>
 
 #include "error.h"
+#include "evict.h"
 #include "keys.h"
 
-#define EVICT_MEMBERS 64
-#define EVICT_OPS 1024
-#define EVICT_BEGINS 64
-#define EVICT_IDLE_ROUNDS 16
 #define CLEAR_SCAN_COUNT "1000"
 #define CLEAR_KEYS 256
 
@@ -110,9 +107,9 @@ typedef struct evict_op {
   uint64_t total;
   /* The chunk being evicted. */
   strv members;
-  strv sets[EVICT_MEMBERS]; /* each member's tag set */
+  strv sets[CACHET_EVICT_MEMBERS]; /* each member's tag set */
   size_t nsets;
-  cachet_key vk[EVICT_MEMBERS], mk[EVICT_MEMBERS];
+  cachet_key vk[CACHET_EVICT_MEMBERS], mk[CACHET_EVICT_MEMBERS];
   size_t nkeys;
   cachet_key *ok; /* index keys of the other tags */
   size_t nok;
@@ -228,7 +225,7 @@ static void evict_sweep(evict_op *x) {
 static void evict_send_range(evict_op *x) {
   x->state = E_RANGE;
   char stop[16];
-  int sl = snprintf(stop, sizeof stop, "%d", EVICT_MEMBERS - 1);
+  int sl = snprintf(stop, sizeof stop, "%d", CACHET_EVICT_MEMBERS - 1);
   const char *argv[4] = {"ZRANGE", x->ek.buf, "0", stop};
   size_t lens[4] = {6, x->ek.len, 1, (size_t)sl};
   int rc = cachet_aop_send(&x->op, 4, argv, lens);
@@ -250,48 +247,25 @@ typedef struct name {
   size_t len;
 } name;
 
-static int name_cmp(const void *a, const void *b) {
-  const name *p = a, *q = b;
-  size_t n = p->len < q->len ? p->len : q->len;
-  int d = memcmp(p->s, q->s, n);
-  if (d != 0)
-    return d;
-  return (p->len > q->len) - (p->len < q->len);
-}
-
 /* Every tag set is in: take members within the budget, learn the other
  * tags' index keys, and send evict_chunk. */
 static void evict_build_chunk(evict_op *x) {
   cachet *c = x->op.a->c;
   const char *tag = x->tags[x->ti];
   size_t taglen = strlen(tag);
-  size_t n = 0, ops = 0, ntags = 0;
-  for (; n < x->members.n; n++) {
-    size_t cost = 2 + x->sets[n].n;
-    if (n > 0 && ops + cost > EVICT_OPS)
-      break;
-    ops += cost;
-    ntags += x->sets[n].n;
-  }
-  name *others = malloc((ntags ? ntags : 1) * sizeof *others);
+  size_t sizes[CACHET_EVICT_MEMBERS], ntags = 0;
+  for (size_t i = 0; i < x->members.n; i++)
+    sizes[i] = x->sets[i].n;
+  size_t n = cachet_evict_take(sizes, x->members.n, &ntags);
+  cachet_name *others = malloc((ntags ? ntags : 1) * sizeof *others);
   size_t nothers = 0;
   int rc =
       others == NULL ? cachet_fail(CACHET_ENOMEM, "out of memory") : CACHET_OK;
   if (rc == CACHET_OK) {
     for (size_t i = 0; i < n; i++)
-      for (size_t j = 0; j < x->sets[i].n; j++) {
-        const char *s = x->sets[i].s[j];
-        size_t l = x->sets[i].len[j];
-        if (l == taglen && memcmp(s, tag, l) == 0)
-          continue;
-        others[nothers++] = (name){s, l};
-      }
-    qsort(others, nothers, sizeof *others, name_cmp);
-    size_t u = 0;
-    for (size_t i = 0; i < nothers; i++)
-      if (u == 0 || name_cmp(&others[u - 1], &others[i]) != 0)
-        others[u++] = others[i];
-    nothers = u;
+      for (size_t j = 0; j < x->sets[i].n; j++)
+        others[nothers++] = (cachet_name){x->sets[i].s[j], x->sets[i].len[j]};
+    nothers = cachet_evict_others(others, nothers, tag, taglen);
     x->ok = malloc((nothers ? nothers : 1) * sizeof *x->ok);
     size_t nargs = 4 + 3 * n + 2 * nothers;
     x->args = malloc(nargs * sizeof *x->args);
@@ -370,7 +344,8 @@ static void evict_reply(aop *op, redisReply *r) {
     return;
   case E_RANGE:
     evict_chunk_free(x);
-    if (!take_strings(r, &x->members, &rc) || r->elements > EVICT_MEMBERS) {
+    if (!take_strings(r, &x->members, &rc) ||
+        r->elements > CACHET_EVICT_MEMBERS) {
       cachet_aop_proto(op, "ZRANGE");
       return;
     }
@@ -383,11 +358,11 @@ static void evict_reply(aop *op, redisReply *r) {
        * eviction (1) is followed by our own begin. */
       if (x->begin_state == 2) {
         evict_next_bucket(x, x->bucket + 1);
-      } else if (++x->round == EVICT_BEGINS) {
+      } else if (++x->round == CACHET_EVICT_BEGINS) {
         (void)cachet_fail(CACHET_EBUSY,
                           "evict-tags: tag '%s' was being evicted by %d "
                           "other calls at once",
-                          x->tags[x->ti], EVICT_BEGINS);
+                          x->tags[x->ti], CACHET_EVICT_BEGINS);
         evict_fail(x, CACHET_EBUSY);
       } else {
         evict_send_begin(x);
@@ -448,11 +423,11 @@ static void evict_reply(aop *op, redisReply *r) {
     progress(c, "evict", x->total);
     if (moved > 0) {
       x->idle = 0;
-    } else if (++x->idle == EVICT_IDLE_ROUNDS) {
+    } else if (++x->idle == CACHET_EVICT_IDLE_ROUNDS) {
       (void)cachet_fail(CACHET_EBUSY,
                         "evict-tags: entries of tag '%s' kept changing their "
                         "tags under concurrent writers (%d rounds)",
-                        x->tags[x->ti], EVICT_IDLE_ROUNDS);
+                        x->tags[x->ti], CACHET_EVICT_IDLE_ROUNDS);
       evict_fail(x, CACHET_EBUSY);
       return;
     }
@@ -551,22 +526,6 @@ typedef struct clear_op {
   uint64_t total;
 } clear_op;
 
-/* A cache data key of this namespace (clear.c's check). */
-static int is_data_key(const cachet *c, const char *s, size_t len,
-                       int *is_value) {
-  size_t p = c->cfg.prefixlen;
-  if (len < p + 6 || memcmp(s, c->cfg.prefix, p) != 0 || s[p] != '{' ||
-      s[p + 3] != '}' || s[p + 5] != ':')
-    return 0;
-  for (size_t i = p + 1; i <= p + 2; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return 0;
-  char k = s[p + 4];
-  *is_value = k == CACHET_KIND_VALUE;
-  return k == CACHET_KIND_VALUE || k == CACHET_KIND_TAGSET ||
-         k == CACHET_KIND_INDEX || k == CACHET_KIND_EVICTING;
-}
-
 static void clear_scan(clear_op *x) {
   x->scanning = 1;
   const char *argv[6] = {"SCAN", x->cursor, "MATCH",
@@ -648,11 +607,11 @@ static void clear_reply(aop *op, redisReply *r) {
   redisReply *page = r->element[1];
   for (size_t i = 0; i < page->elements; i++) {
     redisReply *k = page->element[i];
-    int is_value;
-    if (!is_data_key(c, k->str, k->len, &is_value))
+    char kind = cachet_data_kind(c, k->str, k->len);
+    if (kind == 0)
       continue;
     if (x->dry_run) {
-      x->total += (uint64_t)is_value;
+      x->total += kind == CACHET_KIND_VALUE;
       continue;
     }
     size_t len = k->len;

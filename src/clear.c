@@ -28,23 +28,6 @@
 #define CLEAR_SCAN_COUNT "1000"
 #define CLEAR_KEYS 256
 
-/* A cache data key of this namespace: "<prefix>{hh}<kind>:" with kind one of
- * v m t e. Returns the kind, or 0. Mirrors the check in clear_chunk.lua. */
-static char data_kind(const cachet *c, const char *s, size_t len) {
-  size_t p = c->cfg.prefixlen;
-  if (len < p + 6 || memcmp(s, c->cfg.prefix, p) != 0 || s[p] != '{' ||
-      s[p + 3] != '}' || s[p + 5] != ':')
-    return 0;
-  for (size_t i = p + 1; i <= p + 2; i++)
-    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-      return 0;
-  char k = s[p + 4];
-  if (k == CACHET_KIND_VALUE || k == CACHET_KIND_TAGSET ||
-      k == CACHET_KIND_INDEX || k == CACHET_KIND_EVICTING)
-    return k;
-  return 0;
-}
-
 static void progress_note(cachet *c, uint64_t done) {
   if (c->progress != NULL)
     c->progress(c->progress_ud, "clear", done);
@@ -92,7 +75,7 @@ static int clear_page(cachet *c, cachet_conn *cn, const redisReply *page,
   size_t n = 0;
   for (size_t i = 0; i < page->elements; i++) {
     const redisReply *k = page->element[i];
-    char kind = data_kind(c, k->str, k->len);
+    char kind = cachet_data_kind(c, k->str, k->len);
     if (kind == 0 || (bucket >= 0 && key_bucket(c, k) != (unsigned)bucket))
       continue;
     if (dry_run) {
@@ -151,7 +134,7 @@ static int clear_node(cachet *c, cachet_conn *cn, int node, const char *pat,
       unsigned char seen[CACHET_BUCKETS] = {0};
       const redisReply *page = r->element[1];
       for (size_t i = 0; i < page->elements; i++)
-        if (data_kind(c, page->element[i]->str, page->element[i]->len))
+        if (cachet_data_kind(c, page->element[i]->str, page->element[i]->len))
           seen[key_bucket(c, page->element[i])] = 1;
       for (unsigned b = 0; rc == CACHET_OK && b < CACHET_BUCKETS; b++)
         if (seen[b])

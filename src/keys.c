@@ -67,3 +67,18 @@ int cachet_scan_pattern(const cachet *c, const char *tail, char **out) {
   *out = buf;
   return CACHET_OK;
 }
+
+char cachet_data_kind(const cachet *c, const char *s, size_t len) {
+  size_t p = c->cfg.prefixlen;
+  if (len < p + 6 || memcmp(s, c->cfg.prefix, p) != 0 || s[p] != '{' ||
+      s[p + 3] != '}' || s[p + 5] != ':')
+    return 0;
+  for (size_t i = p + 1; i <= p + 2; i++)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return 0;
+  char k = s[p + 4];
+  if (k == CACHET_KIND_VALUE || k == CACHET_KIND_TAGSET ||
+      k == CACHET_KIND_INDEX || k == CACHET_KIND_EVICTING)
+    return k;
+  return 0;
+}

@@ -49,6 +49,11 @@ void cachet_key_free(cachet_key *k);
  * followed by `tail` (e.g. "{??}t:*"). *out is malloc'd, NUL-terminated. */
 int cachet_scan_pattern(const cachet *c, const char *tail, char **out);
 
+/* The kind of a cache data key of this namespace, "<prefix>{bb}<kind>:..."
+ * with kind v, m, t or e (what clear removes), else 0. Mirrors the check in
+ * clear_chunk.lua. */
+char cachet_data_kind(const cachet *c, const char *s, size_t len);
+
 /* What clear removes after the prefix: entries (values, tag sets), tag
  * indexes and evictions in progress. Locks and staged values stay. */
 #define CACHET_CLEAR_TAIL "{??}[vmte]:*"

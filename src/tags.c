@@ -29,19 +29,9 @@
 
 #include "conn.h"
 #include "error.h"
+#include "evict.h"
 #include "keys.h"
 #include "script.h"
-
-/* Members read per eviction chunk, and the most key operations (values,
- * tag sets and memberships) one evict_chunk call may perform. */
-#define EVICT_MEMBERS 64
-#define EVICT_OPS 1024
-/* Rounds of begin/drain per bucket before giving up under contention: each
- * round is one more concurrent eviction of the same tag. */
-#define EVICT_BEGINS 64
-/* Chunks in a row that neither evicted nor dropped anything (every member
- * skipped because its tags kept changing) before giving up. */
-#define EVICT_IDLE_ROUNDS 16
 
 /* SCAN COUNT hint, expired members removed per prune_chunk call, and
  * members checked per prune_dangling call. */
@@ -140,21 +130,6 @@ typedef struct evict_ctx {
   uint64_t *total; /* Entries evicted by this call so far, all tags. */
 } evict_ctx;
 
-/* A borrowed tag name, for sorting and de-duplication. */
-typedef struct name {
-  const char *s;
-  size_t len;
-} name;
-
-static int name_cmp(const void *a, const void *b) {
-  const name *x = a, *y = b;
-  size_t n = x->len < y->len ? x->len : y->len;
-  int d = memcmp(x->s, y->s, n);
-  if (d != 0)
-    return d;
-  return (x->len > y->len) - (x->len < y->len);
-}
-
 /* Find the buckets where the tag has an index or an index being evicted:
  * one pipelined round trip of 512 EXISTS. */
 static int sweep(cachet *c, cachet_conn *cn, const char *tag, size_t taglen,
@@ -208,10 +183,10 @@ done:
 static int evict_chunk(evict_ctx *x, int *empty, uint64_t *moved) {
   cachet *c = x->c;
   cachet_conn *cn = x->cn;
-  redisReply *range = NULL, *sets[EVICT_MEMBERS] = {0}, *res = NULL;
-  cachet_key vk[EVICT_MEMBERS], mk[EVICT_MEMBERS];
+  redisReply *range = NULL, *sets[CACHET_EVICT_MEMBERS] = {0}, *res = NULL;
+  cachet_key vk[CACHET_EVICT_MEMBERS], mk[CACHET_EVICT_MEMBERS];
   cachet_key *ok = NULL; /* Index keys of the other tags. */
-  name *others = NULL;
+  cachet_name *others = NULL;
   size_t nkeys = 0, nread = 0, nothers = 0, nok = 0;
   args b = {0};
   int rc;
@@ -220,13 +195,13 @@ static int evict_chunk(evict_ctx *x, int *empty, uint64_t *moved) {
   *moved = 0;
   {
     char stop[16];
-    int sl = snprintf(stop, sizeof stop, "%d", EVICT_MEMBERS - 1);
+    int sl = snprintf(stop, sizeof stop, "%d", CACHET_EVICT_MEMBERS - 1);
     const char *argv[4] = {"ZRANGE", x->ek.buf, "0", stop};
     size_t lens[4] = {6, x->ek.len, 1, (size_t)sl};
     if ((rc = cachet_conn_command(cn, 4, argv, lens, &range)))
       return rc;
   }
-  if (!is_string_array(range) || range->elements > EVICT_MEMBERS) {
+  if (!is_string_array(range) || range->elements > CACHET_EVICT_MEMBERS) {
     rc = proto(cn, "ZRANGE");
     goto done;
   }
@@ -258,19 +233,17 @@ static int evict_chunk(evict_ctx *x, int *empty, uint64_t *moved) {
   if ((rc = read_replies(cn, nread, sets)) != CACHET_OK)
     goto done;
 
-  /* Take members while the work stays within the budget (at least one). */
-  size_t n = 0, ops = 0, ntags = 0;
-  for (; n < nkeys; n++) {
-    if (!is_string_array(sets[n])) {
+  /* Take members while the work stays within the budget. */
+  size_t sizes[CACHET_EVICT_MEMBERS];
+  for (size_t i = 0; i < nkeys; i++) {
+    if (!is_string_array(sets[i])) {
       rc = proto(cn, "SMEMBERS");
       goto done;
     }
-    size_t cost = 2 + sets[n]->elements;
-    if (n > 0 && ops + cost > EVICT_OPS)
-      break;
-    ops += cost;
-    ntags += sets[n]->elements;
+    sizes[i] = sets[i]->elements;
   }
+  size_t ntags = 0;
+  size_t n = cachet_evict_take(sizes, nkeys, &ntags);
 
   /* The other tags those members carry, each once. */
   if (ntags > 0) {
@@ -280,18 +253,10 @@ static int evict_chunk(evict_ctx *x, int *empty, uint64_t *moved) {
       goto done;
     }
     for (size_t i = 0; i < n; i++)
-      for (size_t j = 0; j < sets[i]->elements; j++) {
-        const redisReply *t = sets[i]->element[j];
-        if (t->len == x->taglen && memcmp(t->str, x->tag, t->len) == 0)
-          continue;
-        others[nothers++] = (name){t->str, t->len};
-      }
-    qsort(others, nothers, sizeof *others, name_cmp);
-    size_t u = 0;
-    for (size_t i = 0; i < nothers; i++)
-      if (u == 0 || name_cmp(&others[u - 1], &others[i]) != 0)
-        others[u++] = others[i];
-    nothers = u;
+      for (size_t j = 0; j < sets[i]->elements; j++)
+        others[nothers++] =
+            (cachet_name){sets[i]->element[j]->str, sets[i]->element[j]->len};
+    nothers = cachet_evict_others(others, nothers, x->tag, x->taglen);
   }
   if (nothers > 0) {
     ok = malloc(nothers * sizeof *ok);
@@ -371,11 +336,11 @@ static int drain(evict_ctx *x) {
     progress(x->c, "evict", *x->total);
     if (moved > 0) {
       idle = 0;
-    } else if (++idle == EVICT_IDLE_ROUNDS) {
+    } else if (++idle == CACHET_EVICT_IDLE_ROUNDS) {
       return cachet_fail(CACHET_EBUSY,
                          "evict-tags: entries of tag '%s' kept changing their "
                          "tags under concurrent writers (%d rounds)",
-                         x->tag, EVICT_IDLE_ROUNDS);
+                         x->tag, CACHET_EVICT_IDLE_ROUNDS);
     }
   }
 }
@@ -389,7 +354,7 @@ static int drain(evict_ctx *x) {
 static int evict_bucket(evict_ctx *x) {
   const char *argv[2] = {x->tk.buf, x->ek.buf};
   size_t lens[2] = {x->tk.len, x->ek.len};
-  for (int round = 0; round < EVICT_BEGINS; round++) {
+  for (int round = 0; round < CACHET_EVICT_BEGINS; round++) {
     redisReply *r = NULL;
     int rc = cachet_script_run(x->c, x->cn, CACHET_SCRIPT_EVICT_BEGIN, 2, 2,
                                argv, lens, &r);
@@ -411,7 +376,7 @@ static int evict_bucket(evict_ctx *x) {
   return cachet_fail(CACHET_EBUSY,
                      "evict-tags: tag '%s' was being evicted by %d other "
                      "calls at once",
-                     x->tag, EVICT_BEGINS);
+                     x->tag, CACHET_EVICT_BEGINS);
 }
 
 static int evict_tag(cachet *c, cachet_conn *cn, const char *tag,
