@@ -331,7 +331,7 @@ int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
   if (enc)
     memcpy(b + CACHET_ENVELOPE_HEADER_BYTES, nonce,
            CACHET_ENVELOPE_NONCE_BYTES);
-  if (len > 0)
+  if (len > 0 && !enc)
     memcpy(b + hdr, payload, len);
 
   if (enc) {
@@ -344,10 +344,11 @@ int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
       return cachet_fail(CACHET_ENOMEM, "out of memory sealing a value");
     }
 
-    /* In place: libsodium allows the ciphertext to overwrite the message. */
+    /* Straight from the caller's buffer into the frame, so the plaintext
+     * is never copied. An empty value has no bytes to read. */
     crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
-        b + hdr, b + hdr + len, NULL, b + hdr, len, ad, adlen, NULL,
-        b + CACHET_ENVELOPE_HEADER_BYTES, sub);
+        b + hdr, b + hdr + len, NULL, len > 0 ? payload : (const void *)b, len,
+        ad, adlen, NULL, b + CACHET_ENVELOPE_HEADER_BYTES, sub);
     free(heap);
   } else if (kr != NULL) {
     compute_mac(sub, rkey, rkeylen, b, len, b + hdr + len);
