@@ -1,4 +1,5 @@
-/* The library's only global mutable state: libsodium's init result. */
+/* libsodium's init result: with the AEAD nonce generator (nonce.c), the
+ * library's only global mutable state. */
 #include "sodium_once.h"
 
 #include <pthread.h>
