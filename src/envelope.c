@@ -26,11 +26,6 @@ _Static_assert(CACHET_ENVELOPE_NONCE_BYTES == CACHET_NONCE_BYTES,
 
 #define KNOWN_FLAGS (CACHET_ENV_F_MAC | CACHET_ENV_F_ENCRYPTED)
 
-/* Domain-separation string put first in the AEAD's associated data,
- * without a NUL. */
-static const char AEAD_DOMAIN[] = "cachet/envelope/v1/aead";
-#define AEAD_DOMAIN_LEN (sizeof AEAD_DOMAIN - 1u)
-
 /* The MAC's BLAKE2b parameters: salt || personal is header bytes 4..34
  * (every field after the magic) followed by this marker. */
 #define MAC_PARAM_BYTES                                                        \
@@ -208,13 +203,15 @@ static void compute_mac(const uint8_t sub[CACHET_KEY_BYTES], const void *rkey,
   sodium_memzero(&st, sizeof st);
 }
 
-/* Associated data for the AEAD: AEAD_DOMAIN || le32(rkeylen) || rkey ||
- * header (nonce included). Uses `stackbuf` when it fits, else the heap;
- * *heap is what the caller must free. */
+/* Associated data for the AEAD: le32(rkeylen) || rkey || the 34 header
+ * bytes before the nonce. No domain string: K_aead is a subkey used for
+ * nothing else. No nonce: the AEAD authenticates its own nonce (another one
+ * gives another keystream and Poly1305 key). Uses `stackbuf` when it fits,
+ * else the heap; *heap is what the caller must free. */
 static uint8_t *build_ad(const void *rkey, size_t rkeylen, const uint8_t *hdr,
-                         size_t hdrlen, uint8_t *stackbuf, uint8_t **heap,
-                         size_t *adlen) {
-  size_t n = AEAD_DOMAIN_LEN + 4u + rkeylen + hdrlen;
+                         uint8_t *stackbuf, uint8_t **heap, size_t *adlen) {
+  size_t hdrlen = CACHET_ENVELOPE_HEADER_BYTES;
+  size_t n = 4u + rkeylen + hdrlen;
   uint8_t *ad = stackbuf;
   *heap = NULL;
   if (n > AD_STACK_BYTES) {
@@ -223,11 +220,10 @@ static uint8_t *build_ad(const void *rkey, size_t rkeylen, const uint8_t *hdr,
       return NULL;
     *heap = ad;
   }
-  memcpy(ad, AEAD_DOMAIN, AEAD_DOMAIN_LEN);
-  put_le32(ad + AEAD_DOMAIN_LEN, (uint32_t)rkeylen);
+  put_le32(ad, (uint32_t)rkeylen);
   if (rkeylen > 0)
-    memcpy(ad + AEAD_DOMAIN_LEN + 4u, rkey, rkeylen);
-  memcpy(ad + AEAD_DOMAIN_LEN + 4u + rkeylen, hdr, hdrlen);
+    memcpy(ad + 4u, rkey, rkeylen);
+  memcpy(ad + 4u + rkeylen, hdr, hdrlen);
   *adlen = n;
   return ad;
 }
@@ -243,8 +239,7 @@ static int aead_open(const uint8_t sub[CACHET_KEY_BYTES], const void *rkey,
   uint8_t adbuf[AD_STACK_BYTES];
   uint8_t *heap;
   size_t adlen;
-  const uint8_t *ad =
-      build_ad(rkey, rkeylen, blob, f->payload_off, adbuf, &heap, &adlen);
+  const uint8_t *ad = build_ad(rkey, rkeylen, blob, adbuf, &heap, &adlen);
   if (ad == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory opening an envelope");
   int r = crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
@@ -264,13 +259,13 @@ size_t cachet_envelope_bound(size_t len) {
   return len + over;
 }
 
-int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
-                               const void *rkey, size_t rkeylen,
-                               uint32_t content_type, int64_t created_ms,
-                               int64_t expires_ms, const void *payload,
-                               size_t len,
-                               const uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES],
-                               uint8_t **out, size_t *outlen) {
+/* The one sealing routine: into `buf` (cap bytes), or into a malloc'd
+ * buffer when buf is NULL; *out is where the envelope is. */
+static int seal(const cachet_keyring *kr, int encrypt, const void *rkey,
+                size_t rkeylen, uint32_t content_type, int64_t created_ms,
+                int64_t expires_ms, const void *payload, size_t len,
+                const uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES], uint8_t *buf,
+                size_t cap, uint8_t **out, size_t *outlen) {
   *out = NULL;
   *outlen = 0;
   if (encrypt && kr == NULL)
@@ -316,8 +311,12 @@ int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
     return cachet_fail(CACHET_EINVAL, "value of %zu bytes is too large", len);
   size_t total = hdr + len + tag;
 
-  uint8_t *b = malloc(total);
-  if (b == NULL)
+  uint8_t *b = buf;
+  if (b != NULL && cap < total)
+    return cachet_fail(CACHET_EINVAL,
+                       "a %zu-byte buffer cannot hold a %zu-byte envelope", cap,
+                       total);
+  if (b == NULL && (b = malloc(total)) == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory sealing a %zu-byte value",
                        len);
   memcpy(b, MAGIC, sizeof MAGIC);
@@ -338,9 +337,10 @@ int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
     uint8_t adbuf[AD_STACK_BYTES];
     uint8_t *heap;
     size_t adlen;
-    const uint8_t *ad = build_ad(rkey, rkeylen, b, hdr, adbuf, &heap, &adlen);
+    const uint8_t *ad = build_ad(rkey, rkeylen, b, adbuf, &heap, &adlen);
     if (ad == NULL) {
-      free(b);
+      if (b != buf)
+        free(b);
       return cachet_fail(CACHET_ENOMEM, "out of memory sealing a value");
     }
 
@@ -358,6 +358,24 @@ int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
   return CACHET_OK;
 }
 
+int cachet_envelope_seal_nonce(const cachet_keyring *kr, int encrypt,
+                               const void *rkey, size_t rkeylen,
+                               uint32_t content_type, int64_t created_ms,
+                               int64_t expires_ms, const void *payload,
+                               size_t len,
+                               const uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES],
+                               uint8_t **out, size_t *outlen) {
+  return seal(kr, encrypt, rkey, rkeylen, content_type, created_ms, expires_ms,
+              payload, len, nonce, NULL, 0, out, outlen);
+}
+
+/* A fresh nonce when the envelope will be encrypted. 192-bit random nonces:
+ * collisions are negligible without any coordination between writers. */
+static int draw_nonce(const cachet_keyring *kr, int encrypt,
+                      uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES]) {
+  return encrypt && kr != NULL ? cachet_nonce(nonce) : CACHET_OK;
+}
+
 int cachet_envelope_seal(const cachet_keyring *kr, int encrypt,
                          const void *rkey, size_t rkeylen,
                          uint32_t content_type, int64_t created_ms,
@@ -366,16 +384,29 @@ int cachet_envelope_seal(const cachet_keyring *kr, int encrypt,
   uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES];
   *out = NULL;
   *outlen = 0;
-  if (encrypt && kr != NULL) {
-    /* 192-bit random nonces: collisions are negligible without any
-     * coordination between writers. */
-    int rc = cachet_nonce(nonce);
-    if (rc != CACHET_OK)
-      return rc;
-  }
-  return cachet_envelope_seal_nonce(kr, encrypt, rkey, rkeylen, content_type,
-                                    created_ms, expires_ms, payload, len, nonce,
-                                    out, outlen);
+  int rc = draw_nonce(kr, encrypt, nonce);
+  if (rc != CACHET_OK)
+    return rc;
+  return seal(kr, encrypt, rkey, rkeylen, content_type, created_ms, expires_ms,
+              payload, len, nonce, NULL, 0, out, outlen);
+}
+
+int cachet_envelope_seal_into(const cachet_keyring *kr, int encrypt,
+                              const void *rkey, size_t rkeylen,
+                              uint32_t content_type, int64_t created_ms,
+                              int64_t expires_ms, const void *payload,
+                              size_t len, uint8_t *buf, size_t cap,
+                              size_t *outlen) {
+  uint8_t nonce[CACHET_ENVELOPE_NONCE_BYTES];
+  uint8_t *out;
+  *outlen = 0;
+  if (buf == NULL)
+    return cachet_fail(CACHET_EINVAL, "buffer is NULL");
+  int rc = draw_nonce(kr, encrypt, nonce);
+  if (rc != CACHET_OK)
+    return rc;
+  return seal(kr, encrypt, rkey, rkeylen, content_type, created_ms, expires_ms,
+              payload, len, nonce, buf, cap, &out, outlen);
 }
 
 /* The subkey an envelope's flags call for. */

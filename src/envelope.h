@@ -36,6 +36,19 @@ int cachet_envelope_seal(const cachet_keyring *kr, int encrypt,
                          uint8_t **out, size_t *outlen);
 
 /*
+ * cachet_envelope_seal() into the caller's buffer `buf` of `cap` bytes
+ * instead of a malloc'd one: cachet_envelope_bound(len) bytes always
+ * suffice (EINVAL if `cap` is too small). `buf` must not overlap `payload`
+ * or `rkey`. On CACHET_OK *outlen is the envelope's length.
+ */
+int cachet_envelope_seal_into(const cachet_keyring *kr, int encrypt,
+                              const void *rkey, size_t rkeylen,
+                              uint32_t content_type, int64_t created_ms,
+                              int64_t expires_ms, const void *payload,
+                              size_t len, uint8_t *buf, size_t cap,
+                              size_t *outlen);
+
+/*
  * For tests and the FORMAT.md vectors only: cachet_envelope_seal() with the
  * AEAD nonce given instead of drawn from cachet_nonce(). `nonce` is read only
  * when `encrypt` is set. Reusing a nonce under one key breaks the AEAD, so

@@ -60,12 +60,12 @@ static const vector VECTORS[] = {
      1,
      "c4c7e51a0103010000000068e5cf8b0100000000000000000000000000000d00"
      "0000404142434445464748494a4b4c4d4e4f5051525354555657e166fff96376"
-     "c28205dbb993bdad944b57b365cbaab4339344346de629"},
+     "c28205dbb993bda32bc011906320f6f0cfb9a62792a873"},
     {"V6 encrypted, key 2, expiry, content type 0x12345678", RING_2_1, 1,
      0x12345678u, EXPIRES, "secret", 0x03, 2,
      "c4c7e51a0103020000000068e5cf8b0100006052e6cf8b010000785634120600"
      "0000404142434445464748494a4b4c4d4e4f50515253545556577ecb74f925d5"
-     "a52fea21741f2fc9fa2bdc5cec89f944"},
+     "7c8fd6ff59b4b00491bc4f7d480341e8"},
     {"V7 MAC, key 1, empty payload", RING_1, 0, 0, 0, "", 0x01, 1,
      "c4c7e51a0101010000000068e5cf8b0100000000000000000000000000000000"
      "0000f71ef70364611755e8b73ca8b6128d612aeba8e51ea25132d2fd03657216"
@@ -691,6 +691,45 @@ static void test_seal_roundtrips_sizes_and_modes(void **state) {
   cachet_keyring_free(kr);
 }
 
+/* seal_into writes what seal writes (byte for byte where no nonce is
+ * drawn), opens the same, and refuses a buffer one byte short. */
+static void test_seal_into_matches_seal(void **state) {
+  (void)state;
+  cachet_keyring *kr = ring(RING_2_1);
+  const char payload[] = "into the caller's buffer";
+  size_t plen = sizeof payload - 1;
+  for (int mode = 0; mode < 3; mode++) {
+    const cachet_keyring *use = mode == 0 ? NULL : kr;
+    uint8_t *blob = NULL, *back = NULL;
+    size_t len, n, blen;
+    assert_int_equal(cachet_envelope_seal(use, mode == 2, RKEY, strlen(RKEY), 3,
+                                          CREATED, EXPIRES, payload, plen,
+                                          &blob, &len),
+                     CACHET_OK);
+    uint8_t buf[256];
+    assert_true(cachet_envelope_bound(plen) <= sizeof buf);
+    assert_int_equal(cachet_envelope_seal_into(
+                         use, mode == 2, RKEY, strlen(RKEY), 3, CREATED,
+                         EXPIRES, payload, plen, buf, len - 1, &n),
+                     CACHET_EINVAL);
+    assert_int_equal(cachet_envelope_seal_into(
+                         use, mode == 2, RKEY, strlen(RKEY), 3, CREATED,
+                         EXPIRES, payload, plen, buf, sizeof buf, &n),
+                     CACHET_OK);
+    assert_int_equal(n, len);
+    if (mode < 2)
+      assert_memory_equal(buf, blob, len);
+    assert_int_equal(
+        open_copy(use, 0, RKEY, buf, n, CREATED, NULL, &back, &blen),
+        CACHET_OK);
+    assert_int_equal(blen, plen);
+    assert_memory_equal(back, payload, plen);
+    free(back);
+    free(blob);
+  }
+  cachet_keyring_free(kr);
+}
+
 static void test_seal_draws_a_fresh_nonce_each_time(void **state) {
   (void)state;
   cachet_keyring *kr = ring(RING_1);
@@ -880,6 +919,7 @@ int main(void) {
       cmocka_unit_test(test_open_no_expiry_never_misses),
       cmocka_unit_test(test_open_expired_but_tampered_is_integrity_not_miss),
       cmocka_unit_test(test_seal_roundtrips_sizes_and_modes),
+      cmocka_unit_test(test_seal_into_matches_seal),
       cmocka_unit_test(test_seal_draws_a_fresh_nonce_each_time),
       cmocka_unit_test(test_seal_rejects_out_of_range_inputs),
       cmocka_unit_test(test_seal_long_key_name_roundtrips),

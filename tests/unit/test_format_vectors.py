@@ -129,7 +129,7 @@ def build(master, key_id, encrypt, ctype, expires, payload):
         return header + payload + tag
     # FORMAT.md "Encrypted envelopes".
     hdr = header + NONCE
-    ad = b"cachet/envelope/v1/aead" + struct.pack("<I", len(RKEY)) + RKEY + hdr
+    ad = struct.pack("<I", len(RKEY)) + RKEY + header
     ct, tag = xchacha20poly1305_encrypt(subkey(master, 2), NONCE, ad, payload)
     return hdr + ct + tag
 
