@@ -259,10 +259,12 @@ CACHET_API int cachet_get(cachet *c, const void *key, size_t keylen,
 /*
  * Store a value with a TTL. Replaces any previous value and drops the
  * previous value's tag memberships. EINVAL: empty key, ttl < 0, or sizes
- * above the configured maxima. A value of 64 KiB or more costs one more
- * round trip: it is written beside the entry first and moved into place
- * atomically, so that Redis never copies it through a script (a script
- * argument costs several ms per MiB, during which Redis serves no one).
+ * above the configured maxima. It is a plain SET, with the entry's old tag
+ * set read in the same round trip; only a key that had tags costs a second
+ * one, to drop them (until it returns, an eviction of an old tag may still
+ * remove the new value: a miss, never a stale hit). A value of 64 KiB or
+ * more is written beside the entry first and moved into place atomically,
+ * one more round trip, so that Redis never copies it through a script.
  */
 CACHET_API int cachet_set(cachet *c, const void *key, size_t keylen,
                           const void *val, size_t len, int64_t ttl_ms)

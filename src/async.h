@@ -166,9 +166,9 @@ char *cachet_reply_take(redisReply *r);
 enum {
   CACHET_AOP_SET,    /* set_tags */
   CACHET_AOP_DELETE, /* delete_entry */
-  /* mset's untagged entry: a plain SET, then untag.lua only when the entry
-   * had a tag set (batch.c's plain path, one entry at a time). A value to
-   * be staged is written as CACHET_AOP_SET. Needs ntags == 0. */
+  /* An untagged write: a plain SET, then untag.lua only when the entry had
+   * a tag set (entry.c's and batch.c's plain path). A value to be staged
+   * is written as CACHET_AOP_SET. Needs ntags == 0. */
   CACHET_AOP_PLAIN
 };
 

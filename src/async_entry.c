@@ -4,9 +4,9 @@
  * too, since an overwrite must drop the tags the entry had), every delete
  * is delete_entry.lua, and when the entry carries tags the call did not
  * know, the script answers {"retag", tag...} and the call is sent again
- * with their index keys (bounded, then EBUSY). mset's untagged entries are
- * the exception, as in batch.c: a plain SET and an EXISTS of the tag set,
- * then untag.lua (same retag protocol) only if the entry had tags. The envelope
+ * with their index keys (bounded, then EBUSY). Untagged writes are the
+ * exception, as in entry.c: a plain SET and an EXISTS of the tag set, then
+ * untag.lua (same retag protocol) only if the entry had tags. The envelope
  * is sealed once, with the value key's name, when the call is made; a read
  * opens it with the same name. */
 #include "async.h"
@@ -508,9 +508,11 @@ static int start_entry(cachet_async *a, int del, const void *key, size_t keylen,
       return cachet_result(
           c, cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", len));
   }
-  aop *op = cachet_aop_entry_new(a, del ? CACHET_AOP_DELETE : CACHET_AOP_SET,
-                                 key, keylen, val == NULL ? "" : val, len,
-                                 ttl_ms, tags, ntags, (aop_cb)cb, ud, &rc);
+  int mode = del          ? CACHET_AOP_DELETE
+             : ntags == 0 ? CACHET_AOP_PLAIN
+                          : CACHET_AOP_SET;
+  aop *op = cachet_aop_entry_new(a, mode, key, keylen, val == NULL ? "" : val,
+                                 len, ttl_ms, tags, ntags, (aop_cb)cb, ud, &rc);
   if (op == NULL)
     return cachet_result(c, rc);
   cachet_aop_start(op, cachet_aop_entry_step);

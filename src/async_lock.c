@@ -443,8 +443,9 @@ static void gos_loaded(gos_op *g, int status, const void *val, size_t len,
   g->len = len;
   g->state = G_WRITING;
   aop *child = cachet_aop_entry_new(
-      g->op.a, CACHET_AOP_SET, g->key, g->keylen, g->val, len, ttl,
-      (const char *const *)g->tags, g->ntags, NULL, NULL, &rc);
+      g->op.a, g->ntags == 0 ? CACHET_AOP_PLAIN : CACHET_AOP_SET, g->key,
+      g->keylen, g->val, len, ttl, (const char *const *)g->tags, g->ntags, NULL,
+      NULL, &rc);
   if (child == NULL) {
     free(g->val);
     g->val = NULL;

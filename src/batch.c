@@ -728,7 +728,7 @@ static void window_fail(mset_ws *w, cachet_entry *e, size_t m, int rc) {
  *
  * An entry without tags needs no script: a plain SET stores it, at a
  * fraction of the server time of a scripted write (docs/DESIGN.md,
- * "set_many"). What a SET cannot do is drop the tags the entry had before.
+ * "Untagged writes take plain SET"). What a SET cannot do is drop the tags the entry had before.
  * So each group of SETs is followed, in the same pipeline, by one EXISTS
  * over the group's tag-set keys; when it counts none, the group is done.
  * Otherwise one pipelined EXISTS per entry finds those with a tag set, and

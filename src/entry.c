@@ -1,12 +1,14 @@
 /* set, set with tags, delete: the write side of one entry.
  *
- * Every single write goes through lua/set_tags.lua, even without tags,
- * because a plain overwrite must still drop the tags the entry had (mset's
- * untagged entries take plain SET and cachet_entry_untag instead: batch.c).
- * The script can only touch keys it is given, and C does not know the old
- * tags before the call; so the script reports tags it was not given
- * ("retag") without writing, and C calls again with their index keys. That
- * costs a second round trip only when an entry's tags change. */
+ * A tagged write goes through lua/set_tags.lua. An untagged one is a plain
+ * SET, with the entry's tag set read in the same round trip: an overwrite
+ * must still drop the tags the entry had, which untag.lua does only for
+ * entries that had some (large values, which untag would have to copy, go
+ * through set_tags, staged). The scripts can only touch keys they are
+ * given, and C does not know the old tags before the call; so a script
+ * reports tags it was not given ("retag") without writing, and C calls
+ * again with their index keys. That costs a second round trip only when an
+ * entry's tags change. */
 #include "entry.h"
 
 #include <sodium.h>
@@ -345,6 +347,91 @@ static int unstage(cachet_conn *cn, const cachet_key *sk, int rc) {
   return cachet_fail(rc, "%s", detail);
 }
 
+/* The tag names in a SMEMBERS reply, when there are at most `cap` and each
+ * is a well-formed one; else 0, and untag.lua names them through retag. */
+static size_t reply_tags(const redisReply *r, const char **names, size_t cap) {
+  if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements > cap)
+    return 0;
+  for (size_t i = 0; i < r->elements; i++) {
+    const redisReply *t = r->element[i];
+    if (t->type != REDIS_REPLY_STRING || t->len == 0 ||
+        memchr(t->str, '\0', t->len) != NULL)
+      return 0;
+    names[i] = t->str;
+  }
+  return r->elements;
+}
+
+/*
+ * An untagged write of a value below CACHET_STAGE_MIN: a plain SET, and the
+ * entry's tag set read in the same round trip. Only an entry that had tags
+ * goes on to untag.lua, which drops them unless a later write owns the
+ * entry by then (docs/DESIGN.md, "Untagged writes take plain SET").
+ */
+static int write_untagged(cachet *c, cachet_conn *cn, const void *key,
+                          size_t keylen, const cachet_key *vk,
+                          const cachet_key *mk, const uint8_t *blob,
+                          size_t bloblen, int64_t ttl_ms) {
+  char ttl[24];
+  int ttll = snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
+  const char *set[5] = {"SET", vk->buf, (const char *)blob, "PX", ttl};
+  size_t setl[5] = {3, vk->len, bloblen, 2, (size_t)ttll};
+  const char *sm[2] = {"SMEMBERS", mk->buf};
+  size_t sml[2] = {8, mk->len};
+  int rc = cachet_conn_append(cn, ttl_ms > 0 ? 5 : 3, set, setl);
+  if (rc == CACHET_OK)
+    rc = cachet_conn_append(cn, 2, sm, sml);
+  if (rc != CACHET_OK) {
+    cachet_conn_break(cn);
+    return rc;
+  }
+  /* Both replies are read before anything else is sent. */
+  redisReply *r = NULL, *tags = NULL;
+  int set_rc = cachet_conn_read(cn, &r);
+  char detail[512] = "";
+  if (set_rc == CACHET_OK && r->type != REDIS_REPLY_STATUS) {
+    cachet_conn_break(cn);
+    set_rc = cachet_fail(CACHET_EPROTO, "set: SET: unexpected reply");
+  }
+  if (r != NULL)
+    freeReplyObject(r);
+  if (set_rc != CACHET_OK && set_rc != CACHET_ESERVER)
+    return set_rc; /* the connection is broken */
+  if (set_rc == CACHET_ESERVER)
+    snprintf(detail, sizeof detail, "%s", cachet_last_error());
+  rc = cachet_conn_read(cn, &tags);
+  if (rc != CACHET_OK && rc != CACHET_ESERVER)
+    return rc;
+  if (set_rc != CACHET_OK) { /* OOM, READONLY...: nothing was written */
+    if (tags != NULL)
+      freeReplyObject(tags);
+    return cachet_fail(set_rc, "%s", detail);
+  }
+  if (tags != NULL && tags->type != REDIS_REPLY_ARRAY) {
+    freeReplyObject(tags);
+    cachet_conn_break(cn);
+    return cachet_fail(CACHET_EPROTO, "set: SMEMBERS: unexpected reply");
+  }
+  rc = CACHET_OK;
+  if (tags == NULL || tags->elements > 0) { /* it had tags (or WRONGTYPE) */
+    const char *names[8];
+    size_t nt = reply_tags(tags, names, sizeof names / sizeof names[0]);
+    rc = cachet_entry_untag(c, cn, key, keylen, blob, bloblen, names, nt);
+    if (rc != CACHET_OK) {
+      snprintf(detail, sizeof detail, "%s", cachet_last_error());
+      rc = cachet_fail(rc,
+                       "the value was stored, but the tags it had were not "
+                       "dropped: %s",
+                       detail);
+    }
+  }
+  if (tags != NULL)
+    freeReplyObject(tags);
+  if (rc == CACHET_OK)
+    CACHET_COUNT(c, writes, 1);
+  return rc;
+}
+
 int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
                        size_t keylen, const void *val, size_t len,
                        int64_t ttl_ms, const char *const *tags, size_t ntags) {
@@ -371,6 +458,10 @@ int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
                             &bloblen);
   if (rc != CACHET_OK)
     goto done;
+  if (ntags == 0 && bloblen < CACHET_STAGE_MIN) {
+    rc = write_untagged(c, cn, key, keylen, &vk, &mk, blob, bloblen, ttl_ms);
+    goto done;
+  }
   if (bloblen >= CACHET_STAGE_MIN) {
     rc = stage_value(c, cn, bucket, key, keylen, blob, bloblen, &sk);
     if (rc != CACHET_OK)

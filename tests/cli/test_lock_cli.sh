@@ -118,8 +118,9 @@ d = json.load(open(sys.argv[1]))
 assert d["scripts_loaded"] == 0 and d["scripts_present"] is False, d
 assert "script cache" in d["message"], d
 EOF
-# The next operation reloads what it uses.
-"$CACHET" set again v || fail "set after SCRIPT FLUSH"
+# The next operation reloads what it uses (a tagged set runs set_tags; an
+# untagged one is a plain SET and needs no script).
+"$CACHET" set again v --tag t || fail "set --tag after SCRIPT FLUSH"
 "$CACHET" lock acquire R --ttl 1000 >/dev/null || fail "lock after SCRIPT FLUSH"
 "$CACHET" health --json | python3 -c '
 import json, sys

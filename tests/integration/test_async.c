@@ -805,6 +805,35 @@ static void test_async_mset_untagged_drops_old_tags(void **state) {
   cachet_close(c);
 }
 
+/* A single untagged async set is a plain SET too: over a tagged entry it
+ * drops the tags; over an untagged one it runs no script. */
+static void test_async_untagged_set_is_plain(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "aplain1:");
+  const char *x[] = {"x"};
+  assert_int_equal(cachet_set_tags(c, "k", 1, "old", 3, 0, x, 1), CACHET_OK);
+  redisContext *r = test_redis(test_group_server());
+  long long exists = exists_calls(r);
+  cachet_async *a = open_async("aplain1:");
+  res s = {0}, s2 = {0};
+  assert_int_equal(cachet_async_set(a, "k", 1, "new", 3, 0, status_cb, &s),
+                   CACHET_OK);
+  AWAIT(s);
+  assert_int_equal(s.status, CACHET_OK);
+  assert_int_equal(cachet_async_set(a, "k", 1, "newer", 5, 0, status_cb, &s2),
+                   CACHET_OK);
+  AWAIT(s2);
+  assert_int_equal(s2.status, CACHET_OK);
+  cachet_async_close(a);
+  assert_int_equal(exists_calls(r) - exists, 2);
+  uint64_t evicted = 1;
+  assert_int_equal(cachet_evict_tags(c, x, 1, &evicted), CACHET_OK);
+  assert_int_equal(evicted, 0);
+  assert_true(test_hit(c, "k", "newer"));
+  redisFree(r);
+  cachet_close(c);
+}
+
 static int health_calls;
 static cachet_health health_copy;
 static int health_status;
@@ -1332,6 +1361,7 @@ int main(void) {
       cmocka_unit_test(test_async_get_or_set_renews_the_lease),
       cmocka_unit_test(test_async_mset_mget),
       cmocka_unit_test(test_async_mset_untagged_drops_old_tags),
+      cmocka_unit_test(test_async_untagged_set_is_plain),
       cmocka_unit_test(test_async_health),
       cmocka_unit_test(test_async_noscript_recovery),
       cmocka_unit_test(test_async_errors_are_set_inside_callbacks),

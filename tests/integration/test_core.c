@@ -299,12 +299,15 @@ static void test_paused_server_times_out_then_recovers(void **state) {
 static void test_noscript_after_script_flush_is_invisible(void **state) {
   (void)state;
   cachet *c = test_open(test_group_server(), "flush:");
-  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+  /* Tagged, so that the write is a script (an untagged one is a plain
+   * SET). */
+  const char *t[] = {"t"};
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 0, t, 1), CACHET_OK);
   cachet_metrics before, after;
   cachet_metrics_snapshot(c, &before);
   redisContext *r = test_redis(test_group_server());
   freeReplyObject(redisCommand(r, "SCRIPT FLUSH"));
-  assert_int_equal(cachet_set(c, "k", 1, "w", 1, 0), CACHET_OK);
+  assert_int_equal(cachet_set_tags(c, "k", 1, "w", 1, 0, t, 1), CACHET_OK);
   void *v;
   size_t n;
   assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_OK);

@@ -57,7 +57,8 @@ static void test_scripts_present_after_use_missing_after_flush(void **state) {
   assert_int_equal(cachet_lock_extend(c, lk, 5000), CACHET_OK);
   assert_int_equal(cachet_lock_release(c, lk), CACHET_OK);
   cachet_lock_free(lk);
-  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+  const char *t[] = {"t"}; /* tagged: set_tags (untagged is a plain SET) */
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 0, t, 1), CACHET_OK);
   cachet_health h;
   assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
   assert_int_equal(h.scripts_loaded, 4);

@@ -354,6 +354,49 @@ static void test_set_without_tags_drops_memberships(void **state) {
   cachet_close(c);
 }
 
+/* EVALSHA calls that ran (NOSCRIPT answers are failed calls). */
+static long long scripts_run(redisContext *r) {
+  redisReply *rep = redisCommand(r, "INFO commandstats");
+  assert_non_null(rep);
+  const char *p = strstr(rep->str, "cmdstat_evalsha:");
+  long long n = 0;
+  if (p != NULL) {
+    n = atoll(strstr(p, "calls=") + strlen("calls="));
+    n -= atoll(strstr(p, "failed_calls=") + strlen("failed_calls="));
+  }
+  freeReplyObject(rep);
+  return n;
+}
+
+/* An untagged set is a plain SET: no script unless the entry had tags,
+ * and then exactly one (untag), which drops them. */
+static void test_untagged_set_runs_a_script_only_over_tags(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "plainset:");
+  redisContext *r = test_redis(test_group_server());
+  const char *x[] = {"x"};
+  long long before = scripts_run(r);
+  assert_int_equal(cachet_set(c, "k", 1, "v1", 2, 60000), CACHET_OK);
+  assert_int_equal(cachet_set(c, "k", 1, "v2", 2, 0), CACHET_OK);
+  assert_int_equal(scripts_run(r), before);
+  assert_true(test_hit(c, "k", "v2"));
+
+  set_tags(c, "k", "v3", 0, x, 1);
+  before = scripts_run(r);
+  assert_int_equal(cachet_set(c, "k", 1, "v4", 2, 0), CACHET_OK);
+  assert_int_equal(scripts_run(r), before + 1);
+  assert_false(in_index(r, c, "x", "k"));
+  uint64_t n = 9;
+  assert_int_equal(cachet_evict_tags(c, x, 1, &n), CACHET_OK);
+  assert_int_equal(n, 0);
+  assert_true(test_hit(c, "k", "v4"));
+  cachet_metrics m;
+  cachet_metrics_snapshot(c, &m);
+  assert_int_equal(m.writes, 4);
+  redisFree(r);
+  cachet_close(c);
+}
+
 static long long rename_calls(redisContext *r) {
   redisReply *rep = redisCommand(r, "INFO commandstats");
   assert_non_null(rep);
@@ -973,6 +1016,7 @@ int main(void) {
       cmocka_unit_test(test_evict_rejects_empty_tag),
       cmocka_unit_test(test_delete_removes_index_memberships),
       cmocka_unit_test(test_set_without_tags_drops_memberships),
+      cmocka_unit_test(test_untagged_set_runs_a_script_only_over_tags),
       cmocka_unit_test(test_evict_finishes_an_abandoned_eviction),
       cmocka_unit_test(test_expired_members_are_not_counted_as_evicted),
       cmocka_unit_test(
