@@ -384,6 +384,34 @@ static void test_get_or_set_and_health(void **state) {
   cachet_close(c);
 }
 
+/* A single untagged set over tagged entries, across the slots: the plain
+ * SET and its SMEMBERS go to the entry's master, and the old tags go. */
+static void test_untagged_set_over_tagged_entries(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "plain1:");
+  const char *x[] = {"px"};
+  char key[16];
+  for (int i = 0; i < 40; i++) {
+    int kl = snprintf(key, sizeof key, "s%d", i);
+    assert_int_equal(cachet_set_tags(c, key, (size_t)kl, "old", 3, 0, x, 1),
+                     CACHET_OK);
+    assert_int_equal(cachet_set(c, key, (size_t)kl, key, (size_t)kl, 60000),
+                     CACHET_OK);
+  }
+  uint64_t n = 1;
+  assert_int_equal(cachet_evict_tags(c, x, 1, &n), CACHET_OK);
+  assert_int_equal(n, 0);
+  for (int i = 0; i < 40; i++) {
+    int kl = snprintf(key, sizeof key, "s%d", i);
+    void *v = NULL;
+    size_t len = 0;
+    assert_int_equal(cachet_get(c, key, (size_t)kl, &v, &len), CACHET_OK);
+    assert_memory_equal(v, key, (size_t)kl);
+    cachet_free(v);
+  }
+  cachet_close(c);
+}
+
 /* Untagged entries go out as plain SETs, one EXISTS per slot group: over
  * entries that had tags, the old memberships go, in every slot. */
 static void test_mset_untagged_over_tagged_per_slot(void **state) {
@@ -677,6 +705,7 @@ int main(void) {
       cmocka_unit_test(test_get_or_set_and_health),
       cmocka_unit_test(test_mset_mget_group_per_slot),
       cmocka_unit_test(test_mset_untagged_over_tagged_per_slot),
+      cmocka_unit_test(test_untagged_set_over_tagged_entries),
       cmocka_unit_test(test_reshard_while_operations_run),
       cmocka_unit_test(test_killed_master_then_failover),
   };
