@@ -870,6 +870,163 @@ typedef struct hot {
   long writes;
 } hot;
 
+/* ---- plain (untagged) writes racing tagged ones ------------------------ */
+
+#define MIX_KEYS 12
+#define MIX_THREADS 3
+
+typedef struct mix {
+  cachet *c;
+  int seed;
+  atomic_int *stop;
+  int failures;
+} mix;
+
+/* Tagged writes (payload "A..." with tag ta, "C..." with tc), untagged
+ * sets and msets (payload "U..."), and deletes, on a few shared keys. */
+static void *mix_writer(void *arg) {
+  mix *w = arg;
+  const char *ta[] = {"ta"}, *tc[] = {"tc"};
+  unsigned x = (unsigned)w->seed * 2654435761u + 1;
+  for (int i = 0; !atomic_load(w->stop) && i < 20000; i++) {
+    x = x * 1103515245u + 12345u;
+    char key[16], val[32];
+    int kl = snprintf(key, sizeof key, "x%u", (x >> 8) % MIX_KEYS);
+    int op = (int)((x >> 20) % 10), rc;
+    if (op < 5) {
+      int vl =
+          snprintf(val, sizeof val, "%c%d.%d", op == 0 ? 'C' : 'A', w->seed, i);
+      rc = cachet_set_tags(w->c, key, (size_t)kl, val, (size_t)vl, 0,
+                           op == 0 ? tc : ta, 1);
+    } else if (op < 7) {
+      int vl = snprintf(val, sizeof val, "U%d.%d", w->seed, i);
+      rc = cachet_set(w->c, key, (size_t)kl, val, (size_t)vl, 0);
+    } else if (op < 8) {
+      cachet_entry e[3];
+      char keys[3][16], vals[3][32];
+      memset(e, 0, sizeof e);
+      for (int j = 0; j < 3; j++) {
+        snprintf(keys[j], sizeof keys[j], "x%u", (x >> (4 + 3 * j)) % MIX_KEYS);
+        snprintf(vals[j], sizeof vals[j], "U%d.%d.%d", w->seed, i, j);
+        e[j].key = keys[j], e[j].keylen = strlen(keys[j]);
+        e[j].val = vals[j], e[j].len = strlen(vals[j]);
+      }
+      rc = cachet_mset(w->c, e, 3);
+    } else {
+      rc = cachet_delete(w->c, key, (size_t)kl);
+      rc = rc == CACHET_MISS ? CACHET_OK : rc;
+    }
+    if (rc != CACHET_OK) {
+      fprintf(stderr, "mix writer: %s\n", cachet_last_error());
+      w->failures++;
+    }
+  }
+  return NULL;
+}
+
+/* The payload's first byte (after the 34-byte unsealed header), the tag
+ * set, and the memberships in ta and tc, read in one atomic step. */
+static const char read_mix[] =
+    "local v = redis.call('GET', KEYS[1])\n"
+    "local m = redis.call('SMEMBERS', KEYS[2])\n"
+    "table.sort(m)\n"
+    "local out = {v and string.sub(v, 35, 35) or '', table.concat(m, ',')}\n"
+    "for i = 3, 4 do\n"
+    "  out[#out + 1] = redis.call('ZSCORE', KEYS[i], ARGV[1]) and 1 or 0\n"
+    "end\n"
+    "return out\n";
+
+/* One key's state; returns 1 if it is consistent. `final`: no write is in
+ * flight, so an untagged value must have no tags left at all. */
+static int mix_check(cachet *c, redisContext *r, const char *key, int final,
+                     char *kind) {
+  char *v = rkey(c, CACHET_KIND_VALUE, key, key);
+  char *m = rkey(c, CACHET_KIND_TAGSET, key, key);
+  char *ta = rkey(c, CACHET_KIND_INDEX, "ta", key);
+  char *tc = rkey(c, CACHET_KIND_INDEX, "tc", key);
+  redisReply *rep =
+      redisCommand(r, "EVAL %s 4 %s %s %s %s %s", read_mix, v, m, ta, tc, key);
+  assert_non_null(rep);
+  assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+  *kind = rep->element[0]->str[0];
+  const char *tags = rep->element[1]->str;
+  long long a = rep->element[2]->integer, cc = rep->element[3]->integer;
+  /* The tag set and the indexes always agree; a tagged value's tag set is
+   * exactly its tags; an untagged value's may be stale while its writer
+   * has not untagged it yet, never once it is done. */
+  int ok =
+      a == (strstr(tags, "ta") != NULL) && cc == (strstr(tags, "tc") != NULL);
+  if (*kind == 'A')
+    ok = ok && strcmp(tags, "ta") == 0;
+  else if (*kind == 'C')
+    ok = ok && strcmp(tags, "tc") == 0;
+  else if (*kind == 'U' || *kind == '\0')
+    ok = ok && (!final || tags[0] == '\0');
+  else
+    ok = 0;
+  if (!ok)
+    fprintf(stderr, "inconsistent: %s kind=%c tags=%s ta=%lld tc=%lld%s\n", key,
+            *kind ? *kind : '-', tags, a, cc, final ? " (final)" : "");
+  freeReplyObject(rep);
+  free(v);
+  free(m);
+  free(ta);
+  free(tc);
+  return ok;
+}
+
+/* Untagged writes are plain SETs that drop old tags a step later; racing
+ * them against tagged writes, msets and deletes must never break the tag
+ * bookkeeping: indexes agree with tag sets at every instant, a tagged value
+ * always has exactly its tags, and once the writers stop, no untagged value
+ * has any. Then evicting ta removes exactly the entries holding an A. */
+static void test_plain_and_tagged_writers_keep_tags_consistent(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "mix:");
+  redisContext *r = test_redis(test_group_server());
+  atomic_int stop = 0;
+  mix w[MIX_THREADS];
+  pthread_t th[MIX_THREADS];
+  for (int i = 0; i < MIX_THREADS; i++) {
+    w[i] = (mix){c, i + 1, &stop, 0};
+    assert_int_equal(pthread_create(&th[i], NULL, mix_writer, &w[i]), 0);
+  }
+  long bad = 0, checks = 0;
+  for (int round = 0; round < 4000; round++) {
+    char key[16], kind;
+    snprintf(key, sizeof key, "x%d", round % MIX_KEYS);
+    bad += !mix_check(c, r, key, 0, &kind);
+    checks++;
+  }
+  atomic_store(&stop, 1);
+  for (int i = 0; i < MIX_THREADS; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(w[i].failures, 0);
+  }
+  long tagged_a = 0;
+  for (int k = 0; k < MIX_KEYS; k++) {
+    char key[16], kind;
+    snprintf(key, sizeof key, "x%d", k);
+    bad += !mix_check(c, r, key, 1, &kind);
+    tagged_a += kind == 'A';
+  }
+  assert_int_equal(bad, 0);
+  const char *ta[] = {"ta"};
+  uint64_t n = 0;
+  assert_int_equal(cachet_evict_tags(c, ta, 1, &n), CACHET_OK);
+  assert_int_equal(n, (uint64_t)tagged_a);
+  for (int k = 0; k < MIX_KEYS; k++) {
+    char key[16], kind;
+    snprintf(key, sizeof key, "x%d", k);
+    assert_true(mix_check(c, r, key, 1, &kind));
+    assert_int_not_equal(kind, 'A');
+  }
+  printf("  mix: %ld checks, %ld entries with ta at the end\n", checks,
+         tagged_a);
+  redisFree(r);
+  cachet_close(c);
+}
+
 /* Writes the tag before the eviction starts (those must go) and keeps
  * writing it while the eviction runs (those may stay). */
 static void *hot_writer(void *arg) {
@@ -1024,6 +1181,7 @@ int main(void) {
       cmocka_unit_test(
           test_index_stays_bounded_under_churn_and_prune_cleans_it),
       cmocka_unit_test(test_evict_200k_members_in_chunks_while_server_answers),
+      cmocka_unit_test(test_plain_and_tagged_writers_keep_tags_consistent),
       cmocka_unit_test(test_evict_during_concurrent_writes_terminates),
       cmocka_unit_test(test_script_flush_mid_eviction_and_prune_is_invisible),
   };
