@@ -352,7 +352,9 @@ typedef struct cachet_entry {
  * entries not carried out get its status. On EINVAL (checked for every
  * entry first) nothing is sent. In one mset, a key given twice is written
  * once, with the last occurrence's value; earlier ones get its status. Each
- * entry is written atomically with its tags; the batch as a whole is not. */
+ * tagged entry is written atomically with its tags; an untagged one is a
+ * plain SET whose old tags are dropped before mset returns, as for
+ * cachet_set. The batch as a whole is not atomic. */
 CACHET_API int cachet_mget(cachet *c, cachet_entry *entries, size_t n)
     CACHET_NODISCARD CACHET_NONNULL(1);
 CACHET_API int cachet_mset(cachet *c, cachet_entry *entries, size_t n)
