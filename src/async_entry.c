@@ -1,14 +1,13 @@
 /* Async get, set, set_tags and delete.
  *
- * The same protocol as entry.c: every write is set_tags.lua (a plain set
- * too, since an overwrite must drop the tags the entry had), every delete
- * is delete_entry.lua, and when the entry carries tags the call did not
- * know, the script answers {"retag", tag...} and the call is sent again
- * with their index keys (bounded, then EBUSY). Untagged writes are the
- * exception, as in entry.c: a plain SET and an EXISTS of the tag set, then
- * untag.lua (same retag protocol) only if the entry had tags. The envelope
- * is sealed once, with the value key's name, when the call is made; a read
- * opens it with the same name. */
+ * The same protocol as entry.c: a tagged write is set_tags.lua and a delete
+ * delete_entry.lua; when the entry carries tags the call did not know, the
+ * script answers {"retag", tag...} and the call is sent again with their
+ * index keys (bounded, then EBUSY). An untagged write is a plain SET and an
+ * EXISTS of the tag set, then untag.lua (same retag protocol) only if the
+ * entry had tags; a value large enough to be staged goes through set_tags.
+ * The envelope is sealed once, with the value key's name, when the call is
+ * made; a read opens it with the same name. */
 #include "async.h"
 
 #include "cachet.h"
