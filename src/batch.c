@@ -835,21 +835,6 @@ static void plain_done(cachet *c, mset_ws *w, cachet_entry *e, size_t id) {
   CACHET_COUNT(c, writes, 1);
 }
 
-/* A tag set's members as tag names, when each is a well-formed one (else
- * none: the untag script then names them, and C checks them there). */
-static size_t tag_names(const redisReply *r, const char **names, size_t cap) {
-  if (r->type != REDIS_REPLY_ARRAY || r->elements > cap)
-    return 0;
-  for (size_t i = 0; i < r->elements; i++) {
-    const redisReply *t = r->element[i];
-    if (t->type != REDIS_REPLY_STRING || t->len == 0 ||
-        memchr(t->str, '\0', t->len) != NULL)
-      return 0;
-    names[i] = t->str;
-  }
-  return r->elements;
-}
-
 /* The entries of ids[0..n) in ST_UNTAG: read their tag sets (one round
  * trip), then untag those that have one. Returns a fatal status or
  * CACHET_OK. */
@@ -881,7 +866,7 @@ static int plain_untag(cachet *c, cachet_conn *cn, mset_ws *w, cachet_entry *e,
     }
     /* Passing the tags it read saves untag a retag round. */
     const char *names[SMALL_TAGS];
-    size_t nt = sets[j] == NULL ? 0 : tag_names(sets[j], names, SMALL_TAGS);
+    size_t nt = cachet_reply_tags(sets[j], names, SMALL_TAGS);
     rc = cachet_entry_untag(c, cn, e[id].key, e[id].keylen, w->pblobs[id],
                             w->pblens[id], names, nt);
     if (rc == CACHET_OK) {

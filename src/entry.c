@@ -347,9 +347,7 @@ static int unstage(cachet_conn *cn, const cachet_key *sk, int rc) {
   return cachet_fail(rc, "%s", detail);
 }
 
-/* The tag names in a SMEMBERS reply, when there are at most `cap` and each
- * is a well-formed one; else 0, and untag.lua names them through retag. */
-static size_t reply_tags(const redisReply *r, const char **names, size_t cap) {
+size_t cachet_reply_tags(const redisReply *r, const char **names, size_t cap) {
   if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements > cap)
     return 0;
   for (size_t i = 0; i < r->elements; i++) {
@@ -415,7 +413,7 @@ static int write_untagged(cachet *c, cachet_conn *cn, const void *key,
   rc = CACHET_OK;
   if (tags == NULL || tags->elements > 0) { /* it had tags (or WRONGTYPE) */
     const char *names[8];
-    size_t nt = reply_tags(tags, names, sizeof names / sizeof names[0]);
+    size_t nt = cachet_reply_tags(tags, names, sizeof names / sizeof names[0]);
     rc = cachet_entry_untag(c, cn, key, keylen, blob, bloblen, names, nt);
     if (rc != CACHET_OK) {
       snprintf(detail, sizeof detail, "%s", cachet_last_error());

@@ -70,6 +70,11 @@ int cachet_entry_untag(cachet *c, cachet_conn *cn, const void *key,
                        size_t keylen, const uint8_t *blob, size_t bloblen,
                        const char *const *tags, size_t ntags);
 
+/* The tag names of a SMEMBERS reply of a tag set (pointers into `r`), when
+ * there are at most `cap` and each is a well-formed name; else 0, and the
+ * untag script names them through retag instead. */
+size_t cachet_reply_tags(const redisReply *r, const char **names, size_t cap);
+
 /* Delete the entry and its memberships. CACHET_OK existed, CACHET_MISS
  * not. */
 int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
