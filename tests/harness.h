@@ -71,6 +71,15 @@ void test_command(const test_server *s, const char *fmt, ...);
 long long test_int(redisContext *r, const char *fmt, ...);
 long long test_vint(redisContext *r, const char *fmt, va_list ap);
 
+/* A counter of INFO commandstats on `r`: `field` ("calls",
+ * "failed_calls") of command `cmd` (lowercase, e.g. "evalsha"); 0 when the
+ * command never ran. */
+long long test_cmdstat(redisContext *r, const char *cmd, const char *field);
+
+/* EVALSHA calls that ran on `r`'s server (a NOSCRIPT answer is a failed
+ * call, and is not counted). */
+long long test_scripts_run(redisContext *r);
+
 /* Fail the test unless the command's reply on `r` is the string `want`
  * (a bulk string, compared as a C string). */
 void test_expect_string(redisContext *r, const char *want, const char *fmt,

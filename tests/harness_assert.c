@@ -5,6 +5,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
@@ -103,4 +105,33 @@ void test_expect_child_ok(pid_t pid) {
              strsignal(WTERMSIG(status)));
   assert_true(WIFEXITED(status));
   assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+long long test_cmdstat(redisContext *r, const char *cmd, const char *field) {
+  redisReply *rep = redisCommand(r, "INFO commandstats");
+  assert_non_null(rep);
+  assert_int_equal(rep->type, REDIS_REPLY_STRING);
+  char line[64], f[32];
+  snprintf(line, sizeof line, "\ncmdstat_%s:", cmd);
+  snprintf(f, sizeof f, "%s=", field);
+  long long n = 0;
+  const char *p = strstr(rep->str, line);
+  if (p != NULL) {
+    const char *eol = strchr(p + 1, '\n');
+    /* "calls=" is also the tail of "failed_calls=": match it whole. */
+    for (const char *q = strstr(p, f); q != NULL && (eol == NULL || q < eol);
+         q = strstr(q + 1, f)) {
+      if (q[-1] == ':' || q[-1] == ',') {
+        n = atoll(q + strlen(f));
+        break;
+      }
+    }
+  }
+  freeReplyObject(rep);
+  return n;
+}
+
+long long test_scripts_run(redisContext *r) {
+  return test_cmdstat(r, "evalsha", "calls") -
+         test_cmdstat(r, "evalsha", "failed_calls");
 }

@@ -221,10 +221,8 @@ static void test_async_large_value_is_staged(void **state) {
                    CACHET_OK);
   AWAIT(s2);
   assert_int_equal(s2.status, CACHET_OK);
-  redisReply *rep = redisCommand(r, "INFO commandstats");
-  assert_non_null(strstr(rep->str, "cmdstat_rename:calls=2,"));
-  freeReplyObject(rep);
-  rep = redisCommand(r, "KEYS astage:*w:*");
+  assert_int_equal(test_cmdstat(r, "rename", "calls"), 2);
+  redisReply *rep = redisCommand(r, "KEYS astage:*w:*");
   assert_int_equal(rep->elements, 0);
   freeReplyObject(rep);
   rep = redisCommand(r, "KEYS astage:*v:big");
@@ -745,14 +743,6 @@ static void test_async_mset_mget(void **state) {
   cachet_async_close(a);
 }
 
-/* EXISTS commands the server has run (INFO commandstats). */
-static long long exists_calls(redisContext *r) {
-  return test_int(
-      r, "EVAL %s 0",
-      "local s = redis.call('INFO', 'commandstats') "
-      "return tonumber((s:match('cmdstat_exists:calls=(%d+)') or '0'))");
-}
-
 /* Untagged entries of an async mset are plain SETs too; those that had
  * tags lose them (untag.lua), as with the sync mset. */
 static void test_async_mset_untagged_drops_old_tags(void **state) {
@@ -763,7 +753,7 @@ static void test_async_mset_untagged_drops_old_tags(void **state) {
                    CACHET_OK);
   assert_int_equal(cachet_set_tags(c, "k2", 2, "old", 3, 0, x, 1), CACHET_OK);
   redisContext *r = test_redis(test_group_server());
-  long long exists = exists_calls(r);
+  long long exists = test_cmdstat(r, "exists", "calls");
 
   cachet_async *a = open_async("aplain:");
   cachet_entry e[3];
@@ -780,7 +770,7 @@ static void test_async_mset_untagged_drops_old_tags(void **state) {
     assert_int_equal(items_copy[i].status, CACHET_OK);
   cachet_async_close(a);
   /* One EXISTS of the tag set per entry: the plain path, not set_tags. */
-  assert_int_equal(exists_calls(r) - exists, 3);
+  assert_int_equal(test_cmdstat(r, "exists", "calls") - exists, 3);
 
   for (int i = 0; i < 3; i++) {
     cachet_key mk = {0};
@@ -813,7 +803,7 @@ static void test_async_untagged_set_is_plain(void **state) {
   const char *x[] = {"x"};
   assert_int_equal(cachet_set_tags(c, "k", 1, "old", 3, 0, x, 1), CACHET_OK);
   redisContext *r = test_redis(test_group_server());
-  long long exists = exists_calls(r);
+  long long exists = test_cmdstat(r, "exists", "calls");
   cachet_async *a = open_async("aplain1:");
   res s = {0}, s2 = {0};
   assert_int_equal(cachet_async_set(a, "k", 1, "new", 3, 0, status_cb, &s),
@@ -825,7 +815,7 @@ static void test_async_untagged_set_is_plain(void **state) {
   AWAIT(s2);
   assert_int_equal(s2.status, CACHET_OK);
   cachet_async_close(a);
-  assert_int_equal(exists_calls(r) - exists, 2);
+  assert_int_equal(test_cmdstat(r, "exists", "calls") - exists, 2);
   uint64_t evicted = 1;
   assert_int_equal(cachet_evict_tags(c, x, 1, &evicted), CACHET_OK);
   assert_int_equal(evicted, 0);

@@ -1019,32 +1019,6 @@ static void test_set_many_splits_large_values_across_calls(void **state) {
   cachet_close(c);
 }
 
-/* A count from INFO commandstats: `field` ("calls" or "failed_calls") of
- * command `cmd`, 0 when it never ran. */
-static long long cmdstat(const char *cmd, const char *field) {
-  redisReply *rep = raw("INFO commandstats");
-  assert_int_equal(rep->type, REDIS_REPLY_STRING);
-  char line[64];
-  snprintf(line, sizeof line, "cmdstat_%s:", cmd);
-  const char *p = strstr(rep->str, line);
-  long long n = 0;
-  if (p != NULL) {
-    char f[32];
-    snprintf(f, sizeof f, "%s=", field);
-    const char *q = strstr(p, f);
-    const char *eol = strchr(p, '\n');
-    if (q != NULL && (eol == NULL || q < eol))
-      n = atoll(q + strlen(f));
-  }
-  freeReplyObject(rep);
-  return n;
-}
-
-/* EVALSHA calls that ran (a NOSCRIPT answer is a failed call). */
-static long long scripts_run(void) {
-  return cmdstat("evalsha", "calls") - cmdstat("evalsha", "failed_calls");
-}
-
 /* Untagged entries are stored with plain SET, no script; an entry that had
  * tags before loses its tag set and memberships in the same call, through
  * one untag script each, and only those entries pay for one. */
@@ -1064,15 +1038,18 @@ static void test_mset_untagged_entries_take_plain_set(void **state) {
   }
   assert_int_equal(cachet_mset(c, e, OLD), CACHET_OK);
 
-  long long sets = cmdstat("set", "calls"), scripts = scripts_run();
+  redisContext *r = test_redis(test_group_server());
+  long long sets = test_cmdstat(r, "set", "calls");
+  long long scripts = test_scripts_run(r);
   for (size_t i = 0; i < N; i++) {
     e[i].val = keys[i], e[i].len = strlen(keys[i]);
     e[i].ttl_ms = i % 2 ? 600000 : 0;
     e[i].tags = NULL, e[i].ntags = 0;
   }
   assert_int_equal(cachet_mset(c, e, N), CACHET_OK);
-  assert_int_equal(cmdstat("set", "calls") - sets, N);
-  assert_int_equal(scripts_run() - scripts, OLD);
+  assert_int_equal(test_cmdstat(r, "set", "calls") - sets, N);
+  assert_int_equal(test_scripts_run(r) - scripts, OLD);
+  redisFree(r);
 
   for (size_t i = 0; i < N; i++) {
     assert_int_equal(e[i].status, CACHET_OK);

@@ -354,20 +354,6 @@ static void test_set_without_tags_drops_memberships(void **state) {
   cachet_close(c);
 }
 
-/* EVALSHA calls that ran (NOSCRIPT answers are failed calls). */
-static long long scripts_run(redisContext *r) {
-  redisReply *rep = redisCommand(r, "INFO commandstats");
-  assert_non_null(rep);
-  const char *p = strstr(rep->str, "cmdstat_evalsha:");
-  long long n = 0;
-  if (p != NULL) {
-    n = atoll(strstr(p, "calls=") + strlen("calls="));
-    n -= atoll(strstr(p, "failed_calls=") + strlen("failed_calls="));
-  }
-  freeReplyObject(rep);
-  return n;
-}
-
 /* An untagged set is a plain SET: no script unless the entry had tags,
  * and then exactly one (untag), which drops them. */
 static void test_untagged_set_runs_a_script_only_over_tags(void **state) {
@@ -375,16 +361,16 @@ static void test_untagged_set_runs_a_script_only_over_tags(void **state) {
   cachet *c = test_open(test_group_server(), "plainset:");
   redisContext *r = test_redis(test_group_server());
   const char *x[] = {"x"};
-  long long before = scripts_run(r);
+  long long before = test_scripts_run(r);
   assert_int_equal(cachet_set(c, "k", 1, "v1", 2, 60000), CACHET_OK);
   assert_int_equal(cachet_set(c, "k", 1, "v2", 2, 0), CACHET_OK);
-  assert_int_equal(scripts_run(r), before);
+  assert_int_equal(test_scripts_run(r), before);
   assert_true(test_hit(c, "k", "v2"));
 
   set_tags(c, "k", "v3", 0, x, 1);
-  before = scripts_run(r);
+  before = test_scripts_run(r);
   assert_int_equal(cachet_set(c, "k", 1, "v4", 2, 0), CACHET_OK);
-  assert_int_equal(scripts_run(r), before + 1);
+  assert_int_equal(test_scripts_run(r), before + 1);
   assert_false(in_index(r, c, "x", "k"));
   uint64_t n = 9;
   assert_int_equal(cachet_evict_tags(c, x, 1, &n), CACHET_OK);
@@ -395,15 +381,6 @@ static void test_untagged_set_runs_a_script_only_over_tags(void **state) {
   assert_int_equal(m.writes, 4);
   redisFree(r);
   cachet_close(c);
-}
-
-static long long rename_calls(redisContext *r) {
-  redisReply *rep = redisCommand(r, "INFO commandstats");
-  assert_non_null(rep);
-  const char *p = strstr(rep->str, "cmdstat_rename:calls=");
-  long long n = p == NULL ? 0 : atoll(p + strlen("cmdstat_rename:calls="));
-  freeReplyObject(rep);
-  return n;
 }
 
 static void count_key(void *ud, const char *key, size_t len) {
@@ -425,12 +402,12 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   for (size_t i = 0; i < big_len; i++)
     big[i] = (char)('a' + i % 26);
   const char *g[] = {"g"}, *h[] = {"h"};
-  long long renames = rename_calls(r);
+  long long renames = test_cmdstat(r, "rename", "calls");
 
   /* Tagged, with a TTL: stored, readable, expiring with the entry. */
   assert_int_equal(cachet_set_tags(c, "big", 3, big, big_len, 60000, g, 1),
                    CACHET_OK);
-  assert_int_equal(rename_calls(r), renames + 1);
+  assert_int_equal(test_cmdstat(r, "rename", "calls"), renames + 1);
   void *v = NULL;
   size_t n = 0;
   assert_int_equal(cachet_get(c, "big", 3, &v, &n), CACHET_OK);
@@ -456,7 +433,7 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   assert_int_equal(cachet_set_tags(c, "big", 3, "small", 5, 0, g, 1),
                    CACHET_OK);
   assert_true(test_hit(c, "big", "small"));
-  assert_int_equal(rename_calls(r), renames + 3);
+  assert_int_equal(test_cmdstat(r, "rename", "calls"), renames + 3);
 
   /* mset: the large entry goes staged, the small ones in set_many. */
   cachet_entry e[3] = {{0}};
@@ -467,7 +444,7 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   assert_int_equal(cachet_mset(c, e, 3), CACHET_OK);
   for (int i = 0; i < 3; i++)
     assert_int_equal(e[i].status, CACHET_OK);
-  assert_int_equal(rename_calls(r), renames + 4);
+  assert_int_equal(test_cmdstat(r, "rename", "calls"), renames + 4);
   assert_true(test_hit(c, "m1", "one"));
   assert_true(test_hit(c, "m3", "three"));
   assert_int_equal(cachet_get(c, "m2", 2, &v, &n), CACHET_OK);
