@@ -3,11 +3,11 @@
  * The same protocol as entry.c: a tagged write is set_tags.lua and a delete
  * delete_entry.lua; when the entry carries tags the call did not know, the
  * script answers {"retag", tag...} and the call is sent again with their
- * index keys (bounded, then EBUSY). An untagged write is a plain SET and an
- * EXISTS of the tag set, then untag.lua (same retag protocol) only if the
- * entry had tags; a value large enough to be staged goes through set_tags.
- * The envelope is sealed once, with the value key's name, when the call is
- * made; a read opens it with the same name. */
+ * index keys (bounded, then EBUSY). An untagged write is a plain SET with
+ * the tag set read (SMEMBERS) in the same round trip, then untag.lua (same
+ * retag protocol) only if the entry had tags; a value large enough to be staged
+ * goes through set_tags. The envelope is sealed once, with the value key's
+ * name, when the call is made; a read opens it with the same name. */
 #include "async.h"
 
 #include "cachet.h"
@@ -189,8 +189,8 @@ typedef struct entry_op {
    * is in flight while stage_wait is set. */
   cachet_key sk;
   int staged, stage_wait;
-  /* CACHET_AOP_PLAIN: replies still due for the SET and EXISTS step, and
-   * whether the entry went on to untag.lua. */
+  /* CACHET_AOP_PLAIN: replies still due for the SET and SMEMBERS step,
+   * and whether the entry went on to untag.lua. */
   int plain_wait, untag;
 } entry_op;
 
@@ -302,23 +302,29 @@ static void entry_send(aop *op) {
 }
 
 /* {"retag", name...}: learn the names. Returns 1 if it was one. */
+/* Learn the tag names r->element[from..]: a retag reply's, or a tag set's
+ * (SMEMBERS). */
+static int learn_tags(entry_op *e, const redisReply *r, size_t from) {
+  for (size_t i = from; i < r->elements; i++) {
+    const redisReply *t = r->element[i];
+    if (t->type != REDIS_REPLY_STRING || t->len == 0 ||
+        memchr(t->str, '\0', t->len) != NULL)
+      return cachet_fail(CACHET_ECORRUPT,
+                         "an entry's tag set holds a malformed tag name");
+    int rc = entry_add_tag(e, t->str, t->len);
+    if (rc != CACHET_OK)
+      return rc;
+  }
+  return CACHET_OK;
+}
+
 static int absorb_retag(entry_op *e, const redisReply *r, int *rc) {
   *rc = CACHET_OK;
   if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
       r->element[0]->type != REDIS_REPLY_STRING ||
       strcmp(r->element[0]->str, "retag") != 0)
     return 0;
-  for (size_t i = 1; i < r->elements; i++) {
-    const redisReply *t = r->element[i];
-    if (t->type != REDIS_REPLY_STRING || t->len == 0 ||
-        memchr(t->str, '\0', t->len) != NULL) {
-      *rc = cachet_fail(CACHET_ECORRUPT,
-                        "an entry's tag set holds a malformed tag name");
-      return 1;
-    }
-    if ((*rc = entry_add_tag(e, t->str, t->len)) != CACHET_OK)
-      return 1;
-  }
+  *rc = learn_tags(e, r, 1);
   return 1;
 }
 
@@ -326,7 +332,7 @@ static void entry_reply(aop *op, redisReply *r) {
   entry_op *e = (entry_op *)op;
   const char *what = e->del ? "delete_entry" : e->untag ? "untag" : "set_tags";
   if (r->type == REDIS_REPLY_ERROR) {
-    /* A plain SET refused: its EXISTS reply comes after the result. */
+    /* A plain SET refused: its SMEMBERS reply comes after the result. */
     cachet_aop_server_error(op, r);
     return;
   }
@@ -336,12 +342,17 @@ static void entry_reply(aop *op, redisReply *r) {
         cachet_aop_proto(op, "SET");
       return;
     }
-    if (r->type != REDIS_REPLY_INTEGER) {
-      cachet_aop_proto(op, "EXISTS");
-    } else if (r->integer == 0) { /* no tag set: done */
+    if (r->type != REDIS_REPLY_ARRAY) {
+      cachet_aop_proto(op, "SMEMBERS");
+    } else if (r->elements == 0) { /* no tag set: done */
       CACHET_COUNT(op->a->c, writes, 1);
       cachet_aop_finish(op, CACHET_OK);
     } else { /* it had tags: drop them unless a later write owns it */
+      int rc = learn_tags(e, r, 0);
+      if (rc != CACHET_OK) {
+        cachet_aop_finish(op, rc);
+        return;
+      }
       e->untag = 1;
       entry_send(op);
     }
@@ -467,8 +478,8 @@ void cachet_aop_entry_step(aop *op) {
     size_t lens[5] = {3, e->vk.len, e->bloblen, 2, strlen(e->ttl)};
     int rc = cachet_aop_send(op, strcmp(e->ttl, "0") == 0 ? 3 : 5, argv, lens);
     if (rc == CACHET_OK) {
-      const char *ex[2] = {"EXISTS", e->mk.buf};
-      size_t exl[2] = {6, e->mk.len};
+      const char *ex[2] = {"SMEMBERS", e->mk.buf};
+      size_t exl[2] = {8, e->mk.len};
       rc = cachet_aop_send(op, 2, ex, exl);
     }
     if (rc != CACHET_OK)
