@@ -15,6 +15,10 @@
 
 #include "fuzz_helpers.h"
 
+/* A target that needs set-up (a server) defines LLVMFuzzerInitialize, as
+ * libFuzzer allows; the others leave it out. */
+int LLVMFuzzerInitialize(int *argc, char ***argv) __attribute__((weak));
+
 /* Read and run one file. The input gets its own exact-size buffer so a
  * sanitizer sees any read past its end. */
 static int run_file(const char *path) {
@@ -123,6 +127,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: %s CORPUS_DIR_OR_FILE...\n", argv[0]);
     return 2;
   }
+  if (LLVMFuzzerInitialize != NULL)
+    LLVMFuzzerInitialize(&argc, &argv);
   long total = 0;
   for (int i = 1; i < argc; i++) {
     struct stat st;

@@ -3,7 +3,8 @@
 #   tools/dev.sh demo   install what is missing, build, run `cachet demo`
 #   tools/dev.sh test   install what is missing, build, run every test:
 #                       the normal build, the ASan+UBSan build, valgrind on the
-#                       core, fault and async tests, and a bounded run of every
+#                       core, fault and async tests, the whole tree built in
+#                       the fuzzing configuration, and a bounded run of every
 #                       fuzz target (the packaging test is one of the ctest tests)
 # It only installs Debian packages (apt-get), never downloads anything else.
 set -euo pipefail
@@ -67,7 +68,7 @@ test)
       "build/tests/$t"
   done
 
-  step "fuzzing: every target, bounded"
+  step "fuzzing: the whole tree built with -DCACHET_FUZZ=ON, every target run, bounded"
   FUZZ_SECONDS=${FUZZ_SECONDS:-30} bash fuzz/run.sh
 
   echo
