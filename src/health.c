@@ -157,60 +157,96 @@ static int policy_risky(const char *p) {
   return strncmp(p, "allkeys-", 8) == 0 || strncmp(p, "volatile-", 9) == 0;
 }
 
+/* What one pass over the masters found. */
+typedef struct probe {
+  cachet_health h; /* the weakest master that answered */
+  int answered;
+  int first_rc;     /* the first master's failure, if any */
+  char detail[512]; /* ... its detail */
+  char down[700];   /* ... and that master named, for the message */
+  int stale;        /* a failure was a connection error */
+} probe;
+
 /*
- * A cluster is probed master by master and reported as its weakest member:
- * the slowest PING, the fewest scripts cached, the first risky policy, the
- * lowest version. A master that cannot be reached makes the cluster
- * unhealthy (its slots are down) and is named in the message; the call
- * only fails when no master answers at all.
+ * Probe every master (the one server, standalone) over one borrow. A master
+ * that answers goes into p->h as the weakest so far: the slowest PING, the
+ * fewest scripts cached, the first risky policy, the lowest version.
  */
-int cachet_health_check(cachet *c, cachet_health *out) {
-  cachet_health h;
-  memset(&h, 0, sizeof h);
-  memset(out, 0, sizeof *out);
-  cachet_error_clear();
+static int probe_all(cachet *c, probe *p) {
+  memset(p, 0, sizeof *p);
   cachet_conn *cn;
   int rc = cachet_conn_acquire(c, &cn);
   if (rc != CACHET_OK)
-    return cachet_result(c, rc);
+    return rc;
   int nodes = cachet_conn_nodes(cn);
   if (nodes < 0) {
     cachet_conn_release(c, cn);
-    return cachet_result(c, nodes);
+    return nodes;
   }
-  int answered = 0, first_rc = CACHET_OK;
-  char down[160] = "";
+  cachet_health *h = &p->h;
   for (int node = 0; node < nodes; node++) {
     cachet_health n;
     memset(&n, 0, sizeof n);
     rc = probe_node(cn, node, &n);
     if (rc != CACHET_OK) {
-      if (first_rc == CACHET_OK) {
-        first_rc = rc;
-        snprintf(down, sizeof down, "master %s: %s",
-                 cachet_conn_node_name(cn, node), cachet_last_error());
+      if (p->first_rc == CACHET_OK) {
+        p->first_rc = rc;
+        snprintf(p->detail, sizeof p->detail, "%s", cachet_last_error());
+        snprintf(p->down, sizeof p->down, "master %s: %s",
+                 cachet_conn_node_name(cn, node), p->detail);
       }
+      p->stale |= rc == CACHET_ECONN;
       continue;
     }
-    if (answered++ == 0) {
-      h = n;
+    if (p->answered++ == 0) {
+      *h = n;
       continue;
     }
-    if (n.ping_ms > h.ping_ms)
-      h.ping_ms = n.ping_ms;
-    if (n.scripts_loaded < h.scripts_loaded)
-      h.scripts_loaded = n.scripts_loaded;
+    if (n.ping_ms > h->ping_ms)
+      h->ping_ms = n.ping_ms;
+    if (n.scripts_loaded < h->scripts_loaded)
+      h->scripts_loaded = n.scripts_loaded;
     if (cachet_version_num(n.server_version) <
-        cachet_version_num(h.server_version))
-      memcpy(h.server_version, n.server_version, sizeof h.server_version);
-    if (policy_risky(n.maxmemory_policy) && !policy_risky(h.maxmemory_policy))
-      memcpy(h.maxmemory_policy, n.maxmemory_policy, sizeof h.maxmemory_policy);
+        cachet_version_num(h->server_version))
+      memcpy(h->server_version, n.server_version, sizeof h->server_version);
+    if (policy_risky(n.maxmemory_policy) && !policy_risky(h->maxmemory_policy))
+      memcpy(h->maxmemory_policy, n.maxmemory_policy,
+             sizeof h->maxmemory_policy);
   }
   cachet_conn_release(c, cn);
-  if (answered == 0)
-    return cachet_result(c, first_rc);
-  cachet_health_verdict(&h, first_rc != CACHET_OK ? down : NULL);
-  *out = h;
+  return CACHET_OK;
+}
+
+/*
+ * A cluster is reported as its weakest master. A master that cannot be
+ * reached makes the cluster unhealthy (its slots are down) and is named in
+ * the message; the call only fails when no master answers at all.
+ *
+ * A probe must not call a live server down because a pooled connection to
+ * it was closed while idle (a proxy, a NAT table, or Redis's own `timeout`
+ * does that): after a connection error the probe runs once more, over
+ * fresh connections (a broken one is closed when it is returned). A master
+ * that is really gone fails again, at once (the connect is refused); a
+ * timeout is never retried, so a probe never waits twice.
+ */
+int cachet_health_check(cachet *c, cachet_health *out) {
+  memset(out, 0, sizeof *out);
+  cachet_error_clear();
+  probe p;
+  int rc = CACHET_OK;
+  for (int attempt = 0; attempt < 2; attempt++) {
+    rc = probe_all(c, &p);
+    if (rc == CACHET_ECONN && attempt == 0)
+      continue;
+    if (rc != CACHET_OK || !p.stale)
+      break;
+  }
+  if (rc != CACHET_OK)
+    return cachet_result(c, rc);
+  if (p.answered == 0)
+    return cachet_result(c, cachet_fail(p.first_rc, "%s", p.detail));
+  cachet_health_verdict(&p.h, p.first_rc != CACHET_OK ? p.down : NULL);
+  *out = p.h;
   return CACHET_OK;
 }
 

@@ -47,6 +47,22 @@ static void test_fresh_server_is_healthy_with_version_and_policy(void **state) {
   cachet_close(c);
 }
 
+/* A pooled connection the server closed while idle (CLIENT KILL here; a
+ * proxy or Redis's `timeout` in production) must not make a live server
+ * look down: the probe retries once over a fresh connection. */
+static void test_probe_after_idle_connection_was_closed_is_healthy(
+    void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "h6:");
+  assert_int_equal(cachet_ping(c), CACHET_OK);
+  test_command(test_group_server(), "CLIENT KILL TYPE normal SKIPME yes");
+  cachet_health h;
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_int_equal(h.healthy, 1);
+  assert_null(strstr(h.message, "connection"));
+  cachet_close(c);
+}
+
 static void test_scripts_present_after_use_missing_after_flush(void **state) {
   (void)state;
   cachet *c = test_open(test_group_server(), "h2:");
@@ -204,6 +220,7 @@ int main(void) {
       cmocka_unit_test(test_verdict_on_server_version),
       cmocka_unit_test(test_fresh_server_is_healthy_with_version_and_policy),
       cmocka_unit_test(test_scripts_present_after_use_missing_after_flush),
+      cmocka_unit_test(test_probe_after_idle_connection_was_closed_is_healthy),
       cmocka_unit_test(test_evicting_policies_warn_and_are_unhealthy),
       cmocka_unit_test(test_policy_falls_back_to_info_when_config_refused),
       cmocka_unit_test(test_unreachable_server_is_an_error),
