@@ -56,12 +56,12 @@
 #define SHORT_WAIT_MS 15
 
 static const char *const prefixes[NH] = {"fz:", "fz:b:"};
-static char key_names[NKEYS][16] = {"k0", "k1", "k2", "k3", "", "", "a{b}c",
-                                    "x\0y"};
+static char key_names[NKEYS][16] = {"k0", "k1", "k2",    "k3",
+                                    "",   "",   "a{b}c", "x\0y"};
 static size_t key_lens[NKEYS] = {2, 2, 2, 2, 0, 0, 5, 3};
-static const char *const tag_names[NTAGS] = {
-    "t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7", "t8", "t9", "user:42",
-    "a b"};
+static const char *const tag_names[NTAGS] = {"t0", "t1", "t2",      "t3",
+                                             "t4", "t5", "t6",      "t7",
+                                             "t8", "t9", "user:42", "a b"};
 static const char *const lock_names[NLOCKS] = {"L0", "L1"};
 
 /* Keys written under a prefix that are not cachet's: they must survive
@@ -242,7 +242,8 @@ static int value_equals(mval v, const void *p, size_t n) {
   return eq;
 }
 
-/* ---- The model ------------------------------------------------------------ */
+/* ---- The model ------------------------------------------------------------
+ */
 
 enum { V_ABSENT, V_VALUE, V_CORRUPT, V_BADMAC, V_WRONGTYPE };
 static const char *const vnames[] = {"absent", "value", "corrupt", "bad-mac",
@@ -276,8 +277,8 @@ static struct {
   cachet_lock *slot[NH][NSLOTS];
   int slot_lock[NH][NSLOTS]; /* lock index of each slot */
   uint32_t next_id;
-  int budget[NH]; /* ECONN answers a killed connection may still give */
-  int failed;     /* an operation was cut short (staged keys may remain) */
+  int budget[NH];   /* ECONN answers a killed connection may still give */
+  int failed;       /* an operation was cut short (staged keys may remain) */
   unsigned foreign; /* foreign_names written */
   int loader_calls;
   char trace[OPS_MAX + 8][200];
@@ -465,7 +466,8 @@ static int allowed_failure(int h, int rc) {
   return 0;
 }
 
-/* ---- Observing Redis ------------------------------------------------------ */
+/* ---- Observing Redis ------------------------------------------------------
+ */
 
 typedef struct obs {
   int v;
@@ -590,8 +592,10 @@ static int key_matches(const mkey *m, const obs *o, char *why, size_t n) {
     return 0;
   }
   if (m->v == V_VALUE && !value_equals(m->val, o->payload, o->plen)) {
-    snprintf(why, n, "value: model holds write #%u (%u bytes), redis %zu "
-             "other bytes", m->val.id, m->val.len, o->plen);
+    snprintf(why, n,
+             "value: model holds write #%u (%u bytes), redis %zu "
+             "other bytes",
+             m->val.id, m->val.len, o->plen);
     return 0;
   }
   if (m->v != V_ABSENT && m->ttl != o->ttl) {
@@ -679,9 +683,8 @@ static void check_locks(int h) {
     }
     freeReplyObject(r);
     r = kcmd2("GET", fk.s, fk.n);
-    uint64_t fence = r->type == REDIS_REPLY_STRING
-                         ? strtoull(r->str, NULL, 10)
-                         : 0;
+    uint64_t fence =
+        r->type == REDIS_REPLY_STRING ? strtoull(r->str, NULL, 10) : 0;
     freeReplyObject(r);
     if (fence != ml->fence)
       failf("lock %s: fence %llu in redis, %llu in the model", lock_names[l],
@@ -736,7 +739,8 @@ static void check_layout_key(const char *s, size_t n) {
     case 'l':
     case 'f':
       for (int l = 0; l < NLOCKS; l++)
-        if (strlen(lock_names[l]) == nl && memcmp(lock_names[l], name, nl) == 0 &&
+        if (strlen(lock_names[l]) == nl &&
+            memcmp(lock_names[l], name, nl) == 0 &&
             ref_bucket(name, nl) == bucket)
           return;
       break;
@@ -757,8 +761,7 @@ static void check_layout_key(const char *s, size_t n) {
     case 'w':
       if (S.failed)
         return;
-      failf("%s: a staged value is left behind after writes that succeeded",
-            s);
+      failf("%s: a staged value is left behind after writes that succeeded", s);
     default:
       break;
     }
@@ -767,13 +770,13 @@ static void check_layout_key(const char *s, size_t n) {
 }
 
 /* SCAN every node, calling fn on each key that matches `match`. */
-static void scan_all(const char *match, void (*fn)(const char *, size_t, void *),
-                     void *ud) {
+static void scan_all(const char *match,
+                     void (*fn)(const char *, size_t, void *), void *ud) {
   for (int i = 0; i < W.nnodes; i++) {
     char cursor[32] = "0";
     do {
-      redisReply *r = redisCommand(W.node[i], "SCAN %s MATCH %s COUNT 1000",
-                                   cursor, match);
+      redisReply *r =
+          redisCommand(W.node[i], "SCAN %s MATCH %s COUNT 1000", cursor, match);
       if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
         die("SCAN");
       snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
@@ -809,7 +812,8 @@ static void check_foreign(void) {
   }
 }
 
-/* ---- Running operations --------------------------------------------------- */
+/* ---- Running operations ---------------------------------------------------
+ */
 
 static void free_slots(void) {
   for (int h = 0; h < NH; h++)
@@ -865,10 +869,10 @@ static int do_write(int h, int key, mval v, int ttl, uint16_t tags) {
   const char *tl[NTAGS];
   uint16_t nt = tags_list(tags, tl);
   int64_t ms = ttl ? LONG_TTL_MS : 0;
-  int rc = nt == 0 ? cachet_set(S.h[h], key_names[key], key_lens[key], b,
-                                v.len, ms)
-                   : cachet_set_tags(S.h[h], key_names[key], key_lens[key], b,
-                                     v.len, ms, tl, nt);
+  int rc = nt == 0
+               ? cachet_set(S.h[h], key_names[key], key_lens[key], b, v.len, ms)
+               : cachet_set_tags(S.h[h], key_names[key], key_lens[key], b,
+                                 v.len, ms, tl, nt);
   free(b);
   return rc;
 }
@@ -1246,8 +1250,7 @@ static void op_lock(int h, fuzz_cursor *in, int what) {
     S.slot[h][s] = NULL;
     cachet_lock *lk = NULL;
     int rc = cachet_lock_acquire(S.h[h], lock_names[l], LOCK_TTL_MS, wait, &lk);
-    if (rc != CACHET_OK && rc != CACHET_NOT_ACQUIRED &&
-        allowed_failure(h, rc))
+    if (rc != CACHET_OK && rc != CACHET_NOT_ACQUIRED && allowed_failure(h, rc))
       return;
     if (mh->l[l].holder == -1) {
       expect(rc, CACHET_OK, "lock_acquire");
@@ -1459,7 +1462,8 @@ static void op_concurrent(int h, fuzz_cursor *in) {
   }
 }
 
-/* ---- Faults ---------------------------------------------------------------- */
+/* ---- Faults ----------------------------------------------------------------
+ */
 
 static void op_health(int h) {
   trace("h%d health", h);
@@ -1582,8 +1586,8 @@ static void op_fault(int h, fuzz_cursor *in) {
       freeReplyObject(r); /* "no such key" where the tag has no index */
     }
     for (int i = 0; i < NKEYS; i++) {
-      S.m[h].k[i].tmem &= (uint16_t)~(1u << t);
-      S.m[h].k[i].past &= (uint16_t)~(1u << t);
+      S.m[h].k[i].tmem &= (uint16_t) ~(1u << t);
+      S.m[h].k[i].past &= (uint16_t) ~(1u << t);
     }
     S.m[h].abandoned |= (uint16_t)(1u << t);
     break;
@@ -1591,7 +1595,8 @@ static void op_fault(int h, fuzz_cursor *in) {
   }
 }
 
-/* ---- The sequence --------------------------------------------------------- */
+/* ---- The sequence ---------------------------------------------------------
+ */
 
 enum {
   OP_SET,

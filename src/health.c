@@ -18,8 +18,8 @@
 #include "error.h"
 #include "health.h"
 
-int cachet_info_field(const char *info, size_t len, const char *name,
-                      char *out, size_t outsz) {
+int cachet_info_field(const char *info, size_t len, const char *name, char *out,
+                      size_t outsz) {
   size_t nl = strlen(name);
   const char *p = info, *end = info + len;
   out[0] = '\0';
