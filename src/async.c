@@ -49,7 +49,7 @@ static void handle_maybe_free(cachet_async *a);
 
 /* Blocking SIGPIPE costs a system call on each side of the write; the
  * pending signal is looked for only when the write lost the connection
- * (the connection record reports its death through `write_lost`). A
+ * (the connection record reports its death through `lost`). A
  * SIGPIPE pending before our write can only exist if the thread already
  * blocked SIGPIPE itself; only then is the pending set read first, so that
  * we never consume a signal that is not ours. */
@@ -71,11 +71,11 @@ static void guarded_write(evutil_socket_t fd, short what, void *arg) {
   }
   int lost = 0;
   if (cn != NULL)
-    cn->write_lost = &lost;
+    cn->lost = &lost;
   /* May free the context, `e` and cn with it: only `lost` is read after. */
   redisAsyncHandleWrite(e->context);
   if (!lost && cn != NULL)
-    cn->write_lost = NULL;
+    cn->lost = NULL;
   if ((lost || cn == NULL) && !was_pending) {
     sigemptyset(&pending);
     sigpending(&pending);
@@ -121,9 +121,9 @@ static void nosignal_write(evutil_socket_t fd, short what, void *arg) {
 
 static void conn_mark_dead(aconn *cn, int rc, const char *detail) {
   cn->dead = 1;
-  if (cn->write_lost != NULL) {
-    *cn->write_lost = 1;
-    cn->write_lost = NULL;
+  if (cn->lost != NULL) {
+    *cn->lost = 1;
+    cn->lost = NULL;
   }
   cn->rc = rc;
   snprintf(cn->detail, sizeof cn->detail, "%s", detail);
@@ -161,7 +161,40 @@ static void conn_lost(aconn *cn) {
     return;
   char detail[256];
   int rc = conn_error(cn->ac, detail, sizeof detail);
+  if (cn->bound.refused) { /* the reader refused an array (reader.h) */
+    rc = CACHET_EPROTO;
+    snprintf(detail, sizeof detail, "redis: protocol error: %s",
+             cn->bound.why);
+  }
   conn_mark_dead(cn, rc, detail);
+}
+
+/* The read event: hiredis reads and hands out every complete reply, then
+ * what it holds unparsed is checked against the bounds, as conn.c checks
+ * before each read (reader.h). Each read adds at most 16 KiB, so a reply
+ * too large is dropped before it is buffered. */
+static void bounded_read(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  redisLibeventEvents *e = arg;
+  aconn *cn = e->context->data;
+  if (cn == NULL) {
+    redisAsyncHandleRead(e->context);
+    return;
+  }
+  int lost = 0;
+  cn->lost = &lost;
+  /* May free the context, `e` and cn with it: only `lost` is read after. */
+  redisAsyncHandleRead(e->context);
+  if (lost)
+    return;
+  cn->lost = NULL;
+  if (cachet_reader_check(cn->ac->c.reader, &cn->bound) != 0) {
+    char detail[256];
+    snprintf(detail, sizeof detail, "redis: protocol error: %s",
+             cn->bound.why);
+    conn_drop(cn, CACHET_EPROTO, detail);
+  }
 }
 
 static void on_connect(const redisAsyncContext *cac, int status) {
@@ -258,12 +291,17 @@ static int conn_open(cachet_async *a) {
     (void)fcntl(ac->c.fd, F_SETFD, fdflags | FD_CLOEXEC);
   if (cfg->unix_path == NULL)
     (void)redisEnableKeepAlive(&ac->c);
+  redisLibeventEvents *e = ac->ev.data;
   if (a->guard_sigpipe) {
-    redisLibeventEvents *e = ac->ev.data;
     event_del(e->wev);
     event_assign(e->wev, a->base, ac->c.fd, EV_WRITE, nosignal_write, e);
     event_add(e->wev, NULL);
   }
+  event_del(e->rev);
+  event_assign(e->rev, a->base, ac->c.fd, EV_READ, bounded_read, e);
+  event_add(e->rev, NULL);
+  cachet_reader_limits(cfg, &cn->bound);
+  cachet_reader_attach(ac->c.reader, &cn->bound);
   cn->a = a;
   cn->ac = ac;
   ac->data = cn;

@@ -26,6 +26,7 @@
 
 #include "cachet_scripts.h"
 #include "handle.h"
+#include "reader.h"
 
 typedef struct aop aop;
 typedef struct aconn aconn;
@@ -99,7 +100,8 @@ struct aconn {
   int dead;
   int rc; /* why it died */
   char detail[512];
-  int *write_lost; /* set to 1 when it dies inside a guarded write */
+  int *lost; /* set to 1 when it dies inside a read or write event */
+  cachet_reader_bound bound; /* what the server may make us buffer */
 };
 
 struct cachet_async {

@@ -18,11 +18,13 @@
 
 #include "cluster.h"
 #include "error.h"
+#include "reader.h"
 
 struct cachet_conn {
   redisContext *ctx;
   int broken;
   int timeout_ms;
+  cachet_reader_bound bound; /* what the server may make us buffer */
   cachet_endpoint *ep;          /* The pool it belongs to. */
   cachet_cluster_session *sess; /* Cluster mode: the routing session. */
 };
@@ -245,6 +247,8 @@ static int connect_slot(cachet_endpoint *ep, cachet_conn *cn) {
     (void)fcntl(ctx->fd, F_SETFD, fdflags | FD_CLOEXEC);
   cn->ctx = ctx;
   cn->broken = 0;
+  cachet_reader_limits(cfg, &cn->bound);
+  cachet_reader_attach(ctx->reader, &cn->bound);
 
   int rc = CACHET_OK;
   if (cfg->password != NULL) {
@@ -491,6 +495,54 @@ static int format_append(redisContext *ctx, int argc, const char **argv,
   return REDIS_OK;
 }
 
+/*
+ * Read one reply: parse what the reader holds, else receive more. cachet
+ * reads the socket itself, as it writes it, so that every chunk is checked
+ * against the reader's bounds (reader.h) before it is fed: a server cannot
+ * make us buffer a reply larger than any value we accept. The socket's
+ * SO_RCVTIMEO bounds each wait. On failure *out is NULL and ctx->err says
+ * why, as after hiredis's own redisGetReply; returns the errno to report.
+ */
+static int get_reply(cachet_conn *cn, void **out) {
+  redisContext *ctx = cn->ctx;
+  char buf[16384];
+  *out = NULL;
+  for (;;) {
+    if (redisGetReplyFromReader(ctx, out) != REDIS_OK) {
+      if (cn->bound.refused) {
+        ctx->err = REDIS_ERR_PROTOCOL;
+        snprintf(ctx->errstr, sizeof ctx->errstr, "%.127s", cn->bound.why);
+      }
+      *out = NULL;
+      return 0;
+    }
+    if (*out != NULL)
+      return 0;
+    if (cachet_reader_check(ctx->reader, &cn->bound) != 0) {
+      ctx->err = REDIS_ERR_PROTOCOL;
+      snprintf(ctx->errstr, sizeof ctx->errstr, "%.127s", cn->bound.why);
+      return 0;
+    }
+    ssize_t n = recv(ctx->fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      if (redisReaderFeed(ctx->reader, buf, (size_t)n) != REDIS_OK) {
+        ctx->err = REDIS_ERR_OOM;
+        snprintf(ctx->errstr, sizeof ctx->errstr, "out of memory");
+        return 0;
+      }
+    } else if (n == 0) {
+      ctx->err = REDIS_ERR_EOF;
+      snprintf(ctx->errstr, sizeof ctx->errstr, "Server closed the connection");
+      return 0;
+    } else if (errno != EINTR) {
+      int e = errno;
+      ctx->err = REDIS_ERR_IO;
+      snprintf(ctx->errstr, sizeof ctx->errstr, "%s", strerror(e));
+      return e;
+    }
+  }
+}
+
 /* One exchange on one connection; `raw` keeps error replies as replies. */
 static int exchange(cachet_conn *cn, int argc, const char **argv,
                     const size_t *lens, redisReply **out, int raw) {
@@ -505,10 +557,7 @@ static int exchange(cachet_conn *cn, int argc, const char **argv,
   if (rc != CACHET_OK)
     return rc;
   void *r = NULL;
-  errno = 0;
-  if (redisGetReply(cn->ctx, &r) != REDIS_OK)
-    r = NULL;
-  int saved = errno;
+  int saved = get_reply(cn, &r);
   return raw ? raw_reply(cn, r, saved, out) : map_reply(cn, r, saved, out);
 }
 
@@ -533,17 +582,14 @@ static int read_one(cachet_conn *cn, redisReply **out, int raw) {
   if (redisGetReplyFromReader(cn->ctx, &r) != REDIS_OK) {
     cn->broken = 1;
     return cachet_fail(CACHET_EPROTO, "redis: protocol error: %s",
-                       cn->ctx->errstr);
+                       cn->bound.refused ? cn->bound.why : cn->ctx->errstr);
   }
   if (r != NULL)
     return raw ? raw_reply(cn, r, 0, out) : map_reply(cn, r, 0, out);
   int rc = send_obuf(cn);
   if (rc != CACHET_OK)
     return rc;
-  errno = 0;
-  if (redisGetReply(cn->ctx, &r) != REDIS_OK)
-    r = NULL;
-  int saved = errno;
+  int saved = get_reply(cn, &r);
   return raw ? raw_reply(cn, r, saved, out) : map_reply(cn, r, saved, out);
 }
 

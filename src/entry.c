@@ -568,6 +568,15 @@ int cachet_entry_open(cachet *c, const char *rkey, size_t rkeylen, char *blob,
   int rc = cachet_envelope_open(c->keyring, c->cfg.accept_unsealed, rkey,
                                 rkeylen, (uint8_t *)blob, len, cachet_now_ms(),
                                 &info, &off, &plen);
+  if (rc == CACHET_OK && plen > c->cfg.max_value_size) {
+    /* Written by a client that accepts more, or by the server itself: this
+     * handle promised its caller no value above the limit. */
+    free(blob);
+    return cachet_fail(CACHET_EPROTO,
+                       "the server holds a value of %zu bytes, above "
+                       "max_value_size (%zu)",
+                       plen, c->cfg.max_value_size);
+  }
   if (rc == CACHET_OK) {
     memmove(blob, blob + off, plen);
     blob[plen] = '\0';

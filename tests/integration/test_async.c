@@ -130,6 +130,36 @@ static void items_cb(int status, const cachet_async_item *items, size_t n,
 /* Start, then run the loop until the callback ran, once. */
 #define AWAIT(r) (run_until(&(r).calls, 1), assert_int_equal((r).calls, 1))
 
+/* As the sync API: a value larger than any this handle accepts is refused
+ * from its length header, never buffered, and the next call reconnects. */
+static void test_async_value_above_max_value_size_is_refused(void **state) {
+  (void)state;
+  cachet_options o;
+  test_options(test_group_server(), &o, "abig:");
+  o.max_value_size = 1 << 20;
+  cachet_async *a = NULL;
+  assert_int_equal(cachet_async_open(&a, base, &o), CACHET_OK);
+  char *vk = NULL;
+  size_t vkl = 0;
+  assert_int_equal(cachet_value_key(cachet_async_cachet(a), "huge", 4, &vk,
+                                    &vkl),
+                   CACHET_OK);
+  test_command(test_group_server(), "SETRANGE %b 67108863 x", vk, vkl);
+  res r = {0};
+  assert_int_equal(cachet_async_get(a, "huge", 4, value_cb, &r), CACHET_OK);
+  AWAIT(r);
+  assert_int_equal(r.status, CACHET_EPROTO);
+  assert_non_null(strstr(r.detail, "a bulk string of 67108864"));
+  res w = {0};
+  assert_int_equal(cachet_async_set(a, "k", 1, "v", 1, 0, status_cb, &w),
+                   CACHET_OK);
+  AWAIT(w);
+  assert_int_equal(w.status, CACHET_OK);
+  test_command(test_group_server(), "DEL %b", vk, vkl);
+  cachet_free(vk);
+  cachet_async_close(a);
+}
+
 static void test_async_set_get_delete_round_trip(void **state) {
   (void)state;
   cachet_async *a = open_async("async1:");
@@ -1373,6 +1403,7 @@ int main(void) {
       cmocka_unit_test(test_async_server_killed_then_restarted),
       cmocka_unit_test(test_async_close_with_operations_in_flight),
       cmocka_unit_test(test_async_timeout_drops_the_connection),
+      cmocka_unit_test(test_async_value_above_max_value_size_is_refused),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

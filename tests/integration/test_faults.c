@@ -349,6 +349,112 @@ static void test_write_to_closed_connection_raises_no_sigpipe(void **state) {
   test_server_stop(&s);
 }
 
+/* The process's peak resident set, in KiB, since the last reset. */
+static long peak_rss_kib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kib = -1;
+  while (f != NULL && fgets(line, sizeof line, f) != NULL)
+    if (strncmp(line, "VmHWM:", 6) == 0)
+      kib = strtol(line + 6, NULL, 10);
+  if (f != NULL)
+    fclose(f);
+  return kib;
+}
+
+/* Make the peak start again from the current resident set (Linux >= 4.0).
+ * Returns 0 when the kernel allows it. */
+static int reset_peak_rss(void) {
+  FILE *f = fopen("/proc/self/clear_refs", "w");
+  if (f == NULL)
+    return -1;
+  int ok = fputs("5", f) >= 0;
+  return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+/* A compromised or misconfigured server must not make a client allocate
+ * without bound: a 200 MiB value is refused from its length header, before
+ * its body is read, and the next call works on a fresh connection. */
+static void test_value_above_max_value_size_from_the_server_is_refused_unread(
+    void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  cachet_options o;
+  test_options(&s, &o, "big:");
+  o.max_value_size = 1 << 20;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  char *vk = NULL;
+  size_t vkl = 0;
+  assert_int_equal(cachet_value_key(c, "huge", 4, &vk, &vkl), CACHET_OK);
+  /* Built by the server itself: the test never holds the 200 MiB. */
+  test_command(&s, "SETRANGE %b 209715199 x", vk, vkl);
+
+  int measured = reset_peak_rss() == 0;
+  long before = peak_rss_kib();
+  void *v = (void *)1;
+  size_t n = 7;
+  assert_int_equal(cachet_get(c, "huge", 4, &v, &n), CACHET_EPROTO);
+  assert_null(v);
+  assert_non_null(strstr(cachet_last_error(), "a bulk string of 209715200"));
+  if (measured) /* far below the 200 MiB the reply announced */
+    assert_true(peak_rss_kib() - before < 32 * 1024);
+
+  /* Just above the limit, but small enough to read: refused all the same,
+   * from the envelope, and the connection stays usable. */
+  cachet_options wide = o;
+  wide.max_value_size = 2 << 20;
+  cachet *w = NULL;
+  assert_int_equal(cachet_open(&w, &wide), CACHET_OK);
+  size_t over = (1u << 20) + 10;
+  char *buf = calloc(1, over);
+  assert_non_null(buf);
+  assert_int_equal(cachet_set(w, "over", 4, buf, over, 0), CACHET_OK);
+  free(buf);
+  assert_int_equal(cachet_get(c, "over", 4, &v, &n), CACHET_EPROTO);
+  assert_non_null(strstr(cachet_last_error(), "above max_value_size"));
+  cachet_close(w);
+
+  assert_int_equal(cachet_set(c, "small", 5, "v", 1, 0), CACHET_OK);
+  assert_int_equal(cachet_get(c, "small", 5, &v, &n), CACHET_OK);
+  assert_memory_equal(v, "v", 1);
+  cachet_free(v);
+  cachet_free(vk);
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
+/* An array header announcing more elements than any cachet reply has is
+ * refused before hiredis allocates room for them: here an entry's tag set
+ * of 1.1M members, which the plain write's SMEMBERS would read. */
+static void test_array_beyond_bound_from_the_server_is_refused(void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  cachet *c = test_open(&s, "arr:");
+  char *vk = NULL;
+  size_t vkl = 0;
+  assert_int_equal(cachet_value_key(c, "k", 1, &vk, &vkl), CACHET_OK);
+  vk[vkl - 3] = 'm'; /* "<prefix>{bb}v:k" -> its tag set "<prefix>{bb}m:k" */
+  test_command(&s,
+               "EVAL %s 1 %b",
+               "local n = 0 "
+               "while n < 1100000 do "
+               "  local a = {} "
+               "  for i = 1, 5000 do a[i] = n + i end "
+               "  redis.call('SADD', KEYS[1], unpack(a)) "
+               "  n = n + 5000 "
+               "end",
+               vk, vkl);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_EPROTO);
+  assert_non_null(strstr(cachet_last_error(), "an array of 1100000"));
+  assert_int_equal(cachet_ping(c), CACHET_OK);
+  cachet_free(vk);
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_server_restart_gives_errors_then_reconnects),
@@ -359,6 +465,9 @@ int main(void) {
       cmocka_unit_test(test_wrong_db_is_server_error),
       cmocka_unit_test(test_bad_input_is_invalid_argument_with_message),
       cmocka_unit_test(test_write_to_closed_connection_raises_no_sigpipe),
+      cmocka_unit_test(
+          test_value_above_max_value_size_from_the_server_is_refused_unread),
+      cmocka_unit_test(test_array_beyond_bound_from_the_server_is_refused),
   };
   return cmocka_run_group_tests_name("faults", tests, NULL, NULL);
 }
