@@ -14,6 +14,10 @@
  *    An error is never reported as a miss and a miss is never an error.
  *  - After a negative status, cachet_last_error() returns a detail message for
  *    the calling thread (the server's own words where there are some).
+ *  - CACHET_ETIMEDOUT says the reply did not come in time, not that the
+ *    command did not run: a write that timed out may still land once the
+ *    server resumes. The connection is dropped, so a late reply is never
+ *    taken for another command's; an idempotent write can be repeated.
  *  - Out-parameters come last. They are written only on success (or on the
  *    positive outcome the comment names) and cleared on failure.
  *  - Keys and values are binary-safe byte strings (NUL bytes included). Keys
@@ -227,6 +231,11 @@ CACHET_API void cachet_close(cachet *c);
 
 /* The resolved key prefix. Owned by the handle. */
 CACHET_API const char *cachet_prefix(const cachet *c) CACHET_NONNULL(1);
+
+/* The resolved max_value_size: the largest value the handle writes, and
+ * the largest it accepts from Redis (a larger one is CACHET_EPROTO, refused
+ * before it is read). Thread-safe. */
+CACHET_API size_t cachet_max_value_size(const cachet *c) CACHET_NONNULL(1);
 
 /* PING the server over a pooled connection. Errors: ECONN, ETIMEDOUT,
  * ESERVER (e.g. NOAUTH, WRONGPASS at connect). */
@@ -505,10 +514,24 @@ typedef struct cachet_health {
                                 allkeys-* and volatile-* (locks always have
                                 a TTL); only noeviction is safe. */
   char message[256];         /* One-line summary of any problem. */
+  /* Memory, from INFO memory and INFO errorstats; in a cluster the fullest
+   * master's, and the refusals summed over every master. */
+  uint64_t used_memory;      /* bytes */
+  uint64_t maxmemory;        /* bytes; 0 = no limit */
+  uint64_t oom_rejections;   /* commands refused for memory (OOM) since the
+                                server started */
+  int degraded;              /* 1 when the server is healthy but writes fail
+                                or soon will: used_memory at 90% of
+                                maxmemory or more, or OOM refusals since the
+                                previous probe through this handle (the
+                                first probe of a handle only knows the
+                                total). `message` says which. */
 } cachet_health;
 
 /* Probe the server. CACHET_OK with the struct filled even when unhealthy
- * (healthy = 0 and message); an error if the server cannot be reached. */
+ * (healthy = 0 and message) or degraded; an error if the server cannot be
+ * reached. Thread-safe; the handle remembers the OOM count of its last
+ * probe. */
 CACHET_API int cachet_health_check(cachet *c, cachet_health *out)
     CACHET_NODISCARD CACHET_NONNULL(1, 2);
 

@@ -1,10 +1,11 @@
 /* Async health probe: the checks of health.c in one pipelined round trip.
  *
- * PING, INFO server, SCRIPT EXISTS (every embedded SHA1) and CONFIG GET
- * maxmemory-policy go out together; if CONFIG is refused, INFO memory
- * follows. ping_ms is the time from sending to the PING's reply. The
- * verdict is health.c's: only noeviction is safe, missing scripts are
- * reported but not unhealthy. A single server only. */
+ * PING, INFO server, SCRIPT EXISTS (every embedded SHA1), INFO memory, INFO
+ * errorstats and CONFIG GET maxmemory-policy go out together; where CONFIG
+ * is refused, INFO memory's policy stands. ping_ms is the time from sending
+ * to the PING's reply. The verdict is health.c's: only noeviction is safe,
+ * missing scripts are reported but not unhealthy, tight memory or fresh OOM
+ * refusals are degraded. A single server only. */
 #include "async.h"
 
 #include "cachet.h"
@@ -25,7 +26,7 @@ typedef struct health_op {
   cachet_health h;
 } health_op;
 
-enum { R_PING, R_INFO, R_SCRIPTS, R_CONFIG, R_INFO_MEMORY };
+enum { R_PING, R_INFO, R_SCRIPTS, R_INFO_MEMORY, R_ERRORSTATS, R_CONFIG };
 
 static double mono_ms_precise(void) {
   struct timespec ts;
@@ -50,18 +51,19 @@ static void health_reply(aop *op, redisReply *r) {
     return;
   case R_INFO:
   case R_INFO_MEMORY:
+  case R_ERRORSTATS:
     if (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_STATUS) {
       cachet_aop_proto(op, "INFO");
       return;
     }
-    if (which == R_INFO) {
-      (void)cachet_info_field(r->str, r->len, "redis_version", x->h.server_version,
-                 sizeof x->h.server_version);
-      return;
-    }
-    (void)cachet_info_field(r->str, r->len, "maxmemory_policy", x->h.maxmemory_policy,
-               sizeof x->h.maxmemory_policy);
-    break;
+    if (which == R_INFO)
+      (void)cachet_info_field(r->str, r->len, "redis_version",
+                              x->h.server_version, sizeof x->h.server_version);
+    else if (which == R_INFO_MEMORY)
+      cachet_health_memory(&x->h, r->str, r->len, 1);
+    else
+      x->h.oom_rejections = cachet_health_oom_count(r->str, r->len);
+    return;
   case R_SCRIPTS:
     if (r->type != REDIS_REPLY_ARRAY || r->elements != CACHET_SCRIPT_COUNT) {
       cachet_aop_proto(op, "SCRIPT EXISTS");
@@ -73,31 +75,22 @@ static void health_reply(aop *op, redisReply *r) {
         x->h.scripts_loaded++;
     return;
   case R_CONFIG:
+    /* Refused (an ACL, a renamed command): INFO memory's policy stands. */
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[1]->type == REDIS_REPLY_STRING) {
+        r->element[1]->type == REDIS_REPLY_STRING)
       snprintf(x->h.maxmemory_policy, sizeof x->h.maxmemory_policy, "%s",
                r->element[1]->str);
-      break;
-    }
-    if (r->type != REDIS_REPLY_ERROR) {
+    else if (r->type != REDIS_REPLY_ERROR) {
       cachet_aop_proto(op, "CONFIG GET");
       return;
     }
-    {
-      /* CONFIG refused (an ACL, a renamed command): INFO memory says the
-       * same. */
-      const char *argv[2] = {"INFO", "memory"};
-      size_t lens[2] = {4, 6};
-      int rc = cachet_aop_send(op, 2, argv, lens);
-      if (rc != CACHET_OK)
-        cachet_aop_finish(op, rc);
-    }
-    return;
+    break;
   default:
     cachet_aop_proto(op, "health");
     return;
   }
-  cachet_health_verdict(&x->h, NULL);
+  cachet_health_verdict(&x->h, NULL,
+                        cachet_health_oom_since(op->a->c, x->h.oom_rejections));
   cachet_aop_finish(op, CACHET_OK);
 }
 
@@ -122,6 +115,10 @@ static void health_step(aop *op) {
   size_t pingl[1] = {4};
   const char *info[2] = {"INFO", "server"};
   size_t infol[2] = {4, 6};
+  const char *mem[2] = {"INFO", "memory"};
+  size_t meml[2] = {4, 6};
+  const char *err[2] = {"INFO", "errorstats"};
+  size_t errl[2] = {4, 10};
   const char *cfg[3] = {"CONFIG", "GET", "maxmemory-policy"};
   size_t cfgl[3] = {6, 3, 16};
   x->t0 = mono_ms_precise();
@@ -129,6 +126,8 @@ static void health_step(aop *op) {
   if ((rc = cachet_aop_send(op, 1, ping, pingl)) ||
       (rc = cachet_aop_send(op, 2, info, infol)) ||
       (rc = cachet_aop_send(op, CACHET_SCRIPT_COUNT + 2, sargv, slens)) ||
+      (rc = cachet_aop_send(op, 2, mem, meml)) ||
+      (rc = cachet_aop_send(op, 2, err, errl)) ||
       (rc = cachet_aop_send(op, 3, cfg, cfgl)))
     cachet_aop_finish(op, rc);
 }

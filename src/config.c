@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -652,6 +653,30 @@ static int read_keys_file(const char *path, const char *what, char **out) {
   } while (fd < 0 && errno == EINTR);
   if (fd < 0)
     return keys_file_fail(what, path, errno);
+  /* As ssh does with a private key: whoever else can read the file holds
+   * the keys, and whoever else can write it chooses them. (A pipe, such as
+   * a shell's <(...), has no such mode to check.) */
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return keys_file_fail(what, path, e);
+  }
+  if (S_ISREG(st.st_mode) &&
+      ((st.st_mode & 077) != 0 || (st.st_uid != geteuid() && st.st_uid != 0))) {
+    close(fd);
+    if ((st.st_mode & 077) != 0)
+      return cachet_fail(CACHET_ECONFIG,
+                         "%s: %s has mode %04o: a keys file must not be "
+                         "readable or writable by group or others (chmod 600 "
+                         "it; in Kubernetes, give the secret defaultMode 0400)",
+                         what, quote(&q, path), (unsigned)(st.st_mode & 07777));
+    return cachet_fail(CACHET_ECONFIG,
+                       "%s: %s belongs to uid %u: a keys file must belong to "
+                       "the user that reads it (uid %u) or to root",
+                       what, quote(&q, path), (unsigned)st.st_uid,
+                       (unsigned)geteuid());
+  }
   char *buf = malloc(KEYS_FILE_MAX + 1);
   if (buf == NULL) {
     close(fd);

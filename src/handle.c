@@ -65,6 +65,8 @@ void cachet_close(cachet *c) {
 
 const char *cachet_prefix(const cachet *c) { return c->cfg.prefix; }
 
+size_t cachet_max_value_size(const cachet *c) { return c->cfg.max_value_size; }
+
 int cachet_result(cachet *c, int status) {
   if (status < 0 && -status <= CACHET_ERROR_COUNT)
     CACHET_COUNT(c, errors[-status], 1);

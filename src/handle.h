@@ -15,6 +15,9 @@ struct cachet {
   cachet_pool *pool;
   cachet_counters counters;
   _Atomic uint64_t write_seq; /* picks the writes that prune (entry.c) */
+  /* OOM refusals seen by the previous health probe, plus one (0: none
+   * yet), so that a probe can tell refusals since then (health.c). */
+  _Atomic uint64_t health_oom;
   cachet_progress_fn progress;
   void *progress_ud;
   void (*log)(void *ud, int level, const char *msg);

@@ -9,7 +9,9 @@
  * lock always has one), which silently breaks evict-by-tag and mutual
  * exclusion. Only noeviction keeps them safe. In a cluster every master is
  * probed (see cachet_health_check). */
+#include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -119,25 +121,59 @@ static int probe_scripts(cachet_conn *cn, int node, int *loaded) {
   return CACHET_OK;
 }
 
-/* CONFIG GET maxmemory-policy; where CONFIG is refused (an ACL without
- * +config, a renamed command) INFO memory carries the same value. */
-static int probe_policy(cachet_conn *cn, int node, char *out, size_t outsz) {
-  const char *argv[3] = {"CONFIG", "GET", "maxmemory-policy"};
-  size_t lens[3] = {6, 3, 16};
-  redisReply *r = NULL;
-  int rc = cachet_conn_command_node(cn, node, 3, argv, lens, &r);
-  if (rc == CACHET_OK) {
-    int ok = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-             r->element[1]->type == REDIS_REPLY_STRING;
-    if (ok)
-      snprintf(out, outsz, "%s", r->element[1]->str);
-    freeReplyObject(r);
-    if (ok)
-      return CACHET_OK;
-  } else if (rc != CACHET_ESERVER) {
+/* INFO <section>, whole, for the pure readers below. */
+static int info_section(cachet_conn *cn, int node, const char *section,
+                        redisReply **out) {
+  const char *argv[2] = {"INFO", section};
+  size_t lens[2] = {4, strlen(section)};
+  int rc = cachet_conn_command_node(cn, node, 2, argv, lens, out);
+  if (rc != CACHET_OK)
+    return rc;
+  if ((*out)->type != REDIS_REPLY_STRING &&
+      (*out)->type != REDIS_REPLY_STATUS) {
+    freeReplyObject(*out);
+    *out = NULL;
+    cachet_conn_break(cn);
+    return cachet_fail(CACHET_EPROTO, "INFO %s: unexpected reply", section);
+  }
+  return CACHET_OK;
+}
+
+/* Memory, refusals and the policy: CONFIG GET maxmemory-policy, and where
+ * CONFIG is refused (an ACL without +config, a renamed command) INFO
+ * memory carries the same value. */
+static int probe_memory(cachet_conn *cn, int node, cachet_health *h) {
+  redisReply *mem = NULL, *err = NULL, *cfg = NULL;
+  int rc = info_section(cn, node, "memory", &mem);
+  if (rc == CACHET_OK)
+    rc = info_section(cn, node, "errorstats", &err);
+  if (rc != CACHET_OK) {
+    if (mem != NULL)
+      freeReplyObject(mem);
     return rc;
   }
-  return info_get(cn, node, "memory", "maxmemory_policy", out, outsz);
+  const char *argv[3] = {"CONFIG", "GET", "maxmemory-policy"};
+  size_t lens[3] = {6, 3, 16};
+  rc = cachet_conn_command_node(cn, node, 3, argv, lens, &cfg);
+  int from_info = 1;
+  if (rc == CACHET_OK) {
+    if (cfg->type == REDIS_REPLY_ARRAY && cfg->elements == 2 &&
+        cfg->element[1]->type == REDIS_REPLY_STRING) {
+      snprintf(h->maxmemory_policy, sizeof h->maxmemory_policy, "%s",
+               cfg->element[1]->str);
+      from_info = 0;
+    }
+    freeReplyObject(cfg);
+  } else if (rc == CACHET_ESERVER) {
+    rc = CACHET_OK;
+  }
+  if (rc == CACHET_OK) {
+    cachet_health_memory(h, mem->str, mem->len, from_info);
+    h->oom_rejections = cachet_health_oom_count(err->str, err->len);
+  }
+  freeReplyObject(mem);
+  freeReplyObject(err);
+  return rc;
 }
 
 /* Probe one master into *h. */
@@ -147,10 +183,20 @@ static int probe_node(cachet_conn *cn, int node, cachet_health *h) {
       (rc = info_get(cn, node, "server", "redis_version", h->server_version,
                      sizeof h->server_version)) ||
       (rc = probe_scripts(cn, node, &h->scripts_loaded)) ||
-      (rc = probe_policy(cn, node, h->maxmemory_policy,
-                         sizeof h->maxmemory_policy)))
+      (rc = probe_memory(cn, node, h)))
     return rc;
   return CACHET_OK;
+}
+
+/* Is a's memory closer to its limit than b's? Without a limit, only the
+ * amount tells. */
+static int fuller(const cachet_health *a, const cachet_health *b) {
+  if (a->maxmemory > 0 && b->maxmemory > 0)
+    return (double)a->used_memory / (double)a->maxmemory >
+           (double)b->used_memory / (double)b->maxmemory;
+  if (a->maxmemory > 0 || b->maxmemory > 0)
+    return a->maxmemory > 0;
+  return a->used_memory > b->used_memory;
 }
 
 static int policy_risky(const char *p) {
@@ -212,6 +258,12 @@ static int probe_all(cachet *c, probe *p) {
     if (policy_risky(n.maxmemory_policy) && !policy_risky(h->maxmemory_policy))
       memcpy(h->maxmemory_policy, n.maxmemory_policy,
              sizeof h->maxmemory_policy);
+    /* The fullest master speaks for memory; refusals add up. */
+    if (fuller(&n, h)) {
+      h->used_memory = n.used_memory;
+      h->maxmemory = n.maxmemory;
+    }
+    h->oom_rejections += n.oom_rejections;
   }
   cachet_conn_release(c, cn);
   return CACHET_OK;
@@ -245,7 +297,12 @@ int cachet_health_check(cachet *c, cachet_health *out) {
     return cachet_result(c, rc);
   if (p.answered == 0)
     return cachet_result(c, cachet_fail(p.first_rc, "%s", p.detail));
-  cachet_health_verdict(&p.h, p.first_rc != CACHET_OK ? p.down : NULL);
+  /* A master that did not answer leaves its refusals out of the sum: no
+   * comparison with the previous probe then. */
+  uint64_t oom_new = p.first_rc == CACHET_OK
+                         ? cachet_health_oom_since(c, p.h.oom_rejections)
+                         : 0;
+  cachet_health_verdict(&p.h, p.first_rc != CACHET_OK ? p.down : NULL, oom_new);
   *out = p.h;
   return CACHET_OK;
 }
@@ -266,7 +323,44 @@ int cachet_version_num(const char *v) {
   return part[0] * 10000 + part[1] * 100 + part[2];
 }
 
-void cachet_health_verdict(cachet_health *h, const char *down) {
+static uint64_t field_u64(const char *info, size_t len, const char *name) {
+  char v[32];
+  if (!cachet_info_field(info, len, name, v, sizeof v))
+    return 0;
+  return strtoull(v, NULL, 10);
+}
+
+void cachet_health_memory(cachet_health *h, const char *info, size_t len,
+                          int policy) {
+  h->used_memory = field_u64(info, len, "used_memory");
+  h->maxmemory = field_u64(info, len, "maxmemory");
+  if (policy)
+    (void)cachet_info_field(info, len, "maxmemory_policy", h->maxmemory_policy,
+                            sizeof h->maxmemory_policy);
+}
+
+uint64_t cachet_health_oom_count(const char *info, size_t len) {
+  char v[64];
+  if (!cachet_info_field(info, len, "errorstat_OOM", v, sizeof v) ||
+      strncmp(v, "count=", 6) != 0)
+    return 0;
+  return strtoull(v + 6, NULL, 10);
+}
+
+uint64_t cachet_health_oom_since(cachet *c, uint64_t total) {
+  uint64_t prev = atomic_exchange(&c->health_oom, total + 1);
+  return prev == 0 || total + 1 <= prev ? 0 : total + 1 - prev;
+}
+
+/* Writes fail with OOM once used_memory passes maxmemory (noeviction);
+ * 90% leaves an operator time to act. */
+static int memory_tight(const cachet_health *h) {
+  return h->maxmemory > 0 &&
+         (double)h->used_memory >= 0.9 * (double)h->maxmemory;
+}
+
+void cachet_health_verdict(cachet_health *h, const char *down,
+                           uint64_t oom_new) {
   h->scripts_total = CACHET_SCRIPT_COUNT;
   int allkeys = strncmp(h->maxmemory_policy, "allkeys-", 8) == 0;
   int volatile_ = strncmp(h->maxmemory_policy, "volatile-", 9) == 0;
@@ -289,6 +383,21 @@ void cachet_health_verdict(cachet_health *h, const char *down) {
                           o > 0 ? "; " : "", h->maxmemory_policy,
                           allkeys ? "tag indexes and locks"
                                   : "locks and tag indexes (they have TTLs)");
+  int tight = memory_tight(h);
+  h->degraded = h->healthy && (tight || oom_new > 0);
+  if (tight && o < sizeof h->message)
+    o += (size_t)snprintf(
+        h->message + o, sizeof h->message - o,
+        "%smemory at %.0f%% of maxmemory (%llu of %llu bytes): writes will "
+        "fail with OOM",
+        o > 0 ? "; " : "",
+        100.0 * (double)h->used_memory / (double)h->maxmemory,
+        (unsigned long long)h->used_memory, (unsigned long long)h->maxmemory);
+  if (oom_new > 0 && o < sizeof h->message)
+    o += (size_t)snprintf(h->message + o, sizeof h->message - o,
+                          "%scommands refused for memory (OOM) since the "
+                          "last probe: %llu",
+                          o > 0 ? "; " : "", (unsigned long long)oom_new);
   if (h->scripts_loaded < h->scripts_total && o < sizeof h->message)
     snprintf(h->message + o, sizeof h->message - o,
              "%s%d of %d scripts not in the server's script cache (they "

@@ -3,6 +3,7 @@
 #define CACHET_HEALTH_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "cachet.h"
 
@@ -18,13 +19,29 @@ int cachet_info_field(const char *info, size_t len, const char *name,
  * than "7.0.15", which strcmp would not say). 0 when unparsable. */
 int cachet_version_num(const char *v);
 
+/* From an INFO memory reply: used_memory, maxmemory, and maxmemory_policy
+ * when `policy` is set (the fallback when CONFIG GET is refused). */
+void cachet_health_memory(cachet_health *h, const char *info, size_t len,
+                          int policy);
+
+/* From an INFO errorstats reply: the OOM refusals since the server
+ * started (errorstat_OOM:count=N), 0 when none. */
+uint64_t cachet_health_oom_count(const char *info, size_t len);
+
+/* The refusals since the handle's previous probe, and remember `total` for
+ * the next one: 0 on the first probe. Thread-safe. */
+uint64_t cachet_health_oom_since(cachet *c, uint64_t total);
+
 /* Fill in the verdict from the probed fields (ping, version, scripts_loaded,
- * maxmemory_policy): scripts_total, policy_warning, healthy and message.
- * `down` is NULL, or a description of masters that did not answer, which
- * makes the result unhealthy and leads the message. A server older than
- * CACHET_REDIS_MIN_VERSION is unhealthy. Only noeviction keeps cachet's
- * index and lock keys safe; missing scripts are reported but are not
- * unhealthy (they load on first use). */
-void cachet_health_verdict(cachet_health *h, const char *down);
+ * maxmemory_policy, memory): scripts_total, policy_warning, healthy,
+ * degraded and message. `down` is NULL, or a description of masters that
+ * did not answer, which makes the result unhealthy and leads the message.
+ * A server older than CACHET_REDIS_MIN_VERSION is unhealthy. Only
+ * noeviction keeps cachet's index and lock keys safe; missing scripts are
+ * reported but are not unhealthy (they load on first use). `oom_new`
+ * refusals since the previous probe, or memory at 90% of maxmemory, make
+ * the result degraded. */
+void cachet_health_verdict(cachet_health *h, const char *down,
+                           uint64_t oom_new);
 
 #endif

@@ -119,6 +119,12 @@ static int parse_entry(cachet_keyring *kr, const char *e, size_t elen,
     return cachet_fail(CACHET_ECONFIG,
                        "CACHET_KEYS entry %zu: key is not 32 bytes of base64",
                        pos);
+  /* A placeholder left in a template, never a key anyone generated. */
+  if (sodium_is_zero(scratch, CACHET_KEY_BYTES))
+    return cachet_fail(CACHET_ECONFIG,
+                       "CACHET_KEYS entry %zu: the key is all zero bytes "
+                       "(generate one with `cachet keygen`)",
+                       pos);
   kr->ids[kr->n] = id;
   kr->slot_id[s] = id;
   kr->slot_idx[s] = (uint8_t)kr->n;

@@ -86,15 +86,19 @@ static void progress(cachet *c, const char *op, uint64_t done) {
 
 /* Read n pipelined replies into r[] (NULL where the server answered with an
  * error). Every reply is consumed so the connection stays in step; the first
- * error is returned. */
+ * error is returned with its own detail (after a timeout, the replies after
+ * it only say that the connection is broken). */
 static int read_replies(cachet_conn *cn, size_t n, redisReply **r) {
   int first = CACHET_OK;
+  char detail[512] = "";
   for (size_t i = 0; i < n; i++) {
     int rc = cachet_conn_read(cn, &r[i]);
-    if (rc != CACHET_OK && first == CACHET_OK)
+    if (rc != CACHET_OK && first == CACHET_OK) {
       first = rc;
+      snprintf(detail, sizeof detail, "%s", cachet_last_error());
+    }
   }
-  return first;
+  return first == CACHET_OK ? CACHET_OK : cachet_fail(first, "%s", detail);
 }
 
 static void free_replies(size_t n, redisReply **r) {

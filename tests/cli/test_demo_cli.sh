@@ -28,6 +28,20 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
   ls -d "$WORK"/cachet-server-* 2>/dev/null && fail "the private server's dir was left behind"
   pgrep -f "$WORK/cachet-server" >/dev/null && fail "the private server is still running"
 
+  # A demo killed with SIGKILL leaves its dir; the next demo removes it,
+  # and leaves alone a dir whose owner still runs and anything not its own.
+  mkdir "$WORK/cachet-server-AAAAAA" "$WORK/cachet-server-BBBBBB" "$WORK/cachet-server-CCCCCC"
+  sh -c 'echo $$ >"$1"' sh "$WORK/cachet-server-AAAAAA/owner.pid"  # gone at once
+  touch "$WORK/cachet-server-AAAAAA/redis.log"
+  echo $$ >"$WORK/cachet-server-BBBBBB/owner.pid"                    # this shell
+  sh -c 'echo $$ >"$1"' sh "$WORK/cachet-server-CCCCCC/owner.pid"
+  touch "$WORK/cachet-server-CCCCCC/precious"
+  TMPDIR=$WORK "$CACHET" demo >/dev/null 2>"$WORK/err" || fail "demo after a killed one: $(cat "$WORK/err")"
+  [ ! -e "$WORK/cachet-server-AAAAAA" ] || fail "a killed demo's dir was not removed"
+  [ -e "$WORK/cachet-server-BBBBBB/owner.pid" ] || fail "a live demo's dir was removed"
+  [ -e "$WORK/cachet-server-CCCCCC/precious" ] || fail "a file the server never makes was removed"
+  rm -rf "$WORK"/cachet-server-*
+
   # No redis-server installed: a clear message and exit 3.
   CACHET_REDIS_SERVER=$WORK/no-such-redis-server "$CACHET" demo >/dev/null 2>"$WORK/err"
   code=$?

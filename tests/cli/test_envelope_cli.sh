@@ -62,6 +62,7 @@ rcli GET "$(vkey s)" | grep -q top-secret && fail "encrypted payload visible in 
 
 # A keys file works like CACHET_KEYS; bad keyrings exit 2 and never echo keys.
 printf '%s\n' "$k1" >"$WORK/keys"
+chmod 600 "$WORK/keys"
 [ "$(CACHET_KEYS= CACHET_KEYS_FILE="$WORK/keys" "$CACHET" get a)" = "hello" ] || fail "keys file"
 err=$(CACHET_KEYS="1:notbase64!" "$CACHET" get a 2>&1; echo "exit=$?")
 case "$err" in *exit=2) ;; *) fail "bad keyring: $err" ;; esac

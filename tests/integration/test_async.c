@@ -160,6 +160,27 @@ static void test_async_value_above_max_value_size_is_refused(void **state) {
   cachet_async_close(a);
 }
 
+static void degraded_cb(int status, const cachet_health *h, void *ud) {
+  res *r = ud;
+  note(r, status);
+  if (h != NULL)
+    r->count = (uint64_t)h->degraded << 1 | (uint64_t)h->healthy;
+}
+
+/* As the sync probe: a server refusing writes for memory is degraded. */
+static void test_async_health_out_of_memory_is_degraded(void **state) {
+  (void)state;
+  cachet_async *a = open_async("ahealth:");
+  test_command(test_group_server(), "CONFIG SET maxmemory 1");
+  res r = {0};
+  assert_int_equal(cachet_async_health_check(a, degraded_cb, &r), CACHET_OK);
+  AWAIT(r);
+  test_command(test_group_server(), "CONFIG SET maxmemory 0");
+  assert_int_equal(r.status, CACHET_OK);
+  assert_int_equal(r.count, 3); /* healthy and degraded */
+  cachet_async_close(a);
+}
+
 static void test_async_set_get_delete_round_trip(void **state) {
   (void)state;
   cachet_async *a = open_async("async1:");
@@ -1404,6 +1425,7 @@ int main(void) {
       cmocka_unit_test(test_async_close_with_operations_in_flight),
       cmocka_unit_test(test_async_timeout_drops_the_connection),
       cmocka_unit_test(test_async_value_above_max_value_size_is_refused),
+      cmocka_unit_test(test_async_health_out_of_memory_is_degraded),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }

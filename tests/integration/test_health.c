@@ -198,26 +198,91 @@ static void test_verdict_on_server_version(void **state) {
   snprintf(h.maxmemory_policy, sizeof h.maxmemory_policy, "noeviction");
   h.scripts_loaded = CACHET_SCRIPT_COUNT;
   snprintf(h.server_version, sizeof h.server_version, "6.0.16");
-  cachet_health_verdict(&h, NULL);
+  cachet_health_verdict(&h, NULL, 0);
   assert_false(h.healthy);
   assert_non_null(strstr(h.message, "Redis 6.0.16 is older than 6.2"));
   snprintf(h.server_version, sizeof h.server_version, "6.2.0");
-  cachet_health_verdict(&h, NULL);
+  cachet_health_verdict(&h, NULL, 0);
   assert_true(h.healthy);
   assert_string_equal(h.message, "");
   /* Several reasons are all given, the unreachable masters first. */
   snprintf(h.server_version, sizeof h.server_version, "5.0.7");
   snprintf(h.maxmemory_policy, sizeof h.maxmemory_policy, "allkeys-lru");
-  cachet_health_verdict(&h, "1 of 3 masters did not answer");
+  cachet_health_verdict(&h, "1 of 3 masters did not answer", 0);
   assert_false(h.healthy);
   assert_non_null(strstr(h.message, "1 of 3 masters did not answer; Redis "
                                     "5.0.7 is older than 6.2"));
   assert_non_null(strstr(h.message, "; maxmemory-policy allkeys-lru"));
 }
 
+/* Degraded is healthy with writes failing or about to: memory at 90% of
+ * maxmemory, or OOM refusals since the previous probe. */
+static void test_verdict_on_memory(void **state) {
+  (void)state;
+  cachet_health h;
+  memset(&h, 0, sizeof h);
+  snprintf(h.maxmemory_policy, sizeof h.maxmemory_policy, "noeviction");
+  snprintf(h.server_version, sizeof h.server_version, "7.0.15");
+  h.scripts_loaded = CACHET_SCRIPT_COUNT;
+  h.used_memory = 899;
+  h.maxmemory = 1000;
+  cachet_health_verdict(&h, NULL, 0);
+  assert_true(h.healthy);
+  assert_false(h.degraded);
+  h.used_memory = 900;
+  cachet_health_verdict(&h, NULL, 0);
+  assert_true(h.healthy);
+  assert_true(h.degraded);
+  assert_non_null(strstr(h.message, "memory at 90% of maxmemory (900 of 1000 "
+                                    "bytes): writes will fail with OOM"));
+  h.maxmemory = 0; /* no limit: never tight */
+  h.used_memory = 1u << 30;
+  cachet_health_verdict(&h, NULL, 0);
+  assert_false(h.degraded);
+  cachet_health_verdict(&h, NULL, 3);
+  assert_true(h.degraded);
+  assert_non_null(strstr(h.message, "commands refused for memory (OOM) "
+                                    "since the last probe: 3"));
+  /* Unhealthy outranks degraded. */
+  cachet_health_verdict(&h, "1 of 3 masters did not answer", 3);
+  assert_false(h.healthy);
+  assert_false(h.degraded);
+}
+
+/* Every write fails with OOM: the probe says degraded, with how full the
+ * memory is and, on the next probe through the handle, the refusals. */
+static void test_server_out_of_memory_is_degraded(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "h7:");
+  cachet_health h;
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_false(h.degraded);
+  assert_int_equal(h.maxmemory, 0);
+  assert_true(h.used_memory > 0);
+  test_command(test_group_server(), "CONFIG SET maxmemory 1");
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_ESERVER);
+  assert_non_null(strstr(cachet_last_error(), "OOM"));
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_true(h.healthy);
+  assert_true(h.degraded);
+  assert_int_equal(h.maxmemory, 1);
+  assert_true(h.oom_rejections >= 1);
+  assert_non_null(strstr(h.message, "writes will fail with OOM"));
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_ESERVER);
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_non_null(strstr(h.message, "since the last probe: 1"));
+  test_command(test_group_server(), "CONFIG SET maxmemory 0");
+  assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+  assert_true(h.healthy);
+  assert_false(h.degraded);
+  cachet_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_verdict_on_server_version),
+      cmocka_unit_test(test_verdict_on_memory),
+      cmocka_unit_test(test_server_out_of_memory_is_degraded),
       cmocka_unit_test(test_fresh_server_is_healthy_with_version_and_policy),
       cmocka_unit_test(test_scripts_present_after_use_missing_after_flush),
       cmocka_unit_test(test_probe_after_idle_connection_was_closed_is_healthy),

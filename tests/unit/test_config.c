@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -1064,6 +1065,35 @@ static void test_keys_file_missing_names_the_path(void **state) {
                   "no such file");
 }
 
+/* As ssh with a private key: a keys file others can read or write is
+ * refused, with its name and mode; 0600 and 0400 are fine. */
+static void test_keys_file_readable_by_others_is_refused(void **state) {
+  (void)state;
+  char path[64];
+  write_temp(path, "1:AAAA\n", 7);
+  static const mode_t bad[] = {0644, 0640, 0604, 0620, 0602, 0660, 0666};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    assert_int_equal(chmod(path, bad[i]), 0);
+    fake_env e = {0};
+    env_set(&e, "CACHET_KEYS_FILE", path);
+    char want[32];
+    snprintf(want, sizeof want, "has mode %04o", (unsigned)bad[i]);
+    expect_env_fail(&e, CACHET_ECONFIG, path, want);
+  }
+  static const mode_t good[] = {0600, 0400};
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    assert_int_equal(chmod(path, good[i]), 0);
+    cachet_options o;
+    cachet_options_init(&o);
+    o.keys_file = path;
+    cachet_config cfg;
+    assert_int_equal(cachet_config_resolve(&cfg, &o, NULL, NULL), CACHET_OK);
+    assert_non_null(cfg.keys);
+    cachet_config_free(&cfg);
+  }
+  unlink(path);
+}
+
 static void test_keys_file_empty_or_blank_is_refused(void **state) {
   (void)state;
   char path[64];
@@ -1195,6 +1225,7 @@ int main(void) {
       cmocka_unit_test(test_keys_and_keys_file_together_are_refused),
       cmocka_unit_test(test_explicit_keys_beat_keys_file_variable),
       cmocka_unit_test(test_keys_file_missing_names_the_path),
+      cmocka_unit_test(test_keys_file_readable_by_others_is_refused),
       cmocka_unit_test(test_keys_file_empty_or_blank_is_refused),
       cmocka_unit_test(test_keys_file_with_nul_is_refused_without_content),
       cmocka_unit_test(test_keys_file_larger_than_64k_is_refused),

@@ -163,6 +163,15 @@ static void test_parse_rejects_wrong_key_length(void **state) {
                 "entry 2: key is not 32 bytes of base64"); /* 33 bytes */
 }
 
+/* 32 zero bytes is a template's placeholder, never a generated key. */
+static void test_parse_rejects_an_all_zero_key(void **state) {
+  (void)state;
+  expect_reject("1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                "entry 1: the key is all zero bytes");
+  expect_reject("1:" K1_B64 ",2:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+                "entry 2: the key is all zero bytes");
+}
+
 static void test_parse_detail_never_echoes_key_material(void **state) {
   (void)state;
   /* A key of the right length next to a bad id, and a near-miss key. */
@@ -271,6 +280,7 @@ int main(void) {
       cmocka_unit_test(test_parse_rejects_missing_colon),
       cmocka_unit_test(test_parse_rejects_bad_base64),
       cmocka_unit_test(test_parse_rejects_wrong_key_length),
+      cmocka_unit_test(test_parse_rejects_an_all_zero_key),
       cmocka_unit_test(test_parse_detail_never_echoes_key_material),
       cmocka_unit_test(test_parse_accepts_64_keys_and_rejects_65),
       cmocka_unit_test(test_find_handles_colliding_ids),

@@ -48,13 +48,26 @@ int cli_parse_u64(const char *s, uint64_t *out);
 /* 1 if argv[i] is "-h" or "--help". */
 int cli_is_help(const char *arg);
 
-/* Read all of stdin into a malloc'd buffer. 0 on success. */
-int cli_read_stdin(char **buf, size_t *len);
-/* Read a whole file into a malloc'd buffer. 0 on success. */
-int cli_read_file(const char *path, char **buf, size_t *len);
+/* Read all of stdin, or a whole file, into a malloc'd buffer, but never
+ * more than `max` bytes: 0 on success, CLI_READ_TOO_LARGE when the input
+ * holds more (nothing is returned, and no more than max + 1 bytes were
+ * ever held), CLI_READ_ERROR on an I/O error (errno says which). */
+#define CLI_READ_ERROR (-1)
+#define CLI_READ_TOO_LARGE (-2)
+int cli_read_stream(FILE *f, size_t max, char **buf, size_t *len);
+int cli_read_stdin(size_t max, char **buf, size_t *len);
+int cli_read_file(const char *path, size_t max, char **buf, size_t *len);
 
-/* Write `len` bytes as a JSON string literal (quotes included). */
+/* 1 if the bytes are valid UTF-8 (RFC 3629). */
+int cli_utf8_valid(const void *s, size_t len);
+/* Write text as a JSON string literal (quotes included): valid UTF-8 as
+ * itself with JSON's escapes; invalid bytes become U+FFFD. For text whose
+ * exact bytes do not matter (messages, versions). */
 void cli_json_str(FILE *out, const void *s, size_t len);
+/* Write the member `"name":"..."` when the bytes are valid UTF-8, else
+ * `"name_b64":"..."` (standard base64, padded): either way the exact
+ * bytes round-trip. For keys, values and names. */
+void cli_json_bytes(FILE *out, const char *name, const void *s, size_t len);
 
 /* Progress line on stderr for long runs, only when stderr is a terminal;
  * installs itself as the handle's progress callback. */

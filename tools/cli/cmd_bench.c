@@ -509,19 +509,24 @@ static int run_bench(cli *cl, int argc, char **argv) {
   int json = 0, sel[NWORKLOADS];
   for (size_t w = 0; w < NWORKLOADS; w++)
     sel[w] = 1;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--ops") == 0) {
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--ops") == 0) {
       if (++i >= argc || cli_parse_u64(argv[i], &ops) != 0 || ops == 0 ||
           ops > 100000000)
         return cli_usage(&cli_cmd_bench, "--ops needs a count 1..100000000");
-    } else if (strcmp(argv[i], "--size") == 0) {
+    } else if (opts && strcmp(argv[i], "--size") == 0) {
       if (++i >= argc || cli_parse_u64(argv[i], &size) != 0 ||
           size > 16 * 1024 * 1024)
         return cli_usage(&cli_cmd_bench, "--size needs bytes 0..16777216");
-    } else if (strcmp(argv[i], "--only") == 0) {
+    } else if (opts && strcmp(argv[i], "--only") == 0) {
       if (++i >= argc || parse_only(argv[i], sel) != 0)
         return cli_usage(&cli_cmd_bench, "--only needs workload names");
-    } else if (strcmp(argv[i], "--json") == 0) {
+    } else if (opts && strcmp(argv[i], "--json") == 0) {
       json = 1;
     } else {
       return cli_usage(&cli_cmd_bench, "unknown argument %s", argv[i]);

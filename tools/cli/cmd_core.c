@@ -1,11 +1,12 @@
 /* cachet set / get / del / exists / ttl */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 
-extern const cli_command cli_cmd_set, cli_cmd_get, cli_cmd_del,
-    cli_cmd_exists, cli_cmd_ttl;
+extern const cli_command cli_cmd_set, cli_cmd_get, cli_cmd_del, cli_cmd_exists,
+    cli_cmd_ttl;
 
 #define MAX_CLI_TAGS 256
 
@@ -23,19 +24,25 @@ static int run_set(cli *cl, int argc, char **argv) {
   int64_t ttl = 0;
   const char *tags[MAX_CLI_TAGS];
   size_t ntags = 0;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--ttl") == 0) {
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--ttl") == 0) {
       if (++i >= argc || cli_parse_ms(argv[i], &ttl) != 0)
         return cli_usage(&cli_cmd_set, "--ttl needs milliseconds >= 0");
-    } else if (strcmp(argv[i], "--tag") == 0) {
+    } else if (opts && strcmp(argv[i], "--tag") == 0) {
       if (++i >= argc || argv[i][0] == '\0')
         return cli_usage(&cli_cmd_set, "--tag needs a non-empty tag");
       if (ntags == MAX_CLI_TAGS)
         return cli_usage(&cli_cmd_set, "too many --tag");
       tags[ntags++] = argv[i];
-    } else if (strcmp(argv[i], "--json") == 0) {
+    } else if (opts && strcmp(argv[i], "--json") == 0) {
       json = 1;
-    } else if (argv[i][0] == '-' && argv[i][1] == '-' && argv[i][2] != '\0') {
+    } else if (opts && argv[i][0] == '-' && argv[i][1] == '-' &&
+               argv[i][2] != '\0') {
       return cli_usage(&cli_cmd_set, "unknown option %s", argv[i]);
     } else if (npos < 2) {
       pos[npos++] = argv[i];
@@ -45,24 +52,31 @@ static int run_set(cli *cl, int argc, char **argv) {
   }
   if (npos != 2)
     return cli_usage(&cli_cmd_set, "needs KEY and VALUE");
+  int code;
+  cachet *c = cli_handle(cl, &code);
+  if (c == NULL)
+    return code;
   char *buf = NULL;
   size_t len = strlen(pos[1]);
   const char *val = pos[1];
   if (strcmp(pos[1], "-") == 0) {
-    if (cli_read_stdin(&buf, &len) != 0) {
-      fprintf(stderr, "cachet set: cannot read stdin\n");
+    size_t max = cachet_max_value_size(c);
+    int rrc = cli_read_stdin(max, &buf, &len);
+    if (rrc == CLI_READ_TOO_LARGE) {
+      fprintf(stderr,
+              "cachet set: the value on stdin is larger than max_value_size "
+              "(%zu bytes); nothing was stored\n",
+              max);
+      return EXIT_USAGE;
+    }
+    if (rrc != 0) {
+      fprintf(stderr, "cachet set: cannot read stdin: %s\n", strerror(errno));
       return EXIT_USAGE;
     }
     val = buf;
   }
-  int code;
-  cachet *c = cli_handle(cl, &code);
-  if (c == NULL) {
-    free(buf);
-    return code;
-  }
-  int rc = cachet_set_tags(c, pos[0], strlen(pos[0]), val, len, ttl, tags,
-                           ntags);
+  int rc =
+      cachet_set_tags(c, pos[0], strlen(pos[0]), val, len, ttl, tags, ntags);
   free(buf);
   if (rc == CACHET_OK && json)
     printf("{\"stored\":true,\"ttl_ms\":%lld,\"tags\":%zu}\n", (long long)ttl,
@@ -78,10 +92,16 @@ static int one_key(const cli_command *cmd, int argc, char **argv,
                    const char **key, int *json) {
   *key = NULL;
   *json = 0;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--json") == 0)
       *json = 1;
-    else if (argv[i][0] == '-' && argv[i][1] == '-' && argv[i][2] != '\0')
+    else if (opts && argv[i][0] == '-' && argv[i][1] == '-' &&
+             argv[i][2] != '\0')
       return cli_usage(cmd, "unknown option %s", argv[i]);
     else if (*key == NULL)
       *key = argv[i];
@@ -94,11 +114,13 @@ static int one_key(const cli_command *cmd, int argc, char **argv,
 }
 
 static void help_get(FILE *o) {
-  fprintf(o, "usage: cachet get KEY [--json]\n"
-             "  Write the raw value bytes to stdout (no newline added).\n"
-             "  --json  print {\"key\":..,\"hit\":true|false,\"value\":..} instead\n"
-             "Exit: 0 hit, 1 miss, 3 server error, 4 integrity/format "
-             "error.\n");
+  fprintf(
+      o,
+      "usage: cachet get KEY [--json]\n"
+      "  Write the raw value bytes to stdout (no newline added).\n"
+      "  --json  print {\"key\":..,\"hit\":true|false,\"value\":..} instead\n"
+      "Exit: 0 hit, 1 miss, 3 server error, 4 integrity/format "
+      "error.\n");
 }
 
 static int run_get(cli *cl, int argc, char **argv) {
@@ -114,10 +136,10 @@ static int run_get(cli *cl, int argc, char **argv) {
   int rc = cachet_get(c, key, strlen(key), &v, &n);
   if (rc == CACHET_OK) {
     if (json) {
-      printf("{\"key\":");
-      cli_json_str(stdout, key, strlen(key));
-      printf(",\"hit\":true,\"value\":");
-      cli_json_str(stdout, v, n);
+      printf("{");
+      cli_json_bytes(stdout, "key", key, strlen(key));
+      printf(",\"hit\":true,");
+      cli_json_bytes(stdout, "value", v, n);
       printf("}\n");
     } else if (n > 0 && fwrite(v, 1, n, stdout) != n) {
       cachet_free(v);
@@ -126,8 +148,8 @@ static int run_get(cli *cl, int argc, char **argv) {
     }
     cachet_free(v);
   } else if (rc == CACHET_MISS && json) {
-    printf("{\"key\":");
-    cli_json_str(stdout, key, strlen(key));
+    printf("{");
+    cli_json_bytes(stdout, "key", key, strlen(key));
     printf(",\"hit\":false}\n");
   }
   return cli_status(rc, "get");
@@ -204,5 +226,5 @@ static int run_ttl(cli *cl, int argc, char **argv) {
   return cli_status(rc, "ttl");
 }
 
-const cli_command cli_cmd_ttl = {"ttl", "print the remaining TTL (ms)",
-                                 run_ttl, help_ttl};
+const cli_command cli_cmd_ttl = {"ttl", "print the remaining TTL (ms)", run_ttl,
+                                 help_ttl};

@@ -328,8 +328,13 @@ static int flush_all(writer *w, size_t n) {
 
 static int run_import(cli *cl, int argc, char **argv) {
   int json = 0;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--json") == 0)
       json = 1;
     else
       return cli_usage(&cli_cmd_import, "unknown argument %s", argv[i]);

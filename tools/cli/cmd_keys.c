@@ -1,4 +1,5 @@
 /* cachet keygen / inspect */
+#include <errno.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,19 +9,25 @@
 extern const cli_command cli_cmd_keygen, cli_cmd_inspect;
 
 static void help_keygen(FILE *o) {
-  fprintf(o, "usage: cachet keygen [--id N]\n"
-             "  Print one fresh random keyring entry, ID:BASE64KEY (32 bytes).\n"
-             "  Put entries in CACHET_KEYS (comma-separated; the first one\n"
-             "  writes) or in the file CACHET_KEYS_FILE names.\n"
-             "  --id N  key id, 1-4294967295 (default 1)\n"
-             "Exit: 0 ok, 2 usage.\n");
+  fprintf(o,
+          "usage: cachet keygen [--id N]\n"
+          "  Print one fresh random keyring entry, ID:BASE64KEY (32 bytes).\n"
+          "  Put entries in CACHET_KEYS (comma-separated; the first one\n"
+          "  writes) or in the file CACHET_KEYS_FILE names.\n"
+          "  --id N  key id, 1-4294967295 (default 1)\n"
+          "Exit: 0 ok, 2 usage.\n");
 }
 
 static int run_keygen(cli *cl, int argc, char **argv) {
   (void)cl;
   uint64_t id = 1;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--id") == 0) {
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--id") == 0) {
       if (++i >= argc || cli_parse_u64(argv[i], &id) != 0 || id == 0 ||
           id > UINT32_MAX)
         return cli_usage(&cli_cmd_keygen, "--id needs a number 1-4294967295");
@@ -99,21 +106,29 @@ static void print_info(const cachet_envelope_info *in, int json) {
   printf("mac:          %s\n", mac_text(in->mac_status));
 }
 
+/* inspect --file reads at most max_value_size plus this. */
+#define INSPECT_SLACK 4096
+
 static int run_inspect(cli *cl, int argc, char **argv) {
   const char *key = NULL, *file = NULL, *rkey = NULL;
   int json = 0;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0) {
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--json") == 0) {
       json = 1;
-    } else if (strcmp(argv[i], "--file") == 0) {
+    } else if (opts && strcmp(argv[i], "--file") == 0) {
       if (++i >= argc)
         return cli_usage(&cli_cmd_inspect, "--file needs a path");
       file = argv[i];
-    } else if (strcmp(argv[i], "--redis-key") == 0) {
+    } else if (opts && strcmp(argv[i], "--redis-key") == 0) {
       if (++i >= argc)
         return cli_usage(&cli_cmd_inspect, "--redis-key needs a name");
       rkey = argv[i];
-    } else if (argv[i][0] == '-' && argv[i][1] == '-') {
+    } else if (opts && argv[i][0] == '-' && argv[i][1] == '-') {
       return cli_usage(&cli_cmd_inspect, "unknown option %s", argv[i]);
     } else if (key == NULL) {
       key = argv[i];
@@ -135,8 +150,20 @@ static int run_inspect(cli *cl, int argc, char **argv) {
   if (file != NULL) {
     char *buf;
     size_t len;
-    if (cli_read_file(file, &buf, &len) != 0) {
-      fprintf(stderr, "cachet inspect: cannot read %s\n", file);
+    /* No envelope of an accepted value is larger: its overhead is well
+     * under 4 KiB. */
+    size_t max = cachet_max_value_size(c) + INSPECT_SLACK;
+    int rrc = cli_read_file(file, max, &buf, &len);
+    if (rrc == CLI_READ_TOO_LARGE) {
+      fprintf(stderr,
+              "cachet inspect: %s is larger than %zu bytes (max_value_size "
+              "+ 4 KiB), more than any envelope cachet reads\n",
+              file, max);
+      return EXIT_USAGE;
+    }
+    if (rrc != 0) {
+      fprintf(stderr, "cachet inspect: cannot read %s: %s\n", file,
+              strerror(errno));
       return EXIT_USAGE;
     }
     rc = cachet_inspect_blob(c, rkey, rkey != NULL ? strlen(rkey) : 0, buf, len,

@@ -43,17 +43,23 @@ typedef struct lock_args {
 
 static int parse_lock_args(int argc, char **argv, lock_args *a) {
   memset(a, 0, sizeof *a);
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--ttl") == 0) {
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--ttl") == 0) {
       if (++i >= argc || cli_parse_ms(argv[i], &a->ttl) != 0)
         return cli_usage(&cli_cmd_lock, "--ttl needs milliseconds");
       a->has_ttl = 1;
-    } else if (strcmp(argv[i], "--wait") == 0) {
+    } else if (opts && strcmp(argv[i], "--wait") == 0) {
       if (++i >= argc || cli_parse_ms(argv[i], &a->wait) != 0)
         return cli_usage(&cli_cmd_lock, "--wait needs milliseconds >= 0");
-    } else if (strcmp(argv[i], "--json") == 0) {
+    } else if (opts && strcmp(argv[i], "--json") == 0) {
       a->json = 1;
-    } else if (argv[i][0] == '-' && argv[i][1] == '-' && argv[i][2] != '\0') {
+    } else if (opts && argv[i][0] == '-' && argv[i][1] == '-' &&
+               argv[i][2] != '\0') {
       return cli_usage(&cli_cmd_lock, "unknown option %s", argv[i]);
     } else if (a->npos < 2) {
       a->pos[a->npos++] = argv[i];
@@ -79,8 +85,8 @@ static int lock_acquire(cli *cl, const lock_args *a) {
     char tok[CACHET_LOCK_TOKEN_HEXLEN + 1];
     cachet_lock_token(lk, tok);
     if (a->json) {
-      printf("{\"name\":");
-      cli_json_str(stdout, a->pos[0], strlen(a->pos[0]));
+      printf("{");
+      cli_json_bytes(stdout, "name", a->pos[0], strlen(a->pos[0]));
       printf(",\"acquired\":true,\"token\":\"%s\",\"fence\":%llu,"
              "\"ttl_ms\":%lld}\n",
              tok, (unsigned long long)cachet_lock_fence(lk), (long long)a->ttl);
@@ -90,8 +96,8 @@ static int lock_acquire(cli *cl, const lock_args *a) {
     cachet_lock_free(lk);
   } else if (rc == CACHET_NOT_ACQUIRED) {
     if (a->json) {
-      printf("{\"name\":");
-      cli_json_str(stdout, a->pos[0], strlen(a->pos[0]));
+      printf("{");
+      cli_json_bytes(stdout, "name", a->pos[0], strlen(a->pos[0]));
       printf(",\"acquired\":false}\n");
     }
     fprintf(stderr, "cachet lock acquire: %s\n", cachet_last_error());
@@ -125,8 +131,8 @@ static int lock_owner_op(cli *cl, const lock_args *a, int extend) {
                         : rc == CACHET_LOCK_NOT_OWNER ? "not_owner"
                                                       : NULL;
   if (a->json && outcome != NULL) {
-    printf("{\"name\":");
-    cli_json_str(stdout, a->pos[0], strlen(a->pos[0]));
+    printf("{");
+    cli_json_bytes(stdout, "name", a->pos[0], strlen(a->pos[0]));
     printf(",\"outcome\":\"%s\"}\n", outcome);
   }
   if (rc == CACHET_LOCK_EXPIRED)
@@ -190,43 +196,8 @@ typedef struct fetch_ctx {
   char **cmd;
   int ran;         /* the command was started by this process */
   int exit_status; /* what fetch exits with when the command failed */
+  size_t max;      /* the most it may write: max_value_size */
 } fetch_ctx;
-
-/* Read all of fd into a malloc'd buffer. */
-static int read_all(int fd, char **buf, size_t *len) {
-  size_t cap = 4096, n = 0;
-  char *b = malloc(cap);
-  if (b == NULL)
-    return -1;
-  for (;;) {
-    if (n == cap) {
-      if (cap > SIZE_MAX / 2) {
-        free(b);
-        return -1;
-      }
-      char *nb = realloc(b, cap * 2);
-      if (nb == NULL) {
-        free(b);
-        return -1;
-      }
-      b = nb;
-      cap *= 2;
-    }
-    ssize_t r = read(fd, b + n, cap - n);
-    if (r < 0) {
-      if (errno == EINTR)
-        continue;
-      free(b);
-      return -1;
-    }
-    if (r == 0)
-      break;
-    n += (size_t)r;
-  }
-  *buf = b;
-  *len = n;
-  return 0;
-}
 
 /*
  * The loader: fork and exec COMMAND with its stdout on a pipe. The child
@@ -279,8 +250,15 @@ static int fetch_loader(void *ud, const void *key, size_t keylen, void **val,
   close(err[1]);
   char *buf = NULL;
   size_t n = 0;
-  int rrc = read_all(out[0], &buf, &n);
-  close(out[0]);
+  FILE *from = fdopen(out[0], "rb");
+  int rrc =
+      from != NULL ? cli_read_stream(from, fx->max, &buf, &n) : CLI_READ_ERROR;
+  if (rrc == CLI_READ_TOO_LARGE) /* stop it writing: we read no more */
+    kill(pid, SIGKILL);
+  if (from != NULL)
+    fclose(from);
+  else
+    close(out[0]);
   int exec_errno = 0;
   ssize_t er;
   do
@@ -290,6 +268,14 @@ static int fetch_loader(void *ud, const void *key, size_t keylen, void **val,
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
     ;
+  if (rrc == CLI_READ_TOO_LARGE) {
+    fx->exit_status = EXIT_SERVER;
+    fprintf(stderr,
+            "cachet fetch: %s wrote more than max_value_size (%zu bytes); it "
+            "was stopped and nothing was cached\n",
+            fx->cmd[0], fx->max);
+    return -1;
+  }
   if (er == (ssize_t)sizeof exec_errno) {
     free(buf);
     fprintf(stderr, "cachet fetch: cannot run %s: %s\n", fx->cmd[0],
@@ -329,22 +315,28 @@ static int run_fetch(cli *cl, int argc, char **argv) {
   int64_t ttl = 0;
   const char *tags[MAX_CLI_TAGS];
   size_t ntags = 0;
+  int opts = 1; /* until a "--" that comes before KEY */
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--") == 0) {
+      if (opts && key == NULL) { /* ends the options: KEY comes next */
+        opts = 0;
+        continue;
+      }
       cmd_at = i + 1;
       break;
-    } else if (strcmp(argv[i], "--ttl") == 0) {
+    } else if (opts && strcmp(argv[i], "--ttl") == 0) {
       if (++i >= argc || cli_parse_ms(argv[i], &ttl) != 0)
         return cli_usage(&cli_cmd_fetch, "--ttl needs milliseconds >= 0");
-    } else if (strcmp(argv[i], "--tag") == 0) {
+    } else if (opts && strcmp(argv[i], "--tag") == 0) {
       if (++i >= argc || argv[i][0] == '\0')
         return cli_usage(&cli_cmd_fetch, "--tag needs a non-empty tag");
       if (ntags == MAX_CLI_TAGS)
         return cli_usage(&cli_cmd_fetch, "too many --tag");
       tags[ntags++] = argv[i];
-    } else if (strcmp(argv[i], "--json") == 0) {
+    } else if (opts && strcmp(argv[i], "--json") == 0) {
       json = 1;
-    } else if (argv[i][0] == '-' && argv[i][1] == '-' && argv[i][2] != '\0') {
+    } else if (opts && argv[i][0] == '-' && argv[i][1] == '-' &&
+               argv[i][2] != '\0') {
       return cli_usage(&cli_cmd_fetch, "unknown option %s", argv[i]);
     } else if (key == NULL) {
       key = argv[i];
@@ -360,7 +352,7 @@ static int run_fetch(cli *cl, int argc, char **argv) {
   cachet *c = cli_handle(cl, &code);
   if (c == NULL)
     return code;
-  fetch_ctx fx = {argv + cmd_at, 0, 0};
+  fetch_ctx fx = {argv + cmd_at, 0, 0, cachet_max_value_size(c)};
   void *v = NULL;
   size_t n = 0;
   int rc = cachet_get_or_set(c, key, strlen(key), fetch_loader, &fx, ttl, tags,
@@ -369,10 +361,10 @@ static int run_fetch(cli *cl, int argc, char **argv) {
     return fx.exit_status;
   if (rc == CACHET_OK) {
     if (json) {
-      printf("{\"key\":");
-      cli_json_str(stdout, key, strlen(key));
-      printf(",\"loaded\":%s,\"value\":", fx.ran ? "true" : "false");
-      cli_json_str(stdout, v, n);
+      printf("{");
+      cli_json_bytes(stdout, "key", key, strlen(key));
+      printf(",\"loaded\":%s,", fx.ran ? "true" : "false");
+      cli_json_bytes(stdout, "value", v, n);
       printf("}\n");
     } else if (n > 0 && fwrite(v, 1, n, stdout) != n) {
       cachet_free(v);

@@ -99,9 +99,10 @@ static int server_info(cachet *c, char vals[][32], int *nodes) {
 
 #define COUNTERS(XX)                                                           \
   XX(hits)                                                                     \
-  XX(misses) XX(expired_envelopes) XX(writes) XX(deletes) XX(clears)           \
-      XX(tag_evictions) XX(stampede_waits) XX(lock_acquisitions)               \
-          XX(lock_contentions) XX(script_reloads)
+  XX(misses)                                                                   \
+  XX(expired_envelopes)                                                        \
+  XX(writes) XX(deletes) XX(clears) XX(tag_evictions) XX(stampede_waits)       \
+      XX(lock_acquisitions) XX(lock_contentions) XX(script_reloads)
 
 static void print_text(const cachet_metrics *m, char vals[][32], int nodes) {
   printf("# counters of this cachet process only\n");
@@ -136,10 +137,15 @@ static void print_json(const cachet_metrics *m, char vals[][32], int nodes) {
 
 static int run_stats(cli *cl, int argc, char **argv) {
   int json = 0, prom = 0;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--json") == 0)
       json = 1;
-    else if (strcmp(argv[i], "--prometheus") == 0)
+    else if (opts && strcmp(argv[i], "--prometheus") == 0)
       prom = 1;
     else
       return cli_usage(&cli_cmd_stats, "unknown argument %s", argv[i]);
@@ -187,16 +193,23 @@ static void help_health(FILE *o) {
           "  scripts are in the server's script cache (missing ones load on\n"
           "  first use, so that alone is not unhealthy), and the\n"
           "  maxmemory-policy (allkeys-* may evict tag indexes and locks:\n"
-          "  unhealthy).\n"
-          "  --json  one JSON object with the same fields\n"
-          "Exit: 0 healthy, 3 unhealthy or the server cannot be reached, 2 "
-          "usage.\n");
+          "  unhealthy), and memory: used_memory at 90%% of maxmemory or\n"
+          "  more, or commands refused for memory (OOM), is degraded.\n"
+          "  --json  one JSON object with the same fields; \"reason\" says\n"
+          "          why it is degraded or unhealthy\n"
+          "Exit: 0 healthy, 1 degraded (writes fail or soon will), 3\n"
+          "unhealthy or the server cannot be reached, 2 usage.\n");
 }
 
 static int run_health(cli *cl, int argc, char **argv) {
   int json = 0;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--json") == 0)
       json = 1;
     else
       return cli_usage(&cli_cmd_health, "unknown argument %s", argv[i]);
@@ -228,22 +241,42 @@ static int run_health(cli *cl, int argc, char **argv) {
            h.scripts_total, h.scripts_loaded,
            h.scripts_loaded == h.scripts_total ? "true" : "false");
     cli_json_str(stdout, h.maxmemory_policy, strlen(h.maxmemory_policy));
-    printf(",\"policy_warning\":%s,\"message\":",
-           h.policy_warning ? "true" : "false");
+    printf(",\"policy_warning\":%s,\"degraded\":%s,\"used_memory\":%llu,"
+           "\"maxmemory\":%llu,\"oom_rejections\":%llu,\"message\":",
+           h.policy_warning ? "true" : "false", h.degraded ? "true" : "false",
+           (unsigned long long)h.used_memory, (unsigned long long)h.maxmemory,
+           (unsigned long long)h.oom_rejections);
     cli_json_str(stdout, h.message, strlen(h.message));
+    /* The message also lists what is only informative (scripts not yet
+     * loaded); the reason is there only when the exit code is not 0. */
+    printf(",\"reason\":");
+    const char *reason = !h.healthy || h.degraded ? h.message : "";
+    cli_json_str(stdout, reason, strlen(reason));
     printf("}\n");
   } else {
-    printf("healthy           %s\n", h.healthy ? "yes" : "no");
+    printf("healthy           %s\n", !h.healthy   ? "no"
+                                     : h.degraded ? "degraded"
+                                                  : "yes");
     printf("ping_ms           %.3f\n", h.ping_ms);
     printf("server_version    %s\n", h.server_version);
     printf("scripts           %d of %d in the script cache\n", h.scripts_loaded,
            h.scripts_total);
     printf("maxmemory_policy  %s%s\n", h.maxmemory_policy,
            h.policy_warning ? " (warning)" : "");
+    if (h.maxmemory > 0)
+      printf("memory            %llu of %llu bytes%s\n",
+             (unsigned long long)h.used_memory, (unsigned long long)h.maxmemory,
+             h.degraded ? " (degraded)" : "");
+    else
+      printf("memory            %llu bytes, no maxmemory\n",
+             (unsigned long long)h.used_memory);
+    printf("oom_rejections    %llu\n", (unsigned long long)h.oom_rejections);
     if (h.message[0] != '\0')
       printf("message           %s\n", h.message);
   }
-  return h.healthy ? EXIT_HIT : EXIT_SERVER;
+  if (!h.healthy)
+    return EXIT_SERVER;
+  return h.degraded ? EXIT_MISS : EXIT_HIT;
 }
 
 const cli_command cli_cmd_health = {"health", "probe the server", run_health,

@@ -37,10 +37,15 @@ static int run_evict_tags(cli *cl, int argc, char **argv) {
     fprintf(stderr, "cachet evict-tags: out of memory\n");
     return EXIT_SERVER;
   }
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0) {
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--json") == 0) {
       json = 1;
-    } else if (is_option(argv[i])) {
+    } else if (opts && is_option(argv[i])) {
       free(tags);
       return cli_usage(&cli_cmd_evict_tags, "unknown option %s", argv[i]);
     } else if (argv[i][0] == '\0') {
@@ -86,12 +91,17 @@ static void help_clear(FILE *o) {
 
 static int run_clear(cli *cl, int argc, char **argv) {
   int json = 0, dry = 0;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--json") == 0)
       json = 1;
-    else if (strcmp(argv[i], "--dry-run") == 0)
+    else if (opts && strcmp(argv[i], "--dry-run") == 0)
       dry = 1;
-    else if (is_option(argv[i]))
+    else if (opts && is_option(argv[i]))
       return cli_usage(&cli_cmd_clear, "unknown option %s", argv[i]);
     else
       return cli_usage(&cli_cmd_clear, "takes no arguments");
@@ -128,10 +138,15 @@ static void help_prune(FILE *o) {
 
 static int run_prune(cli *cl, int argc, char **argv) {
   int json = 0;
+  int opts = 1; /* until "--": then every argument is an operand */
   for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0)
+    if (opts && strcmp(argv[i], "--") == 0) {
+      opts = 0;
+      continue;
+    }
+    if (opts && strcmp(argv[i], "--json") == 0)
       json = 1;
-    else if (is_option(argv[i]))
+    else if (opts && is_option(argv[i]))
       return cli_usage(&cli_cmd_prune, "unknown option %s", argv[i]);
     else
       return cli_usage(&cli_cmd_prune, "takes no arguments");

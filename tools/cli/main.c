@@ -12,9 +12,11 @@
 /* Commands live one group per file. A group that is not linked in simply
  * does not appear (weak references). */
 #define CMDS(XX)                                                               \
-  XX(set) XX(get) XX(del) XX(exists) XX(ttl) XX(evict_tags) XX(clear)          \
-  XX(prune) XX(lock) XX(fetch) XX(stats) XX(health) XX(keygen) XX(inspect)     \
-  XX(import) XX(demo) XX(bench)
+  XX(set)                                                                      \
+  XX(get)                                                                      \
+  XX(del) XX(exists) XX(ttl) XX(evict_tags) XX(clear) XX(prune) XX(lock)       \
+      XX(fetch) XX(stats) XX(health) XX(keygen) XX(inspect) XX(import)         \
+          XX(demo) XX(bench)
 
 #define DECLARE(n) extern const cli_command cli_cmd_##n __attribute__((weak));
 CMDS(DECLARE)
@@ -26,10 +28,9 @@ static const cli_command *const commands[] = {CMDS(ENTRY)};
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *out) {
-  fprintf(out,
-          "usage: cachet [--url URL] [--prefix PREFIX] COMMAND [ARGS...]\n"
-          "       cachet COMMAND --help\n\n"
-          "A Redis-backed application cache.\n\nCommands:\n");
+  fprintf(out, "usage: cachet [--url URL] [--prefix PREFIX] COMMAND [ARGS...]\n"
+               "       cachet COMMAND --help\n\n"
+               "A Redis-backed application cache.\n\nCommands:\n");
   for (size_t i = 0; i < NCOMMANDS; i++)
     if (commands[i] != NULL)
       fprintf(out, "  %-11s %s\n", commands[i]->name, commands[i]->summary);
@@ -81,6 +82,9 @@ int main(int argc, char **argv) {
     } else if (strcmp(a, "--version") == 0) {
       printf("cachet %s\n", CACHET_VERSION_STRING);
       return 0;
+    } else if (strcmp(a, "--") == 0) { /* POSIX: the end of the options */
+      i++;
+      break;
     } else if (a[0] == '-' && a[1] != '\0') {
       fprintf(stderr, "cachet: unknown option %s (try --help)\n", a);
       return EXIT_USAGE;
@@ -125,7 +129,12 @@ cachet *cli_handle(cli *cl, int *exit_code) {
     o.progress = cli_progress;
   int rc = cachet_open(&cl->c, &o);
   if (rc != CACHET_OK) {
-    *exit_code = cli_status(rc, "configuration");
+    /* cachet_open connects nothing: its failures are refusals of the
+     * configuration (exit 2), whatever status says why (ECONFIG, ENOTSUP,
+     * EINVAL), except running out of memory or libsodium. */
+    int code = cli_status(rc, "configuration");
+    *exit_code =
+        rc == CACHET_ENOMEM || rc == CACHET_EINTERNAL ? code : EXIT_USAGE;
     return NULL;
   }
   return cl->c;
@@ -190,62 +199,160 @@ int cli_is_help(const char *arg) {
   return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
 }
 
-static int read_stream(FILE *f, char **buf, size_t *len) {
-  size_t cap = 4096, n = 0;
+/* Read at most `max` bytes: the buffer grows by doubling but never past
+ * max + 1, the one byte that tells an input too large from one that fits,
+ * so an endless source costs a bounded amount of memory. */
+int cli_read_stream(FILE *f, size_t max, char **buf, size_t *len) {
+  size_t cap = max < 4096 ? max + 1 : 4096, n = 0;
   char *b = malloc(cap);
   if (b == NULL)
-    return -1;
+    return CLI_READ_ERROR;
   for (;;) {
     if (n == cap) {
-      char *nb = realloc(b, cap * 2);
+      if (n > max) {
+        free(b);
+        return CLI_READ_TOO_LARGE;
+      }
+      size_t ncap = cap > (max + 1) / 2 ? max + 1 : cap * 2;
+      char *nb = realloc(b, ncap);
       if (nb == NULL) {
         free(b);
-        return -1;
+        return CLI_READ_ERROR;
       }
       b = nb;
-      cap *= 2;
+      cap = ncap;
     }
     size_t r = fread(b + n, 1, cap - n, f);
     n += r;
     if (r == 0) {
       if (ferror(f)) {
         free(b);
-        return -1;
+        return CLI_READ_ERROR;
       }
       break;
     }
+  }
+  if (n > max) {
+    free(b);
+    return CLI_READ_TOO_LARGE;
   }
   *buf = b;
   *len = n;
   return 0;
 }
 
-int cli_read_stdin(char **buf, size_t *len) { return read_stream(stdin, buf, len); }
+int cli_read_stdin(size_t max, char **buf, size_t *len) {
+  return cli_read_stream(stdin, max, buf, len);
+}
 
-int cli_read_file(const char *path, char **buf, size_t *len) {
+int cli_read_file(const char *path, size_t max, char **buf, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (f == NULL)
-    return -1;
-  int rc = read_stream(f, buf, len);
+    return CLI_READ_ERROR;
+  int rc = cli_read_stream(f, max, buf, len);
   fclose(f);
   return rc;
 }
 
+/* The length of the UTF-8 sequence at p (at most n bytes), or 0 when it
+ * is not one: RFC 3629, so no overlong forms, no surrogates, nothing above
+ * U+10FFFF. */
+static size_t utf8_seq(const unsigned char *p, size_t n) {
+  unsigned char c = p[0];
+  if (c < 0x80)
+    return 1;
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xbf;
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3;
+    if (c == 0xe0)
+      lo = 0xa0;
+    else if (c == 0xed)
+      hi = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4;
+    if (c == 0xf0)
+      lo = 0x90;
+    else if (c == 0xf4)
+      hi = 0x8f;
+  } else {
+    return 0;
+  }
+  if (n < len || p[1] < lo || p[1] > hi)
+    return 0;
+  for (size_t i = 2; i < len; i++)
+    if (p[i] < 0x80 || p[i] > 0xbf)
+      return 0;
+  return len;
+}
+
+int cli_utf8_valid(const void *s, size_t len) {
+  const unsigned char *p = s;
+  for (size_t i = 0; i < len;) {
+    size_t l = utf8_seq(p + i, len - i);
+    if (l == 0)
+      return 0;
+    i += l;
+  }
+  return 1;
+}
+
+/* A JSON string: UTF-8 as itself, with JSON's required escapes; a byte
+ * that starts no valid sequence becomes U+FFFD, so the output is always
+ * valid JSON (cli_json_bytes is the exact form). */
 void cli_json_str(FILE *out, const void *s, size_t len) {
   const unsigned char *p = s;
   fputc('"', out);
-  for (size_t i = 0; i < len; i++) {
+  for (size_t i = 0; i < len;) {
     unsigned char ch = p[i];
-    if (ch == '"' || ch == '\\')
-      fprintf(out, "\\%c", ch);
-    else if (ch == '\n')
-      fputs("\\n", out);
-    else if (ch == '\t')
-      fputs("\\t", out);
-    else if (ch < 0x20 || ch >= 0x7f)
-      fprintf(out, "\\u%04x", ch);
-    else
-      fputc(ch, out);
+    size_t l = utf8_seq(p + i, len - i);
+    if (l == 0) {
+      fputs("\\ufffd", out);
+      i++;
+    } else if (l > 1) {
+      fwrite(p + i, 1, l, out);
+      i += l;
+    } else {
+      if (ch == '"' || ch == '\\')
+        fprintf(out, "\\%c", ch);
+      else if (ch == '\n')
+        fputs("\\n", out);
+      else if (ch == '\t')
+        fputs("\\t", out);
+      else if (ch == '\r')
+        fputs("\\r", out);
+      else if (ch < 0x20 || ch == 0x7f)
+        fprintf(out, "\\u%04x", ch);
+      else
+        fputc(ch, out);
+      i++;
+    }
+  }
+  fputc('"', out);
+}
+
+void cli_json_bytes(FILE *out, const char *name, const void *s, size_t len) {
+  if (cli_utf8_valid(s, len)) {
+    fprintf(out, "\"%s\":", name);
+    cli_json_str(out, s, len);
+    return;
+  }
+  static const char b64[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const unsigned char *p = s;
+  fprintf(out, "\"%s_b64\":\"", name);
+  for (size_t i = 0; i < len; i += 3) {
+    uint32_t v = (uint32_t)p[i] << 16;
+    if (i + 1 < len)
+      v |= (uint32_t)p[i + 1] << 8;
+    if (i + 2 < len)
+      v |= p[i + 2];
+    char q[4] = {b64[v >> 18], b64[(v >> 12) & 63],
+                 i + 1 < len ? b64[(v >> 6) & 63] : '=',
+                 i + 2 < len ? b64[v & 63] : '='};
+    fwrite(q, 1, 4, out);
   }
   fputc('"', out);
 }

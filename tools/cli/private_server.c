@@ -7,6 +7,7 @@
  * (it also removes the dir), and cli_private_server_stop the normal path. */
 #include "private_server.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -83,7 +84,7 @@ static const char *find_server(char *buf, size_t buflen) {
 
 static void remove_dir(const char *dir) {
   static const char *const files[] = {"redis.sock", "redis.log", "dump.rdb",
-                                      "appendonly.aof"};
+                                      "appendonly.aof", "owner.pid"};
   char path[300];
   for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
     int n = snprintf(path, sizeof path, "%s/%s", dir, files[i]);
@@ -121,16 +122,67 @@ static int answers_ping(const char *sock) {
   return ok;
 }
 
+/*
+ * Is dir (a cachet-server-* dir of ours) left behind by a demo that was
+ * killed with SIGKILL, so that nothing could remove it? Its owner.pid names
+ * the CLI process that made it, and its server died with that process
+ * (PDEATHSIG). A dir without the file (an older cachet, or one being made
+ * right now) counts only when it is a minute old and its socket refuses.
+ */
+static int stale(const char *dir, const struct stat *st) {
+  char path[320];
+  snprintf(path, sizeof path, "%s/owner.pid", dir);
+  FILE *f = fopen(path, "r");
+  if (f != NULL) {
+    long pid = 0;
+    int got = fscanf(f, "%ld", &pid);
+    fclose(f);
+    return got == 1 && pid > 0 && kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+  }
+  snprintf(path, sizeof path, "%s/redis.sock", dir);
+  return time(NULL) - st->st_mtime > 60 && !answers_ping(path);
+}
+
+/* Remove the stale dirs of earlier demos in tmp: only our own
+ * cachet-server-* directories, and only the files a private server makes
+ * (rmdir leaves anything else alone). */
+static void sweep_stale(const char *tmp) {
+  DIR *d = opendir(tmp);
+  if (d == NULL)
+    return;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (strncmp(e->d_name, "cachet-server-", 14) != 0 ||
+        strlen(e->d_name) != 20)
+      continue;
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/%s", tmp, e->d_name);
+    struct stat st;
+    if (lstat(dir, &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == geteuid() &&
+        stale(dir, &st))
+      remove_dir(dir);
+  }
+  closedir(d);
+}
+
 static int start(cli_private_server *s, const char *bin, const char *who) {
   const char *tmp = getenv("TMPDIR");
   if (tmp == NULL || tmp[0] == '\0' || strlen(tmp) > 80)
     tmp = "/tmp"; /* a unix socket path must fit in 108 bytes */
+  sweep_stale(tmp);
   snprintf(s->dir, sizeof s->dir, "%s/cachet-server-XXXXXX", tmp);
   if (mkdtemp(s->dir) == NULL) {
     fprintf(stderr, "cachet %s: cannot create a temp dir in %s: %s\n", who, tmp,
             strerror(errno));
     s->dir[0] = '\0';
     return EXIT_SERVER;
+  }
+  char owner[260];
+  snprintf(owner, sizeof owner, "%s/owner.pid", s->dir);
+  FILE *of = fopen(owner, "w");
+  if (of != NULL) {
+    fprintf(of, "%ld\n", (long)getpid());
+    fclose(of);
   }
   snprintf(s->sock, sizeof s->sock, "%s/redis.sock", s->dir);
   snprintf(s->url, sizeof s->url, "unix://%s", s->sock);
