@@ -33,7 +33,7 @@
 #include "conn.h"
 #include "crc16.h"
 #include "error.h"
-#include "lock.h"
+#include "clock.h"
 
 #define MAX_NODES 1024
 #define REDIRECTS 16
@@ -556,7 +556,7 @@ static int hold(cachet_cluster_session *s, int idx, int *h) {
  */
 static int exec(cachet_cluster_session *s, int slot, int node_idx, int asking,
                 int argc, const char **argv, const size_t *lens,
-                redisReply **out) {
+                redisReply **out, int raw) {
   cachet_cluster *cl = s->cl;
   int64_t deadline = cachet_mono_ms() + cl->c->cfg.timeout_ms;
   int64_t step = BACKOFF_MIN_MS;
@@ -617,8 +617,12 @@ static int exec(cachet_cluster_session *s, int slot, int node_idx, int asking,
       *out = r;
       return CACHET_OK;
     }
-    if (kind == R_NONE || (slot < 0 && (kind == R_MOVED || kind == R_ASK)))
-      return cachet_node_error(r);
+    if (kind == R_NONE || (slot < 0 && (kind == R_MOVED || kind == R_ASK))) {
+      if (!raw)
+        return cachet_node_error(r);
+      *out = r;
+      return CACHET_OK;
+    }
     if (kind == R_MOVED || kind == R_ASK) {
       if (++redirects > REDIRECTS)
         return cachet_node_error(r);
@@ -652,7 +656,7 @@ int cachet_cluster_command(cachet_cluster_session *s, int argc,
                            const char **argv, const size_t *lens,
                            redisReply **out) {
   int slot = command_slot(argc, argv, lens);
-  return exec(s, slot, -1, 0, argc, argv, lens, out);
+  return exec(s, slot, -1, 0, argc, argv, lens, out, 0);
 }
 
 /* Copy a command into one allocation, for a possible retry. */
@@ -682,8 +686,25 @@ static int queue_copy(queued *e, int argc, const char **argv,
   return CACHET_OK;
 }
 
+static int append_at(cachet_cluster_session *s, int node, int argc,
+                     const char **argv, const size_t *lens);
+
 int cachet_cluster_append(cachet_cluster_session *s, int argc,
                           const char **argv, const size_t *lens) {
+  return append_at(s, -1, argc, argv, lens);
+}
+
+int cachet_cluster_append_node(cachet_cluster_session *s, int node, int argc,
+                               const char **argv, const size_t *lens) {
+  if (node < 0 || node >= s->nsnap)
+    return cachet_fail(CACHET_EINTERNAL, "no cluster node %d", node);
+  return append_at(s, s->snap[node], argc, argv, lens);
+}
+
+/* Queue a command routed by its key (node < 0) or for cluster node `node`,
+ * which then never follows a redirection. */
+static int append_at(cachet_cluster_session *s, int node, int argc,
+                     const char **argv, const size_t *lens) {
   if (s->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
   if (s->qlen == s->qcap) {
@@ -697,15 +718,15 @@ int cachet_cluster_append(cachet_cluster_session *s, int argc,
   queued *e = &s->q[s->qlen];
   memset(e, 0, sizeof *e);
   e->h = -1;
-  e->slot = command_slot(argc, argv, lens);
+  e->slot = node < 0 ? command_slot(argc, argv, lens) : -1;
   int rc = queue_copy(e, argc, argv, lens);
   if (rc != CACHET_OK)
     return rc;
   s->qlen++;
   /* A node that cannot be reached fails this command's reply, not the
    * pipeline: the other nodes' commands still run. */
-  int idx, h;
-  if ((rc = route(s->cl, e->slot, &idx)) == CACHET_OK &&
+  int idx = node, h;
+  if ((node >= 0 || (rc = route(s->cl, e->slot, &idx)) == CACHET_OK) &&
       (rc = hold(s, idx, &h)) == CACHET_OK &&
       (rc = cachet_node_append(s->held[h].cn, argc, argv, lens)) == CACHET_OK) {
     e->h = h;
@@ -721,7 +742,8 @@ int cachet_cluster_append(cachet_cluster_session *s, int argc,
   return CACHET_OK;
 }
 
-int cachet_cluster_read(cachet_cluster_session *s, redisReply **out) {
+int cachet_cluster_read(cachet_cluster_session *s, redisReply **out,
+                        int raw) {
   *out = NULL;
   if (s->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
@@ -751,7 +773,10 @@ int cachet_cluster_read(cachet_cluster_session *s, redisReply **out) {
         *out = r;
       } else if (kind == R_NONE ||
                  (e->slot < 0 && (kind == R_MOVED || kind == R_ASK))) {
-        rc = cachet_node_error(r);
+        if (raw)
+          *out = r;
+        else
+          rc = cachet_node_error(r);
       } else {
         /* Redirected or refused for now: retry this one command alone. */
         int target = -1;
@@ -762,7 +787,7 @@ int cachet_cluster_read(cachet_cluster_session *s, redisReply **out) {
         freeReplyObject(r);
         if (rc == CACHET_OK)
           rc = exec(s, e->slot, kind == R_ASK ? target : -1, kind == R_ASK,
-                    e->argc, e->argv, e->lens, out);
+                    e->argc, e->argv, e->lens, out, raw);
       }
     }
   }
@@ -795,7 +820,7 @@ int cachet_cluster_command_node(cachet_cluster_session *s, int node, int argc,
     *out = NULL;
     return cachet_fail(CACHET_EINTERNAL, "no cluster node %d", node);
   }
-  return exec(s, -1, s->snap[node], 0, argc, argv, lens, out);
+  return exec(s, -1, s->snap[node], 0, argc, argv, lens, out, 0);
 }
 
 const char *cachet_cluster_node_name(cachet_cluster_session *s, int node) {
@@ -809,5 +834,15 @@ int cachet_cluster_command_last(cachet_cluster_session *s, int argc,
                                 redisReply **out) {
   if (s->last < 0)
     return cachet_cluster_command(s, argc, argv, lens, out);
-  return exec(s, -1, s->last, 0, argc, argv, lens, out);
+  return exec(s, -1, s->last, 0, argc, argv, lens, out, 0);
+}
+
+int cachet_cluster_last(const cachet_cluster_session *s) { return s->last; }
+
+int cachet_cluster_command_at(cachet_cluster_session *s, int node, int argc,
+                              const char **argv, const size_t *lens,
+                              redisReply **out) {
+  if (node < 0)
+    return cachet_cluster_command(s, argc, argv, lens, out);
+  return exec(s, -1, node, 0, argc, argv, lens, out, 0);
 }

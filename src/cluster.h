@@ -37,7 +37,15 @@ int cachet_cluster_command(cachet_cluster_session *s, int argc,
                            redisReply **out);
 int cachet_cluster_append(cachet_cluster_session *s, int argc,
                           const char **argv, const size_t *lens);
-int cachet_cluster_read(cachet_cluster_session *s, redisReply **out);
+int cachet_cluster_append_node(cachet_cluster_session *s, int node, int argc,
+                               const char **argv, const size_t *lens);
+/* raw: error replies other than redirections come back as replies. */
+int cachet_cluster_read(cachet_cluster_session *s, redisReply **out, int raw);
+/* The cluster node of the last reply (-1 none), and a command to it. */
+int cachet_cluster_last(const cachet_cluster_session *s);
+int cachet_cluster_command_at(cachet_cluster_session *s, int node, int argc,
+                              const char **argv, const size_t *lens,
+                              redisReply **out);
 
 /* The per-node API of conn.h. */
 int cachet_cluster_nodes(cachet_cluster_session *s);

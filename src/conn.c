@@ -609,8 +609,35 @@ int cachet_conn_append(cachet_conn *cn, int argc, const char **argv,
 
 int cachet_conn_read(cachet_conn *cn, redisReply **out) {
   if (cn->sess != NULL)
-    return cachet_cluster_read(cn->sess, out);
+    return cachet_cluster_read(cn->sess, out, 0);
   return read_one(cn, out, 0);
+}
+
+int cachet_conn_read_raw(cachet_conn *cn, redisReply **out) {
+  if (cn->sess != NULL)
+    return cachet_cluster_read(cn->sess, out, 1);
+  return read_one(cn, out, 1);
+}
+
+int cachet_conn_append_node(cachet_conn *cn, int node, int argc,
+                            const char **argv, const size_t *lens) {
+  if (cn->sess != NULL)
+    return cachet_cluster_append_node(cn->sess, node, argc, argv, lens);
+  if (node != 0)
+    return cachet_fail(CACHET_EINTERNAL, "no node %d on a single server", node);
+  return append(cn, argc, argv, lens);
+}
+
+int cachet_conn_last_node(const cachet_conn *cn) {
+  return cn->sess != NULL ? cachet_cluster_last(cn->sess) : 0;
+}
+
+int cachet_conn_command_at(cachet_conn *cn, int node, int argc,
+                           const char **argv, const size_t *lens,
+                           redisReply **out) {
+  if (cn->sess != NULL)
+    return cachet_cluster_command_at(cn->sess, node, argc, argv, lens, out);
+  return exchange(cn, argc, argv, lens, out, 0);
 }
 
 int cachet_node_command(cachet_conn *cn, int argc, const char **argv,

@@ -39,6 +39,20 @@ int cachet_conn_command(cachet_conn *cn, int argc, const char **argv,
 int cachet_conn_append(cachet_conn *cn, int argc, const char **argv,
                        const size_t *lens);
 int cachet_conn_read(cachet_conn *cn, redisReply **out);
+/* As cachet_conn_read, but an error reply is CACHET_OK with the reply (a
+ * cluster still follows MOVED, ASK, TRYAGAIN and CLUSTERDOWN). */
+int cachet_conn_read_raw(cachet_conn *cn, redisReply **out);
+/* Append a command for master `node` of the last cachet_conn_nodes
+ * snapshot (0 on a single server), without routing or redirection. */
+int cachet_conn_append_node(cachet_conn *cn, int node, int argc,
+                            const char **argv, const size_t *lens);
+/* Which node gave the last reply (an id for cachet_conn_command_at), and a
+ * command sent there: the script registry loads a script where NOSCRIPT was
+ * said. */
+int cachet_conn_last_node(const cachet_conn *cn);
+int cachet_conn_command_at(cachet_conn *cn, int node, int argc,
+                           const char **argv, const size_t *lens,
+                           redisReply **out);
 
 /* Send as much of hiredis's output buffer as the socket takes, with
  * send(MSG_NOSIGNAL) so that a closed connection raises no SIGPIPE, and drop

@@ -8,6 +8,31 @@
 #include "envelope.h"
 #include "error.h"
 #include "keys.h"
+#include "op_entry.h"
+#include "run.h"
+
+int cachet_write_entry(cachet *c, const void *key, size_t keylen,
+                       const void *val, size_t len, int64_t ttl_ms,
+                       const char *const *tags, size_t ntags) {
+  cachet_op_entry x;
+  int rc =
+      cachet_op_entry_write(&x, c, key, keylen, val, len, ttl_ms, tags, ntags);
+  if (rc != CACHET_OK)
+    return rc;
+  rc = cachet_run(c, &x.op);
+  x.op.k->free(&x.op);
+  return rc;
+}
+
+int cachet_delete_entry(cachet *c, const void *key, size_t keylen) {
+  cachet_op_entry x;
+  int rc = cachet_op_entry_delete(&x, c, key, keylen);
+  if (rc != CACHET_OK)
+    return rc;
+  rc = cachet_run(c, &x.op);
+  x.op.k->free(&x.op);
+  return rc;
+}
 
 /* Run one plain command against the value key of `key`. */
 static int value_command(cachet *c, const char *cmd, const void *key,
@@ -77,14 +102,9 @@ int cachet_set_tags(cachet *c, const void *key, size_t keylen, const void *val,
   if (val == NULL && len > 0)
     return cachet_result(
         c, cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", len));
-  cachet_conn *cn;
-  rc = cachet_conn_acquire(c, &cn);
-  if (rc != CACHET_OK)
-    return cachet_result(c, rc);
-  rc = cachet_entry_write(c, cn, key, keylen, val == NULL ? "" : val, len,
-                          ttl_ms, tags, ntags);
-  cachet_conn_release(c, cn);
-  return cachet_result(c, rc);
+  return cachet_result(c, cachet_write_entry(c, key, keylen,
+                                             val == NULL ? "" : val, len,
+                                             ttl_ms, tags, ntags));
 }
 
 int cachet_set(cachet *c, const void *key, size_t keylen, const void *val,
@@ -97,13 +117,7 @@ int cachet_delete(cachet *c, const void *key, size_t keylen) {
   int rc = cachet_check_key(c, key, keylen);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
-  cachet_conn *cn;
-  rc = cachet_conn_acquire(c, &cn);
-  if (rc != CACHET_OK)
-    return cachet_result(c, rc);
-  rc = cachet_entry_delete(c, cn, key, keylen);
-  cachet_conn_release(c, cn);
-  return cachet_result(c, rc);
+  return cachet_result(c, cachet_delete_entry(c, key, keylen));
 }
 
 int cachet_exists(cachet *c, const void *key, size_t keylen) {

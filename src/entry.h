@@ -75,6 +75,14 @@ int cachet_entry_untag(cachet *c, cachet_conn *cn, const void *key,
  * untag script names them through retag instead. */
 size_t cachet_reply_tags(const redisReply *r, const char **names, size_t cap);
 
+/* One entry machine (op_entry.h) run to its end on the calling thread:
+ * the write of cachet_set_tags (arguments checked already) and the delete
+ * of cachet_delete (CACHET_OK existed, CACHET_MISS not). */
+int cachet_write_entry(cachet *c, const void *key, size_t keylen,
+                       const void *val, size_t len, int64_t ttl_ms,
+                       const char *const *tags, size_t ntags);
+int cachet_delete_entry(cachet *c, const void *key, size_t keylen);
+
 /* Delete the entry and its memberships. CACHET_OK existed, CACHET_MISS
  * not. */
 int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,

@@ -73,18 +73,6 @@ int cachet_result(cachet *c, int status) {
   return status;
 }
 
-int64_t cachet_now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-int64_t cachet_mono_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void cachet_log(const cachet *c, int level, const char *fmt, ...) {
   if (c->log == NULL)
     return;

@@ -3,6 +3,7 @@
 #define CACHET_HANDLE_H
 
 #include "cachet.h"
+#include "clock.h"
 #include "config.h"
 #include "keyring.h"
 #include "metrics.h"
@@ -28,10 +29,6 @@ struct cachet {
  * public entry points end with `return cachet_result(c, st)`. */
 int cachet_result(cachet *c, int status);
 
-/* Unix time in milliseconds (CLOCK_REALTIME), for envelope timestamps. */
-int64_t cachet_now_ms(void);
-/* Monotonic milliseconds, for deadlines. */
-int64_t cachet_mono_ms(void);
 
 /* Log through the user's sink, if any. */
 void cachet_log(const cachet *c, int level, const char *fmt, ...)

@@ -16,18 +16,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "conn.h"
 #include "error.h"
 #include "keys.h"
-#include "script.h"
+#include "op_lock.h"
+#include "run.h"
 #include "sodium_once.h"
-
-/* Backoff between attempts: the first wait is about BACKOFF_MIN_MS, each
- * one doubles, up to BACKOFF_MAX_MS. Short at first so that a lock held
- * briefly is taken quickly; capped so that a waiter still notices a release
- * within a fraction of a second. */
-#define BACKOFF_MIN_MS 2
-#define BACKOFF_MAX_MS 128
 
 int cachet_lock_new(char kind, const void *name, size_t namelen,
                     cachet_lock **out) {
@@ -62,146 +55,23 @@ void cachet_lock_free(cachet_lock *lock) {
   free(lock);
 }
 
-int64_t cachet_jitter_ms(int64_t step) {
-  if (step < 2)
-    return 1;
-  if (step > (int64_t)UINT32_MAX)
-    step = (int64_t)UINT32_MAX;
-  int64_t half = step / 2;
-  return half + (int64_t)randombytes_uniform((uint32_t)(step - half + 1));
-}
-
-void cachet_sleep_until(int64_t ms, int64_t deadline_ms) {
-  int64_t now = cachet_mono_ms();
-  int64_t until = ms > deadline_ms - now ? deadline_ms : now + ms;
-  while (now < until) {
-    int64_t left = until - now;
-    struct timespec ts = {(time_t)(left / 1000),
-                          (long)(left % 1000) * 1000000L};
-    if (nanosleep(&ts, NULL) == 0)
-      break;
-    if (errno != EINTR)
-      break;
-    now = cachet_mono_ms();
-  }
-}
-
-/* The lock key (and, for a user lock, its fencing counter) of `lk`. Both
- * are in the bucket of the name, hence one hash slot. */
-static int lock_keys(const cachet *c, const cachet_lock *lk, cachet_key *lkey,
-                     cachet_key *fkey) {
-  unsigned bucket = cachet_bucket(lk->name, lk->namelen);
-  int rc = cachet_key_build(c, lkey, lk->kind, bucket, lk->name, lk->namelen);
-  if (rc != CACHET_OK || fkey == NULL)
-    return rc;
-  rc = cachet_key_build(c, fkey, CACHET_KIND_FENCE, bucket, lk->name,
-                        lk->namelen);
-  if (rc != CACHET_OK)
-    cachet_key_free(lkey);
-  return rc;
-}
-
-int cachet_lock_try(cachet *c, cachet_lock *lk, int64_t ttl_ms,
-                    int64_t *holder_pttl) {
-  cachet_key lkey = {0}, fkey = {0};
-  int fenced = lk->kind == CACHET_KIND_LOCK;
-  if (holder_pttl != NULL)
-    *holder_pttl = 0;
-  int rc = lock_keys(c, lk, &lkey, fenced ? &fkey : NULL);
-  if (rc != CACHET_OK)
-    return rc;
-  cachet_conn *cn;
-  rc = cachet_conn_acquire(c, &cn);
-  if (rc != CACHET_OK)
-    goto done;
-
-  char ttl[24];
-  int ttll = snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  const char *args[4];
-  size_t lens[4];
-  int n = 0;
-  args[n] = lkey.buf;
-  lens[n++] = lkey.len;
-  if (fenced) {
-    args[n] = fkey.buf;
-    lens[n++] = fkey.len;
-  }
-  int nkeys = n;
-  args[n] = lk->token;
-  lens[n++] = CACHET_LOCK_TOKEN_HEXLEN;
-  args[n] = ttl;
-  lens[n++] = (size_t)ttll;
-
-  redisReply *r = NULL;
-  rc = cachet_script_run(c, cn, CACHET_SCRIPT_LOCK_ACQUIRE, nkeys, n, args,
-                         lens, &r);
-  if (rc == CACHET_OK) {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_INTEGER ||
-        r->element[1]->type != REDIS_REPLY_INTEGER) {
-      cachet_conn_break(cn);
-      rc = cachet_fail(CACHET_EPROTO, "lock_acquire: unexpected reply");
-    } else if (r->element[0]->integer == 1) {
-      lk->fence = (uint64_t)r->element[1]->integer;
-    } else {
-      if (holder_pttl != NULL)
-        *holder_pttl = r->element[1]->integer;
-      rc = CACHET_NOT_ACQUIRED;
-    }
-    freeReplyObject(r);
-  }
-  cachet_conn_release(c, cn);
-done:
-  cachet_key_free(&lkey);
-  cachet_key_free(&fkey);
-  return rc;
-}
-
-/* Run lock_release or lock_extend and map its 1 / 0 / -1. */
-static int owner_op(cachet *c, const cachet_lock *lk, cachet_script_id id,
-                    int64_t ttl_ms) {
-  cachet_key lkey = {0};
-  int rc = lock_keys(c, lk, &lkey, NULL);
-  if (rc != CACHET_OK)
-    return rc;
-  cachet_conn *cn;
-  rc = cachet_conn_acquire(c, &cn);
-  if (rc != CACHET_OK) {
-    cachet_key_free(&lkey);
-    return rc;
-  }
-  char ttl[24];
-  int ttll = snprintf(ttl, sizeof ttl, "%lld", (long long)ttl_ms);
-  const char *args[3] = {lkey.buf, lk->token, ttl};
-  size_t lens[3] = {lkey.len, CACHET_LOCK_TOKEN_HEXLEN, (size_t)ttll};
-  int nargs = id == CACHET_SCRIPT_LOCK_EXTEND ? 3 : 2;
-  redisReply *r = NULL;
-  rc = cachet_script_run(c, cn, id, 1, nargs, args, lens, &r);
-  if (rc == CACHET_OK) {
-    if (r->type != REDIS_REPLY_INTEGER || r->integer < -1 || r->integer > 1) {
-      cachet_conn_break(cn);
-      rc = cachet_fail(CACHET_EPROTO, "%s: unexpected reply",
-                       cachet_scripts[id].name);
-    } else if (r->integer == 1) {
-      rc = CACHET_OK;
-    } else if (r->integer == 0) {
-      rc = CACHET_LOCK_EXPIRED;
-    } else {
-      rc = CACHET_LOCK_NOT_OWNER;
-    }
-    freeReplyObject(r);
-  }
-  cachet_conn_release(c, cn);
-  cachet_key_free(&lkey);
+/* One lock machine, run to its end. */
+static int run_lock(cachet *c, int mode, const cachet_lock *lk, int64_t ttl_ms,
+                    int64_t wait_ms) {
+  cachet_op_lock x;
+  /* Release and extend only read the lock; acquire sets its fence. */
+  cachet_op_lock_init(&x, c, mode, (cachet_lock *)lk, ttl_ms, wait_ms);
+  int rc = cachet_run(c, &x.op);
+  x.op.k->free(&x.op);
   return rc;
 }
 
 int cachet_lock_unlock(cachet *c, const cachet_lock *lk) {
-  return owner_op(c, lk, CACHET_SCRIPT_LOCK_RELEASE, 0);
+  return run_lock(c, CACHET_LOCK_RELEASE, lk, 0, 0);
 }
 
 int cachet_lock_renew(cachet *c, const cachet_lock *lk, int64_t ttl_ms) {
-  return owner_op(c, lk, CACHET_SCRIPT_LOCK_EXTEND, ttl_ms);
+  return run_lock(c, CACHET_LOCK_EXTEND, lk, ttl_ms, 0);
 }
 
 static int check_name(const cachet *c, const char *name, size_t *len) {
@@ -224,13 +94,9 @@ static int check_ttl(int64_t ttl_ms) {
   return CACHET_OK;
 }
 
-/*
- * Attempts until the lock is ours or the deadline passes. The holder's PTTL,
- * which each failed attempt returns, caps the next sleep: there is no point
- * sleeping longer than the lock has to live. The last sleep ends at the
- * deadline and is followed by one more attempt, so a lock that frees up
- * exactly then is still taken.
- */
+/* The wait is the machine's (op_lock.c): jittered backoff, each sleep
+ * capped by the holder's remaining TTL and the deadline, one last attempt at
+ * the deadline. */
 int cachet_lock_acquire(cachet *c, const char *name, int64_t ttl_ms,
                         int64_t wait_ms, cachet_lock **out) {
   *out = NULL;
@@ -247,40 +113,11 @@ int cachet_lock_acquire(cachet *c, const char *name, int64_t ttl_ms,
   cachet_lock *lk;
   if ((rc = cachet_lock_new(CACHET_KIND_LOCK, name, len, &lk)) != CACHET_OK)
     return cachet_result(c, rc);
-
-  int64_t start = cachet_mono_ms();
-  int64_t deadline = wait_ms > INT64_MAX - start ? INT64_MAX : start + wait_ms;
-  int64_t step = BACKOFF_MIN_MS;
-  int contended = 0;
-  for (;;) {
-    int64_t pttl = 0;
-    rc = cachet_lock_try(c, lk, ttl_ms, &pttl);
-    if (rc == CACHET_OK) {
-      CACHET_COUNT(c, lock_acquisitions, 1);
-      *out = lk;
-      return CACHET_OK;
-    }
-    if (rc != CACHET_NOT_ACQUIRED)
-      break;
-    if (!contended) {
-      contended = 1;
-      CACHET_COUNT(c, lock_contentions, 1);
-    }
-    int64_t now = cachet_mono_ms();
-    if (now >= deadline) {
-      rc = cachet_fail(CACHET_NOT_ACQUIRED,
-                       "lock \"%s\" is held by another owner (waited %lld ms)",
-                       name, (long long)(now - start));
-      break;
-    }
-    int64_t delay = cachet_jitter_ms(step);
-    if (pttl > 0 && pttl + 1 < delay)
-      delay = pttl + 1;
-    cachet_sleep_until(delay, deadline);
-    if (step < BACKOFF_MAX_MS)
-      step *= 2;
-  }
-  cachet_lock_free(lk);
+  rc = run_lock(c, CACHET_LOCK_ACQUIRE, lk, ttl_ms, wait_ms);
+  if (rc == CACHET_OK)
+    *out = lk;
+  else
+    cachet_lock_free(lk);
   return cachet_result(c, rc);
 }
 

@@ -35,27 +35,10 @@ struct cachet_lock {
 int cachet_lock_new(char kind, const void *name, size_t namelen,
                     cachet_lock **out);
 
-/*
- * One attempt to take `lk` for ttl_ms (> 0) with its token, over a pooled
- * connection borrowed for the call. CACHET_OK: taken, lk->fence is set.
- * CACHET_NOT_ACQUIRED: held by someone else; *holder_pttl (if not NULL) is
- * the holder's remaining TTL in ms, 0 if unknown. Or an error.
- */
-int cachet_lock_try(cachet *c, cachet_lock *lk, int64_t ttl_ms,
-                    int64_t *holder_pttl);
-
 /* Release / extend with the outcomes of the public calls (OK,
  * LOCK_EXPIRED, LOCK_NOT_OWNER) or an error. Neither counts the error in
  * the metrics nor clears the detail: the public callers do that. */
 int cachet_lock_unlock(cachet *c, const cachet_lock *lk);
 int cachet_lock_renew(cachet *c, const cachet_lock *lk, int64_t ttl_ms);
-
-/* Sleep for `ms` milliseconds (resuming after signals), but never past the
- * monotonic `deadline_ms`. */
-void cachet_sleep_until(int64_t ms, int64_t deadline_ms);
-
-/* A jittered backoff: a uniformly random delay in [step/2, step] ms, at
- * least 1. */
-int64_t cachet_jitter_ms(int64_t step);
 
 #endif

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "conn.h"
 #include "entry.h"
 #include "error.h"
 
@@ -22,25 +21,8 @@
  * write used may be broken (it is closed when returned, and the borrow
  * reconnects). Returns the delete's status; MISS counts as done. */
 static int remove_entry(cachet *c, const void *key, size_t keylen) {
-  cachet_conn *cn;
-  int rc = cachet_conn_acquire(c, &cn);
-  if (rc != CACHET_OK)
-    return rc;
-  rc = cachet_entry_delete(c, cn, key, keylen);
-  cachet_conn_release(c, cn);
+  int rc = cachet_delete_entry(c, key, keylen);
   return rc == CACHET_MISS ? CACHET_OK : rc;
-}
-
-static int write_entry(cachet *c, const void *key, size_t keylen,
-                       const void *val, size_t len, int64_t ttl_ms,
-                       const char *const *tags, size_t ntags) {
-  cachet_conn *cn;
-  int rc = cachet_conn_acquire(c, &cn);
-  if (rc != CACHET_OK)
-    return rc;
-  rc = cachet_entry_write(c, cn, key, keylen, val, len, ttl_ms, tags, ntags);
-  cachet_conn_release(c, cn);
-  return rc;
 }
 
 static int check_args(cachet *c, const void *key, size_t keylen,
@@ -73,7 +55,7 @@ int cachet_write_through(cachet *c, const void *key, size_t keylen,
                        "write-through: writer returned %d; nothing was "
                        "cached",
                        wrc));
-  rc = write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  rc = cachet_write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags);
   if (rc == CACHET_OK)
     return CACHET_OK;
 
@@ -108,7 +90,7 @@ int cachet_write_behind(cachet *c, const void *key, size_t keylen,
     return cachet_result(c, rc);
   if (val == NULL)
     val = "";
-  rc = write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  rc = cachet_write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
   int wrc = writer(ud, key, keylen, val, len);

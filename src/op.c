@@ -1,0 +1,251 @@
+/* The machines' shared pieces: the command builder and the readers of
+ * outcomes (op.h). */
+#include "op.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "entry.h"
+#include "error.h"
+
+static int grow(void **p, size_t *cap, size_t need, size_t size) {
+  if (need <= *cap)
+    return 0;
+  size_t n = *cap ? *cap : 16;
+  while (n < need)
+    n *= 2;
+  void *q = realloc(*p, n * size);
+  if (q == NULL)
+    return -1;
+  *p = q;
+  *cap = n;
+  return 0;
+}
+
+void cachet_cmds_start(cachet_cmds *b, int node) {
+  if (b->oom)
+    return;
+  if (grow((void **)&b->cmd, &b->cap, b->n + 1, sizeof *b->cmd) != 0) {
+    b->oom = 1;
+    return;
+  }
+  /* argv is an offset until cachet_cmds_send: the array may move. */
+  b->cmd[b->n++] =
+      (cachet_cmd){0, (const char **)(uintptr_t)b->nargs, NULL, node, -1};
+}
+
+/* argv, lens and own grow together; acap is what all three hold. */
+static int grow_args(cachet_cmds *b) {
+  if (b->nargs < b->acap)
+    return 0;
+  size_t n = b->acap ? b->acap * 2 : 32;
+  const char **a = realloc(b->argv, n * sizeof *a);
+  if (a == NULL)
+    return -1;
+  b->argv = a;
+  size_t *l = realloc(b->lens, n * sizeof *l);
+  if (l == NULL)
+    return -1;
+  b->lens = l;
+  unsigned char *o = realloc(b->own, n);
+  if (o == NULL)
+    return -1;
+  b->own = o;
+  b->acap = n;
+  return 0;
+}
+
+static void push(cachet_cmds *b, const void *p, size_t len, int own) {
+  if (b->oom || b->n == 0)
+    return;
+  if (grow_args(b) != 0) {
+    b->oom = 1;
+    return;
+  }
+  b->argv[b->nargs] = p;
+  b->lens[b->nargs] = len;
+  b->own[b->nargs++] = (unsigned char)own;
+  b->cmd[b->n - 1].argc++;
+}
+
+void cachet_cmds_arg(cachet_cmds *b, const void *p, size_t len) {
+  push(b, p, len, 0);
+}
+
+void cachet_cmds_str(cachet_cmds *b, const char *s) {
+  push(b, s, strlen(s), 0);
+}
+
+void cachet_cmds_copy(cachet_cmds *b, const void *p, size_t len) {
+  if (b->oom)
+    return;
+  if (grow((void **)&b->arena, &b->arenacap, b->used + len + 1, 1) != 0) {
+    b->oom = 1;
+    return;
+  }
+  if (len > 0)
+    memcpy(b->arena + b->used, p, len);
+  b->arena[b->used + len] = '\0';
+  push(b, (const char *)(uintptr_t)b->used, len, 1);
+  b->used += len + 1;
+}
+
+void cachet_cmds_int(cachet_cmds *b, long long v) {
+  char s[24];
+  int n = snprintf(s, sizeof s, "%lld", v);
+  cachet_cmds_copy(b, s, (size_t)n);
+}
+
+void cachet_cmds_key(cachet_cmds *b, const cachet *c, char kind,
+                     unsigned bucket, const void *name, size_t len) {
+  cachet_key k = {0};
+  if (cachet_key_build(c, &k, kind, bucket, name, len) != CACHET_OK) {
+    b->oom = 1;
+    return;
+  }
+  cachet_cmds_copy(b, k.buf, k.len);
+  cachet_key_free(&k);
+}
+
+void cachet_cmds_script(cachet_cmds *b, int node, cachet_script_id id,
+                        size_t nkeys) {
+  cachet_cmds_start(b, node);
+  if (b->oom)
+    return;
+  b->cmd[b->n - 1].script = (int)id;
+  cachet_cmds_str(b, "EVALSHA");
+  cachet_cmds_arg(b, cachet_scripts[id].sha, 40);
+  cachet_cmds_int(b, (long long)nkeys);
+}
+
+int cachet_cmds_send(cachet_cmds *b, cachet_out *out) {
+  if (b->oom) {
+    cachet_cmds_free(b);
+    return cachet_op_fail(out, CACHET_ENOMEM,
+                          "out of memory building a "
+                          "command");
+  }
+  for (size_t i = 0; i < b->nargs; i++)
+    if (b->own[i])
+      b->argv[i] = b->arena + (uintptr_t)b->argv[i];
+  for (size_t i = 0; i < b->n; i++) {
+    size_t first = (uintptr_t)b->cmd[i].argv;
+    b->cmd[i].argv = b->argv + first;
+    b->cmd[i].lens = b->lens + first;
+  }
+  out->cmds = b->cmd;
+  out->n = b->n;
+  /* The next step builds anew: the arrays stay, their contents go. */
+  b->n = b->nargs = b->used = 0;
+  return CACHET_DO_SEND;
+}
+
+void cachet_cmds_free(cachet_cmds *b) {
+  free(b->cmd);
+  free(b->argv);
+  free(b->lens);
+  free(b->own);
+  free(b->arena);
+  memset(b, 0, sizeof *b);
+}
+
+int cachet_op_done(cachet_out *out, int status) {
+  out->status = status;
+  return CACHET_DO_DONE;
+}
+
+int cachet_op_fail(cachet_out *out, int status, const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return cachet_op_done(out, cachet_fail(status, "%s", msg));
+}
+
+/* ---- Reading outcomes -----------------------------------------------------
+ */
+
+int cachet_res_ok(const cachet_res *r) {
+  if (r->status != CACHET_OK)
+    return cachet_fail(r->status, "%s", r->detail != NULL ? r->detail : "");
+  if (r->reply->type == REDIS_REPLY_ERROR)
+    return cachet_fail_bytes(CACHET_ESERVER, NULL, r->reply->str,
+                             r->reply->len);
+  return CACHET_OK;
+}
+
+int cachet_res_proto(const char *what) {
+  return cachet_fail(CACHET_EPROTO, "%s: unexpected reply", what);
+}
+
+int cachet_res_int(const cachet_res *r, const char *what, long long *v) {
+  int rc = cachet_res_ok(r);
+  if (rc != CACHET_OK)
+    return rc;
+  if (r->reply->type != REDIS_REPLY_INTEGER)
+    return cachet_res_proto(what);
+  *v = r->reply->integer;
+  return CACHET_OK;
+}
+
+int cachet_reply_strings(const redisReply *r) {
+  if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+    return 0;
+  for (size_t i = 0; i < r->elements; i++)
+    if (r->element[i]->type != REDIS_REPLY_STRING)
+      return 0;
+  return 1;
+}
+
+int cachet_res_value(cachet *c, cachet_res *r, const char *rkey, size_t rkeylen,
+                     int count_miss, void **val, size_t *len) {
+  *val = NULL;
+  *len = 0;
+  int rc = cachet_res_ok(r);
+  if (rc != CACHET_OK)
+    return rc;
+  redisReply *g = r->reply;
+  if (g->type == REDIS_REPLY_NIL) {
+    if (count_miss)
+      CACHET_COUNT(c, misses, 1);
+    return CACHET_MISS;
+  }
+  if (g->type != REDIS_REPLY_STRING)
+    return cachet_fail(CACHET_EPROTO, "GET: unexpected reply type %d", g->type);
+  /* Take hiredis's own buffer (malloc'd, len + 1 bytes): no copy. */
+  char *blob = g->str;
+  size_t bl = g->len;
+  g->str = NULL;
+  g->len = 0;
+  rc = cachet_entry_open(c, rkey, rkeylen, blob, bl, val, len);
+  if (rc == CACHET_MISS)
+    cachet_error_clear();
+  return rc;
+}
+
+int cachet_reply_is_retag(const redisReply *r) {
+  return r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+         r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len == 5 &&
+         memcmp(r->element[0]->str, "retag", 5) == 0;
+}
+
+int cachet_reply_tag_names(const redisReply *r, size_t from) {
+  if (r->type != REDIS_REPLY_ARRAY)
+    return cachet_res_proto("tag set");
+  for (size_t i = from; i < r->elements; i++) {
+    const redisReply *t = r->element[i];
+    if (t->type != REDIS_REPLY_STRING || t->len == 0 ||
+        memchr(t->str, '\0', t->len) != NULL)
+      return cachet_fail(CACHET_ECORRUPT,
+                         "an entry's tag set holds a malformed tag name");
+  }
+  return CACHET_OK;
+}
+
+void cachet_progress(cachet *c, const char *op, uint64_t done) {
+  if (c->progress != NULL)
+    c->progress(c->progress_ud, op, done);
+}

@@ -1,0 +1,341 @@
+/* The sync runner: drives a machine (op.h) on the calling thread.
+ *
+ * It moves bytes and time and nothing else. A SEND is pipelined over one
+ * borrowed connection (in a cluster, a routing session: one connection per
+ * master it touches, written out before any reply is read); a SLEEP or a
+ * loader run holds no connection, so a waiting caller never keeps one from
+ * the pool. What every machine would otherwise repeat lives here:
+ *  - the node snapshot for fan-out (in->nodes, in->names);
+ *  - NOSCRIPT: SCRIPT LOAD on the node that said it (never EVAL: Redis may
+ *    evict EVAL-cached scripts), its SHA1 checked against the embedded one,
+ *    then the command again; the machine never sees it (redirections are
+ *    followed below, in cluster.c);
+ *  - after a transport failure, every command not yet answered gets that
+ *    failure's own status and detail (the first cause, not "connection is
+ *    broken"), and the connection is closed when it goes back.
+ */
+#include "run.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "lock.h"
+#include "op_gos.h"
+
+#define NOSCRIPT_ROUNDS 2
+
+typedef struct runner {
+  cachet *c;
+  cachet_conn *cn;
+  int nodes;
+  const char **names;
+  cachet_res *res;
+  int *from;   /* the node that answered each command */
+  size_t *idx; /* commands being sent */
+  size_t cap;
+  char detail[512];
+} runner;
+
+static int borrow(runner *r) {
+  if (r->cn != NULL)
+    return CACHET_OK;
+  int rc = cachet_conn_acquire(r->c, &r->cn);
+  if (rc != CACHET_OK)
+    return rc;
+  int n = cachet_conn_nodes(r->cn);
+  if (n < 0) {
+    cachet_conn_release(r->c, r->cn);
+    r->cn = NULL;
+    return n;
+  }
+  const char **names = realloc(r->names, (size_t)n * sizeof *names);
+  if (names == NULL) {
+    cachet_conn_release(r->c, r->cn);
+    r->cn = NULL;
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  }
+  r->names = names;
+  for (int i = 0; i < n; i++)
+    names[i] = cachet_conn_node_name(r->cn, i);
+  r->nodes = n;
+  return CACHET_OK;
+}
+
+static void give_back(runner *r, int broken) {
+  if (r->cn == NULL)
+    return;
+  if (broken)
+    cachet_conn_break(r->cn);
+  cachet_conn_release(r->c, r->cn);
+  r->cn = NULL;
+}
+
+static void free_replies(runner *r, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (r->res[i].reply != NULL) {
+      freeReplyObject(r->res[i].reply);
+      r->res[i].reply = NULL;
+    }
+}
+
+static int is_noscript(const cachet_res *res) {
+  const redisReply *e = res->reply;
+  return res->status == CACHET_OK && e->type == REDIS_REPLY_ERROR &&
+         e->len >= 8 && memcmp(e->str, "NOSCRIPT", 8) == 0 &&
+         (e->len == 8 || e->str[8] == ' ');
+}
+
+static int append_cmd(runner *r, const cachet_cmd *cmd) {
+  if (cmd->node == CACHET_ROUTE_KEY)
+    return cachet_conn_append(r->cn, cmd->argc, cmd->argv, cmd->lens);
+  return cachet_conn_append_node(r->cn, cmd->node, cmd->argc, cmd->argv,
+                                 cmd->lens);
+}
+
+/* From command `i` on, every outcome is the failure `rc` (its detail now
+ * the calling thread's). */
+static void fail_from(runner *r, size_t i, size_t n, int rc) {
+  snprintf(r->detail, sizeof r->detail, "%s", cachet_last_error());
+  for (; i < n; i++) {
+    if (r->res[i].reply != NULL)
+      freeReplyObject(r->res[i].reply);
+    r->res[i] = (cachet_res){rc, NULL, r->detail};
+  }
+}
+
+/* Append the commands idx[0..n), then read their replies in order. */
+static int exchange(runner *r, const cachet_cmd *cmds, const size_t *idx,
+                    size_t n) {
+  for (size_t j = 0; j < n; j++) {
+    int rc = append_cmd(r, &cmds[idx[j]]);
+    if (rc != CACHET_OK) {
+      cachet_conn_break(r->cn); /* commands may sit unsent */
+      return rc;
+    }
+  }
+  for (size_t j = 0; j < n; j++) {
+    size_t i = idx[j];
+    redisReply *rep = NULL;
+    int rc = cachet_conn_read_raw(r->cn, &rep);
+    if (rc != CACHET_OK) {
+      cachet_conn_break(r->cn);
+      for (size_t q = j; q < n; q++) /* the others get this same failure */
+        fail_from(r, idx[q], idx[q] + 1, rc);
+      return rc;
+    }
+    if (r->res[i].reply != NULL)
+      freeReplyObject(r->res[i].reply);
+    r->res[i] = (cachet_res){CACHET_OK, rep, NULL};
+    r->from[i] = cachet_conn_last_node(r->cn);
+  }
+  return CACHET_OK;
+}
+
+/* SCRIPT LOAD on `node`, and check the server's SHA1 is the embedded one. */
+static int load_script(runner *r, int node, int id) {
+  const cachet_script *s = &cachet_scripts[id];
+  const char *argv[3] = {"SCRIPT", "LOAD", s->body};
+  size_t lens[3] = {6, 4, s->len};
+  redisReply *rep = NULL;
+  int rc = cachet_conn_command_at(r->cn, node, 3, argv, lens, &rep);
+  if (rc != CACHET_OK)
+    return rc;
+  CACHET_COUNT(r->c, script_reloads, 1);
+  int ok = rep->type == REDIS_REPLY_STRING && rep->len == 40 &&
+           memcmp(rep->str, s->sha, 40) == 0;
+  freeReplyObject(rep);
+  if (!ok)
+    return cachet_fail(CACHET_EINTERNAL,
+                       "SCRIPT LOAD of %s returned a SHA1 other than the "
+                       "embedded %s",
+                       s->name, s->sha);
+  return CACHET_OK;
+}
+
+/* Room for n outcomes (and their index list in r->idx). */
+static int reserve(runner *r, size_t n) {
+  if (n <= r->cap)
+    return CACHET_OK;
+  cachet_res *res = realloc(r->res, n * sizeof *res);
+  if (res != NULL)
+    r->res = res;
+  int *from = realloc(r->from, n * sizeof *from);
+  if (from != NULL)
+    r->from = from;
+  size_t *idx = realloc(r->idx, n * sizeof *idx);
+  if (idx != NULL)
+    r->idx = idx;
+  if (res == NULL || from == NULL || idx == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  r->cap = n;
+  return CACHET_OK;
+}
+
+/* One SEND: the pipeline, then the commands that met NOSCRIPT again once
+ * their script is loaded where it was missing. r->res has room for it. */
+static void send(runner *r, const cachet_out *out) {
+  size_t n = out->n;
+  memset(r->res, 0, n * sizeof *r->res);
+  int rc = borrow(r);
+  if (rc != CACHET_OK) {
+    fail_from(r, 0, n, rc);
+    return;
+  }
+  size_t *idx = r->idx;
+  for (size_t i = 0; i < n; i++)
+    idx[i] = i;
+  rc = exchange(r, out->cmds, idx, n);
+  for (int round = 0; rc == CACHET_OK && round < NOSCRIPT_ROUNDS; round++) {
+    size_t again = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (out->cmds[i].script < 0 || !is_noscript(&r->res[i]))
+        continue;
+      /* Load each script once per node, however many commands need it. */
+      int done = 0;
+      for (size_t q = 0; q < again && !done; q++)
+        done = out->cmds[idx[q]].script == out->cmds[i].script &&
+               r->from[idx[q]] == r->from[i];
+      if (!done &&
+          (rc = load_script(r, r->from[i], out->cmds[i].script)) != CACHET_OK)
+        break;
+      idx[again++] = i;
+    }
+    if (rc != CACHET_OK) {
+      /* The load failed: those commands report it. */
+      for (size_t i = 0; i < n; i++)
+        if (out->cmds[i].script >= 0 && is_noscript(&r->res[i]))
+          fail_from(r, i, i + 1, rc);
+      break;
+    }
+    if (again == 0)
+      break;
+    rc = exchange(r, out->cmds, idx, again);
+  }
+}
+
+/* ---- get_or_set's loader -------------------------------------------------
+ * The loader runs on the calling thread, holding no connection, while a
+ * watchdog thread renews the lease every lease/3, each time over a
+ * connection it borrows for that one call. */
+typedef struct watchdog {
+  cachet *c;
+  cachet_lock *lk;
+  int64_t lease_ms;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int stop;
+  int lost; /* LOCK_EXPIRED or LOCK_NOT_OWNER once the lease is gone */
+  pthread_t th;
+} watchdog;
+
+static void *watchdog_run(void *arg) {
+  watchdog *w = arg;
+  int64_t period = w->lease_ms / 3 > 0 ? w->lease_ms / 3 : 1;
+  pthread_mutex_lock(&w->mu);
+  while (!w->stop) {
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += (time_t)(period / 1000);
+    dl.tv_nsec += (long)(period % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+      dl.tv_sec++;
+      dl.tv_nsec -= 1000000000L;
+    }
+    while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &dl) != ETIMEDOUT)
+      ;
+    if (w->stop)
+      break;
+    pthread_mutex_unlock(&w->mu);
+    /* An error (connection, timeout) is not a lost lease: the lease may
+     * still be live, so try again at the next tick. */
+    int rc = cachet_lock_renew(w->c, w->lk, w->lease_ms);
+    pthread_mutex_lock(&w->mu);
+    if (rc == CACHET_LOCK_EXPIRED || rc == CACHET_LOCK_NOT_OWNER) {
+      w->lost = rc;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&w->mu);
+  return NULL;
+}
+
+static void run_loader(cachet *c, cachet_load *ld) {
+  watchdog w;
+  memset(&w, 0, sizeof w);
+  w.c = c;
+  w.lk = ld->lock;
+  w.lease_ms = ld->lease_ms;
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&w.cv, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&w.mu, NULL);
+  int started = pthread_create(&w.th, NULL, watchdog_run, &w) == 0;
+  if (!started) {
+    ld->status = -1;
+    ld->start_failed = 1;
+  } else {
+    ld->status =
+        ld->fn(ld->ud, ld->key, ld->keylen, &ld->val, &ld->len, &ld->ttl_ms);
+    pthread_mutex_lock(&w.mu);
+    w.stop = 1;
+    pthread_cond_signal(&w.cv);
+    pthread_mutex_unlock(&w.mu);
+    pthread_join(w.th, NULL);
+    ld->lost = w.lost;
+  }
+  pthread_cond_destroy(&w.cv);
+  pthread_mutex_destroy(&w.mu);
+}
+
+int cachet_run(cachet *c, cachet_op *op) {
+  runner r = {0};
+  r.c = c;
+  cachet_in in = {0};
+  int rc = borrow(&r);
+  if (rc != CACHET_OK)
+    return rc;
+  in.now = cachet_mono_ms();
+  for (;;) {
+    in.nodes = r.nodes;
+    in.names = r.names;
+    cachet_out out = {0};
+    int what = op->k->step(op, &in, &out);
+    free_replies(&r, in.n);
+    in.res = NULL;
+    in.n = 0;
+    if (what == CACHET_DO_DONE) {
+      /* A reply of the wrong shape leaves the stream in doubt. */
+      give_back(&r, out.status == CACHET_EPROTO);
+      rc = out.status;
+      break;
+    }
+    if (what == CACHET_DO_SLEEP) {
+      give_back(&r, 0);
+      int64_t now = cachet_mono_ms();
+      cachet_sleep_until(out.ms, now + out.ms);
+    } else if (what == CACHET_DO_LOAD) {
+      give_back(&r, 0);
+      run_loader(c, out.load);
+    } else if ((rc = reserve(&r, out.n)) != CACHET_OK) {
+      give_back(&r, 0);
+      break;
+    } else {
+      send(&r, &out);
+      in.res = r.res;
+      in.n = out.n;
+    }
+    in.now = cachet_mono_ms();
+  }
+  free(r.res);
+  free(r.from);
+  free(r.idx);
+  free(r.names);
+  return rc;
+}
