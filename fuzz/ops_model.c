@@ -251,7 +251,8 @@ static const char *const vnames[] = {"absent", "value", "corrupt", "bad-mac",
 
 typedef struct mkey {
   int v;         /* V_*: what the value key holds */
-  mval val;      /* V_VALUE */
+  mval val;      /* V_VALUE; for V_BADMAC, the copied envelope's value */
+  int origin;    /* V_BADMAC: the key whose envelope it is */
   int ttl;       /* the value key has a (long) TTL */
   uint16_t mset; /* tags in the tag set (m); the key is absent when 0 */
   uint16_t tmem; /* tags whose index lists the key with a future score */
@@ -1556,7 +1557,16 @@ static void op_fault(int h, fuzz_cursor *in) {
     size_t lens[3] = {3, vk.n, r->len};
     freeReplyObject(kcmd(3, argv, lens));
     freeReplyObject(r);
-    k->v = s->v == V_VALUE ? V_BADMAC : s->v;
+    /* An envelope verifies under its own key's name only: a copy put back
+     * where it came from is a genuine value again. */
+    if (s->v == V_VALUE || s->v == V_BADMAC) {
+      int origin = s->v == V_VALUE ? src : s->origin;
+      k->v = origin == key ? V_VALUE : V_BADMAC;
+      k->val = s->val;
+      k->origin = origin;
+    } else {
+      k->v = s->v;
+    }
     k->ttl = 0;
     break;
   }
