@@ -22,10 +22,9 @@
 #include <string.h>
 
 #include "common.h"
-#include "conn.h"
 #include "envelope.h"
 #include "keys.h"
-#include "script.h"
+#include "cachet_scripts.h"
 
 #define VALUE_LEN 64
 
@@ -129,17 +128,19 @@ static void latency_print(redisContext *r, const char *phase) {
 }
 
 /* Write n entries "<stem><i>" with `ntags` tags through pipelined EVALSHA of
- * set_tags, 1000 per round trip: the fastest way to fill the server. */
-static void populate(cachet *c, const char *stem, long n,
+ * set_tags on a raw connection, 1000 per round trip: the fastest way to
+ * fill the server. */
+static void populate(cachet *c, redisContext *raw, const char *stem, long n,
                      const char *const *tags, size_t ntags) {
-  cachet_conn *cn;
-  int rc;
-  if ((rc = cachet_conn_acquire(c, &cn)) != CACHET_OK)
-    die("acquire", rc);
-  if ((rc = cachet_script_load(c, cn, CACHET_SCRIPT_SET_TAGS)) != CACHET_OK)
-    die("script load", rc);
-  char nn[16];
+  const cachet_script *sc = &cachet_scripts[CACHET_SCRIPT_SET_TAGS];
+  redisReply *lr = redisCommand(raw, "SCRIPT LOAD %b", sc->body, sc->len);
+  if (lr == NULL || lr->type != REDIS_REPLY_STRING)
+    die("script load", CACHET_ESERVER);
+  freeReplyObject(lr);
+  char nn[16], nkb[16];
   snprintf(nn, sizeof nn, "%zu", ntags);
+  snprintf(nkb, sizeof nkb, "%zu", 2 + ntags);
+  int rc;
   for (long base = 0; base < n; base += 1000) {
     long end = base + 1000 < n ? base + 1000 : n;
     for (long i = base; i < end; i++) {
@@ -160,14 +161,16 @@ static void populate(cachet *c, const char *stem, long n,
                                      0, cachet_now_ms(), 0, "value", 5, &blob,
                                      &bl)) != CACHET_OK)
         die("seal", rc);
-      const char *a[16];
-      size_t l[16];
+      const char *a[20];
+      size_t l[20];
       int na = 0;
+      a[na] = "EVALSHA", l[na++] = 7;
+      a[na] = sc->sha, l[na++] = 40;
+      a[na] = nkb, l[na++] = strlen(nkb);
       a[na] = vk.buf, l[na++] = vk.len;
       a[na] = mk.buf, l[na++] = mk.len;
       for (size_t t = 0; t < ntags; t++)
         a[na] = tk[t].buf, l[na++] = tk[t].len;
-      int nk = na;
       a[na] = (const char *)blob, l[na++] = bl;
       a[na] = "0", l[na++] = 1;
       a[na] = "16", l[na++] = 2;
@@ -175,9 +178,8 @@ static void populate(cachet *c, const char *stem, long n,
       a[na] = key, l[na++] = (size_t)kl;
       for (size_t t = 0; t < ntags; t++)
         a[na] = tags[t], l[na++] = strlen(tags[t]);
-      if ((rc = cachet_script_append(cn, CACHET_SCRIPT_SET_TAGS, nk, na, a,
-                                     l)) != CACHET_OK)
-        die("append", rc);
+      if (redisAppendCommandArgv(raw, na, a, l) != REDIS_OK)
+        die("append", CACHET_ENOMEM);
       free(blob);
       cachet_key_free(&vk);
       cachet_key_free(&mk);
@@ -186,12 +188,11 @@ static void populate(cachet *c, const char *stem, long n,
     }
     for (long i = base; i < end; i++) {
       redisReply *rep = NULL;
-      if ((rc = cachet_conn_read(cn, &rep)) != CACHET_OK)
-        die("populate", rc);
+      if (redisGetReply(raw, (void **)&rep) != REDIS_OK)
+        die("populate", CACHET_ECONN);
       freeReplyObject(rep);
     }
   }
-  cachet_conn_release(c, cn);
 }
 
 static double rate(long n, uint64_t ns) {
@@ -271,7 +272,7 @@ int main(int argc, char **argv) {
   /* Eviction of a large tag while another client PINGs. */
   const char *big[] = {"big"};
   t0 = bench_ns();
-  populate(c, "m", members, big, 1);
+  populate(c, raw, "m", members, big, 1);
   printf("populated %ld members of one tag in %.1f s\n", members,
          (double)(bench_ns() - t0) / 1e9);
   server_stats_reset(raw);
@@ -295,7 +296,7 @@ int main(int argc, char **argv) {
 
   /* Clearing a large namespace while another client PINGs. */
   t0 = bench_ns();
-  populate(c, "c", members, NULL, 0);
+  populate(c, raw, "c", members, NULL, 0);
   printf("populated %ld entries in %.1f s\n", members,
          (double)(bench_ns() - t0) / 1e9);
   server_stats_reset(raw);

@@ -1,12 +1,12 @@
-/* Writing and deleting one entry with its tag memberships. Internal; used by
- * the public set/delete, batch, get_or_set and write policies. */
+/* One entry: its checks, staging, opening, and the sync write and delete.
+ * Internal; used by the public set/delete, batch, get_or_set and write
+ * policies, and by the machines. */
 #ifndef CACHET_ENTRY_H
 #define CACHET_ENTRY_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "conn.h"
 #include "keys.h"
 
 /* The prune cap to pass to set_tags for the next write: 64 on one write in
@@ -46,35 +46,6 @@ int cachet_stage_key(const cachet *c, unsigned bucket, const void *key,
 void cachet_stage_command(const cachet_key *sk, const uint8_t *blob,
                           size_t bloblen, const char *argv[5], size_t lens[5]);
 
-/*
- * Seal `val` for `key` and store it with its tags through the set_tags
- * script on `cn`; a large envelope is staged first (CACHET_STAGE_MIN).
- * Arguments must already be checked. Loops (bounded) when the entry carried
- * tags the call did not know about, so that those memberships are dropped
- * in the same atomic step.
- */
-int cachet_entry_write(cachet *c, cachet_conn *cn, const void *key,
-                       size_t keylen, const void *val, size_t len,
-                       int64_t ttl_ms, const char *const *tags, size_t ntags);
-
-/*
- * mset's untagged fast path stores an entry with a plain SET of `blob`
- * (its sealed envelope), outside any script. When the entry had tags
- * before, this drops its tag set and memberships through lua/untag.lua,
- * unless the value key no longer holds `blob` (a later write owns the entry
- * and its tags). `tags` are those the caller read from the tag set, if any:
- * the script learns the others through retag, as cachet_entry_write does.
- * Borrows everything.
- */
-int cachet_entry_untag(cachet *c, cachet_conn *cn, const void *key,
-                       size_t keylen, const uint8_t *blob, size_t bloblen,
-                       const char *const *tags, size_t ntags);
-
-/* The tag names of a SMEMBERS reply of a tag set (pointers into `r`), when
- * there are at most `cap` and each is a well-formed name; else 0, and the
- * untag script names them through retag instead. */
-size_t cachet_reply_tags(const redisReply *r, const char **names, size_t cap);
-
 /* One entry machine (op_entry.h) run to its end on the calling thread:
  * the write of cachet_set_tags (arguments checked already) and the delete
  * of cachet_delete (CACHET_OK existed, CACHET_MISS not). */
@@ -83,16 +54,11 @@ int cachet_write_entry(cachet *c, const void *key, size_t keylen,
                        const char *const *tags, size_t ntags);
 int cachet_delete_entry(cachet *c, const void *key, size_t keylen);
 
-/* Delete the entry and its memberships. CACHET_OK existed, CACHET_MISS
- * not. */
-int cachet_entry_delete(cachet *c, cachet_conn *cn, const void *key,
-                        size_t keylen);
-
 /* Open (verify, decrypt) a stored blob in place. `blob` must be a malloc'd
  * buffer of len+1 bytes; on CACHET_OK it is moved to *val with the payload
  * at its start and a NUL after it (ownership passes to *val). On any other
  * status blob is freed. Counts hits/misses. */
-int cachet_entry_open(cachet *c, const char *rkey, size_t rkeylen,
-                      char *blob, size_t len, void **val, size_t *outlen);
+int cachet_entry_open(cachet *c, const char *rkey, size_t rkeylen, char *blob,
+                      size_t len, void **val, size_t *outlen);
 
 #endif

@@ -34,6 +34,8 @@ typedef struct runner {
   cachet_conn *cn;
   int nodes;
   const char **names;
+  int failed; /* the first borrow failed: the first SEND says so */
+  char why[512];
   cachet_res *res;
   int *from;   /* the node that answered each command */
   size_t *idx; /* commands being sent */
@@ -181,7 +183,14 @@ static int reserve(runner *r, size_t n) {
 static void send(runner *r, const cachet_out *out) {
   size_t n = out->n;
   memset(r->res, 0, n * sizeof *r->res);
-  int rc = borrow(r);
+  int rc;
+  if (r->failed != CACHET_OK) {
+    /* The borrow before the first step failed: no second wait. */
+    rc = cachet_fail(r->failed, "%s", r->why);
+    r->failed = CACHET_OK;
+  } else {
+    rc = borrow(r);
+  }
   if (rc != CACHET_OK) {
     fail_from(r, 0, n, rc);
     return;
@@ -298,13 +307,20 @@ int cachet_run(cachet *c, cachet_op *op) {
   runner r = {0};
   r.c = c;
   cachet_in in = {0};
+  /* Borrow first, for the node snapshot. If that fails the machine still
+   * runs, and its first SEND gets the failure: it decides what that means
+   * (a batch, for one, gives every entry the status). */
   int rc = borrow(&r);
-  if (rc != CACHET_OK)
-    return rc;
+  if (rc != CACHET_OK) {
+    r.failed = rc;
+    snprintf(r.why, sizeof r.why, "%s", cachet_last_error());
+    r.nodes = 1;
+  }
   in.now = cachet_mono_ms();
   for (;;) {
+    static const char *const unknown[1] = {"?"};
     in.nodes = r.nodes;
-    in.names = r.names;
+    in.names = r.names != NULL ? r.names : unknown;
     cachet_out out = {0};
     int what = op->k->step(op, &in, &out);
     free_replies(&r, in.n);

@@ -14,11 +14,10 @@
 
 #include <cmocka.h>
 
-#include "conn.h"
 #include "envelope.h"
 #include "harness.h"
 #include "keys.h"
-#include "script.h"
+#include "cachet_scripts.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -96,19 +95,20 @@ static tally index_tally(redisContext *r, const char *pattern) {
 
 /*
  * Write n entries "<stem><i>" = "<val>" with tags fast: pipelined EVALSHA of
- * set_tags on one borrowed connection, 1000 per round trip.
+ * set_tags on a raw connection, 1000 per round trip.
  */
 static void populate(cachet *c, const char *stem, int from, int n,
                      const char *val, const char *const *tags, size_t ntags,
                      int64_t ttl) {
-  cachet_conn *cn;
-  assert_int_equal(cachet_conn_acquire(c, &cn), CACHET_OK);
-  assert_int_equal(cachet_script_load(c, cn, CACHET_SCRIPT_SET_TAGS),
-                   CACHET_OK);
+  redisContext *r = test_redis(test_group_server());
+  const cachet_script *sc = &cachet_scripts[CACHET_SCRIPT_SET_TAGS];
+  test_command(test_group_server(), "SCRIPT LOAD %b", sc->body, sc->len);
   char ttlb[24];
   snprintf(ttlb, sizeof ttlb, "%lld", (long long)ttl);
   char nn[16];
   snprintf(nn, sizeof nn, "%zu", ntags);
+  char nkb[16];
+  snprintf(nkb, sizeof nkb, "%zu", 2 + ntags);
   for (int base = from; base < from + n; base += 1000) {
     int end = base + 1000 < from + n ? base + 1000 : from + n;
     for (int i = base; i < end; i++) {
@@ -136,11 +136,13 @@ static void populate(cachet *c, const char *stem, int from, int n,
       const char *a[32];
       size_t l[32];
       int na = 0;
+      a[na] = "EVALSHA", l[na++] = 7;
+      a[na] = sc->sha, l[na++] = 40;
+      a[na] = nkb, l[na++] = strlen(nkb);
       a[na] = vk.buf, l[na++] = vk.len;
       a[na] = mk.buf, l[na++] = mk.len;
       for (size_t t = 0; t < ntags; t++)
         a[na] = tk[t].buf, l[na++] = tk[t].len;
-      int nk = na;
       a[na] = (const char *)blob, l[na++] = bl;
       a[na] = ttlb, l[na++] = strlen(ttlb);
       a[na] = "16", l[na++] = 2;
@@ -148,9 +150,7 @@ static void populate(cachet *c, const char *stem, int from, int n,
       a[na] = key, l[na++] = (size_t)kl;
       for (size_t t = 0; t < ntags; t++)
         a[na] = tags[t], l[na++] = strlen(tags[t]);
-      assert_int_equal(
-          cachet_script_append(cn, CACHET_SCRIPT_SET_TAGS, nk, na, a, l),
-          CACHET_OK);
+      assert_int_equal(redisAppendCommandArgv(r, na, a, l), REDIS_OK);
       free(blob);
       cachet_key_free(&vk);
       cachet_key_free(&mk);
@@ -159,13 +159,13 @@ static void populate(cachet *c, const char *stem, int from, int n,
     }
     for (int i = base; i < end; i++) {
       redisReply *rep = NULL;
-      assert_int_equal(cachet_conn_read(cn, &rep), CACHET_OK);
+      assert_int_equal(redisGetReply(r, (void **)&rep), REDIS_OK);
       assert_int_equal(rep->type, REDIS_REPLY_INTEGER);
       assert_int_equal(rep->integer, 1);
       freeReplyObject(rep);
     }
   }
-  cachet_conn_release(c, cn);
+  redisFree(r);
 }
 
 /* ---- evict -------------------------------------------------------------- */
@@ -464,21 +464,21 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
 
   /* A staging key that is gone (expired, deleted) fails the write before
    * it changes anything, with the script's own words. */
-  cachet_conn *cn;
-  assert_int_equal(cachet_conn_acquire(c, &cn), CACHET_OK);
   char *mk = rkey(c, CACHET_KIND_TAGSET, "m1", "m1");
   char *v1 = rkey(c, CACHET_KIND_VALUE, "m1", "m1");
   char *gone = rkey(c, CACHET_KIND_STAGED, "0000000000000000:m1", "m1");
-  const char *args[8] = {v1, mk, gone, "", "0", "0", "0", "m1"};
-  size_t lens[8];
-  for (int i = 0; i < 8; i++)
+  const cachet_script *sc = &cachet_scripts[CACHET_SCRIPT_SET_TAGS];
+  test_command(test_group_server(), "SCRIPT LOAD %b", sc->body, sc->len);
+  const char *args[11] = {"EVALSHA", sc->sha, "3", v1, mk, gone, "", "0",
+                          "0",       "0",     "m1"};
+  size_t lens[11];
+  for (int i = 0; i < 11; i++)
     lens[i] = strlen(args[i]);
-  redisReply *rep = NULL;
-  assert_int_equal(
-      cachet_script_run(c, cn, CACHET_SCRIPT_SET_TAGS, 3, 8, args, lens, &rep),
-      CACHET_ESERVER);
-  assert_non_null(strstr(cachet_last_error(), "staged value is gone"));
-  cachet_conn_release(c, cn);
+  redisReply *rep = redisCommandArgv(r, 11, args, lens);
+  assert_non_null(rep);
+  assert_int_equal(rep->type, REDIS_REPLY_ERROR);
+  assert_non_null(strstr(rep->str, "staged value is gone"));
+  freeReplyObject(rep);
   assert_true(test_hit(c, "m1", "one"));
 
   free(mk);

@@ -1,0 +1,54 @@
+/* The batch machines: mget and mset. Internal; see op.h, mset_plan.h, and
+ * docs/DESIGN.md "set_many". */
+#ifndef CACHET_OP_BATCH_H
+#define CACHET_OP_BATCH_H
+
+#include "mset_plan.h"
+#include "op.h"
+#include "op_entry.h"
+
+/* Errors after which nothing more can be read on the connection: they stop
+ * a batch, and the entries not carried out get them. */
+int cachet_batch_fatal(int rc);
+
+/* mget of e[0..n) (keys checked already): each entry's status, out and
+ * outlen are written as its reply comes. */
+typedef struct cachet_op_mget {
+  cachet_op op;
+  cachet_entry *e;
+  size_t n, base, m;
+  cachet_key *keys; /* the window's value keys, for opening envelopes */
+  int first;        /* the first server-level error, the call's result */
+  char detail[512];
+} cachet_op_mget;
+
+int cachet_op_mget_init(cachet_op_mget *x, cachet *c, cachet_entry *e,
+                        size_t n);
+
+/* mset of e[0..n) (checked already): each entry's status is written. */
+typedef struct cachet_op_mset {
+  cachet_op op;
+  cachet_entry *e;
+  size_t n, base, m;
+  int by_bucket;
+  cachet_mset_plan p;
+  uint8_t **blobs; /* each entry's envelope, while its commands are out */
+  size_t *blens;
+  size_t pj, pfrom; /* plain SETs: the next one, the round's first */
+  cachet_mset_run *groups;
+  size_t ngroups;
+  size_t *untag; /* plain entries whose tag set exists */
+  size_t nuntag, ui;
+  redisReply **sets; /* ... their tag sets */
+  size_t i;          /* entries written one by one: the next */
+  cachet_op_entry child;
+  int child_on;
+  int phase;
+  int first;
+  char detail[512];
+} cachet_op_mset;
+
+int cachet_op_mset_init(cachet_op_mset *x, cachet *c, cachet_entry *e,
+                        size_t n);
+
+#endif
