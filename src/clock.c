@@ -17,6 +17,12 @@ int64_t cachet_mono_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+double cachet_mono_ms_precise(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 void cachet_sleep_until(int64_t ms, int64_t deadline_ms) {
   int64_t now = cachet_mono_ms();
   int64_t until = ms > deadline_ms - now ? deadline_ms : now + ms;

@@ -8,6 +8,8 @@
 int64_t cachet_now_ms(void);
 /* Monotonic milliseconds, for deadlines: a clock step cannot stretch them. */
 int64_t cachet_mono_ms(void);
+/* The same with a fraction, for measuring a round trip. */
+double cachet_mono_ms_precise(void);
 /* Sleep for `ms` milliseconds (resuming after signals), but never past the
  * monotonic `deadline_ms`. */
 void cachet_sleep_until(int64_t ms, int64_t deadline_ms);

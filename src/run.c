@@ -346,6 +346,11 @@ int cachet_run(cachet *c, cachet_op *op) {
       send(&r, &out);
       in.res = r.res;
       in.n = out.n;
+      /* A connection that failed goes back now (closed), so that a
+       * machine that tries again does so over a fresh one. */
+      for (size_t i = 0; i < out.n && r.cn != NULL; i++)
+        if (r.res[i].status != CACHET_OK)
+          give_back(&r, 1);
     }
     in.now = cachet_mono_ms();
   }
