@@ -535,6 +535,23 @@ typedef struct cachet_health {
 CACHET_API int cachet_health_check(cachet *c, cachet_health *out)
     CACHET_NODISCARD CACHET_NONNULL(1, 2);
 
+/* Server-wide figures from INFO, summed over every master of a cluster
+ * (each holds a share of the keys, hits and memory). A figure the server
+ * did not report is UINT64_MAX. */
+typedef struct cachet_server_info {
+  int masters;
+  uint64_t keyspace_hits;
+  uint64_t keyspace_misses;
+  uint64_t used_memory; /* bytes */
+  uint64_t connected_clients;
+} cachet_server_info;
+
+/* INFO stats, memory and clients from every master. CACHET_OK with *out
+ * filled, or an error (a master that cannot be reached is one: the sums
+ * would be wrong). Thread-safe. */
+CACHET_API int cachet_server_info_get(cachet *c, cachet_server_info *out)
+    CACHET_NODISCARD CACHET_NONNULL(1, 2);
+
 /* ------------------------------------------------------------------------ */
 /* Keys and envelopes                                                       */
 /* ------------------------------------------------------------------------ */

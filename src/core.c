@@ -3,11 +3,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "conn.h"
 #include "entry.h"
 #include "envelope.h"
 #include "error.h"
 #include "keys.h"
+#include "link.h"
 #include "op_entry.h"
 #include "run.h"
 
@@ -44,14 +44,14 @@ static int value_command(cachet *c, const char *cmd, const void *key,
                         key, keylen);
   if (rc != CACHET_OK)
     return rc;
-  cachet_conn *cn;
-  rc = cachet_conn_acquire(c, &cn);
+  cachet_link *l;
+  rc = cachet_link_acquire(c, &l);
   if (rc != CACHET_OK)
     return rc;
   const char *argv[2] = {cmd, vk->buf};
   size_t lens[2] = {strlen(cmd), vk->len};
-  rc = cachet_conn_command(cn, 2, argv, lens, r);
-  cachet_conn_release(c, cn);
+  rc = cachet_link_command(l, 2, argv, lens, r);
+  cachet_link_release(c, l);
   return rc;
 }
 

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "conn.h"
 #include "error.h"
+#include "link.h"
 #include "sodium_once.h"
 
 int cachet_open(cachet **out, const cachet_options *opts) {
@@ -38,7 +38,7 @@ int cachet_open(cachet **out, const cachet_options *opts) {
                      "(CACHET_KEYS or CACHET_KEYS_FILE)");
     goto fail;
   }
-  rc = cachet_pool_create(c);
+  rc = cachet_links_create(c);
   if (rc != CACHET_OK)
     goto fail;
   c->progress = opts->progress;
@@ -57,7 +57,7 @@ fail:
 void cachet_close(cachet *c) {
   if (c == NULL)
     return;
-  cachet_pool_destroy(c);
+  cachet_links_destroy(c);
   cachet_keyring_free(c->keyring);
   cachet_config_free(&c->cfg);
   free(c);
@@ -85,20 +85,21 @@ void cachet_log(const cachet *c, int level, const char *fmt, ...) {
 }
 
 int cachet_ping(cachet *c) {
-  cachet_conn *cn;
+  cachet_link *l;
   cachet_error_clear();
-  int rc = cachet_conn_acquire(c, &cn);
+  int rc = cachet_link_acquire(c, &l);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
   const char *argv[1] = {"PING"};
   size_t lens[1] = {4};
   redisReply *r = NULL;
-  rc = cachet_conn_command(cn, 1, argv, lens, &r);
+  rc = cachet_link_command(l, 1, argv, lens, &r);
   if (rc == CACHET_OK && r->type != REDIS_REPLY_STATUS) {
-    cachet_conn_break(cn);
+    cachet_link_break(l);
     rc = cachet_fail(CACHET_EPROTO, "PING: unexpected reply type %d", r->type);
   }
-  freeReplyObject(r);
-  cachet_conn_release(c, cn);
+  if (r != NULL)
+    freeReplyObject(r);
+  cachet_link_release(c, l);
   return cachet_result(c, rc);
 }

@@ -8,12 +8,12 @@
 #include "keyring.h"
 #include "metrics.h"
 
-typedef struct cachet_pool cachet_pool;
+struct cachet_links;
 
 struct cachet {
   cachet_config cfg;
   cachet_keyring *keyring; /* NULL: values are stored unsealed. */
-  cachet_pool *pool;
+  struct cachet_links *links; /* link.c */
   cachet_counters counters;
   _Atomic uint64_t write_seq; /* picks the writes that prune (entry.c) */
   /* OOM refusals seen by the previous health probe, plus one (0: none

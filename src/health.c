@@ -60,6 +60,18 @@ int cachet_health_check(cachet *c, cachet_health *out) {
   return cachet_result(c, rc);
 }
 
+int cachet_server_info_get(cachet *c, cachet_server_info *out) {
+  memset(out, 0, sizeof *out);
+  cachet_error_clear();
+  cachet_op_info x;
+  cachet_op_info_init(&x, c);
+  int rc = cachet_run(c, &x.op);
+  if (rc == CACHET_OK)
+    *out = x.info;
+  x.op.k->free(&x.op);
+  return cachet_result(c, rc);
+}
+
 int cachet_version_num(const char *v) {
   int part[3] = {0, 0, 0};
   for (int i = 0; i < 3; i++) {

@@ -19,6 +19,7 @@
 #include "op_health.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -219,5 +220,55 @@ static const cachet_op_kind health_kind = {"health", health_step, health_free};
 void cachet_op_health_init(cachet_op_health *x, cachet *c) {
   memset(x, 0, sizeof *x);
   x->op.k = &health_kind;
+  x->op.c = c;
+}
+
+/* ---- INFO figures, summed ------------------------------------------------ */
+
+static int info_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
+  cachet_op_info *x = (cachet_op_info *)op;
+  if (in->res == NULL) {
+    cachet_cmds *b = &op->cmds;
+    for (int i = 0; i < in->nodes; i++) {
+      cachet_cmds_start(b, i);
+      cachet_cmds_str(b, "INFO");
+      cachet_cmds_str(b, "stats");
+      cachet_cmds_str(b, "memory");
+      cachet_cmds_str(b, "clients");
+    }
+    return cachet_cmds_send(b, out);
+  }
+  static const char *const names[4] = {"keyspace_hits", "keyspace_misses",
+                                       "used_memory", "connected_clients"};
+  uint64_t *sums[4] = {&x->info.keyspace_hits, &x->info.keyspace_misses,
+                       &x->info.used_memory, &x->info.connected_clients};
+  for (int f = 0; f < 4; f++)
+    *sums[f] = UINT64_MAX;
+  for (size_t i = 0; i < in->n; i++) {
+    int rc = cachet_res_ok(&in->res[i]);
+    const redisReply *r = in->res[i].reply;
+    if (rc == CACHET_OK && r->type != REDIS_REPLY_STRING &&
+        r->type != REDIS_REPLY_STATUS)
+      rc = cachet_res_proto("INFO");
+    if (rc != CACHET_OK)
+      return cachet_op_done(out, rc);
+    for (int f = 0; f < 4; f++) {
+      char v[32];
+      if (!cachet_info_field(r->str, r->len, names[f], v, sizeof v) ||
+          v[0] < '0' || v[0] > '9')
+        continue;
+      uint64_t n = strtoull(v, NULL, 10);
+      *sums[f] = *sums[f] == UINT64_MAX ? n : *sums[f] + n;
+    }
+  }
+  x->info.masters = (int)in->n;
+  return cachet_op_done(out, CACHET_OK);
+}
+
+static const cachet_op_kind info_kind = {"info", info_step, health_free};
+
+void cachet_op_info_init(cachet_op_info *x, cachet *c) {
+  memset(x, 0, sizeof *x);
+  x->op.k = &info_kind;
   x->op.c = c;
 }

@@ -23,4 +23,12 @@ typedef struct cachet_op_health {
  * degraded), or the error of a server that cannot be reached. */
 void cachet_op_health_init(cachet_op_health *x, cachet *c);
 
+/* INFO stats, memory and clients of every master, summed into x->info. */
+typedef struct cachet_op_info {
+  cachet_op op;
+  cachet_server_info info;
+} cachet_op_info;
+
+void cachet_op_info_init(cachet_op_info *x, cachet *c);
+
 #endif

@@ -31,7 +31,7 @@
 
 typedef struct runner {
   cachet *c;
-  cachet_conn *cn;
+  cachet_link *cn;
   int nodes;
   const char **names;
   int failed; /* the first borrow failed: the first SEND says so */
@@ -46,24 +46,24 @@ typedef struct runner {
 static int borrow(runner *r) {
   if (r->cn != NULL)
     return CACHET_OK;
-  int rc = cachet_conn_acquire(r->c, &r->cn);
+  int rc = cachet_link_acquire(r->c, &r->cn);
   if (rc != CACHET_OK)
     return rc;
-  int n = cachet_conn_nodes(r->cn);
+  int n = cachet_link_nodes(r->cn);
   if (n < 0) {
-    cachet_conn_release(r->c, r->cn);
+    cachet_link_release(r->c, r->cn);
     r->cn = NULL;
     return n;
   }
   const char **names = realloc(r->names, (size_t)n * sizeof *names);
   if (names == NULL) {
-    cachet_conn_release(r->c, r->cn);
+    cachet_link_release(r->c, r->cn);
     r->cn = NULL;
     return cachet_fail(CACHET_ENOMEM, "out of memory");
   }
   r->names = names;
   for (int i = 0; i < n; i++)
-    names[i] = cachet_conn_node_name(r->cn, i);
+    names[i] = cachet_link_node_name(r->cn, i);
   r->nodes = n;
   return CACHET_OK;
 }
@@ -72,8 +72,8 @@ static void give_back(runner *r, int broken) {
   if (r->cn == NULL)
     return;
   if (broken)
-    cachet_conn_break(r->cn);
-  cachet_conn_release(r->c, r->cn);
+    cachet_link_break(r->cn);
+  cachet_link_release(r->c, r->cn);
   r->cn = NULL;
 }
 
@@ -93,10 +93,7 @@ static int is_noscript(const cachet_res *res) {
 }
 
 static int append_cmd(runner *r, const cachet_cmd *cmd) {
-  if (cmd->node == CACHET_ROUTE_KEY)
-    return cachet_conn_append(r->cn, cmd->argc, cmd->argv, cmd->lens);
-  return cachet_conn_append_node(r->cn, cmd->node, cmd->argc, cmd->argv,
-                                 cmd->lens);
+  return cachet_link_append(r->cn, cmd->node, cmd->argc, cmd->argv, cmd->lens);
 }
 
 /* From command `i` on, every outcome is the failure `rc` (its detail now
@@ -116,16 +113,16 @@ static int exchange(runner *r, const cachet_cmd *cmds, const size_t *idx,
   for (size_t j = 0; j < n; j++) {
     int rc = append_cmd(r, &cmds[idx[j]]);
     if (rc != CACHET_OK) {
-      cachet_conn_break(r->cn); /* commands may sit unsent */
+      cachet_link_break(r->cn); /* commands may sit unsent */
       return rc;
     }
   }
   for (size_t j = 0; j < n; j++) {
     size_t i = idx[j];
     redisReply *rep = NULL;
-    int rc = cachet_conn_read_raw(r->cn, &rep);
+    int rc = cachet_link_read(r->cn, &rep);
     if (rc != CACHET_OK) {
-      cachet_conn_break(r->cn);
+      cachet_link_break(r->cn);
       for (size_t q = j; q < n; q++) /* the others get this same failure */
         fail_from(r, idx[q], idx[q] + 1, rc);
       return rc;
@@ -133,7 +130,7 @@ static int exchange(runner *r, const cachet_cmd *cmds, const size_t *idx,
     if (r->res[i].reply != NULL)
       freeReplyObject(r->res[i].reply);
     r->res[i] = (cachet_res){CACHET_OK, rep, NULL};
-    r->from[i] = cachet_conn_last_node(r->cn);
+    r->from[i] = cachet_link_last(r->cn);
   }
   return CACHET_OK;
 }
@@ -144,7 +141,7 @@ static int load_script(runner *r, int node, int id) {
   const char *argv[3] = {"SCRIPT", "LOAD", s->body};
   size_t lens[3] = {6, 4, s->len};
   redisReply *rep = NULL;
-  int rc = cachet_conn_command_at(r->cn, node, 3, argv, lens, &rep);
+  int rc = cachet_link_command_at(r->cn, node, 3, argv, lens, &rep);
   if (rc != CACHET_OK)
     return rc;
   CACHET_COUNT(r->c, script_reloads, 1);

@@ -3,7 +3,7 @@
 #ifndef CACHET_RUN_H
 #define CACHET_RUN_H
 
-#include "conn.h"
+#include "link.h"
 #include "op.h"
 
 /*

@@ -3,7 +3,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "conn.h"
 
 extern const cli_command cli_cmd_stats, cli_cmd_health;
 
@@ -25,75 +24,25 @@ static void help_stats(FILE *o) {
           "Exit: 0 ok, 2 usage, 3 connection or server error.\n");
 }
 
-/* The INFO fields `stats` shows. */
+/* The INFO fields `stats` shows, as cachet_server_info_get sums them. */
 static const char *const server_fields[] = {"keyspace_hits", "keyspace_misses",
                                             "used_memory", "connected_clients"};
 #define NFIELDS (sizeof server_fields / sizeof server_fields[0])
 
-/* Find `name:` in an INFO reply; copy its value (digits only) to out. */
-static void info_value(const char *info, size_t len, const char *name,
-                       char *out, size_t outsz) {
-  size_t nl = strlen(name);
-  out[0] = '\0';
-  for (const char *p = info, *end = info + len; p < end;) {
-    const char *eol = memchr(p, '\n', (size_t)(end - p));
-    if (eol == NULL)
-      eol = end;
-    if ((size_t)(eol - p) > nl && memcmp(p, name, nl) == 0 && p[nl] == ':') {
-      size_t o = 0;
-      for (const char *q = p + nl + 1;
-           q < eol && *q >= '0' && *q <= '9' && o + 1 < outsz; q++)
-        out[o++] = *q;
-      out[o] = '\0';
-      return;
-    }
-    p = eol + 1;
-  }
-}
-
-/* INFO stats memory clients from every master (one in standalone mode),
- * summed: in a cluster each master holds a share of the keys, hits and
- * memory, so the first master alone would understate them. *nodes gets
- * how many answered. */
 static int server_info(cachet *c, char vals[][32], int *nodes) {
-  cachet_conn *cn;
-  int rc = cachet_conn_acquire(c, &cn);
+  cachet_server_info si;
+  int rc = cachet_server_info_get(c, &si);
   if (rc != CACHET_OK)
     return rc;
-  int n = cachet_conn_nodes(cn);
-  if (n < 0) {
-    cachet_conn_release(c, cn);
-    return n;
-  }
-  unsigned long long sum[NFIELDS] = {0};
-  int seen[NFIELDS] = {0};
-  const char *argv[4] = {"INFO", "stats", "memory", "clients"};
-  size_t lens[4] = {4, 5, 6, 7};
-  for (int node = 0; node < n; node++) {
-    redisReply *r = NULL;
-    rc = cachet_conn_command_node(cn, node, 4, argv, lens, &r);
-    if (rc != CACHET_OK)
-      break;
-    for (size_t i = 0; i < NFIELDS && r->type == REDIS_REPLY_STRING; i++) {
-      char v[32];
-      info_value(r->str, r->len, server_fields[i], v, sizeof v);
-      if (v[0] != '\0') {
-        sum[i] += strtoull(v, NULL, 10);
-        seen[i] = 1;
-      }
-    }
-    freeReplyObject(r);
-  }
-  cachet_conn_release(c, cn);
-  if (rc != CACHET_OK)
-    return rc;
+  const uint64_t v[NFIELDS] = {si.keyspace_hits, si.keyspace_misses,
+                               si.used_memory, si.connected_clients};
   for (size_t i = 0; i < NFIELDS; i++) {
-    if (seen[i])
-      snprintf(vals[i], 32, "%llu", sum[i]);
+    if (v[i] != UINT64_MAX)
+      snprintf(vals[i], 32, "%llu", (unsigned long long)v[i]);
     else
       vals[i][0] = '\0';
   }
-  *nodes = n;
+  *nodes = si.masters;
   return CACHET_OK;
 }
 
@@ -101,7 +50,8 @@ static int server_info(cachet *c, char vals[][32], int *nodes) {
   XX(hits)                                                                     \
   XX(misses)                                                                   \
   XX(expired_envelopes)                                                        \
-  XX(writes) XX(deletes) XX(clears) XX(tag_evictions) XX(stampede_waits)       \
+  XX(writes)                                                                   \
+  XX(deletes) XX(clears) XX(tag_evictions) XX(stampede_waits)                  \
       XX(lock_acquisitions) XX(lock_contentions) XX(script_reloads)
 
 static void print_text(const cachet_metrics *m, char vals[][32], int nodes) {

@@ -1,0 +1,30 @@
+/* A pool of connections to one address. Internal.
+ *
+ * A fixed array of connections and a stack of free ones behind one mutex.
+ * A connection keeps its socket across borrows; one that broke is closed
+ * when it comes back and reconnected by its next borrower, outside the
+ * lock, so a slow connect never blocks other threads. Every wait has a
+ * deadline (timeout_ms). */
+#ifndef CACHET_POOL_H
+#define CACHET_POOL_H
+
+#include "conn.h"
+
+typedef struct cachet_pool cachet_pool;
+
+/* `size` connections to cfg's server, or to `host`:`port` (a cluster node).
+ * `cfg` must outlive the pool. ENOMEM. */
+int cachet_pool_create(const cachet_config *cfg, const char *host, int port,
+                       int size, cachet_pool **out);
+/* Close every connection. NULL is a no-op. None may be borrowed. */
+void cachet_pool_destroy(cachet_pool *p);
+
+/* Borrow a connected connection, waiting at most timeout_ms for a free one
+ * and connecting it if needed. ETIMEDOUT (none became free), or the
+ * connect's error. */
+int cachet_pool_borrow(cachet_pool *p, cachet_conn **out);
+/* Give it back; a broken one, or one that still owes replies, is closed.
+ * NULL is a no-op. */
+void cachet_pool_release(cachet_pool *p, cachet_conn *cn);
+
+#endif
