@@ -612,11 +612,12 @@ CACHET_API int cachet_value_key(const cachet *c, const void *key, size_t keylen,
 
 /*
  * The same operations as above, without blocking, on a libevent loop the
- * application runs. Built on hiredis's redisAsyncContext; shares the
- * envelope, the scripts, the metrics and the status codes with the sync API.
- * Available when cachet was built with libevent (otherwise
- * cachet_async_open returns CACHET_ENOTSUP). cachet.h does not include
- * libevent: pass your `struct event_base *`.
+ * application runs. Each async call is its sync twin: the same code decides
+ * what is sent and what the replies mean (the same checks, scripts,
+ * envelope, metrics, status codes and details), on a single server or a
+ * Redis Cluster alike; only the waiting differs. Available when cachet was
+ * built with libevent (otherwise cachet_async_open returns CACHET_ENOTSUP).
+ * cachet.h does not include libevent: pass your `struct event_base *`.
  *
  * Threads. Everything runs on the thread that runs the event loop: every
  * cachet_async_* call must be made there, and every callback (and loader)
@@ -642,12 +643,15 @@ CACHET_API int cachet_value_key(const cachet *c, const void *key, size_t keylen,
  * One exception: the lock handle of cachet_async_lock_acquire's callback is
  * handed over; free it with cachet_lock_free().
  *
- * Connection. One connection per handle, opened on first use; every
- * operation is pipelined on it. Host names are resolved when it connects,
- * which blocks (hiredis): prefer an IP address or a unix socket. When the
- * connection drops, every operation waiting on it gets CACHET_ECONN (or the
- * server's refusal, e.g. a wrong AUTH password, as CACHET_ESERVER), and the
- * next operation opens a new connection.
+ * Connections. One per server (per master in a cluster), opened on first
+ * use; every operation is pipelined on it. In a cluster, commands go to the
+ * master of their key's slot; MOVED, ASK, TRYAGAIN and CLUSTERDOWN are
+ * followed as in the sync API, and the slot map is loaded without blocking.
+ * Host names are resolved when a connection opens, which blocks
+ * (getaddrinfo): prefer IP addresses or a unix socket. When a connection
+ * drops, every operation waiting on it gets CACHET_ECONN (or the server's
+ * refusal, e.g. a wrong AUTH password, as CACHET_ESERVER), and the next
+ * command opens a new one.
  *
  * Timeouts. Each step of an operation waits at most timeout_ms for its
  * replies (an event timer), then the operation gets CACHET_ETIMEDOUT. As in
@@ -666,7 +670,8 @@ typedef void (*cachet_async_value_cb)(int status, const void *val, size_t len,
 /* set, set_tags, delete (CACHET_OK existed / CACHET_MISS), release,
  * extend. */
 typedef void (*cachet_async_status_cb)(int status, void *ud);
-/* evict_tags (entries evicted), clear (entries removed, or counted). */
+/* evict_tags (entries evicted), clear (entries removed, or counted),
+ * prune (index members removed). */
 typedef void (*cachet_async_count_cb)(int status, uint64_t count, void *ud);
 /* ttl: on CACHET_OK, ttl_ms >= 0 or -1 for no expiry; 0 otherwise. */
 typedef void (*cachet_async_ttl_cb)(int status, int64_t ttl_ms, void *ud);
@@ -694,9 +699,8 @@ typedef void (*cachet_async_health_cb)(int status, const cachet_health *health,
 /*
  * Create an async handle on `base` with the options of cachet_open (copied;
  * they resolve the same way, environment included). No connection is made
- * yet. Errors as cachet_open, plus EINVAL (base is NULL), ENOTSUP (built
- * without libevent, or Redis Cluster, which the async API does not support
- * yet). `base` must outlive the handle.
+ * yet. Errors as cachet_open, plus EINVAL (base is NULL) and ENOTSUP (built
+ * without libevent). `base` must outlive the handle.
  */
 CACHET_API int cachet_async_open(cachet_async **out, struct event_base *base,
                                  const cachet_options *opts) CACHET_NODISCARD
@@ -710,8 +714,8 @@ CACHET_API int cachet_async_open(cachet_async **out, struct event_base *base,
  * callbacks are refused with CACHET_ECONN. A get_or_set whose loader is
  * still running leaves its stampede lock to expire after the lease; the
  * loader may still call cachet_async_load_done, which then does nothing.
- * The memory is freed once hiredis has let go of it, at the latest when the
- * current callback returns. May be called from a callback. NULL is a no-op.
+ * The memory is freed at the latest when the current callback returns. May
+ * be called from a callback. NULL is a no-op.
  */
 CACHET_API void cachet_async_close(cachet_async *a);
 
@@ -759,9 +763,9 @@ CACHET_API int cachet_async_ttl(cachet_async *a, const void *key,
                                 void *ud) CACHET_NODISCARD
     CACHET_NONNULL(1, 2, 4);
 
-/* As cachet_evict_tags and cachet_clear; the count goes to the callback.
- * The progress callback of the options, if set, is called on the loop
- * thread between chunks. */
+/* As cachet_evict_tags, cachet_clear and cachet_prune; the count goes to
+ * the callback (0 after an error). The progress callback of the options,
+ * if set, is called on the loop thread between chunks. */
 CACHET_API int cachet_async_evict_tags(cachet_async *a, const char *const *tags,
                                        size_t ntags, cachet_async_count_cb cb,
                                        void *ud) CACHET_NODISCARD
@@ -770,6 +774,9 @@ CACHET_API int cachet_async_clear(cachet_async *a, int dry_run,
                                   cachet_async_count_cb cb,
                                   void *ud) CACHET_NODISCARD
     CACHET_NONNULL(1, 3);
+CACHET_API int cachet_async_prune(cachet_async *a, cachet_async_count_cb cb,
+                                  void *ud) CACHET_NODISCARD
+    CACHET_NONNULL(1, 2);
 
 /* As cachet_lock_acquire; the wait is a loop timer, never a sleep. */
 CACHET_API int cachet_async_lock_acquire(cachet_async *a, const char *name,
@@ -840,7 +847,7 @@ CACHET_API int cachet_async_mset(cachet_async *a, const cachet_entry *entries,
                                  void *ud) CACHET_NODISCARD
     CACHET_NONNULL(1, 4);
 
-/* As cachet_health_check (a single server). */
+/* As cachet_health_check. */
 CACHET_API int cachet_async_health_check(cachet_async *a,
                                          cachet_async_health_cb cb,
                                          void *ud) CACHET_NODISCARD

@@ -1,680 +1,1167 @@
-/* The async handle, its connection, and the life of an operation.
+/* The async driver (async.h): machines on the user's libevent loop.
  *
- * See async.h for the shape. What this file guarantees:
- *  - every operation's result is delivered exactly once: by its own code,
- *    by a lost connection (hiredis calls each pending callback with a NULL
- *    reply), by its timer, or by cachet_async_close;
- *  - a result decided inside the public call that started the operation is
+ * What this file guarantees:
+ *  - every run's result is delivered exactly once: by its machine, by
+ *    cachet_async_close, or after a failure the machine was told about;
+ *  - a result decided inside the public call that started the run is
  *    delivered from the loop (an activated event), never from the call;
- *  - nothing that hiredis or libevent can still call into is freed.
+ *  - nothing that libevent can still call into is freed.
  *
- * The connection. hiredis 0.14 has no timeouts and no reconnection: each
- * step of an operation arms its own timer (libevent "common timeout", so
- * thousands cost O(1) each), and a connection that died is forgotten so that
- * the next command opens a new one. AUTH and SELECT are queued ahead of
- * everything else on a new connection; if the server refuses them the
- * connection is dropped and the operations queued behind get the refusal.
+ * Connections. Each is a non-blocking socket the driver reads and writes
+ * itself: commands are formatted into an output buffer and sent with
+ * send(MSG_NOSIGNAL), so a lost connection never raises SIGPIPE; replies
+ * are fed to a hiredis reader, checked against its bounds (reader.h), and
+ * matched in order against the queue of what the connection owes. AUTH and
+ * SELECT go first on a new connection; if the server refuses them, the
+ * connection is dropped and the commands behind get the refusal. A dropped
+ * connection fails every command it still owed (each run hears of it as
+ * that command's outcome), and the next command opens a new one. Host names
+ * are resolved when a connection opens, which blocks (getaddrinfo).
  *
- * SIGPIPE. hiredis writes with write(2); writing to a connection the server
- * closed raises SIGPIPE, which kills a process that left it at its default.
- * When it is at its default, the write event of hiredis's libevent adapter
- * is re-pointed at nosignal_write: as in conn.c, cachet sends the output
- * buffer itself with send(MSG_NOSIGNAL). Only the connect step and a failed
- * send fall back to hiredis's write, with SIGPIPE blocked in the loop thread
- * and the signal it raised consumed (guarded_write). */
+ * Each SEND's replies are due within timeout_ms (one timer per run). When
+ * they are late, the connections the run waits on are dropped, as in the
+ * sync API, and the run's machine hears ETIMEDOUT for each command. */
 #include "async.h"
-
-#include "cachet.h"
-
-#ifdef CACHET_HAVE_LIBEVENT
 
 #include <errno.h>
 #include <fcntl.h>
-#include <hiredis/adapters/libevent.h>
-#include <pthread.h>
-#include <signal.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
-#include "conn.h"
 #include "error.h"
-#include "script.h"
+#include "link.h"
+#include "op_batch.h"
+#include "op_gos.h"
+#include "op_lock.h"
+#include "reader.h"
+#include "resp.h"
+#include "router.h"
 
+#define BACKOFF_MIN_MS 2
+
+/* What a connection owes, in order. */
+enum { P_CMD, P_LOAD, P_ASKING, P_SETUP, P_SLOTS };
+typedef struct apend {
+  arun *run; /* NULL: nobody waits for it any more */
+  int what;
+  size_t idx;   /* P_CMD, P_LOAD: the run's command */
+  unsigned gen; /* ... of the run's SEND number gen */
+} apend;
+
+/* A command of the current SEND. */
+typedef struct acmd {
+  int node;      /* where it was sent (router index; 0 on a single server) */
+  int redirects; /* MOVED, ASK, TRYAGAIN, CLUSTERDOWN followed */
+  int reloaded;  /* NOSCRIPT recovered once */
+  int asking;    /* the next send is preceded by ASKING */
+  int decided;   /* its outcome is in; whatever else comes is ignored */
+  int64_t deadline;
+} acmd;
+
+typedef struct aconn {
+  cachet_async *a;
+  int node, fd, connected, dead, busy;
+  struct event *rev, *wev;
+  char *out;
+  size_t olen, ooff, ocap;
+  redisReader *reader;
+  cachet_reader_bound bound;
+  apend *q;
+  size_t qhead, qlen, qcap;
+  char where[300];
+} aconn;
+
+/* A loader in flight: the user holds `token` until load_done. */
+struct cachet_async_load {
+  arun *run; /* NULL once the run gave up on it */
+};
+typedef struct aload {
+  cachet_async_load *token;
+  cachet_load *ld;
+  struct event *renew; /* every lease/3 */
+  cachet_op_lock ext;  /* the renewal */
+  arun *ext_run;       /* in flight, or NULL */
+  int loaded;          /* load_done came */
+} aload;
+
+struct cachet_async {
+  cachet *c;
+  struct event_base *base;
+  void *data;
+  cachet_router *rt; /* NULL on a single server */
+  aconn *conns[CACHET_ROUTER_NODES];
+  arun *head, *tail;
+  size_t nruns;
+  const struct timeval *reply_tv;
+  struct timeval reply_tv_plain;
+  int closing, in_close;
+  /* Runs waiting for the slot map, and whether it is being loaded. */
+  arun **waiting;
+  size_t nwaiting, capwaiting;
+  int loading_map;
+  uint64_t map_gen;
+};
+
+/* Timer modes. */
+enum { T_NONE, T_REPLY, T_SLEEP, T_DEFER, T_LOADER };
+
+static void run_step(arun *r);
 static void conn_drop(aconn *cn, int rc, const char *detail);
-static void handle_maybe_free(cachet_async *a);
+static void run_maybe_free(arun *r);
+static void dispatch(arun *r);
+static int conn_send(aconn *cn, int argc, const char **argv, const size_t *lens,
+                     apend p);
+static void load_map(cachet_async *a);
 
-/* ---- SIGPIPE guard around hiredis's writes ------------------------------ */
-
-/* Blocking SIGPIPE costs a system call on each side of the write; the
- * pending signal is looked for only when the write lost the connection
- * (the connection record reports its death through `lost`). A
- * SIGPIPE pending before our write can only exist if the thread already
- * blocked SIGPIPE itself; only then is the pending set read first, so that
- * we never consume a signal that is not ours. */
-static void guarded_write(evutil_socket_t fd, short what, void *arg) {
-  (void)fd;
-  (void)what;
-  redisLibeventEvents *e = arg;
-  aconn *cn = e->context->data;
-  sigset_t block, old, pending;
-  sigemptyset(&block);
-  sigaddset(&block, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &block, &old);
-  int user_blocks = sigismember(&old, SIGPIPE);
-  int was_pending = 0;
-  if (user_blocks) {
-    sigemptyset(&pending);
-    sigpending(&pending);
-    was_pending = sigismember(&pending, SIGPIPE);
-  }
-  int lost = 0;
-  if (cn != NULL)
-    cn->lost = &lost;
-  /* May free the context, `e` and cn with it: only `lost` is read after. */
-  redisAsyncHandleWrite(e->context);
-  if (!lost && cn != NULL)
-    cn->lost = NULL;
-  if ((lost || cn == NULL) && !was_pending) {
-    sigemptyset(&pending);
-    sigpending(&pending);
-    if (sigismember(&pending, SIGPIPE)) {
-      struct timespec zero = {0, 0};
-      while (sigtimedwait(&block, NULL, &zero) < 0 && errno == EINTR) {
-      }
-    }
-  }
-  if (!user_blocks)
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
-/* The write event when SIGPIPE is at its default: send hiredis's output
- * buffer here with send(MSG_NOSIGNAL), which costs no signal-mask system
- * calls, and let hiredis do its bookkeeping with the buffer empty (it then
- * stops watching for writability and reads). Only the connect step and a
- * failed send go through hiredis's own write, guarded: the failure repeats
- * there (the socket stays in error) and hiredis tears the connection down
- * as it always does, with the SIGPIPE it raises consumed. */
-static void nosignal_write(evutil_socket_t fd, short what, void *arg) {
-  redisLibeventEvents *e = arg;
-  redisContext *c = &e->context->c;
-  if (!(c->flags & REDIS_CONNECTED)) {
-    guarded_write(fd, what, arg);
-    return;
-  }
-  int err = cachet_obuf_send(c);
-  if (err != 0 && err != EAGAIN && err != EWOULDBLOCK) {
-    guarded_write(fd, what, arg);
-    return;
-  }
-  if (sdslen(c->obuf) > 0) {
-    /* The socket is full: wait for it, as hiredis would. */
-    event_add(e->wev, NULL);
-    event_add(e->rev, NULL);
-    return;
-  }
-  redisAsyncHandleWrite(e->context); /* nothing left to write */
-}
-
-/* ---- Connections -------------------------------------------------------- */
-
-static void conn_mark_dead(aconn *cn, int rc, const char *detail) {
-  cn->dead = 1;
-  if (cn->lost != NULL) {
-    *cn->lost = 1;
-    cn->lost = NULL;
-  }
-  cn->rc = rc;
-  snprintf(cn->detail, sizeof cn->detail, "%s", detail);
-  if (cn->a != NULL && cn->a->conn == cn)
-    cn->a->conn = NULL;
-  cn->a = NULL;
-  /* hiredis frees the context next; it must not call us about it. */
-  cn->ac->onConnect = NULL;
-  cn->ac->onDisconnect = NULL;
-}
-
-/* Why hiredis gave up on a context. */
-static int conn_error(const redisAsyncContext *ac, char *detail, size_t n) {
-  switch (ac->err) {
-  case REDIS_ERR_EOF:
-    snprintf(detail, n, "redis: connection closed by the server");
-    return CACHET_ECONN;
-  case REDIS_ERR_PROTOCOL:
-    snprintf(detail, n, "redis: protocol error: %s", ac->errstr);
-    return CACHET_EPROTO;
-  case REDIS_ERR_OOM:
-    snprintf(detail, n, "redis: out of memory");
-    return CACHET_ENOMEM;
-  case 0:
-    snprintf(detail, n, "redis: connection closed");
-    return CACHET_ECONN;
-  default:
-    snprintf(detail, n, "redis: %s", ac->errstr ? ac->errstr : "I/O error");
-    return CACHET_ECONN;
-  }
-}
-
-static void conn_lost(aconn *cn) {
-  if (cn->dead)
-    return;
-  char detail[256];
-  int rc = conn_error(cn->ac, detail, sizeof detail);
-  if (cn->bound.refused) { /* the reader refused an array (reader.h) */
-    rc = CACHET_EPROTO;
-    snprintf(detail, sizeof detail, "redis: protocol error: %s",
-             cn->bound.why);
-  }
-  conn_mark_dead(cn, rc, detail);
-}
-
-/* The read event: hiredis reads and hands out every complete reply, then
- * what it holds unparsed is checked against the bounds, as conn.c checks
- * before each read (reader.h). Each read adds at most 16 KiB, so a reply
- * too large is dropped before it is buffered. */
-static void bounded_read(evutil_socket_t fd, short what, void *arg) {
-  (void)fd;
-  (void)what;
-  redisLibeventEvents *e = arg;
-  aconn *cn = e->context->data;
-  if (cn == NULL) {
-    redisAsyncHandleRead(e->context);
-    return;
-  }
-  int lost = 0;
-  cn->lost = &lost;
-  /* May free the context, `e` and cn with it: only `lost` is read after. */
-  redisAsyncHandleRead(e->context);
-  if (lost)
-    return;
-  cn->lost = NULL;
-  if (cachet_reader_check(cn->ac->c.reader, &cn->bound) != 0) {
-    char detail[256];
-    snprintf(detail, sizeof detail, "redis: protocol error: %s",
-             cn->bound.why);
-    conn_drop(cn, CACHET_EPROTO, detail);
-  }
-}
-
-static void on_connect(const redisAsyncContext *cac, int status) {
-  aconn *cn = cac->data;
-  if (status == REDIS_OK || cn == NULL || cn->dead)
-    return;
-  char detail[256];
-  (void)conn_error(cac, detail, sizeof detail);
-  const cachet_config *cfg = &cn->a->c->cfg;
-  char msg[400];
-  if (cfg->unix_path != NULL)
-    snprintf(msg, sizeof msg, "connect to unix:%s: %s", cfg->unix_path,
-             cac->errstr ? cac->errstr : detail);
-  else
-    snprintf(msg, sizeof msg, "connect to %s:%d: %s", cfg->host, cfg->port,
-             cac->errstr ? cac->errstr : detail);
-  conn_mark_dead(cn, CACHET_ECONN, msg);
-  if (cn->pending == 0)
-    free(cn);
-}
-
-static void on_disconnect(const redisAsyncContext *cac, int status) {
-  (void)status;
-  aconn *cn = cac->data;
-  if (cn == NULL)
-    return;
-  conn_lost(cn);
-  if (cn->pending == 0)
-    free(cn);
-}
-
-/* The reply to AUTH or SELECT on a new connection. A refusal drops the
- * connection, and the operations queued behind it get the server's words,
- * as the sync API reports them. */
-static void setup_reply(aconn *cn, redisReply *r, const char *what) {
-  cn->pending--;
-  if (r == NULL) {
-    conn_lost(cn);
-  } else if (!cn->dead && r->type == REDIS_REPLY_ERROR) {
-    char msg[256];
-    int n = r->len > 200 ? 200 : (int)r->len;
-    snprintf(msg, sizeof msg, "%s refused: %.*s", what, n, r->str);
-    conn_drop(cn, CACHET_ESERVER, msg);
-    return;
-  }
-  if (cn->dead && cn->pending == 0)
-    free(cn);
-}
-
-static void auth_reply(redisAsyncContext *ac, void *reply, void *priv) {
-  (void)ac;
-  setup_reply(priv, reply, "AUTH");
-}
-
-static void select_reply(redisAsyncContext *ac, void *reply, void *priv) {
-  (void)ac;
-  setup_reply(priv, reply, "SELECT");
-}
-
-static int conn_setup(aconn *cn, redisCallbackFn *fn, int argc,
-                      const char **argv, const size_t *lens) {
-  if (redisAsyncCommandArgv(cn->ac, fn, cn, argc, argv, lens) != REDIS_OK)
-    return cachet_fail(CACHET_ENOMEM, "out of memory queueing AUTH/SELECT");
-  cn->pending++;
+int cachet_async_usable(const cachet_async *a) {
+  if (a->closing)
+    return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
   return CACHET_OK;
 }
 
-static int conn_open(cachet_async *a) {
-  const cachet_config *cfg = &a->c->cfg;
-  char where[300];
-  redisAsyncContext *ac;
-  if (cfg->unix_path != NULL) {
-    snprintf(where, sizeof where, "connect to unix:%s", cfg->unix_path);
-    ac = redisAsyncConnectUnix(cfg->unix_path);
-  } else {
-    snprintf(where, sizeof where, "connect to %s:%d", cfg->host, cfg->port);
-    ac = redisAsyncConnect(cfg->host, cfg->port);
-  }
-  if (ac == NULL)
-    return cachet_fail(CACHET_ENOMEM, "%s: out of memory", where);
-  if (ac->err) {
-    int rc = cachet_fail(CACHET_ECONN, "%s: %s", where, ac->errstr);
-    redisAsyncFree(ac);
-    return rc;
-  }
-  aconn *cn = calloc(1, sizeof *cn);
-  if (cn == NULL || redisLibeventAttach(ac, a->base) != REDIS_OK) {
-    free(cn);
-    redisAsyncFree(ac);
-    return cachet_fail(CACHET_ENOMEM, "%s: out of memory", where);
-  }
-  int fdflags = fcntl(ac->c.fd, F_GETFD);
-  if (fdflags >= 0)
-    (void)fcntl(ac->c.fd, F_SETFD, fdflags | FD_CLOEXEC);
-  if (cfg->unix_path == NULL)
-    (void)redisEnableKeepAlive(&ac->c);
-  redisLibeventEvents *e = ac->ev.data;
-  if (a->guard_sigpipe) {
-    event_del(e->wev);
-    event_assign(e->wev, a->base, ac->c.fd, EV_WRITE, nosignal_write, e);
-    event_add(e->wev, NULL);
-  }
-  event_del(e->rev);
-  event_assign(e->rev, a->base, ac->c.fd, EV_READ, bounded_read, e);
-  event_add(e->rev, NULL);
-  cachet_reader_limits(cfg, &cn->bound);
-  cachet_reader_attach(ac->c.reader, &cn->bound);
-  cn->a = a;
-  cn->ac = ac;
-  ac->data = cn;
-  redisAsyncSetConnectCallback(ac, on_connect);
-  redisAsyncSetDisconnectCallback(ac, on_disconnect);
-  a->conn = cn;
+cachet *cachet_async_handle(cachet_async *a) { return a->c; }
 
-  int rc = CACHET_OK;
-  if (cfg->password != NULL) {
-    if (cfg->username != NULL) {
-      const char *argv[3] = {"AUTH", cfg->username, cfg->password};
-      size_t lens[3] = {4, strlen(cfg->username), strlen(cfg->password)};
-      rc = conn_setup(cn, auth_reply, 3, argv, lens);
-    } else {
-      const char *argv[2] = {"AUTH", cfg->password};
-      size_t lens[2] = {4, strlen(cfg->password)};
-      rc = conn_setup(cn, auth_reply, 2, argv, lens);
+/* ---- Connections ----------------------------------------------------------
+ */
+
+static void conn_free(aconn *cn) {
+  if (cn->rev != NULL)
+    event_free(cn->rev);
+  if (cn->wev != NULL)
+    event_free(cn->wev);
+  if (cn->fd >= 0)
+    close(cn->fd);
+  if (cn->reader != NULL)
+    redisReaderFree(cn->reader);
+  free(cn->out);
+  free(cn->q);
+  free(cn);
+}
+
+/* Connect the socket (non-blocking): 0 with cn->fd set, or an error. */
+static int conn_socket(aconn *cn, const cachet_config *cfg, const char *host,
+                       int port) {
+  cn->fd = -1;
+  if (host == NULL && cfg->unix_path != NULL) {
+    snprintf(cn->where, sizeof cn->where, "connect to unix:%s", cfg->unix_path);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", cfg->unix_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return cachet_fail(CACHET_ECONN, "%s: %s", cn->where, strerror(errno));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 &&
+        errno != EINPROGRESS && errno != EAGAIN) {
+      int e = errno;
+      close(fd);
+      return cachet_fail(CACHET_ECONN, "%s: %s", cn->where, strerror(e));
     }
+    cn->fd = fd;
+    return CACHET_OK;
   }
-  if (rc == CACHET_OK && cfg->db != 0) {
+  if (host == NULL) {
+    host = cfg->host;
+    port = cfg->port;
+  }
+  snprintf(cn->where, sizeof cn->where, "connect to %s:%d", host, port);
+  char ps[16];
+  snprintf(ps, sizeof ps, "%d", port);
+  struct addrinfo hints, *ai = NULL;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_socktype = SOCK_STREAM;
+  int g = getaddrinfo(host, ps, &hints, &ai);
+  if (g != 0)
+    return cachet_fail(CACHET_ECONN, "%s: %s", cn->where, gai_strerror(g));
+  int err = 0;
+  for (struct addrinfo *p = ai; p != NULL; p = p->ai_next) {
+    int fd = socket(p->ai_family, p->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    p->ai_protocol);
+    if (fd < 0) {
+      err = errno;
+      continue;
+    }
+    if (connect(fd, p->ai_addr, p->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      err = errno;
+      close(fd);
+      continue;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    cn->fd = fd;
+    break;
+  }
+  freeaddrinfo(ai);
+  if (cn->fd < 0)
+    return cachet_fail(CACHET_ECONN, "%s: %s", cn->where, strerror(err));
+  return CACHET_OK;
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg);
+static void on_write(evutil_socket_t fd, short what, void *arg);
+
+/* A new connection to node `node` (the server on a single server), with
+ * AUTH and SELECT queued first (P_SETUP, idx 0 and 1). */
+static int conn_open(cachet_async *a, int node, aconn **out) {
+  const cachet_config *cfg = &a->c->cfg;
+  aconn *cn = calloc(1, sizeof *cn);
+  if (cn == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  cn->a = a;
+  cn->node = node;
+  int port = 0;
+  const char *host =
+      a->rt != NULL ? cachet_router_host(a->rt, node, &port) : NULL;
+  int rc = conn_socket(cn, cfg, host, port);
+  if (rc == CACHET_OK &&
+      ((cn->reader = redisReaderCreate()) == NULL ||
+       (cn->rev = event_new(a->base, cn->fd, EV_READ | EV_PERSIST, on_read,
+                            cn)) == NULL ||
+       (cn->wev = event_new(a->base, cn->fd, EV_WRITE | EV_PERSIST, on_write,
+                            cn)) == NULL))
+    rc = cachet_fail(CACHET_ENOMEM, "out of memory");
+  if (rc == CACHET_OK) {
+    cachet_reader_limits(cfg, &cn->bound);
+    cachet_reader_attach(cn->reader, &cn->bound);
+    event_add(cn->rev, NULL);
+    event_add(cn->wev, NULL); /* writable: the connect is done */
+  }
+  if (rc == CACHET_OK && cfg->password != NULL) {
+    const char *argv[3] = {"AUTH", cfg->username, cfg->password};
+    size_t lens[3] = {4, 0, strlen(cfg->password)};
+    int user = cfg->username != NULL;
+    if (user)
+      lens[1] = strlen(cfg->username);
+    else
+      argv[1] = cfg->password, lens[1] = lens[2];
+    rc = conn_send(cn, 2 + user, argv, lens, (apend){NULL, P_SETUP, 0, 0});
+  }
+  if (rc == CACHET_OK && cfg->db != 0 && a->rt == NULL) {
     char db[16];
     int n = snprintf(db, sizeof db, "%d", cfg->db);
-    const char *argv[2] = {"SELECT", db};
-    size_t lens[2] = {6, (size_t)n};
-    rc = conn_setup(cn, select_reply, 2, argv, lens);
+    rc = conn_send(cn, 2, (const char *[]){"SELECT", db},
+                   (size_t[]){6, (size_t)n}, (apend){NULL, P_SETUP, 1, 0});
   }
   if (rc != CACHET_OK) {
-    char detail[256];
-    snprintf(detail, sizeof detail, "%s", cachet_last_error());
-    conn_drop(cn, rc, detail);
-    return cachet_fail(rc, "%s", detail);
+    conn_free(cn);
+    return rc;
   }
+  a->conns[node] = cn;
+  *out = cn;
   return CACHET_OK;
 }
 
-/* Give up on a connection: the operations waiting on it fail with `rc`,
- * and the next command opens a new one. */
+/* Queue one command and what its reply is for. */
+static int conn_send(aconn *cn, int argc, const char **argv, const size_t *lens,
+                     apend p) {
+  size_t size = cachet_resp_size(argc, lens);
+  if (size == 0)
+    return cachet_fail(CACHET_ENOMEM, "command too large");
+  if (cn->olen + size > cn->ocap) {
+    size_t cap = cn->ocap ? cn->ocap : 4096;
+    while (cap < cn->olen + size)
+      cap *= 2;
+    char *o = realloc(cn->out, cap);
+    if (o == NULL)
+      return cachet_fail(CACHET_ENOMEM, "out of memory queueing a command");
+    cn->out = o;
+    cn->ocap = cap;
+  }
+  if (cn->qlen == cn->qcap) {
+    if (cn->qhead > 0) { /* slide the queue down before growing it */
+      memmove(cn->q, cn->q + cn->qhead, (cn->qlen - cn->qhead) * sizeof *cn->q);
+      cn->qlen -= cn->qhead;
+      cn->qhead = 0;
+    }
+    if (cn->qlen == cn->qcap) {
+      size_t cap = cn->qcap ? cn->qcap * 2 : 16;
+      apend *q = realloc(cn->q, cap * sizeof *q);
+      if (q == NULL)
+        return cachet_fail(CACHET_ENOMEM, "out of memory queueing a command");
+      cn->q = q;
+      cn->qcap = cap;
+    }
+  }
+  cachet_resp_write(cn->out + cn->olen, argc, argv, lens);
+  cn->olen += size;
+  cn->q[cn->qlen++] = p;
+  if (p.run != NULL)
+    p.run->refs++;
+  if (cn->connected)
+    event_add(cn->wev, NULL);
+  return CACHET_OK;
+}
+
+/* The connection for `node`, opened when there is none. */
+static int conn_for(cachet_async *a, int node, aconn **out) {
+  *out = a->conns[node];
+  if (*out != NULL && !(*out)->dead)
+    return CACHET_OK;
+  return conn_open(a, node, out);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  aconn *cn = arg;
+  if (!cn->connected) {
+    int err = 0;
+    socklen_t l = sizeof err;
+    if (getsockopt(cn->fd, SOL_SOCKET, SO_ERROR, &err, &l) != 0)
+      err = errno;
+    if (err != 0) {
+      char d[400];
+      snprintf(d, sizeof d, "%s: %s", cn->where, strerror(err));
+      conn_drop(cn, CACHET_ECONN, d);
+      return;
+    }
+    cn->connected = 1;
+  }
+  while (cn->ooff < cn->olen) {
+    ssize_t n =
+        send(cn->fd, cn->out + cn->ooff, cn->olen - cn->ooff, MSG_NOSIGNAL);
+    if (n > 0) {
+      cn->ooff += (size_t)n;
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return; /* the socket is full: wait for it */
+    } else {
+      char d[400];
+      snprintf(d, sizeof d, "redis: %s", strerror(errno));
+      conn_drop(cn, CACHET_ECONN, d);
+      return;
+    }
+  }
+  cn->ooff = cn->olen = 0;
+  /* One large value must not stay allocated per connection. */
+  if (cn->ocap > 65536) {
+    free(cn->out);
+    cn->out = NULL;
+    cn->ocap = 0;
+  }
+  event_del(cn->wev);
+}
+
+/* ---- Runs: the outcomes of a SEND -----------------------------------------
+ */
+
+/* Every command of r's SEND has its outcome: the machine steps. */
+static void settled(arun *r) {
+  if (r->waiting > 0 && --r->waiting == 0 && !r->done && r->tmode == T_REPLY) {
+    event_del(r->ev);
+    r->tmode = T_NONE;
+    run_step(r);
+  }
+}
+
+/* Command `idx` of r's SEND has its outcome (the first one counts). */
+static void outcome(arun *r, size_t idx, int status, redisReply *reply,
+                    const char *detail) {
+  if (r->cmds[idx].decided) {
+    if (reply != NULL)
+      freeReplyObject(reply);
+    return;
+  }
+  r->cmds[idx].decided = 1;
+  cachet_res *res = &r->res[idx];
+  res->status = status;
+  res->reply = reply;
+  res->detail = NULL;
+  if (status != CACHET_OK) {
+    /* The first failure's words are the run's to report. */
+    if (r->detail[0] == '\0')
+      snprintf(r->detail, sizeof r->detail, "%s", detail);
+    res->detail = r->detail;
+  }
+  settled(r);
+}
+
+/* Send command `idx` of r's SEND to its node (or its ASK target). */
+static void send_cmd(arun *r, size_t idx) {
+  cachet_async *a = r->a;
+  const cachet_cmd *cmd = &r->out.cmds[idx];
+  acmd *ac = &r->cmds[idx];
+  aconn *cn = NULL;
+  int rc = conn_for(a, ac->node, &cn);
+  if (rc == CACHET_OK && ac->asking)
+    rc = conn_send(cn, 1, (const char *[]){"ASKING"}, (size_t[]){6},
+                   (apend){NULL, P_ASKING, 0, 0});
+  ac->asking = 0;
+  if (rc == CACHET_OK)
+    rc = conn_send(cn, cmd->argc, cmd->argv, cmd->lens,
+                   (apend){r, P_CMD, idx, r->gen});
+  if (rc != CACHET_OK) {
+    char d[512];
+    snprintf(d, sizeof d, "%s", cachet_last_error());
+    outcome(r, idx, rc, NULL, d);
+  }
+}
+
+/* A TRYAGAIN or CLUSTERDOWN: send it again after a backoff. */
+typedef struct retry {
+  arun *r;
+  size_t idx;
+  unsigned gen;
+} retry;
+
+static void retry_fire(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  retry *t = arg;
+  arun *r = t->r;
+  r->refs--;
+  if (!r->done && t->gen == r->gen && !r->cmds[t->idx].decided)
+    send_cmd(r, t->idx);
+  free(t);
+  run_maybe_free(r);
+}
+
+static int is_noscript(const redisReply *e) {
+  return e->type == REDIS_REPLY_ERROR && e->len >= 8 &&
+         memcmp(e->str, "NOSCRIPT", 8) == 0 &&
+         (e->len == 8 || e->str[8] == ' ');
+}
+
+/* A reply to command `idx` of r, from connection cn: what the machine
+ * would never see (NOSCRIPT, redirections) is handled here. */
+static void cmd_reply(arun *r, size_t idx, aconn *cn, redisReply *reply) {
+  cachet_async *a = r->a;
+  const cachet_cmd *cmd = &r->out.cmds[idx];
+  acmd *ac = &r->cmds[idx];
+  if (cmd->script >= 0 && !ac->reloaded && is_noscript(reply)) {
+    /* SCRIPT LOAD where it was missing, then the command again, on the
+     * same connection: in order. */
+    ac->reloaded = 1;
+    freeReplyObject(reply);
+    const cachet_script *s = &cachet_scripts[cmd->script];
+    int rc =
+        conn_send(cn, 3, (const char *[]){"SCRIPT", "LOAD", s->body},
+                  (size_t[]){6, 4, s->len}, (apend){r, P_LOAD, idx, r->gen});
+    if (rc == CACHET_OK)
+      rc = conn_send(cn, cmd->argc, cmd->argv, cmd->lens,
+                     (apend){r, P_CMD, idx, r->gen});
+    if (rc != CACHET_OK)
+      outcome(r, idx, rc, NULL, cachet_last_error());
+    return;
+  }
+  int kind = a->rt != NULL ? cachet_redirect_kind(reply) : CACHET_R_NONE;
+  int routed = cmd->node == CACHET_ROUTE_KEY;
+  if (kind == CACHET_R_NONE || ac->redirects >= CACHET_REDIRECTS ||
+      (!routed && (kind == CACHET_R_MOVED || kind == CACHET_R_ASK)) ||
+      ((kind == CACHET_R_TRYAGAIN || kind == CACHET_R_DOWN) &&
+       cachet_mono_ms() >= ac->deadline)) {
+    outcome(r, idx, CACHET_OK, reply, NULL);
+    return;
+  }
+  ac->redirects++;
+  if (kind == CACHET_R_MOVED || kind == CACHET_R_ASK) {
+    int target = cachet_router_redirect(a->rt, reply, cn->node);
+    freeReplyObject(reply);
+    if (target < 0) {
+      outcome(r, idx, CACHET_EPROTO, NULL, cachet_last_error());
+      return;
+    }
+    ac->node = target;
+    ac->asking = kind == CACHET_R_ASK;
+    send_cmd(r, idx);
+    return;
+  }
+  /* TRYAGAIN (a slot migrating) or CLUSTERDOWN (a failover): wait. */
+  freeReplyObject(reply);
+  if (kind == CACHET_R_DOWN) {
+    cachet_router_stale(a->rt);
+    if (routed) {
+      int slot = cachet_command_slot(cmd->argc, cmd->argv, cmd->lens);
+      int node = cachet_router_route(a->rt, slot);
+      if (node >= 0)
+        ac->node = node;
+    }
+  }
+  retry *t = malloc(sizeof *t);
+  int64_t ms = cachet_jitter_ms(BACKOFF_MIN_MS
+                                << (ac->redirects < 6 ? ac->redirects : 6));
+  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+  if (t == NULL) {
+    outcome(r, idx, CACHET_ENOMEM, NULL, "out of memory");
+    return;
+  }
+  *t = (retry){r, idx, r->gen};
+  r->refs++;
+  if (event_base_once(a->base, -1, EV_TIMEOUT, retry_fire, t, &tv) != 0) {
+    r->refs--;
+    free(t);
+    outcome(r, idx, CACHET_ENOMEM, NULL, "out of memory");
+  }
+}
+
+/* The reply at the head of cn's queue. */
+static void conn_reply(aconn *cn, redisReply *reply) {
+  cachet_async *a = cn->a;
+  apend p = cn->q[cn->qhead++];
+  if (cn->qhead == cn->qlen)
+    cn->qhead = cn->qlen = 0;
+  arun *r = p.run;
+  if (r != NULL)
+    r->busy++, r->refs--;
+  switch (p.what) {
+  case P_SETUP:
+    if (reply->type == REDIS_REPLY_ERROR) {
+      /* The commands behind get the server's refusal, as the sync API
+       * reports it. */
+      char d[512];
+      (void)cachet_fail_bytes(CACHET_ESERVER, NULL, reply->str, reply->len);
+      snprintf(d, sizeof d, "%s refused: %s", p.idx ? "SELECT" : "AUTH",
+               cachet_last_error());
+      freeReplyObject(reply);
+      conn_drop(cn, CACHET_ESERVER, d);
+      return;
+    }
+    freeReplyObject(reply);
+    return;
+  case P_ASKING:
+    freeReplyObject(reply);
+    return;
+  case P_SLOTS:
+    a->loading_map = 0;
+    if (reply->type == REDIS_REPLY_ERROR ||
+        cachet_router_apply(a->rt, a->map_gen, cn->node, reply,
+                            cachet_mono_ms()) != CACHET_OK)
+      cachet_router_failed(a->rt, cachet_mono_ms());
+    freeReplyObject(reply);
+    load_map(a); /* the runs waiting go on, or try the next node */
+    return;
+  case P_LOAD:
+    if (r != NULL && !r->done && p.gen == r->gen && !r->cmds[p.idx].decided) {
+      const cachet_script *s = &cachet_scripts[r->out.cmds[p.idx].script];
+      CACHET_COUNT(a->c, script_reloads, 1);
+      if (reply->type != REDIS_REPLY_STRING || reply->len != 40 ||
+          memcmp(reply->str, s->sha, 40) != 0) {
+        (void)cachet_fail(CACHET_EINTERNAL,
+                          "SCRIPT LOAD of %s returned a SHA1 other than the "
+                          "embedded %s",
+                          s->name, s->sha);
+        outcome(r, p.idx, CACHET_EINTERNAL, NULL, cachet_last_error());
+      }
+    }
+    freeReplyObject(reply);
+    break;
+  default: /* P_CMD */
+    if (r == NULL || r->done || r->tmode != T_REPLY || p.gen != r->gen)
+      freeReplyObject(reply); /* late: the run gave up on it */
+    else
+      cmd_reply(r, p.idx, cn, reply);
+    break;
+  }
+  if (r != NULL) {
+    r->busy--;
+    run_maybe_free(r);
+  }
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  aconn *cn = arg;
+  char buf[16384];
+  cn->busy++;
+  for (;;) {
+    if (cachet_reader_check(cn->reader, &cn->bound) != 0) {
+      char d[256];
+      snprintf(d, sizeof d, "redis: protocol error: %s", cn->bound.why);
+      conn_drop(cn, CACHET_EPROTO, d);
+      break;
+    }
+    ssize_t n = recv(cn->fd, buf, sizeof buf, 0);
+    if (n == 0) {
+      conn_drop(cn, CACHET_ECONN, "redis: connection closed by the server");
+      break;
+    }
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        char d[256];
+        snprintf(d, sizeof d, "redis: %s", strerror(errno));
+        conn_drop(cn, CACHET_ECONN, d);
+      }
+      break;
+    }
+    if (redisReaderFeed(cn->reader, buf, (size_t)n) != REDIS_OK) {
+      conn_drop(cn, CACHET_ENOMEM, "redis: out of memory");
+      break;
+    }
+    void *reply = NULL;
+    while (!cn->dead && cn->qhead < cn->qlen) {
+      if (redisReaderGetReply(cn->reader, &reply) != REDIS_OK) {
+        char d[256];
+        snprintf(d, sizeof d, "redis: protocol error: %s",
+                 cn->bound.refused ? cn->bound.why : cn->reader->errstr);
+        conn_drop(cn, CACHET_EPROTO, d);
+        break;
+      }
+      if (reply == NULL)
+        break;
+      conn_reply(cn, reply);
+    }
+    if (cn->dead)
+      break;
+  }
+  cn->busy--;
+  if (cn->dead && cn->busy == 0)
+    conn_free(cn);
+}
+
+/* Give up on a connection: what it owed fails with `rc`, and the next
+ * command opens a new one. */
 static void conn_drop(aconn *cn, int rc, const char *detail) {
   if (cn->dead)
     return;
-  redisAsyncContext *ac = cn->ac;
-  conn_mark_dead(cn, rc, detail);
-  /* With callbacks pending, the last of them frees cn; without, nothing of
-   * hiredis calls in again. */
-  int free_now = cn->pending == 0;
-  redisAsyncFree(ac);
-  if (free_now)
-    free(cn);
+  cachet_async *a = cn->a;
+  cn->dead = 1;
+  if (a->conns[cn->node] == cn)
+    a->conns[cn->node] = NULL;
+  event_del(cn->rev);
+  event_del(cn->wev);
+  cn->busy++;
+  while (cn->qhead < cn->qlen) {
+    apend p = cn->q[cn->qhead++];
+    if (p.what == P_SLOTS) {
+      a->loading_map = 0;
+      cachet_router_failed(a->rt, cachet_mono_ms());
+      load_map(a);
+      continue;
+    }
+    arun *r = p.run;
+    if (r == NULL)
+      continue;
+    r->refs--;
+    r->busy++;
+    if (!r->done && r->tmode == T_REPLY && p.gen == r->gen &&
+        (p.what == P_CMD || p.what == P_LOAD))
+      outcome(r, p.idx, rc, NULL, detail);
+    r->busy--;
+    run_maybe_free(r);
+  }
+  if (a->rt != NULL)
+    cachet_router_stale(a->rt);
+  cn->busy--;
+  if (cn->busy == 0)
+    conn_free(cn);
 }
 
-/* ---- Operations --------------------------------------------------------- */
+/* ---- The slot map -----------------------------------------------------------
+ */
+
+/* Ask a node for CLUSTER SLOTS when the map is due; when none is needed,
+ * the runs waiting for it go on. */
+static void load_map(cachet_async *a) {
+  if (a->loading_map)
+    return;
+  uint64_t gen;
+  int have = cachet_router_route(a->rt, -1) >= 0;
+  if (cachet_router_due(a->rt, cachet_mono_ms(), &gen)) {
+    int cand[2 * CACHET_ROUTER_NODES];
+    int n = cachet_router_candidates(a->rt, cand, 2 * CACHET_ROUTER_NODES);
+    for (int i = 0; i < n; i++) {
+      aconn *cn;
+      if (conn_for(a, cand[i], &cn) != CACHET_OK ||
+          conn_send(cn, 2, (const char *[]){"CLUSTER", "SLOTS"},
+                    (size_t[]){7, 5},
+                    (apend){NULL, P_SLOTS, 0, 0}) != CACHET_OK)
+        continue;
+      a->loading_map = 1;
+      a->map_gen = gen;
+      if (!have)
+        return; /* the waiting runs go on when it answers */
+      break;
+    }
+    if (!a->loading_map)
+      cachet_router_failed(a->rt, cachet_mono_ms());
+  }
+  /* A map (perhaps stale) or none to be had: the waiting runs go on. */
+  size_t n = a->nwaiting;
+  a->nwaiting = 0;
+  for (size_t i = 0; i < n; i++) {
+    arun *r = a->waiting[i];
+    r->refs--;
+    if (!r->done)
+      run_step(r);
+    run_maybe_free(r);
+  }
+}
+
+/* ---- Runs -------------------------------------------------------------------
+ */
 
 static size_t round_up(size_t n) {
   size_t al = alignof(max_align_t);
   return (n + al - 1) / al * al;
 }
 
-static void list_remove(aop *op) {
-  cachet_async *a = op->a;
-  if (op->prev != NULL)
-    op->prev->next = op->next;
+static void handle_maybe_free(cachet_async *a);
+
+static void list_remove(arun *r) {
+  cachet_async *a = r->a;
+  if (r->prev != NULL)
+    r->prev->next = r->next;
   else
-    a->head = op->next;
-  if (op->next != NULL)
-    op->next->prev = op->prev;
+    a->head = r->next;
+  if (r->next != NULL)
+    r->next->prev = r->prev;
   else
-    a->tail = op->prev;
-  op->prev = op->next = NULL;
-  op->listed = 0;
+    a->tail = r->prev;
+  r->prev = r->next = NULL;
+  r->listed = 0;
 }
 
-static void op_maybe_free(aop *op) {
-  if (!op->done || op->listed || op->pending > 0 || op->busy > 0)
+static void free_replies(arun *r) {
+  for (size_t i = 0; i < r->cap; i++)
+    if (r->res[i].reply != NULL) {
+      freeReplyObject(r->res[i].reply);
+      r->res[i].reply = NULL;
+    }
+}
+
+static void run_maybe_free(arun *r) {
+  if (!r->done || r->listed || r->refs > 0 || r->busy > 0)
     return;
-  cachet_async *a = op->a;
-  if (op->tmode != AOP_TM_NONE)
-    event_del(op->ev);
-  if (op->k->cleanup != NULL)
-    op->k->cleanup(op);
-  free(op->deferred_detail);
-  free(op);
-  a->nops--;
+  cachet_async *a = r->a;
+  if (r->tmode != T_NONE)
+    event_del(r->ev);
+  if (r->op != NULL)
+    r->op->k->free(r->op);
+  if (r->k->cleanup != NULL)
+    r->k->cleanup(r);
+  free_replies(r);
+  free(r->res);
+  free(r->cmds);
+  free(r->names);
+  free(r);
+  a->nruns--;
   handle_maybe_free(a);
 }
 
-static void op_deliver(aop *op, int rc) {
-  list_remove(op);
-  /* A child's error is counted by its parent, as the batch sees fit. */
-  if (rc < 0 && op->parent == NULL && !op->counted)
-    (void)cachet_result(op->a->c, rc);
-  else if (rc == CACHET_OK || rc == CACHET_MISS)
+static void stop_load(arun *r);
+
+/* Deliver the result: the user's callback, with the detail set. */
+static void deliver(arun *r) {
+  list_remove(r);
+  if (r->result == CACHET_OK || r->result == CACHET_MISS)
     cachet_error_clear();
-  op->busy++;
-  aop *parent = op->parent;
-  if (parent != NULL) {
-    parent->busy++;
-    parent->children--;
-    op->child_done(parent, op, rc);
-    parent->busy--;
-    op_maybe_free(parent);
-  } else {
-    op->k->deliver(op, rc);
-  }
-  op->busy--;
-  op_maybe_free(op);
+  else
+    (void)cachet_fail(r->result, "%s", r->detail);
+  if (r->k->count == A_COUNT_ALL ||
+      (r->k->count == A_COUNT_FATAL && cachet_batch_fatal(r->result)))
+    (void)cachet_result(r->a->c, r->result);
+  r->busy++;
+  r->k->deliver(r, r->result);
+  r->busy--;
+  run_maybe_free(r);
 }
 
-static void op_timer_cb(evutil_socket_t fd, short what, void *arg) {
+/* The run's result is decided. Inside the public call that started it,
+ * delivery waits for the loop. */
+static void finish(arun *r, int rc) {
+  if (r->done)
+    return;
+  r->done = 1;
+  r->result = rc;
+  snprintf(r->detail, sizeof r->detail, "%s",
+           rc == CACHET_OK ? "" : cachet_last_error());
+  stop_load(r);
+  event_del(r->ev);
+  r->tmode = T_NONE;
+  if (r->starting) {
+    r->tmode = T_DEFER;
+    event_active(r->ev, EV_TIMEOUT, 1);
+    return;
+  }
+  deliver(r);
+}
+
+/* The reply deadline passed: the connections it waits on are dropped (a
+ * late reply would be read as another's), and the machine hears
+ * ETIMEDOUT for each command still owed. */
+static void reply_timeout(arun *r) {
+  cachet_async *a = r->a;
+  int ms = a->c->cfg.timeout_ms;
+  char d[160], dd[160];
+  snprintf(d, sizeof d, "%s: no answer from the server within %d ms",
+           r->k->name, ms);
+  snprintf(dd, sizeof dd,
+           "connection dropped: an operation got no reply within %d ms", ms);
+  aconn *drop[CACHET_ROUTER_NODES];
+  int nd = 0;
+  r->busy++;
+  r->waiting++; /* the machine steps once the connections are gone */
+  for (size_t i = 0; i < r->out.n; i++) {
+    if (r->cmds[i].decided)
+      continue;
+    aconn *cn = r->cmds[i].node >= 0 ? a->conns[r->cmds[i].node] : NULL;
+    int seen = cn == NULL;
+    for (int j = 0; j < nd && !seen; j++)
+      seen = drop[j] == cn;
+    if (!seen)
+      drop[nd++] = cn;
+    outcome(r, i, CACHET_ETIMEDOUT, NULL, d);
+  }
+  for (int j = 0; j < nd; j++)
+    conn_drop(drop[j], CACHET_ECONN, dd);
+  settled(r);
+  r->busy--;
+  run_maybe_free(r);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
   (void)what;
-  aop *op = arg;
-  int mode = op->tmode;
-  op->tmode = AOP_TM_NONE;
-  op->busy++;
-  if (mode == AOP_TM_DEFER) {
-    (void)cachet_fail(op->deferred_rc, "%s",
-                      op->deferred_detail ? op->deferred_detail : "");
-    op_deliver(op, op->deferred_rc);
-  } else if (mode == AOP_TM_REPLY && !op->done) {
-    cachet_async *a = op->a;
-    int ms = a->c->cfg.timeout_ms;
-    int waiting = op->pending > 0;
-    char detail[160];
-    snprintf(detail, sizeof detail,
-             "connection dropped: an operation got no reply within %d ms", ms);
-    (void)cachet_fail(CACHET_ETIMEDOUT,
-                      "%s: no answer from the server within %d ms", op->k->name,
-                      ms);
-    cachet_aop_finish(op, CACHET_ETIMEDOUT);
-    /* As in the sync API, a server that missed a deadline is treated as
-     * gone: the operations queued behind on the connection fail, and the
-     * next one reconnects. */
-    if (waiting && a->conn != NULL)
-      conn_drop(a->conn, CACHET_ECONN, detail);
-  } else if (!op->done && op->k->timer != NULL) {
-    op->k->timer(op);
-  }
-  op->busy--;
-  op_maybe_free(op);
+  arun *r = arg;
+  int mode = r->tmode;
+  r->tmode = T_NONE;
+  r->busy++;
+  if (mode == T_DEFER)
+    deliver(r);
+  else if (mode == T_REPLY && !r->done) {
+    r->tmode = T_REPLY;
+    reply_timeout(r);
+  } else if (mode == T_LOADER && !r->done) {
+    r->load->ld->timed_out = 1;
+    stop_load(r);
+    run_step(r);
+  } else if (mode == T_SLEEP && !r->done)
+    run_step(r);
+  r->busy--;
+  run_maybe_free(r);
 }
 
-aop *cachet_aop_new(cachet_async *a, const aop_kind *k, size_t size,
-                    int nevents, event_callback_fn extra_cb, aop_cb cb,
-                    void *ud) {
+arun *cachet_arun_new(cachet_async *a, const arun_kind *k, size_t size,
+                      void (*cb)(void), void *ud) {
   size_t evsz = round_up(event_get_struct_event_size());
   size_t base = round_up(size);
-  aop *op = calloc(1, base + (size_t)nevents * evsz);
-  if (op == NULL) {
+  arun *r = calloc(1, base + evsz);
+  if (r == NULL) {
     (void)cachet_fail(CACHET_ENOMEM, "out of memory starting an operation");
     return NULL;
   }
-  op->k = k;
-  op->a = a;
-  op->cb = cb;
-  op->ud = ud;
-  op->script_id = -1;
-  op->ev = (struct event *)((char *)op + base);
-  event_assign(op->ev, a->base, -1, 0, op_timer_cb, op);
-  for (int i = 1; i < nevents; i++)
-    event_assign((struct event *)((char *)op + base + (size_t)i * evsz),
-                 a->base, -1, 0, extra_cb, op);
-  op->listed = 1;
-  op->prev = a->tail;
+  r->a = a;
+  r->k = k;
+  r->cb = cb;
+  r->ud = ud;
+  r->ev = (struct event *)((char *)r + base);
+  event_assign(r->ev, a->base, -1, 0, timer_cb, r);
+  r->listed = 1;
+  r->prev = a->tail;
   if (a->tail != NULL)
-    a->tail->next = op;
+    a->tail->next = r;
   else
-    a->head = op;
-  a->tail = op;
-  a->nops++;
-  return op;
+    a->head = r;
+  a->tail = r;
+  a->nruns++;
+  return r;
 }
 
-void cachet_aop_hold(aop *op) { op->busy++; }
-
-void cachet_aop_unhold(aop *op) {
-  op->busy--;
-  op_maybe_free(op);
+void cachet_arun_discard(arun *r) {
+  r->done = 1;
+  r->op = NULL;
+  if (r->listed)
+    list_remove(r);
+  run_maybe_free(r);
 }
 
-void cachet_aop_discard(aop *op) {
-  op->done = 1;
-  if (op->listed)
-    list_remove(op);
-  op_maybe_free(op);
-}
-
-struct event *cachet_aop_event(aop *op, int i) {
-  size_t evsz = round_up(event_get_struct_event_size());
-  return (struct event *)((char *)op->ev + (size_t)i * evsz);
-}
-
-void cachet_aop_adopt(aop *parent, aop *child, aop_child_fn fn) {
-  child->parent = parent;
-  child->child_done = fn;
-  parent->children++;
-}
-
-void cachet_aop_start(aop *op, void (*step)(aop *op)) {
-  op->starting = 1;
-  op->busy++;
-  step(op);
-  op->starting = 0;
-  op->busy--;
-  op_maybe_free(op);
-}
-
-void cachet_aop_finish(aop *op, int rc) {
-  if (op->done)
-    return;
-  op->done = 1;
-  event_del(op->ev);
-  op->tmode = AOP_TM_NONE;
-  if (op->k->stop != NULL)
-    op->k->stop(op);
-  if (op->starting) {
-    /* Never call back from inside the call that started the operation. */
-    op->deferred_rc = rc;
-    op->deferred_detail = strdup(cachet_last_error());
-    op->tmode = AOP_TM_DEFER;
-    event_active(op->ev, EV_TIMEOUT, 1);
-    return;
-  }
-  op_deliver(op, rc);
-}
-
-void cachet_aop_proto(aop *op, const char *what) {
-  (void)cachet_fail(CACHET_EPROTO, "%s: unexpected reply", what);
-  cachet_aop_finish(op, CACHET_EPROTO);
-}
-
-void cachet_aop_server_error(aop *op, const redisReply *r) {
-  (void)cachet_fail_bytes(CACHET_ESERVER, NULL, r->str, r->len);
-  cachet_aop_finish(op, CACHET_ESERVER);
-}
-
-void cachet_aop_timer(aop *op, int tmode, int64_t ms) {
-  if (ms < 0)
-    ms = 0;
-  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
-  event_del(op->ev);
-  op->tmode = tmode;
-  event_add(op->ev, &tv);
-}
-
-static int is_noscript(const redisReply *r) {
-  return r->type == REDIS_REPLY_ERROR && r->len >= 8 &&
-         memcmp(r->str, "NOSCRIPT", 8) == 0 &&
-         (r->len == 8 || r->str[8] == ' ');
-}
-
-/* The reply to a SCRIPT LOAD sent for NOSCRIPT recovery. */
-static void load_reply(aop *op, redisReply *r) {
-  const cachet_script *s = &cachet_scripts[op->script_id];
-  if (r->type == REDIS_REPLY_ERROR) {
-    cachet_aop_server_error(op, r);
-    return;
-  }
-  CACHET_COUNT(op->a->c, script_reloads, 1);
-  if (r->type != REDIS_REPLY_STRING || r->len != 40 ||
-      memcmp(r->str, s->sha, 40) != 0) {
-    (void)cachet_fail(CACHET_EINTERNAL,
-                      "SCRIPT LOAD of %s returned a SHA1 other than the "
-                      "embedded %s",
-                      s->name, s->sha);
-    cachet_aop_finish(op, CACHET_EINTERNAL);
-  }
-}
-
-static void reply_cb(redisAsyncContext *ac, void *reply, void *priv) {
-  aconn *cn = ac->data;
-  aop *op = priv;
-  redisReply *r = reply;
-  int lost_rc = CACHET_OK;
-  char lost[512];
-  cn->pending--;
-  if (r == NULL) {
-    conn_lost(cn);
-    lost_rc = cn->rc;
-    snprintf(lost, sizeof lost, "%s", cn->detail);
-  }
-  if (cn->dead && cn->pending == 0)
-    free(cn);
-  /* cn is not touched below: user code may drop or free it. */
-  op->pending--;
-  op->busy++;
-  if (op->done) {
-    /* A late reply (the operation timed out or was closed): dropped. */
-  } else if (r == NULL) {
-    (void)cachet_fail(lost_rc, "%s", lost);
-    cachet_aop_finish(op, lost_rc);
-  } else if (op->expect_load > 0) {
-    op->expect_load--;
-    load_reply(op, r);
-  } else if (op->script_id >= 0 && !op->reloaded && is_noscript(r)) {
-    /* The script cache was flushed (or this is a new server): load the
-     * script and send the call again; the caller never sees it. */
-    const cachet_script *s = &cachet_scripts[op->script_id];
-    const char *argv[3] = {"SCRIPT", "LOAD", s->body};
-    size_t lens[3] = {6, 4, s->len};
-    op->reloaded = 1;
-    int rc = cachet_aop_send(op, 3, argv, lens);
-    if (rc == CACHET_OK) {
-      op->expect_load++;
-      op->resending = 1;
-      op->k->resend(op);
-      op->resending = 0;
+/* The SEND's commands go out: each to the master of its key's slot (or the
+ * one the machine names). Without a slot map they wait for one. */
+static void dispatch(arun *r) {
+  cachet_async *a = r->a;
+  size_t n = r->out.n;
+  int64_t deadline = cachet_mono_ms() + a->c->cfg.timeout_ms;
+  r->gen++;
+  r->detail[0] = '\0';
+  r->waiting = n;
+  r->tmode = T_REPLY;
+  event_add(r->ev, a->reply_tv);
+  for (size_t i = 0; i < n && !r->done; i++) {
+    const cachet_cmd *cmd = &r->out.cmds[i];
+    acmd *ac = &r->cmds[i];
+    memset(ac, 0, sizeof *ac);
+    ac->deadline = deadline;
+    if (a->rt == NULL) {
+      ac->node = 0;
+    } else if (cmd->node >= 0) {
+      int m[CACHET_ROUTER_NODES];
+      int nm = cachet_router_masters(a->rt, m, CACHET_ROUTER_NODES);
+      ac->node = cmd->node < nm ? m[cmd->node] : -1;
     } else {
-      cachet_aop_finish(op, rc);
+      ac->node = cachet_router_route(
+          a->rt, cachet_command_slot(cmd->argc, cmd->argv, cmd->lens));
     }
+    if (ac->node < 0) {
+      outcome(r, i, CACHET_ECONN, NULL,
+              "cluster: no master serves the command's slot");
+      continue;
+    }
+    send_cmd(r, i);
+  }
+}
+
+static void start_load(arun *r, cachet_load *ld);
+
+/* Step the machine until it waits for something. */
+static void run_step(arun *r) {
+  cachet_async *a = r->a;
+  if (r->stepping || r->done)
+    return;
+  if (a->rt != NULL && cachet_router_route(a->rt, -1) < 0) {
+    /* No slot map yet: wait for one (no run steps without the nodes). */
+    if (a->nwaiting == a->capwaiting) {
+      size_t cap = a->capwaiting ? a->capwaiting * 2 : 8;
+      arun **w = realloc(a->waiting, cap * sizeof *w);
+      if (w == NULL) {
+        finish(r, cachet_fail(CACHET_ENOMEM, "out of memory"));
+        return;
+      }
+      a->waiting = w;
+      a->capwaiting = cap;
+    }
+    a->waiting[a->nwaiting++] = r;
+    r->refs++;
+    load_map(a);
+    return;
+  }
+  r->stepping = 1;
+  r->busy++;
+  for (;;) {
+    cachet_in in = {cachet_mono_ms(), 1, NULL, NULL, 0};
+    static const char *const server[1] = {"server"};
+    in.names = server;
+    if (a->rt != NULL) {
+      int m[CACHET_ROUTER_NODES];
+      in.nodes = cachet_router_masters(a->rt, m, CACHET_ROUTER_NODES);
+      const char **names = realloc(
+          r->names, (size_t)(in.nodes > 0 ? in.nodes : 1) * sizeof *names);
+      if (names != NULL) {
+        r->names = names;
+        for (int i = 0; i < in.nodes; i++)
+          names[i] = cachet_router_name(a->rt, m[i]);
+        in.names = names;
+      }
+    }
+    if (r->out.n > 0 && r->tmode == T_NONE) {
+      in.res = r->res;
+      in.n = r->out.n;
+    }
+    cachet_out out = {0};
+    int what = r->op->k->step(r->op, &in, &out);
+    free_replies(r);
+    r->out.n = 0;
+    if (what == CACHET_DO_DONE) {
+      /* A reply of the wrong shape leaves the stream in doubt. */
+      if (out.status == CACHET_EPROTO)
+        for (int i = 0; i < CACHET_ROUTER_NODES; i++)
+          if (a->conns[i] != NULL) {
+            char d[600];
+            snprintf(d, sizeof d, "%s", cachet_last_error());
+            conn_drop(a->conns[i], CACHET_ECONN, d);
+            (void)cachet_fail(CACHET_EPROTO, "%s", d);
+          }
+      finish(r, out.status);
+      break;
+    }
+    if (what == CACHET_DO_SLEEP) {
+      struct timeval tv = {(time_t)(out.ms / 1000),
+                           (suseconds_t)(out.ms % 1000) * 1000};
+      r->tmode = T_SLEEP;
+      event_add(r->ev, &tv);
+      break;
+    }
+    if (what == CACHET_DO_LOAD) {
+      start_load(r, out.load);
+      if (r->load != NULL && !r->load->loaded)
+        break;
+      continue; /* load_done came from inside the loader */
+    }
+    /* SEND */
+    if (out.n == 0) {
+      finish(r, cachet_fail(CACHET_EINTERNAL, "%s: a step sent nothing",
+                            r->op->k->name));
+      break;
+    }
+    if (out.n > r->cap) {
+      cachet_res *res = realloc(r->res, out.n * sizeof *res);
+      if (res != NULL)
+        r->res = res;
+      acmd *cmds = realloc(r->cmds, out.n * sizeof *cmds);
+      if (cmds != NULL)
+        r->cmds = cmds;
+      if (res == NULL || cmds == NULL) {
+        finish(r, cachet_fail(CACHET_ENOMEM, "out of memory"));
+        break;
+      }
+      memset(r->res + r->cap, 0, (out.n - r->cap) * sizeof *r->res);
+      r->cap = out.n;
+    }
+    for (size_t i = 0; i < out.n; i++)
+      r->res[i] = (cachet_res){CACHET_OK, NULL, NULL};
+    r->out = out;
+    if (a->closing) {
+      for (size_t i = 0; i < out.n; i++)
+        r->res[i] = (cachet_res){CACHET_ECONN, NULL, "closed"};
+      continue;
+    }
+    dispatch(r);
+    if (r->waiting > 0 || r->done)
+      break;
+    /* Every command failed at once: the machine hears of it now. */
+    event_del(r->ev);
+    r->tmode = T_NONE;
+  }
+  r->stepping = 0;
+  r->busy--;
+}
+
+void cachet_arun_start(arun *r, cachet_op *op) {
+  r->op = op;
+  r->starting = 1;
+  r->busy++;
+  run_step(r);
+  r->starting = 0;
+  r->busy--;
+  run_maybe_free(r);
+}
+
+/* ---- get_or_set's loader ----------------------------------------------------
+ */
+
+static void ext_deliver(arun *e, int rc) {
+  aload *l = e->ud;
+  if (l != NULL) {
+    l->ext_run = NULL;
+    /* An error is not a lost lease: the next tick tries again. */
+    if (rc == CACHET_LOCK_EXPIRED || rc == CACHET_LOCK_NOT_OWNER)
+      l->ld->lost = rc;
+  }
+}
+
+static const arun_kind ext_kind = {"lock_extend", A_COUNT_NONE, ext_deliver,
+                                   NULL};
+
+static void renew_tick(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  arun *r = arg;
+  aload *l = r->load;
+  if (l == NULL || l->ext_run != NULL || l->ld->lost)
+    return;
+  arun *e = cachet_arun_new(r->a, &ext_kind, sizeof(arun), NULL, l);
+  if (e == NULL)
+    return;
+  cachet_op_lock_init(&l->ext, r->a->c, CACHET_LOCK_EXTEND, l->ld->lock,
+                      l->ld->lease_ms, 0);
+  l->ext_run = e;
+  cachet_arun_start(e, &l->ext.op);
+}
+
+/* LOAD: the user's loader runs, its lease renewed every lease/3 and its
+ * wait bounded by fetch_wait_ms. */
+static void start_load(arun *r, cachet_load *ld) {
+  cachet_async *a = r->a;
+  aload *l = calloc(1, sizeof *l);
+  cachet_async_load *token = malloc(sizeof *token);
+  if (l == NULL || token == NULL) {
+    free(l);
+    free(token);
+    ld->start_failed = 1;
+    l = NULL;
   } else {
-    op->k->reply(op, r);
+    l->token = token;
+    token->run = r;
+    l->ld = ld;
+    r->load = l;
+    int64_t period = ld->lease_ms / 3 > 0 ? ld->lease_ms / 3 : 1;
+    struct timeval tv = {(time_t)(period / 1000),
+                         (suseconds_t)(period % 1000) * 1000};
+    l->renew = event_new(a->base, -1, EV_PERSIST, renew_tick, r);
+    if (l->renew != NULL)
+      event_add(l->renew, &tv);
+    int64_t wait = ld->wait_ms;
+    struct timeval dl = {(time_t)(wait / 1000),
+                         (suseconds_t)(wait % 1000) * 1000};
+    r->tmode = T_LOADER;
+    event_add(r->ev, &dl);
+    ld->afn(token, ld->key, ld->keylen, ld->ttl_ms, ld->ud);
+    return;
   }
-  /* Every reply of the step is in and nothing new was sent: the step's
-   * deadline is met. */
-  if (op->pending == 0 && op->tmode == AOP_TM_REPLY) {
-    event_del(op->ev);
-    op->tmode = AOP_TM_NONE;
-  }
-  op->busy--;
-  op_maybe_free(op);
+  r->load = NULL;
 }
 
-int cachet_aop_send(aop *op, int argc, const char **argv, const size_t *lens) {
-  cachet_async *a = op->a;
-  if (a->closing)
-    return cachet_fail(CACHET_ECONN, "closed: the async handle is closing");
-  if (a->conn == NULL) {
-    int rc = conn_open(a);
-    if (rc != CACHET_OK)
-      return rc;
+/* The loader is over (done, timed out, closed): no more renewals, and a
+ * late load_done is accepted and ignored. */
+static void stop_load(arun *r) {
+  aload *l = r->load;
+  if (l == NULL)
+    return;
+  if (l->renew != NULL)
+    event_free(l->renew);
+  if (l->ext_run != NULL)
+    l->ext_run->ud = NULL;
+  if (l->token != NULL)
+    l->token->run = NULL; /* the user's load_done frees it */
+  free(l);
+  r->load = NULL;
+}
+
+void cachet_async_load_done(cachet_async_load *load, int status,
+                            const void *val, size_t len, int64_t ttl_ms) {
+  arun *r = load->run;
+  if (r == NULL || r->load == NULL) {
+    free(load);
+    return;
   }
-  aconn *cn = a->conn;
-  if (redisAsyncCommandArgv(cn->ac, reply_cb, op, argc, argv, lens) != REDIS_OK)
-    return cachet_fail(CACHET_ENOMEM, "out of memory queueing a command");
-  cn->pending++;
-  if ((op->pending++ == 0 || op->tmode != AOP_TM_REPLY) && !op->done &&
-      op->tmode != AOP_TM_LOADER) {
-    /* The first command of a step: its replies are due in timeout_ms. (A
-     * lease renewal while a loader runs is bounded by the loader's
-     * deadline instead.) The event is pending only when tmode says so. */
-    if (op->tmode != AOP_TM_NONE)
-      event_del(op->ev);
-    op->tmode = AOP_TM_REPLY;
-    event_add(op->ev, a->reply_tv);
+  aload *l = r->load;
+  cachet_load *ld = l->ld;
+  ld->status = status;
+  ld->ttl_ms = ttl_ms;
+  ld->len = status == 0 ? len : 0;
+  ld->val = NULL;
+  if (status == 0 && (ld->val = malloc(len > 0 ? len : 1)) == NULL) {
+    ld->status = -1;
+  } else if (status == 0 && len > 0) {
+    memcpy(ld->val, val, len);
   }
-  return CACHET_OK;
+  l->token = NULL;
+  free(load);
+  l->loaded = 1;
+  if (r->stepping) { /* called from inside the loader: run_step goes on */
+    if (l->renew != NULL)
+      event_free(l->renew);
+    l->renew = NULL;
+    return;
+  }
+  stop_load(r);
+  event_del(r->ev);
+  r->tmode = T_NONE;
+  r->busy++;
+  run_step(r);
+  r->busy--;
+  run_maybe_free(r);
 }
 
-int cachet_aop_script(aop *op, cachet_script_id id, int nkeys, int nargs,
-                      const char *const *args, const size_t *lens) {
-  cachet_evalsha e;
-  int rc = cachet_evalsha_build(&e, id, nkeys, nargs, args, lens);
-  if (rc != CACHET_OK)
-    return rc;
-  op->script_id = (int)id;
-  if (!op->resending)
-    op->reloaded = 0;
-  rc = cachet_aop_send(op, e.argc, e.argv, e.lens);
-  cachet_evalsha_free(&e);
-  return rc;
-}
-
-char *cachet_reply_take(redisReply *r) {
-  char *s = r->str;
-  r->str = NULL;
-  return s;
-}
-
-/* ---- The handle --------------------------------------------------------- */
+/* ---- The handle -------------------------------------------------------------
+ */
 
 static void handle_maybe_free(cachet_async *a) {
-  if (!a->closing || a->in_close || a->nops > 0)
+  if (!a->closing || a->in_close || a->nruns > 0)
     return;
+  free(a->waiting);
   cachet_close(a->c);
   free(a);
 }
@@ -689,12 +1176,6 @@ int cachet_async_open(cachet_async **out, struct event_base *base,
   int rc = cachet_open(&c, opts);
   if (rc != CACHET_OK)
     return rc;
-  if (c->cfg.cluster) {
-    cachet_close(c);
-    return cachet_fail(CACHET_ENOTSUP,
-                       "the async API does not support Redis Cluster yet "
-                       "(CACHET_CLUSTER / redis+cluster://)");
-  }
   cachet_async *a = calloc(1, sizeof *a);
   if (a == NULL) {
     cachet_close(c);
@@ -702,6 +1183,7 @@ int cachet_async_open(cachet_async **out, struct event_base *base,
   }
   a->c = c;
   a->base = base;
+  a->rt = cachet_links_router(c);
   int ms = c->cfg.timeout_ms;
   a->reply_tv_plain.tv_sec = ms / 1000;
   a->reply_tv_plain.tv_usec = (suseconds_t)(ms % 1000) * 1000;
@@ -710,9 +1192,6 @@ int cachet_async_open(cachet_async **out, struct event_base *base,
   a->reply_tv = event_base_init_common_timeout(base, &a->reply_tv_plain);
   if (a->reply_tv == NULL)
     a->reply_tv = &a->reply_tv_plain;
-  struct sigaction sa;
-  a->guard_sigpipe =
-      sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler == SIG_DFL;
   *out = a;
   return CACHET_OK;
 }
@@ -722,32 +1201,39 @@ void cachet_async_close(cachet_async *a) {
     return;
   a->closing = 1;
   a->in_close = 1;
-  /* Newest first: children come after their parents, so a parent hears
-   * of its children's ends before its own turn. */
+  /* Newest first: a renewal runs after the load it serves. */
   while (a->tail != NULL) {
-    aop *op = a->tail;
-    op->busy++;
-    if (op->tmode == AOP_TM_DEFER) {
-      event_del(op->ev);
-      op->tmode = AOP_TM_NONE;
-      (void)cachet_fail(op->deferred_rc, "%s",
-                        op->deferred_detail ? op->deferred_detail : "");
-      op_deliver(op, op->deferred_rc);
-    } else if (op->done) {
-      /* Decided, delivery under way up the stack: nothing to do here but
-       * leave the list. */
-      list_remove(op);
+    arun *r = a->tail;
+    r->busy++;
+    if (r->tmode == T_DEFER) {
+      event_del(r->ev);
+      r->tmode = T_NONE;
+      deliver(r);
+    } else if (!r->done) {
+      (void)cachet_fail(CACHET_ECONN, "closed: the async handle was closed "
+                                      "with the operation in flight");
+      r->done = 1;
+      r->result = CACHET_ECONN;
+      snprintf(r->detail, sizeof r->detail, "%s", cachet_last_error());
+      stop_load(r);
+      event_del(r->ev);
+      r->tmode = T_NONE;
+      deliver(r);
     } else {
-      (void)cachet_fail(CACHET_ECONN,
-                        "closed: the async handle was closed with the "
-                        "operation in flight");
-      cachet_aop_finish(op, CACHET_ECONN);
+      list_remove(r);
     }
-    op->busy--;
-    op_maybe_free(op);
+    r->busy--;
+    run_maybe_free(r);
   }
-  if (a->conn != NULL)
-    conn_drop(a->conn, CACHET_ECONN, "closed");
+  for (int i = 0; i < CACHET_ROUTER_NODES; i++)
+    if (a->conns[i] != NULL)
+      conn_drop(a->conns[i], CACHET_ECONN, "closed");
+  size_t n = a->nwaiting;
+  a->nwaiting = 0;
+  for (size_t i = 0; i < n; i++) {
+    a->waiting[i]->refs--;
+    run_maybe_free(a->waiting[i]);
+  }
   a->in_close = 0;
   handle_maybe_free(a);
 }
@@ -757,129 +1243,3 @@ void cachet_async_set_data(cachet_async *a, void *data) { a->data = data; }
 void *cachet_async_get_data(const cachet_async *a) { return a->data; }
 
 cachet *cachet_async_cachet(cachet_async *a) { return a->c; }
-
-#else /* !CACHET_HAVE_LIBEVENT */
-
-/* Built without libevent: the API links, and says why it cannot work. No
- * handle can exist, so every other call reports the same. */
-#include "conn.h"
-#include "error.h"
-
-static int no_libevent(void) {
-  return cachet_fail(CACHET_ENOTSUP,
-                     "the async API needs libevent; cachet was built without "
-                     "it");
-}
-
-int cachet_async_open(cachet_async **out, struct event_base *base,
-                      const cachet_options *opts) {
-  (void)base;
-  (void)opts;
-  *out = NULL;
-  return no_libevent();
-}
-
-void cachet_async_close(cachet_async *a) { (void)a; }
-void cachet_async_set_data(cachet_async *a, void *data) {
-  (void)a;
-  (void)data;
-}
-void *cachet_async_get_data(const cachet_async *a) {
-  (void)a;
-  return NULL;
-}
-cachet *cachet_async_cachet(cachet_async *a) {
-  (void)a;
-  return NULL;
-}
-int cachet_async_get(cachet_async *a, const void *key, size_t keylen,
-                     cachet_async_value_cb cb, void *ud) {
-  (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_set(cachet_async *a, const void *key, size_t keylen,
-                     const void *val, size_t len, int64_t ttl_ms,
-                     cachet_async_status_cb cb, void *ud) {
-  (void)a, (void)key, (void)keylen, (void)val, (void)len, (void)ttl_ms;
-  (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_set_tags(cachet_async *a, const void *key, size_t keylen,
-                          const void *val, size_t len, int64_t ttl_ms,
-                          const char *const *tags, size_t ntags,
-                          cachet_async_status_cb cb, void *ud) {
-  (void)a, (void)key, (void)keylen, (void)val, (void)len, (void)ttl_ms;
-  (void)tags, (void)ntags, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_delete(cachet_async *a, const void *key, size_t keylen,
-                        cachet_async_status_cb cb, void *ud) {
-  (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_exists(cachet_async *a, const void *key, size_t keylen,
-                        cachet_async_status_cb cb, void *ud) {
-  (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_ttl(cachet_async *a, const void *key, size_t keylen,
-                     cachet_async_ttl_cb cb, void *ud) {
-  (void)a, (void)key, (void)keylen, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_evict_tags(cachet_async *a, const char *const *tags,
-                            size_t ntags, cachet_async_count_cb cb, void *ud) {
-  (void)a, (void)tags, (void)ntags, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_clear(cachet_async *a, int dry_run, cachet_async_count_cb cb,
-                       void *ud) {
-  (void)a, (void)dry_run, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_lock_acquire(cachet_async *a, const char *name, int64_t ttl_ms,
-                              int64_t wait_ms, cachet_async_lock_cb cb,
-                              void *ud) {
-  (void)a, (void)name, (void)ttl_ms, (void)wait_ms, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_lock_release(cachet_async *a, const cachet_lock *lock,
-                              cachet_async_status_cb cb, void *ud) {
-  (void)a, (void)lock, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_lock_extend(cachet_async *a, const cachet_lock *lock,
-                             int64_t ttl_ms, cachet_async_status_cb cb,
-                             void *ud) {
-  (void)a, (void)lock, (void)ttl_ms, (void)cb, (void)ud;
-  return no_libevent();
-}
-void cachet_async_load_done(cachet_async_load *load, int status,
-                            const void *val, size_t len, int64_t ttl_ms) {
-  (void)load, (void)status, (void)val, (void)len, (void)ttl_ms;
-}
-int cachet_async_get_or_set(cachet_async *a, const void *key, size_t keylen,
-                            cachet_async_loader_fn loader, int64_t ttl_ms,
-                            const char *const *tags, size_t ntags,
-                            cachet_async_value_cb cb, void *ud) {
-  (void)a, (void)key, (void)keylen, (void)loader, (void)ttl_ms;
-  (void)tags, (void)ntags, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_mget(cachet_async *a, const cachet_entry *entries, size_t n,
-                      cachet_async_items_cb cb, void *ud) {
-  (void)a, (void)entries, (void)n, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_mset(cachet_async *a, const cachet_entry *entries, size_t n,
-                      cachet_async_items_cb cb, void *ud) {
-  (void)a, (void)entries, (void)n, (void)cb, (void)ud;
-  return no_libevent();
-}
-int cachet_async_health_check(cachet_async *a, cachet_async_health_cb cb,
-                              void *ud) {
-  (void)a, (void)cb, (void)ud;
-  return no_libevent();
-}
-
-#endif

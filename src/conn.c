@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 
 #include "error.h"
+#include "resp.h"
 
 /* hiredis 0.14 reports a receive timeout as an I/O error whose errno is
  * EAGAIN (SO_RCVTIMEO) and a connect timeout as ETIMEDOUT. */
@@ -93,56 +94,20 @@ static int send_obuf(cachet_conn *cn) {
   return io_status(cn->ctx, err, cn->timeout_ms, "redis");
 }
 
-/* Decimal digits of v. */
-static size_t digits(size_t v) {
-  size_t n = 1;
-  while (v >= 10) {
-    v /= 10;
-    n++;
-  }
-  return n;
-}
-
-/* `mark` (e.g. '$'), v in decimal and CRLF at p, which has room for them;
- * returns the end. */
-static char *put_header(char *p, char mark, size_t v) {
-  size_t n = digits(v);
-  *p++ = mark;
-  for (size_t i = n; i-- > 0; v /= 10)
-    p[i] = (char)('0' + v % 10);
-  p += n;
-  *p++ = '\r';
-  *p++ = '\n';
-  return p;
-}
-
-/* Queue one command, in RESP, on hiredis's output buffer. hiredis 0.14
- * formats an argv through sdscatfmt, piece by piece, into a fresh string
- * that it then copies: in a pipelined batch that was the client's largest
- * cost. Here the length is computed once and each piece is copied once,
- * straight into the buffer. Returns REDIS_OK or REDIS_ERR (out of memory).*/
+/* Queue one command, in RESP, on hiredis's output buffer. Commands over
+ * INT_MAX bytes go through hiredis (sdsIncrLen takes an int). Returns
+ * REDIS_OK or REDIS_ERR (out of memory). */
 static int format_append(redisContext *ctx, int argc, const char **argv,
                          const size_t *lens) {
-  size_t total = 1 + digits((size_t)argc) + 2;
-  for (int i = 0; i < argc && total <= INT_MAX; i++)
-    total +=
-        1 + digits(lens[i]) + 2 + (lens[i] < INT_MAX ? lens[i] : INT_MAX) + 2;
-  if (total > INT_MAX) /* sdsIncrLen takes an int: hiredis's way, slower */
+  size_t total = cachet_resp_size(argc, lens);
+  if (total == 0 || total > INT_MAX)
     return redisAppendCommandArgv(ctx, argc, argv, lens);
   size_t used = sdslen(ctx->obuf);
   sds buf = sdsMakeRoomFor(ctx->obuf, total);
   if (buf == NULL)
     return REDIS_ERR;
   ctx->obuf = buf;
-  char *p = put_header(buf + used, '*', (size_t)argc);
-  for (int i = 0; i < argc; i++) {
-    p = put_header(p, '$', lens[i]);
-    if (lens[i] > 0)
-      memcpy(p, argv[i], lens[i]);
-    p += lens[i];
-    *p++ = '\r';
-    *p++ = '\n';
-  }
+  cachet_resp_write(buf + used, argc, argv, lens);
   sdsIncrLen(buf, (ssize_t)total);
   return REDIS_OK;
 }

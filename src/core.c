@@ -1,5 +1,6 @@
 /* The public core operations: get, set, set_tags, delete, exists, ttl,
- * inspect. Each borrows one pooled connection for the call. */
+ * inspect, each one machine (op_key.c, op_entry.c) run on the calling
+ * thread. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,8 +8,8 @@
 #include "envelope.h"
 #include "error.h"
 #include "keys.h"
-#include "link.h"
 #include "op_entry.h"
+#include "op_key.h"
 #include "run.h"
 
 int cachet_write_entry(cachet *c, const void *key, size_t keylen,
@@ -34,77 +35,33 @@ int cachet_delete_entry(cachet *c, const void *key, size_t keylen) {
   return rc;
 }
 
-/* Run one plain command against the value key of `key`. */
-static int value_command(cachet *c, const char *cmd, const void *key,
-                         size_t keylen, cachet_key *vk, redisReply **r) {
-  int rc = cachet_check_key(c, key, keylen);
-  if (rc != CACHET_OK)
-    return rc;
-  rc = cachet_key_build(c, vk, CACHET_KIND_VALUE, cachet_bucket(key, keylen),
-                        key, keylen);
-  if (rc != CACHET_OK)
-    return rc;
-  cachet_link *l;
-  rc = cachet_link_acquire(c, &l);
-  if (rc != CACHET_OK)
-    return rc;
-  const char *argv[2] = {cmd, vk->buf};
-  size_t lens[2] = {strlen(cmd), vk->len};
-  rc = cachet_link_command(l, 2, argv, lens, r);
-  cachet_link_release(c, l);
-  return rc;
-}
-
-static int unexpected(redisReply *r, const char *cmd) {
-  int type = r->type;
-  freeReplyObject(r);
-  return cachet_fail(CACHET_EPROTO, "%s: unexpected reply type %d", cmd, type);
+/* One read, run to its end; the caller takes the result, then frees x. */
+static int run_key(cachet *c, cachet_op_key *x, int cmd, const void *key,
+                   size_t keylen) {
+  cachet_error_clear();
+  int rc = cachet_op_key_init(x, c, cmd, key, keylen);
+  if (rc == CACHET_OK)
+    rc = cachet_run(c, &x->op);
+  return cachet_result(c, rc);
 }
 
 int cachet_get(cachet *c, const void *key, size_t keylen, void **val,
                size_t *len) {
-  cachet_key vk = {0};
-  redisReply *r = NULL;
-  *val = NULL;
-  *len = 0;
-  cachet_error_clear();
-  int rc = value_command(c, "GET", key, keylen, &vk, &r);
-  if (rc == CACHET_OK) {
-    if (r->type == REDIS_REPLY_NIL) {
-      freeReplyObject(r);
-      CACHET_COUNT(c, misses, 1);
-      rc = CACHET_MISS;
-    } else if (r->type == REDIS_REPLY_STRING) {
-      /* Take the reply's own buffer (malloc'd by hiredis, len + 1 bytes)
-       * instead of copying it. */
-      char *blob = r->str;
-      size_t bl = r->len;
-      r->str = NULL;
-      freeReplyObject(r);
-      rc = cachet_entry_open(c, vk.buf, vk.len, blob, bl, val, len);
-    } else {
-      rc = unexpected(r, "GET");
-    }
-  }
-  cachet_key_free(&vk);
-  return cachet_result(c, rc);
+  cachet_op_key x;
+  int rc = run_key(c, &x, CACHET_KEY_GET, key, keylen);
+  *val = rc == CACHET_OK ? x.val : NULL;
+  *len = rc == CACHET_OK ? x.len : 0;
+  x.val = NULL;
+  x.op.k->free(&x.op);
+  return rc;
 }
 
 int cachet_set_tags(cachet *c, const void *key, size_t keylen, const void *val,
                     size_t len, int64_t ttl_ms, const char *const *tags,
                     size_t ntags) {
   cachet_error_clear();
-  int rc;
-  if ((rc = cachet_check_key(c, key, keylen)) ||
-      (rc = cachet_check_value(c, len, ttl_ms)) ||
-      (rc = cachet_check_tags(c, tags, ntags)))
-    return cachet_result(c, rc);
-  if (val == NULL && len > 0)
-    return cachet_result(
-        c, cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", len));
-  return cachet_result(c, cachet_write_entry(c, key, keylen,
-                                             val == NULL ? "" : val, len,
-                                             ttl_ms, tags, ntags));
+  return cachet_result(
+      c, cachet_write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags));
 }
 
 int cachet_set(cachet *c, const void *key, size_t keylen, const void *val,
@@ -114,49 +71,23 @@ int cachet_set(cachet *c, const void *key, size_t keylen, const void *val,
 
 int cachet_delete(cachet *c, const void *key, size_t keylen) {
   cachet_error_clear();
-  int rc = cachet_check_key(c, key, keylen);
-  if (rc != CACHET_OK)
-    return cachet_result(c, rc);
   return cachet_result(c, cachet_delete_entry(c, key, keylen));
 }
 
 int cachet_exists(cachet *c, const void *key, size_t keylen) {
-  cachet_key vk = {0};
-  redisReply *r = NULL;
-  cachet_error_clear();
-  int rc = value_command(c, "EXISTS", key, keylen, &vk, &r);
-  if (rc == CACHET_OK) {
-    if (r->type == REDIS_REPLY_INTEGER) {
-      rc = r->integer > 0 ? CACHET_OK : CACHET_MISS;
-      freeReplyObject(r);
-    } else {
-      rc = unexpected(r, "EXISTS");
-    }
-  }
-  cachet_key_free(&vk);
-  return cachet_result(c, rc);
+  cachet_op_key x;
+  int rc = run_key(c, &x, CACHET_KEY_EXISTS, key, keylen);
+  x.op.k->free(&x.op);
+  return rc;
 }
 
 int cachet_ttl(cachet *c, const void *key, size_t keylen, int64_t *ttl_ms) {
-  cachet_key vk = {0};
-  redisReply *r = NULL;
-  cachet_error_clear();
-  int rc = value_command(c, "PTTL", key, keylen, &vk, &r);
-  if (rc == CACHET_OK) {
-    if (r->type == REDIS_REPLY_INTEGER) {
-      /* PTTL: -2 absent, -1 no expiry, else milliseconds left. */
-      if (r->integer == -2) {
-        rc = CACHET_MISS;
-      } else {
-        *ttl_ms = r->integer < 0 ? -1 : r->integer;
-      }
-      freeReplyObject(r);
-    } else {
-      rc = unexpected(r, "PTTL");
-    }
-  }
-  cachet_key_free(&vk);
-  return cachet_result(c, rc);
+  cachet_op_key x;
+  int rc = run_key(c, &x, CACHET_KEY_PTTL, key, keylen);
+  if (rc == CACHET_OK)
+    *ttl_ms = x.ttl_ms;
+  x.op.k->free(&x.op);
+  return rc;
 }
 
 int cachet_value_key(const cachet *c, const void *key, size_t keylen,
@@ -196,23 +127,13 @@ int cachet_inspect_blob(cachet *c, const void *redis_key, size_t redis_keylen,
 
 int cachet_inspect(cachet *c, const void *key, size_t keylen,
                    cachet_envelope_info *info) {
-  cachet_key vk = {0};
-  redisReply *r = NULL;
-  cachet_error_clear();
   memset(info, 0, sizeof *info);
-  int rc = value_command(c, "GET", key, keylen, &vk, &r);
-  if (rc == CACHET_OK) {
-    if (r->type == REDIS_REPLY_NIL) {
-      rc = CACHET_MISS;
-      freeReplyObject(r);
-    } else if (r->type == REDIS_REPLY_STRING) {
-      rc = cachet_envelope_inspect(c->keyring, vk.buf, vk.len,
-                                   (const uint8_t *)r->str, r->len, info);
-      freeReplyObject(r);
-    } else {
-      rc = unexpected(r, "GET");
-    }
-  }
-  cachet_key_free(&vk);
-  return cachet_result(c, rc);
+  cachet_op_key x;
+  int rc = run_key(c, &x, CACHET_KEY_RAW, key, keylen);
+  if (rc == CACHET_OK)
+    rc =
+        cachet_result(c, cachet_envelope_inspect(c->keyring, x.vk.buf, x.vk.len,
+                                                 x.val, x.len, info));
+  x.op.k->free(&x.op);
+  return rc;
 }

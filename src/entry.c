@@ -28,12 +28,10 @@ int cachet_check_key(const cachet *c, const void *key, size_t keylen) {
   return CACHET_OK;
 }
 
-int cachet_check_tags(const cachet *c, const char *const *tags, size_t ntags) {
+int cachet_check_tag_names(const cachet *c, const char *const *tags,
+                           size_t ntags) {
   if (ntags > 0 && tags == NULL)
     return cachet_fail(CACHET_EINVAL, "tags is NULL but ntags is %zu", ntags);
-  if (ntags > c->cfg.max_tags)
-    return cachet_fail(CACHET_EINVAL, "%zu tags exceed max_tags (%zu)", ntags,
-                       c->cfg.max_tags);
   for (size_t i = 0; i < ntags; i++) {
     if (tags[i] == NULL || tags[i][0] == '\0')
       return cachet_fail(CACHET_EINVAL, "tag %zu is empty", i + 1);
@@ -41,6 +39,13 @@ int cachet_check_tags(const cachet *c, const char *const *tags, size_t ntags) {
       return cachet_fail(CACHET_EINVAL, "tag %zu exceeds max_key_size", i + 1);
   }
   return CACHET_OK;
+}
+
+int cachet_check_tags(const cachet *c, const char *const *tags, size_t ntags) {
+  if (ntags > c->cfg.max_tags && tags != NULL)
+    return cachet_fail(CACHET_EINVAL, "%zu tags exceed max_tags (%zu)", ntags,
+                       c->cfg.max_tags);
+  return cachet_check_tag_names(c, tags, ntags);
 }
 
 int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms) {
@@ -59,18 +64,28 @@ int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms) {
   return CACHET_OK;
 }
 
+int cachet_check_write(const cachet *c, const void *key, size_t keylen,
+                       const void *val, size_t len, int64_t ttl_ms,
+                       const char *const *tags, size_t ntags) {
+  int rc;
+  if ((rc = cachet_check_key(c, key, keylen)) ||
+      (rc = cachet_check_value(c, len, ttl_ms)) ||
+      (rc = cachet_check_tags(c, tags, ntags)))
+    return rc;
+  if (val == NULL && len > 0)
+    return cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", len);
+  return CACHET_OK;
+}
+
 int cachet_check_batch(const cachet *c, const cachet_entry *entries, size_t n,
                        int write) {
   if (n > 0 && entries == NULL)
     return cachet_fail(CACHET_EINVAL, "entries is NULL but n is %zu", n);
   for (size_t i = 0; i < n; i++) {
     const cachet_entry *e = &entries[i];
-    int rc = cachet_check_key(c, e->key, e->keylen);
-    if (rc == CACHET_OK && write &&
-        (rc = cachet_check_value(c, e->len, e->ttl_ms)) == CACHET_OK &&
-        (rc = cachet_check_tags(c, e->tags, e->ntags)) == CACHET_OK &&
-        e->val == NULL && e->len > 0)
-      rc = cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", e->len);
+    int rc = write ? cachet_check_write(c, e->key, e->keylen, e->val, e->len,
+                                        e->ttl_ms, e->tags, e->ntags)
+                   : cachet_check_key(c, e->key, e->keylen);
     if (rc != CACHET_OK) {
       char detail[400];
       snprintf(detail, sizeof detail, "%s", cachet_last_error());

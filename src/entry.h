@@ -17,12 +17,20 @@ const char *cachet_prune_cap(cachet *c);
 
 /* Check a user key against the configured limits (EINVAL). */
 int cachet_check_key(const cachet *c, const void *key, size_t keylen);
-/* Check a tag list (EINVAL): count <= max_tags, each non-NULL, non-empty,
- * at most max_key_size bytes. */
+/* Check tag names (EINVAL): each non-NULL, non-empty, at most
+ * max_key_size bytes. */
+int cachet_check_tag_names(const cachet *c, const char *const *tags,
+                           size_t ntags);
+/* ... and for an entry's tags, their count <= max_tags too. */
 int cachet_check_tags(const cachet *c, const char *const *tags, size_t ntags);
 /* Check ttl >= 0 and the value size (EINVAL). */
 int cachet_check_value(const cachet *c, size_t len, int64_t ttl_ms);
 
+/* What every write is checked for (key, value, TTL, tags; a NULL value
+ * must be empty): EINVAL naming the first problem. */
+int cachet_check_write(const cachet *c, const void *key, size_t keylen,
+                       const void *val, size_t len, int64_t ttl_ms,
+                       const char *const *tags, size_t ntags);
 /* Check every entry of a batch before anything is sent: the keys, and for
  * a write (`write` = 1) the values, TTLs and tags too. The detail of a
  * failure reads "entry N: <why> (nothing was written)" or "(... read)". */
@@ -47,8 +55,8 @@ void cachet_stage_command(const cachet_key *sk, const uint8_t *blob,
                           size_t bloblen, const char *argv[5], size_t lens[5]);
 
 /* One entry machine (op_entry.h) run to its end on the calling thread:
- * the write of cachet_set_tags (arguments checked already) and the delete
- * of cachet_delete (CACHET_OK existed, CACHET_MISS not). */
+ * the write of cachet_set_tags and the delete of cachet_delete (CACHET_OK
+ * existed, CACHET_MISS not). Arguments are checked (EINVAL). */
 int cachet_write_entry(cachet *c, const void *key, size_t keylen,
                        const void *val, size_t len, int64_t ttl_ms,
                        const char *const *tags, size_t ntags);

@@ -85,13 +85,27 @@ static int check_name(const cachet *c, const char *name, size_t *len) {
   return CACHET_OK;
 }
 
-static int check_ttl(int64_t ttl_ms) {
+int cachet_lock_check_ttl(int64_t ttl_ms) {
   if (ttl_ms <= 0)
     return cachet_fail(CACHET_EINVAL,
                        "lock ttl %lld ms: no lock lives without a TTL (it "
                        "must be > 0)",
                        (long long)ttl_ms);
   return CACHET_OK;
+}
+
+int cachet_lock_prepare(const cachet *c, const char *name, int64_t ttl_ms,
+                        int64_t wait_ms, cachet_lock **out) {
+  *out = NULL;
+  size_t len;
+  int rc;
+  if ((rc = check_name(c, name, &len)) || (rc = cachet_lock_check_ttl(ttl_ms)))
+    return rc;
+  if (wait_ms < 0)
+    return cachet_fail(CACHET_EINVAL,
+                       "lock wait %lld ms is negative (0 means try once)",
+                       (long long)wait_ms);
+  return cachet_lock_new(CACHET_KIND_LOCK, name, len, out);
 }
 
 /* The wait is the machine's (op_lock.c): jittered backoff, each sleep
@@ -101,17 +115,9 @@ int cachet_lock_acquire(cachet *c, const char *name, int64_t ttl_ms,
                         int64_t wait_ms, cachet_lock **out) {
   *out = NULL;
   cachet_error_clear();
-  size_t len;
-  int rc;
-  if ((rc = check_name(c, name, &len)) || (rc = check_ttl(ttl_ms)))
-    return cachet_result(c, rc);
-  if (wait_ms < 0)
-    return cachet_result(
-        c, cachet_fail(CACHET_EINVAL,
-                       "lock wait %lld ms is negative (0 means try once)",
-                       (long long)wait_ms));
   cachet_lock *lk;
-  if ((rc = cachet_lock_new(CACHET_KIND_LOCK, name, len, &lk)) != CACHET_OK)
+  int rc = cachet_lock_prepare(c, name, ttl_ms, wait_ms, &lk);
+  if (rc != CACHET_OK)
     return cachet_result(c, rc);
   rc = run_lock(c, CACHET_LOCK_ACQUIRE, lk, ttl_ms, wait_ms);
   if (rc == CACHET_OK)
@@ -161,7 +167,7 @@ int cachet_lock_release(cachet *c, const cachet_lock *lock) {
 
 int cachet_lock_extend(cachet *c, const cachet_lock *lock, int64_t ttl_ms) {
   cachet_error_clear();
-  int rc = check_ttl(ttl_ms);
+  int rc = cachet_lock_check_ttl(ttl_ms);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
   return cachet_result(c, cachet_lock_renew(c, lock, ttl_ms));

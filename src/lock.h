@@ -35,6 +35,13 @@ struct cachet_lock {
 int cachet_lock_new(char kind, const void *name, size_t namelen,
                     cachet_lock **out);
 
+/* An acquire's checks (EINVAL: the name, ttl_ms > 0, wait_ms >= 0) and
+ * its new handle (as cachet_lock_new). */
+int cachet_lock_prepare(const cachet *c, const char *name, int64_t ttl_ms,
+                        int64_t wait_ms, cachet_lock **out);
+/* EINVAL unless ttl_ms > 0: no lock lives without a TTL. */
+int cachet_lock_check_ttl(int64_t ttl_ms);
+
 /* Release / extend with the outcomes of the public calls (OK,
  * LOCK_EXPIRED, LOCK_NOT_OWNER) or an error. Neither counts the error in
  * the metrics nor clears the detail: the public callers do that. */

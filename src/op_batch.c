@@ -105,6 +105,8 @@ static int mget_send(cachet_op_mget *x, cachet_out *out) {
 static int mget_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
   cachet_op_mget *x = (cachet_op_mget *)op;
   cachet *c = op->c;
+  if (x->n == 0)
+    return cachet_op_done(out, CACHET_OK);
   if (in->res == NULL)
     return mget_send(x, out);
   for (size_t i = 0; i < x->m; i++) {
@@ -605,6 +607,8 @@ static int mset_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
   fresh.n = 0;
   switch (op->state) {
   case AW_NONE:
+    if (x->n == 0)
+      return cachet_op_done(out, CACHET_OK);
     x->m = x->n < CACHET_MSET_WINDOW ? x->n : CACHET_MSET_WINDOW;
     cachet_mset_plan_window(&x->p, x->e, x->m, x->by_bucket,
                             op->c->cfg.prefixlen);
@@ -678,7 +682,9 @@ int cachet_op_mset_init(cachet_op_mset *x, cachet *c, cachet_entry *e,
   x->n = n;
   x->first = CACHET_OK;
   x->by_bucket = c->cfg.cluster;
-  int rc = cachet_mset_plan_alloc(&x->p, e, n > 0 ? n : 1);
+  if (n == 0)
+    return CACHET_OK; /* done at the first step */
+  int rc = cachet_mset_plan_alloc(&x->p, e, n);
   if (rc != CACHET_OK)
     return rc;
   size_t cap = x->p.cap;

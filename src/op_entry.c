@@ -270,7 +270,9 @@ static int init(cachet_op_entry *x, cachet *c, int mode, const void *key,
   x->mode = mode;
   x->bucket = cachet_bucket(key, keylen);
   x->keylen = keylen;
-  int rc;
+  int rc = cachet_check_key(c, key, keylen);
+  if (rc != CACHET_OK)
+    return rc;
   if ((x->key = malloc(keylen > 0 ? keylen : 1)) == NULL)
     rc = cachet_fail(CACHET_ENOMEM, "out of memory");
   else if ((rc = cachet_key_build(c, &x->vk, CACHET_KIND_VALUE, x->bucket, key,
@@ -286,7 +288,12 @@ int cachet_op_entry_write(cachet_op_entry *x, cachet *c, const void *key,
                           size_t keylen, const void *val, size_t len,
                           int64_t ttl_ms, const char *const *tags,
                           size_t ntags) {
-  int rc = init(x, c, ENTRY_WRITE, key, keylen);
+  int rc = cachet_check_write(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  if (rc != CACHET_OK)
+    return rc;
+  if (val == NULL)
+    val = "";
+  rc = init(x, c, ENTRY_WRITE, key, keylen);
   for (size_t i = 0; rc == CACHET_OK && i < ntags; i++)
     rc = add_name(x, tags[i], strlen(tags[i]));
   x->nnew = x->ntags;

@@ -29,11 +29,12 @@ typedef struct cachet_op_entry {
 
 /*
  * A write of `val` under `key` with `tags`, sealed now (the machine owns
- * copies of everything). Arguments must already be checked. Untagged and
+ * copies of everything). Untagged and
  * below CACHET_STAGE_MIN: a plain SET with the tag set read in the same
  * round trip, then untag.lua only when the entry had tags. Otherwise
  * set_tags.lua, the envelope staged first when large. Returns CACHET_OK,
- * or EINVAL/ENOMEM (the envelope refused, or memory) with nothing to run.
+ * or EINVAL (cachet_check_write, or the envelope) or ENOMEM with nothing to
+ * run (and nothing to free).
  * The machine's result: CACHET_OK, or an error.
  */
 int cachet_op_entry_write(cachet_op_entry *x, cachet *c, const void *key,
@@ -41,7 +42,8 @@ int cachet_op_entry_write(cachet_op_entry *x, cachet *c, const void *key,
                           int64_t ttl_ms, const char *const *tags,
                           size_t ntags);
 
-/* A delete: CACHET_OK if the value existed, CACHET_MISS if not. */
+/* A delete: CACHET_OK if the value existed, CACHET_MISS if not. The key
+ * is checked (EINVAL). */
 int cachet_op_entry_delete(cachet_op_entry *x, cachet *c, const void *key,
                            size_t keylen);
 

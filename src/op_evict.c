@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "entry.h"
 #include "error.h"
 
 enum { V_START, V_SWEEP, V_BEGIN, V_RANGE, V_SETS, V_CHUNK };
@@ -227,6 +228,8 @@ static int chunk_reply(cachet_op_evict *x, const cachet_in *in,
   if (rc != CACHET_OK)
     return cachet_op_done(out, rc);
   x->evicted += (uint64_t)r->element[0]->integer;
+  /* Gone whatever comes next: counted now. */
+  CACHET_COUNT(x->op.c, tag_evictions, (uint64_t)r->element[0]->integer);
   uint64_t moved =
       (uint64_t)r->element[0]->integer + (uint64_t)r->element[2]->integer;
   cachet_progress(x->op.c, "evict", x->evicted);
@@ -279,6 +282,9 @@ int cachet_op_evict_init(cachet_op_evict *x, cachet *c, const char *const *tags,
   memset(x, 0, sizeof *x);
   x->op.k = &evict_kind;
   x->op.c = c;
+  int rc = cachet_check_tag_names(c, tags, ntags);
+  if (rc != CACHET_OK)
+    return rc;
   if (ntags > 0 && (x->tags = calloc(ntags, sizeof *x->tags)) == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory");
   for (; x->ntags < ntags; x->ntags++)

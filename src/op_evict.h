@@ -20,7 +20,7 @@ typedef struct cachet_op_evict {
   size_t nsets;
 } cachet_op_evict;
 
-/* Tags must already be checked; they are copied. ENOMEM with nothing to
+/* Tags are checked (EINVAL) and copied; ENOMEM. Either way nothing to
  * run. The result: CACHET_OK once no entry that carried a tag before the
  * call can be read, or an error (EBUSY under contention); x->evicted counts
  * the entries evicted either way. */

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "entry.h"
 #include "error.h"
 
 /* Waiters' backoff between polls: it starts short, so a fast loader is seen
@@ -93,6 +94,13 @@ static void loaded(cachet_op_gos *x) {
     release(x, cachet_fail(CACHET_ENOMEM, "cannot start the lease renewal"));
     return;
   }
+  if (ld->timed_out) {
+    release(x, cachet_fail(CACHET_ETIMEDOUT,
+                           "get_or_set: the loader did not finish within "
+                           "fetch_wait_ms (%lld ms); nothing was cached",
+                           (long long)x->wait_ms));
+    return;
+  }
   if (ld->lost != 0)
     cachet_log(c, CACHET_LOG_WARN,
                "get_or_set: the stampede lock %s while the loader ran "
@@ -139,9 +147,16 @@ static int gos_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
       rc = cachet_res_value(op->c, &cur.res[0], x->vk.buf, x->vk.len,
                             op->state == G_GET, &x->val, &x->len);
       if (rc == CACHET_MISS && op->state == G_GET2) {
-        x->load = (cachet_load){x->key,      x->keylen,  x->ttl_ms,  x->lk,
-                                x->lease_ms, x->load.fn, x->load.ud, 0,
-                                NULL,        0,          0,          0};
+        cachet_load *ld = &x->load;
+        *ld = (cachet_load){.key = x->key,
+                            .keylen = x->keylen,
+                            .ttl_ms = x->ttl_ms,
+                            .lock = x->lk,
+                            .lease_ms = x->lease_ms,
+                            .fn = ld->fn,
+                            .afn = ld->afn,
+                            .ud = ld->ud,
+                            .wait_ms = x->wait_ms};
         op->state = G_LOAD;
         out->load = &x->load;
         return CACHET_DO_LOAD;
@@ -246,6 +261,11 @@ int cachet_op_gos_init(cachet_op_gos *x, cachet *c, const void *key,
   memset(x, 0, sizeof *x);
   x->op.k = &gos_kind;
   x->op.c = c;
+  int rc;
+  if ((rc = cachet_check_key(c, key, keylen)) ||
+      (rc = cachet_check_value(c, 0, ttl_ms)) ||
+      (rc = cachet_check_tags(c, tags, ntags)))
+    return rc;
   x->ttl_ms = ttl_ms;
   x->lease_ms =
       c->cfg.lock_lease_ms > 0 ? c->cfg.lock_lease_ms : DEFAULT_LEASE_MS;
@@ -254,7 +274,7 @@ int cachet_op_gos_init(cachet_op_gos *x, cachet *c, const void *key,
   x->backoff = WAIT_MIN_MS;
   x->load.fn = fn;
   x->load.ud = ud;
-  int rc = cachet_lock_new(CACHET_KIND_STAMPEDE, key, keylen, &x->lk);
+  rc = cachet_lock_new(CACHET_KIND_STAMPEDE, key, keylen, &x->lk);
   if (rc == CACHET_OK)
     rc = cachet_key_build(c, &x->vk, CACHET_KIND_VALUE,
                           cachet_bucket(key, keylen), key, keylen);

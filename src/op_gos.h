@@ -17,14 +17,17 @@ struct cachet_load {
   int64_t ttl_ms;    /* in: the caller's TTL; out: the loader's */
   cachet_lock *lock; /* the lease to renew */
   int64_t lease_ms;
-  cachet_loader_fn fn; /* the sync loader (run.c) */
+  cachet_loader_fn fn;        /* the sync loader (run.c), or */
+  cachet_async_loader_fn afn; /* the async one (async.c) */
   void *ud;
+  int64_t wait_ms; /* the async loader's deadline: fetch_wait_ms */
   /* The outcome. */
   int status; /* 0: *val holds the value; else the loader failed */
   void *val;  /* malloc'd; the machine takes it */
   size_t len;
   int lost;         /* LOCK_EXPIRED or LOCK_NOT_OWNER: the lease was lost */
   int start_failed; /* the driver could not start the renewals */
+  int timed_out;    /* the async loader missed its deadline */
 };
 
 typedef struct cachet_op_gos {
@@ -47,8 +50,9 @@ typedef struct cachet_op_gos {
   size_t len;
 } cachet_op_gos;
 
-/* Arguments must already be checked; everything is copied. ENOMEM or
- * EINTERNAL (the token) with nothing to run. The machine's result is
+/* Arguments are checked (EINVAL) and copied; ENOMEM or EINTERNAL (the
+ * token). After an error there is nothing to run or free. For an async
+ * loader, set x->load.afn after this (fn NULL). The machine's result is
  * cachet_get_or_set's; on CACHET_OK x->val/x->len hold the value (NUL
  * after len), which the caller takes by setting x->val to NULL. */
 int cachet_op_gos_init(cachet_op_gos *x, cachet *c, const void *key,

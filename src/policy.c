@@ -25,25 +25,12 @@ static int remove_entry(cachet *c, const void *key, size_t keylen) {
   return rc == CACHET_MISS ? CACHET_OK : rc;
 }
 
-static int check_args(cachet *c, const void *key, size_t keylen,
-                      const void *val, size_t len, int64_t ttl_ms,
-                      const char *const *tags, size_t ntags) {
-  int rc;
-  if ((rc = cachet_check_key(c, key, keylen)) ||
-      (rc = cachet_check_value(c, len, ttl_ms)) ||
-      (rc = cachet_check_tags(c, tags, ntags)))
-    return rc;
-  if (val == NULL && len > 0)
-    return cachet_fail(CACHET_EINVAL, "value is NULL but len is %zu", len);
-  return CACHET_OK;
-}
-
 int cachet_write_through(cachet *c, const void *key, size_t keylen,
                          const void *val, size_t len, cachet_writer_fn writer,
                          void *ud, int64_t ttl_ms, const char *const *tags,
                          size_t ntags) {
   cachet_error_clear();
-  int rc = check_args(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  int rc = cachet_check_write(c, key, keylen, val, len, ttl_ms, tags, ntags);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
   if (val == NULL)
@@ -85,7 +72,7 @@ int cachet_write_behind(cachet *c, const void *key, size_t keylen,
                         void *ud, int64_t ttl_ms, const char *const *tags,
                         size_t ntags) {
   cachet_error_clear();
-  int rc = check_args(c, key, keylen, val, len, ttl_ms, tags, ntags);
+  int rc = cachet_check_write(c, key, keylen, val, len, ttl_ms, tags, ntags);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
   if (val == NULL)

@@ -1,7 +1,6 @@
 /* cachet_get_or_set: the public call. The protocol is the machine's
  * (op_gos.c), run on the calling thread; the loader runs there too, without
  * a pooled connection, while run.c renews the lease. */
-#include "entry.h"
 #include "error.h"
 #include "op_gos.h"
 #include "run.h"
@@ -14,10 +13,6 @@ int cachet_get_or_set(cachet *c, const void *key, size_t keylen,
   *len = 0;
   cachet_error_clear();
   int rc;
-  if ((rc = cachet_check_key(c, key, keylen)) ||
-      (rc = cachet_check_value(c, 0, ttl_ms)) ||
-      (rc = cachet_check_tags(c, tags, ntags)))
-    return cachet_result(c, rc);
   cachet_op_gos x;
   if ((rc = cachet_op_gos_init(&x, c, key, keylen, loader, ud, ttl_ms, tags,
                                ntags)) != CACHET_OK)

@@ -1,7 +1,5 @@
 /* cachet_evict_tags and cachet_prune: the public calls. The protocols are
  * the machines' (op_evict.c, op_scan.c), run on the calling thread. */
-#include <string.h>
-
 #include "error.h"
 #include "op_evict.h"
 #include "op_scan.h"
@@ -12,26 +10,11 @@ int cachet_evict_tags(cachet *c, const char *const *tags, size_t ntags,
   cachet_error_clear();
   if (evicted != NULL)
     *evicted = 0;
-  if (ntags > 0 && tags == NULL)
-    return cachet_result(
-        c, cachet_fail(CACHET_EINVAL, "tags is NULL but ntags is %zu", ntags));
-  for (size_t i = 0; i < ntags; i++) {
-    if (tags[i] == NULL || tags[i][0] == '\0')
-      return cachet_result(
-          c, cachet_fail(CACHET_EINVAL, "tag %zu is empty", i + 1));
-    if (strlen(tags[i]) > c->cfg.max_key_size)
-      return cachet_result(
-          c, cachet_fail(CACHET_EINVAL, "tag %zu exceeds max_key_size", i + 1));
-  }
-  if (ntags == 0)
-    return cachet_result(c, CACHET_OK);
   cachet_op_evict x;
   int rc = cachet_op_evict_init(&x, c, tags, ntags);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
   rc = cachet_run(c, &x.op);
-  /* Entries evicted before an error are gone all the same: count them. */
-  CACHET_COUNT(c, tag_evictions, x.evicted);
   if (rc == CACHET_OK && evicted != NULL)
     *evicted = x.evicted;
   x.op.k->free(&x.op);
