@@ -102,12 +102,14 @@ struct cachet_async {
   size_t nruns;
   const struct timeval *reply_tv;
   struct timeval reply_tv_plain;
+  int own; /* c is closed with the handle */
   int closing, in_close;
   /* Runs waiting for the slot map, and whether it is being loaded. */
   arun **waiting;
   size_t nwaiting, capwaiting;
   int loading_map;
   uint64_t map_gen;
+  int cand[2 * CACHET_ROUTER_NODES], ncand, map_next; /* who to ask next */
 };
 
 /* Timer modes. */
@@ -533,12 +535,12 @@ static void conn_reply(aconn *cn, redisReply *reply) {
     return;
   case P_SLOTS:
     a->loading_map = 0;
-    if (reply->type == REDIS_REPLY_ERROR ||
+    if (reply->type != REDIS_REPLY_ERROR &&
         cachet_router_apply(a->rt, a->map_gen, cn->node, reply,
-                            cachet_mono_ms()) != CACHET_OK)
-      cachet_router_failed(a->rt, cachet_mono_ms());
+                            cachet_mono_ms()) == CACHET_OK)
+      a->map_next = 0; /* done: the waiting runs go on */
     freeReplyObject(reply);
-    load_map(a); /* the runs waiting go on, or try the next node */
+    load_map(a); /* ... or the next candidate is asked */
     return;
   case P_LOAD:
     if (r != NULL && !r->done && p.gen == r->gen && !r->cmds[p.idx].decided) {
@@ -635,9 +637,8 @@ static void conn_drop(aconn *cn, int rc, const char *detail) {
   cn->busy++;
   while (cn->qhead < cn->qlen) {
     apend p = cn->q[cn->qhead++];
-    if (p.what == P_SLOTS) {
+    if (p.what == P_SLOTS) { /* the next candidate is asked */
       a->loading_map = 0;
-      cachet_router_failed(a->rt, cachet_mono_ms());
       load_map(a);
       continue;
     }
@@ -662,33 +663,8 @@ static void conn_drop(aconn *cn, int rc, const char *detail) {
 /* ---- The slot map -----------------------------------------------------------
  */
 
-/* Ask a node for CLUSTER SLOTS when the map is due; when none is needed,
- * the runs waiting for it go on. */
-static void load_map(cachet_async *a) {
-  if (a->loading_map)
-    return;
-  uint64_t gen;
-  int have = cachet_router_route(a->rt, -1) >= 0;
-  if (cachet_router_due(a->rt, cachet_mono_ms(), &gen)) {
-    int cand[2 * CACHET_ROUTER_NODES];
-    int n = cachet_router_candidates(a->rt, cand, 2 * CACHET_ROUTER_NODES);
-    for (int i = 0; i < n; i++) {
-      aconn *cn;
-      if (conn_for(a, cand[i], &cn) != CACHET_OK ||
-          conn_send(cn, 2, (const char *[]){"CLUSTER", "SLOTS"},
-                    (size_t[]){7, 5},
-                    (apend){NULL, P_SLOTS, 0, 0}) != CACHET_OK)
-        continue;
-      a->loading_map = 1;
-      a->map_gen = gen;
-      if (!have)
-        return; /* the waiting runs go on when it answers */
-      break;
-    }
-    if (!a->loading_map)
-      cachet_router_failed(a->rt, cachet_mono_ms());
-  }
-  /* A map (perhaps stale) or none to be had: the waiting runs go on. */
+/* The runs waiting for a slot map go on (with a map, or to fail). */
+static void release_waiting(cachet_async *a) {
   size_t n = a->nwaiting;
   a->nwaiting = 0;
   for (size_t i = 0; i < n; i++) {
@@ -698,6 +674,36 @@ static void load_map(cachet_async *a) {
       run_step(r);
     run_maybe_free(r);
   }
+}
+
+/* Load the slot map when there is none, or refresh a stale one, without
+ * blocking: CLUSTER SLOTS to each candidate in turn until one answers
+ * (P_SLOTS comes back here). With a map, even a stale one, runs do not
+ * wait for it. */
+static void load_map(cachet_async *a) {
+  if (a->loading_map)
+    return;
+  if (a->map_next == 0) { /* a new attempt */
+    if (!cachet_router_due(a->rt, cachet_mono_ms(), &a->map_gen)) {
+      release_waiting(a);
+      return;
+    }
+    a->ncand = cachet_router_candidates(a->rt, a->cand, 2 * CACHET_ROUTER_NODES);
+  }
+  while (a->map_next < a->ncand) {
+    aconn *cn;
+    if (conn_for(a, a->cand[a->map_next++], &cn) == CACHET_OK &&
+        conn_send(cn, 2, (const char *[]){"CLUSTER", "SLOTS"}, (size_t[]){7, 5},
+                  (apend){NULL, P_SLOTS, 0, 0}) == CACHET_OK) {
+      a->loading_map = 1;
+      if (cachet_router_route(a->rt, -1) >= 0)
+        release_waiting(a);
+      return;
+    }
+  }
+  a->map_next = 0; /* nobody answered: the next attempt waits a while */
+  cachet_router_failed(a->rt, cachet_mono_ms());
+  release_waiting(a);
 }
 
 /* ---- Runs -------------------------------------------------------------------
@@ -884,6 +890,8 @@ static void dispatch(arun *r) {
   cachet_async *a = r->a;
   size_t n = r->out.n;
   int64_t deadline = cachet_mono_ms() + a->c->cfg.timeout_ms;
+  if (a->rt != NULL)
+    load_map(a); /* a stale map is refreshed in the background */
   r->gen++;
   r->detail[0] = '\0';
   r->waiting = n;
@@ -1162,26 +1170,18 @@ static void handle_maybe_free(cachet_async *a) {
   if (!a->closing || a->in_close || a->nruns > 0)
     return;
   free(a->waiting);
-  cachet_close(a->c);
+  if (a->own)
+    cachet_close(a->c);
   free(a);
 }
 
-int cachet_async_open(cachet_async **out, struct event_base *base,
-                      const cachet_options *opts) {
-  *out = NULL;
-  cachet_error_clear();
-  if (base == NULL)
-    return cachet_fail(CACHET_EINVAL, "event base must not be NULL");
-  cachet *c;
-  int rc = cachet_open(&c, opts);
-  if (rc != CACHET_OK)
-    return rc;
+int cachet_async_over(cachet_async **out, struct event_base *base, cachet *c,
+                      int own) {
   cachet_async *a = calloc(1, sizeof *a);
-  if (a == NULL) {
-    cachet_close(c);
+  if (a == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory opening a handle");
-  }
   a->c = c;
+  a->own = own;
   a->base = base;
   a->rt = cachet_links_router(c);
   int ms = c->cfg.timeout_ms;
@@ -1194,6 +1194,19 @@ int cachet_async_open(cachet_async **out, struct event_base *base,
     a->reply_tv = &a->reply_tv_plain;
   *out = a;
   return CACHET_OK;
+}
+
+int cachet_async_open(cachet_async **out, struct event_base *base,
+                      const cachet_options *opts) {
+  *out = NULL;
+  cachet_error_clear();
+  if (base == NULL)
+    return cachet_fail(CACHET_EINVAL, "event base must not be NULL");
+  cachet *c;
+  int rc = cachet_open(&c, opts);
+  if (rc == CACHET_OK && (rc = cachet_async_over(out, base, c, 1)) != CACHET_OK)
+    cachet_close(c);
+  return rc;
 }
 
 void cachet_async_close(cachet_async *a) {

@@ -74,6 +74,11 @@ arun *cachet_arun_new(cachet_async *a, const arun_kind *k, size_t size,
 void cachet_arun_start(arun *r, cachet_op *op);
 /* Free a run never started. */
 void cachet_arun_discard(arun *r);
+/* An async handle over sync handle `c`: the same configuration, router
+ * and counters. With `own` the handle closes c; without, c must outlive
+ * it (the tests run the sync suites through the driver this way). */
+int cachet_async_over(cachet_async **out, struct event_base *base, cachet *c,
+                      int own);
 /* ECONN "closed" when the handle is closing, else CACHET_OK. */
 int cachet_async_usable(const cachet_async *a);
 cachet *cachet_async_handle(cachet_async *a);
