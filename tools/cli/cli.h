@@ -37,6 +37,8 @@ cachet *cli_handle(cli *cl, int *exit_code);
  * return the exit code for the status. For a positive outcome it prints
  * nothing and returns 1 (0 for CACHET_OK). */
 int cli_status(int status, const char *what);
+/* ... with a detail saved earlier (or on another thread). */
+int cli_status_why(int status, const char *what, const char *detail);
 /* Print a usage error and return EXIT_USAGE. */
 int cli_usage(const cli_command *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -12,11 +12,8 @@
 #include <unistd.h>
 
 #include "cli.h"
-#include "envelope.h"
-#include "handle.h"
-#include "keyring.h"
-#include "keys.h"
 #include "private_server.h"
+#include "tool.h"
 
 extern const cli_command cli_cmd_bench;
 
@@ -60,7 +57,7 @@ static void help_bench(FILE *o) {
 typedef struct bench {
   cachet *c;
   redisContext *raw;
-  cachet_keyring *kr;
+  cachet *sealed; /* with a MAC keyring: the envelope workload */
   char *val;
   size_t size;
   char keys[NKEYS][24];    /* cachet keys */
@@ -236,17 +233,7 @@ static int r_lock(bench *b, uint64_t i) {
 
 static int c_seal_open(bench *b, uint64_t i) {
   (void)i;
-  uint8_t *blob = NULL;
-  size_t len = 0, off = 0, plen = 0;
-  int64_t now = cachet_now_ms();
-  int rc = cachet_envelope_seal(b->kr, 0, SEAL_KEY, sizeof SEAL_KEY - 1, 0, now,
-                                0, b->val, b->size, &blob, &len);
-  if (rc != CACHET_OK)
-    return rc;
-  rc = cachet_envelope_open(b->kr, 0, SEAL_KEY, sizeof SEAL_KEY - 1, blob, len,
-                            now, NULL, &off, &plen);
-  free(blob);
-  return rc;
+  return cachet_tool_seal_open(b->sealed, SEAL_KEY, b->val, b->size);
 }
 
 static int r_seal_open(bench *b, uint64_t i) {
@@ -351,6 +338,15 @@ static int run_workload(bench *b, const workload *w, uint64_t ops,
 /* ---- set-up and clean-up --------------------------------------------------
  */
 
+/* A handle that only seals and opens (it never connects), with `keys`. */
+static int open_sealed(bench *b, const char *keys) {
+  cachet_options o;
+  cachet_options_init(&o);
+  o.keys = keys;
+  o.prefix = PREFIX;
+  return cachet_open(&b->sealed, &o);
+}
+
 static int prepare(bench *b) {
   b->val = malloc(b->size + 1);
   if (b->val == NULL)
@@ -398,7 +394,7 @@ static int prepare(bench *b) {
    * message. */
   char entry[CACHET_KEYGEN_BUFLEN];
   if ((rc = cachet_keygen(1, entry, sizeof entry)) != CACHET_OK ||
-      (rc = cachet_keyring_parse(entry, strlen(entry), &b->kr)) != CACHET_OK)
+      (rc = open_sealed(b, entry)) != CACHET_OK)
     return rc;
   sodium_memzero(entry, sizeof entry);
   randombytes_buf(b->mackey, sizeof b->mackey);
@@ -424,13 +420,11 @@ static int cleanup(bench *b) {
     redisAppendCommand(b->raw, "DEL %s %s", RAW_PREFIX "hit",
                        RAW_PREFIX "lock");
     /* The lock's fencing counter outlives its releases. */
-    cachet_key fk = {0};
-    size_t n = NKEYS + 1;
-    if (cachet_key_build(b->c, &fk, CACHET_KIND_FENCE,
-                         cachet_bucket("bench-lock", 10), "bench-lock",
-                         10) == CACHET_OK) {
-      redisAppendCommand(b->raw, "DEL %b", fk.buf, fk.len);
-      cachet_key_free(&fk);
+    char *fk = NULL;
+    size_t fkl = 0, n = NKEYS + 1;
+    if (cachet_tool_fence_key(b->c, "bench-lock", &fk, &fkl) == CACHET_OK) {
+      redisAppendCommand(b->raw, "DEL %b", fk, fkl);
+      cachet_free(fk);
       n++;
     }
     for (size_t k = 0; k < n; k++) {
@@ -602,7 +596,7 @@ out:
   }
   if (b->raw != NULL)
     redisFree(b->raw);
-  cachet_keyring_free(b->kr);
+  cachet_close(b->sealed);
   free(b->macmsg);
   free(b->val);
   free(b);

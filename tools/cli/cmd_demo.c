@@ -9,9 +9,8 @@
 #include <time.h>
 
 #include "cli.h"
-#include "handle.h"
-#include "keys.h"
 #include "private_server.h"
+#include "tool.h"
 
 extern const cli_command cli_cmd_demo;
 
@@ -330,7 +329,7 @@ static void demo_sealed(demo *d) {
         info.mac_status == CACHET_MAC_OK ? "verified" : "NOT verified");
     check(d, info.mac_status == CACHET_MAC_OK, "the MAC did not verify");
   }
-  if (d->c->keyring == NULL) {
+  if (!cachet_tool_sealed(d->c)) {
     void *v = NULL;
     size_t n = 0;
     int rc = cachet_get(d->c, "secret", 6, &v, &n);
@@ -398,15 +397,15 @@ static void demo_cleanup(demo *d) {
   if (expect(d, cachet_clear(d->c, 0, &n), CACHET_OK, "clear"))
     say("clear -> removed %llu entries under %s", (unsigned long long)n,
         PREFIX);
-  cachet_key fk = {0};
+  char *fk = NULL;
+  size_t fkl = 0;
   redisContext *raw = cli_raw_connect(d->c, "demo");
-  if (raw != NULL && cachet_key_build(d->c, &fk, CACHET_KIND_FENCE,
-                                      cachet_bucket("demo-lock", 9),
-                                      "demo-lock", 9) == CACHET_OK) {
-    redisReply *r = redisCommand(raw, "DEL %b", fk.buf, fk.len);
+  if (raw != NULL &&
+      cachet_tool_fence_key(d->c, "demo-lock", &fk, &fkl) == CACHET_OK) {
+    redisReply *r = redisCommand(raw, "DEL %b", fk, fkl);
     if (r != NULL)
       freeReplyObject(r);
-    cachet_key_free(&fk);
+    cachet_free(fk);
   }
   redisFree(raw);
 }

@@ -15,9 +15,7 @@
 #include <sys/types.h>
 
 #include "cli.h"
-#include "entry.h"
-#include "error.h"
-#include "keys.h"
+#include "tool.h"
 
 extern const cli_command cli_cmd_import;
 
@@ -166,7 +164,9 @@ static int add_line(cachet *c, batch *b, counts *k, unsigned long lineno,
              "KEY<TAB>VALUE[<TAB>TTL_MS[<TAB>TAG,TAG...]])");
     return 1;
   }
-  int rc = cachet_check_key(c, s + start[0], flen[0]);
+  /* cachet_mset's checks, a field at a time: the first bad one is named. */
+  cachet_entry e = {.key = s + start[0], .keylen = flen[0]};
+  int rc = cachet_tool_check_entry(c, &e);
   if (rc != CACHET_OK) {
     bad_line(k, lineno, "%s", cachet_last_error());
     return 1;
@@ -178,7 +178,10 @@ static int add_line(cachet *c, batch *b, counts *k, unsigned long lineno,
     bad_line(k, lineno, "TTL \"%s\" is not a number", q);
     return 1;
   }
-  rc = cachet_check_value(c, flen[1], ttl);
+  e.val = s + start[1];
+  e.len = flen[1];
+  e.ttl_ms = ttl;
+  rc = cachet_tool_check_entry(c, &e);
   if (rc != CACHET_OK) {
     bad_line(k, lineno, "%s", cachet_last_error());
     return 1;
@@ -203,8 +206,7 @@ static int add_line(cachet *c, batch *b, counts *k, unsigned long lineno,
       p = end + 1;
     }
   }
-  /* The same rules as cachet_mset (max_tags, tag sizes): check with pointers
-   * into the arena, which is stable until the next line. */
+  /* The tags, with pointers into the arena (stable until the next line). */
   size_t nt = b->ntag - tag0;
   const char *tp[64];
   const char **tags = tp;
@@ -213,7 +215,9 @@ static int add_line(cachet *c, batch *b, counts *k, unsigned long lineno,
     return -1;
   for (size_t i = 0; i < nt; i++)
     tags[i] = b->arena + b->tagoff[tag0 + i];
-  rc = cachet_check_tags(c, tags, nt);
+  e.tags = tags;
+  e.ntags = nt;
+  rc = cachet_tool_check_entry(c, &e);
   if (tags != tp)
     free(tags);
   if (rc != CACHET_OK) {
@@ -237,13 +241,16 @@ static int add_line(cachet *c, batch *b, counts *k, unsigned long lineno,
 
 /* Write the batch with one cachet_mset. Returns a fatal status (the batch
  * stopped) or CACHET_OK; per-entry failures are reported and counted. */
-static int flush(cachet *c, batch *b, counts *k, int *server_err) {
+static int flush(cachet *c, batch *b, counts *k, int *server_err,
+                 char detail[512]) {
   if (b->n == 0)
     return CACHET_OK;
   if (b->ntag > b->tagptrcap) {
     const char **t = realloc(b->tagptr, b->ntag * sizeof *t);
-    if (t == NULL)
-      return cachet_fail(CACHET_ENOMEM, "out of memory");
+    if (t == NULL) {
+      snprintf(detail, 512, "out of memory");
+      return CACHET_ENOMEM;
+    }
     b->tagptr = t;
     b->tagptrcap = b->ntag;
   }
@@ -262,8 +269,7 @@ static int flush(cachet *c, batch *b, counts *k, int *server_err) {
     e->ntags = pd->ntags;
   }
   int rc = cachet_mset(c, b->e, b->n);
-  char detail[512];
-  snprintf(detail, sizeof detail, "%s", cachet_last_error());
+  snprintf(detail, 512, "%s", cachet_last_error());
   for (size_t i = 0; i < b->n; i++) {
     int st = b->e[i].status;
     if (st == CACHET_OK) {
@@ -283,8 +289,6 @@ static int flush(cachet *c, batch *b, counts *k, int *server_err) {
   b->n = 0;
   b->alen = 0;
   b->ntag = 0;
-  if (rc != CACHET_OK)
-    cachet_fail(rc, "%s", detail);
   return rc;
 }
 
@@ -301,14 +305,13 @@ typedef struct writer {
 
 static void *writer_flush(void *arg) {
   writer *w = arg;
-  w->rc = flush(w->c, w->b, &w->k, &w->server_err);
-  snprintf(w->detail, sizeof w->detail, "%s", cachet_last_error());
+  w->rc = flush(w->c, w->b, &w->k, &w->server_err, w->detail);
   return NULL;
 }
 
 /* Flush every writer's batch at once: while one waits for its replies the
  * server works on another's, so Redis is never idle between chunks. */
-static int flush_all(writer *w, size_t n) {
+static int flush_all(writer *w, size_t n, char detail[512]) {
   pthread_t th[NWRITERS];
   int started[NWRITERS] = {0};
   for (size_t i = 1; i < n; i++)
@@ -320,8 +323,10 @@ static int flush_all(writer *w, size_t n) {
       pthread_join(th[i], NULL);
   }
   for (size_t i = 0; i < n; i++) {
-    if (w[i].rc != CACHET_OK)
-      return cachet_fail(w[i].rc, "%s", w[i].detail);
+    if (w[i].rc != CACHET_OK) {
+      snprintf(detail, 512, "%s", w[i].detail);
+      return w[i].rc;
+    }
   }
   return CACHET_OK;
 }
@@ -354,6 +359,7 @@ static int run_import(cli *cl, int argc, char **argv) {
   }
   counts k = {0, 0, 0};
   int rc = CACHET_OK;
+  char detail[512] = "";
   char *line = NULL;
   size_t cap = 0;
   unsigned long lineno = 0;
@@ -367,18 +373,18 @@ static int run_import(cli *cl, int argc, char **argv) {
       continue; /* blank lines are allowed, e.g. a trailing one */
     const char *tab = memchr(line, '\t', len);
     size_t keylen = tab != NULL ? (size_t)(tab - line) : len;
-    batch *b = w[cachet_bucket(line, keylen) % NWRITERS].b;
+    batch *b = w[cachet_tool_bucket(line, keylen) % NWRITERS].b;
     int added = add_line(c, b, &k, lineno, line, len);
     if (added < 0) {
       oom = 1;
       break;
     }
-    if (b->n == BATCH && (rc = flush_all(w, NWRITERS)) != CACHET_OK)
+    if (b->n == BATCH && (rc = flush_all(w, NWRITERS, detail)) != CACHET_OK)
       break;
   }
   int read_err = !oom && rc == CACHET_OK && ferror(stdin);
   if (!oom && rc == CACHET_OK && !read_err)
-    rc = flush_all(w, NWRITERS);
+    rc = flush_all(w, NWRITERS, detail);
   free(line);
   int server_err = CACHET_OK;
   for (size_t i = 0; i < NWRITERS; i++) {
@@ -409,7 +415,7 @@ static int run_import(cli *cl, int argc, char **argv) {
     return EXIT_SERVER;
   }
   if (rc != CACHET_OK)
-    return cli_status(rc, "import");
+    return cli_status_why(rc, "import", detail);
   if (server_err != CACHET_OK) {
     fprintf(stderr, "cachet import: %llu entries were not written\n",
             (unsigned long long)k.failed);

@@ -141,11 +141,14 @@ cachet *cli_handle(cli *cl, int *exit_code) {
 }
 
 int cli_status(int status, const char *what) {
+  return cli_status_why(status, what, cachet_last_error());
+}
+
+int cli_status_why(int status, const char *what, const char *detail) {
   if (status == CACHET_OK)
     return EXIT_HIT;
   if (status > 0)
     return EXIT_MISS;
-  const char *detail = cachet_last_error();
   if (detail[0] != '\0')
     fprintf(stderr, "cachet: %s: %s: %s\n", what, cachet_strerror(status),
             detail);

@@ -20,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "handle.h"
+#include "tool.h"
 
 /* How long the server may take to answer PING, and to stop on SIGTERM. */
 #define START_DEADLINE_MS 10000
@@ -319,7 +319,8 @@ static int setup_command(redisContext *ctx, const char *who, int argc,
 }
 
 redisContext *cli_raw_connect(cachet *c, const char *who) {
-  const cachet_config *cfg = &c->cfg;
+  cachet_tool_server srv, *cfg = &srv;
+  cachet_tool_server_get(c, &srv);
   struct timeval tv = {cfg->timeout_ms / 1000, (cfg->timeout_ms % 1000) * 1000};
   redisContext *ctx = cfg->unix_path != NULL
                           ? redisConnectUnixWithTimeout(cfg->unix_path, tv)
