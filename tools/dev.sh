@@ -6,6 +6,9 @@
 #                       core, fault and async tests, the whole tree built in
 #                       the fuzzing configuration, and a bounded run of every
 #                       fuzz target (the packaging test is one of the ctest tests)
+#   tools/dev.sh check [PATTERN]
+#                       the developer's loop: an incremental build, then the
+#                       ctest tests whose name matches PATTERN (all without)
 # It only installs Debian packages (apt-get), never downloads anything else.
 set -euo pipefail
 
@@ -61,8 +64,8 @@ test)
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
-  step "valgrind memcheck: core, fault and async tests"
-  for t in test_core test_faults test_async; do
+  step "valgrind memcheck: core, fault, async and machine tests"
+  for t in test_core test_faults test_async test_core_via_async test_machines; do
     valgrind --quiet --error-exitcode=99 --leak-check=full \
       --errors-for-leak-kinds=definite,indirect --track-fds=no \
       "build/tests/$t"
@@ -74,8 +77,12 @@ test)
   echo
   echo "dev.sh: all tests passed in $(($(date +%s) - started)) s"
   ;;
+check)
+  build build
+  ctest --test-dir build --output-on-failure -j"$jobs" ${2:+-R "$2"}
+  ;;
 *)
-  echo "usage: tools/dev.sh demo | test" >&2
+  echo "usage: tools/dev.sh demo | test | check [PATTERN]" >&2
   exit 2
   ;;
 esac
