@@ -23,6 +23,8 @@
  * sync API, and the run's machine hears ETIMEDOUT for each command. */
 #include "async.h"
 
+#include <event2/event.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>

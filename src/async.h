@@ -11,17 +11,21 @@
  *
  * Lifetimes. A run is freed once its result was delivered and no
  * connection still owes it a reply; the handle once it was closed and no
- * run is left. Nothing libevent may still call into is freed first. */
+ * run is left. Nothing libevent may still call into is freed first.
+ *
+ * Without libevent, async_none.c stands in for async.c: no handle can be
+ * opened, and every call says why (ENOTSUP). */
 #ifndef CACHET_ASYNC_H
 #define CACHET_ASYNC_H
 
-#include <event2/event.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include "handle.h"
 #include "op.h"
 
+struct event;
+struct event_base;
 typedef struct arun arun;
 
 enum { A_COUNT_ALL, A_COUNT_FATAL, A_COUNT_NONE };

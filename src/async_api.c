@@ -51,7 +51,8 @@ static int call_new(cachet_async *a, const arun_kind *k, size_t size,
   if (rc == CACHET_OK && (*out = (call *)cachet_arun_new(
                               a, k, sizeof(call) + size, cb, ud)) == NULL)
     rc = CACHET_ENOMEM;
-  return rc == CACHET_OK ? rc : cachet_result(cachet_async_handle(a), rc);
+  cachet *c = rc == CACHET_OK ? NULL : cachet_async_handle(a);
+  return c != NULL ? cachet_result(c, rc) : rc;
 }
 
 /* Start the machine its init function prepared, or after `rc` from it,

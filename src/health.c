@@ -19,9 +19,8 @@
 
 #include "cachet_scripts.h"
 #include "error.h"
+#include "handle.h"
 #include "health.h"
-#include "op_health.h"
-#include "run.h"
 
 int cachet_info_field(const char *info, size_t len, const char *name, char *out,
                       size_t outsz) {
@@ -46,30 +45,6 @@ int cachet_info_field(const char *info, size_t len, const char *name, char *out,
     p = eol + 1;
   }
   return 0;
-}
-
-int cachet_health_check(cachet *c, cachet_health *out) {
-  memset(out, 0, sizeof *out);
-  cachet_error_clear();
-  cachet_op_health x;
-  cachet_op_health_init(&x, c);
-  int rc = cachet_run(c, &x.op);
-  if (rc == CACHET_OK)
-    *out = x.h;
-  x.op.k->free(&x.op);
-  return cachet_result(c, rc);
-}
-
-int cachet_server_info_get(cachet *c, cachet_server_info *out) {
-  memset(out, 0, sizeof *out);
-  cachet_error_clear();
-  cachet_op_info x;
-  cachet_op_info_init(&x, c);
-  int rc = cachet_run(c, &x.op);
-  if (rc == CACHET_OK)
-    *out = x.info;
-  x.op.k->free(&x.op);
-  return cachet_result(c, rc);
 }
 
 int cachet_version_num(const char *v) {

@@ -66,14 +66,6 @@ static int run_lock(cachet *c, int mode, const cachet_lock *lk, int64_t ttl_ms,
   return rc;
 }
 
-int cachet_lock_unlock(cachet *c, const cachet_lock *lk) {
-  return run_lock(c, CACHET_LOCK_RELEASE, lk, 0, 0);
-}
-
-int cachet_lock_renew(cachet *c, const cachet_lock *lk, int64_t ttl_ms) {
-  return run_lock(c, CACHET_LOCK_EXTEND, lk, ttl_ms, 0);
-}
-
 static int check_name(const cachet *c, const char *name, size_t *len) {
   *len = strlen(name);
   if (*len == 0)
@@ -162,7 +154,7 @@ int cachet_lock_from_token(const char *name, const char *token_hex,
 
 int cachet_lock_release(cachet *c, const cachet_lock *lock) {
   cachet_error_clear();
-  return cachet_result(c, cachet_lock_unlock(c, lock));
+  return cachet_result(c, run_lock(c, CACHET_LOCK_RELEASE, lock, 0, 0));
 }
 
 int cachet_lock_extend(cachet *c, const cachet_lock *lock, int64_t ttl_ms) {
@@ -170,7 +162,7 @@ int cachet_lock_extend(cachet *c, const cachet_lock *lock, int64_t ttl_ms) {
   int rc = cachet_lock_check_ttl(ttl_ms);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
-  return cachet_result(c, cachet_lock_renew(c, lock, ttl_ms));
+  return cachet_result(c, run_lock(c, CACHET_LOCK_EXTEND, lock, ttl_ms, 0));
 }
 
 void cachet_lock_token(const cachet_lock *lock,

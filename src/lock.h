@@ -42,10 +42,4 @@ int cachet_lock_prepare(const cachet *c, const char *name, int64_t ttl_ms,
 /* EINVAL unless ttl_ms > 0: no lock lives without a TTL. */
 int cachet_lock_check_ttl(int64_t ttl_ms);
 
-/* Release / extend with the outcomes of the public calls (OK,
- * LOCK_EXPIRED, LOCK_NOT_OWNER) or an error. Neither counts the error in
- * the metrics nor clears the detail: the public callers do that. */
-int cachet_lock_unlock(cachet *c, const cachet_lock *lk);
-int cachet_lock_renew(cachet *c, const cachet_lock *lk, int64_t ttl_ms);
-
 #endif

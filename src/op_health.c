@@ -24,6 +24,7 @@
 
 #include "error.h"
 #include "health.h"
+#include "run.h"
 
 enum { H_PING, H_PINGED, H_PROBED };
 #define PROBE_CMDS 5 /* per master, in step two */
@@ -271,4 +272,30 @@ void cachet_op_info_init(cachet_op_info *x, cachet *c) {
   memset(x, 0, sizeof *x);
   x->op.k = &info_kind;
   x->op.c = c;
+}
+
+/* ---- The public calls ---------------------------------------------------- */
+
+int cachet_health_check(cachet *c, cachet_health *out) {
+  memset(out, 0, sizeof *out);
+  cachet_error_clear();
+  cachet_op_health x;
+  cachet_op_health_init(&x, c);
+  int rc = cachet_run(c, &x.op);
+  if (rc == CACHET_OK)
+    *out = x.h;
+  x.op.k->free(&x.op);
+  return cachet_result(c, rc);
+}
+
+int cachet_server_info_get(cachet *c, cachet_server_info *out) {
+  memset(out, 0, sizeof *out);
+  cachet_error_clear();
+  cachet_op_info x;
+  cachet_op_info_init(&x, c);
+  int rc = cachet_run(c, &x.op);
+  if (rc == CACHET_OK)
+    *out = x.info;
+  x.op.k->free(&x.op);
+  return cachet_result(c, rc);
 }

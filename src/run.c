@@ -24,8 +24,8 @@
 #include <time.h>
 
 #include "error.h"
-#include "lock.h"
 #include "op_gos.h"
+#include "op_lock.h"
 
 #define NOSCRIPT_ROUNDS 2
 
@@ -259,7 +259,10 @@ static void *watchdog_run(void *arg) {
     pthread_mutex_unlock(&w->mu);
     /* An error (connection, timeout) is not a lost lease: the lease may
      * still be live, so try again at the next tick. */
-    int rc = cachet_lock_renew(w->c, w->lk, w->lease_ms);
+    cachet_op_lock x;
+    cachet_op_lock_init(&x, w->c, CACHET_LOCK_EXTEND, w->lk, w->lease_ms, 0);
+    int rc = cachet_run(w->c, &x.op);
+    x.op.k->free(&x.op);
     pthread_mutex_lock(&w->mu);
     if (rc == CACHET_LOCK_EXPIRED || rc == CACHET_LOCK_NOT_OWNER) {
       w->lost = rc;

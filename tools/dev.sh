@@ -64,6 +64,12 @@ test)
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
+  step "without libevent: the async API links and says ENOTSUP"
+  cmake -S . -B build-noasync -DCACHET_WERROR=ON -DCACHET_ASYNC=OFF \
+    -DCACHET_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-noasync -j"$jobs" --target test_async
+  build-noasync/tests/test_async
+
   step "valgrind memcheck: core, fault, async and machine tests"
   for t in test_core test_faults test_async test_core_via_async test_machines; do
     valgrind --quiet --error-exitcode=99 --leak-check=full \
