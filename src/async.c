@@ -62,7 +62,7 @@ typedef struct apend {
 typedef struct acmd {
   int node;      /* where it was sent (router index; 0 on a single server) */
   int redirects; /* MOVED, ASK, TRYAGAIN, CLUSTERDOWN followed */
-  int reloaded;  /* NOSCRIPT recovered once */
+  int reloaded;  /* NOSCRIPT recoveries */
   int asking;    /* the next send is preceded by ASKING */
   int decided;   /* its outcome is in; whatever else comes is ignored */
   int64_t deadline;
@@ -286,14 +286,9 @@ static int conn_send(aconn *cn, int argc, const char **argv, const size_t *lens,
       cn->qlen -= cn->qhead;
       cn->qhead = 0;
     }
-    if (cn->qlen == cn->qcap) {
-      size_t cap = cn->qcap ? cn->qcap * 2 : 16;
-      apend *q = realloc(cn->q, cap * sizeof *q);
-      if (q == NULL)
-        return cachet_fail(CACHET_ENOMEM, "out of memory queueing a command");
-      cn->q = q;
-      cn->qcap = cap;
-    }
+    if (cachet_grow(&cn->q, &cn->qcap, cn->qlen + 1, sizeof *cn->q) !=
+        CACHET_OK)
+      return CACHET_ENOMEM;
   }
   cachet_resp_write(cn->out + cn->olen, argc, argv, lens);
   cn->olen += size;
@@ -430,22 +425,17 @@ static void retry_fire(evutil_socket_t fd, short what, void *arg) {
   run_maybe_free(r);
 }
 
-static int is_noscript(const redisReply *e) {
-  return e->type == REDIS_REPLY_ERROR && e->len >= 8 &&
-         memcmp(e->str, "NOSCRIPT", 8) == 0 &&
-         (e->len == 8 || e->str[8] == ' ');
-}
-
 /* A reply to command `idx` of r, from connection cn: what the machine
  * would never see (NOSCRIPT, redirections) is handled here. */
 static void cmd_reply(arun *r, size_t idx, aconn *cn, redisReply *reply) {
   cachet_async *a = r->a;
   const cachet_cmd *cmd = &r->out.cmds[idx];
   acmd *ac = &r->cmds[idx];
-  if (cmd->script >= 0 && !ac->reloaded && is_noscript(reply)) {
+  if (cmd->script >= 0 && ac->reloaded < CACHET_NOSCRIPT_ROUNDS &&
+      cachet_reply_is_noscript(reply)) {
     /* SCRIPT LOAD where it was missing, then the command again, on the
      * same connection: in order. */
-    ac->reloaded = 1;
+    ac->reloaded++;
     freeReplyObject(reply);
     const cachet_script *s = &cachet_scripts[cmd->script];
     int rc =
@@ -690,7 +680,8 @@ static void load_map(cachet_async *a) {
       release_waiting(a);
       return;
     }
-    a->ncand = cachet_router_candidates(a->rt, a->cand, 2 * CACHET_ROUTER_NODES);
+    a->ncand =
+        cachet_router_candidates(a->rt, a->cand, 2 * CACHET_ROUTER_NODES);
   }
   while (a->map_next < a->ncand) {
     aconn *cn;
@@ -932,15 +923,10 @@ static void run_step(arun *r) {
     return;
   if (a->rt != NULL && cachet_router_route(a->rt, -1) < 0) {
     /* No slot map yet: wait for one (no run steps without the nodes). */
-    if (a->nwaiting == a->capwaiting) {
-      size_t cap = a->capwaiting ? a->capwaiting * 2 : 8;
-      arun **w = realloc(a->waiting, cap * sizeof *w);
-      if (w == NULL) {
-        finish(r, cachet_fail(CACHET_ENOMEM, "out of memory"));
-        return;
-      }
-      a->waiting = w;
-      a->capwaiting = cap;
+    if (cachet_grow(&a->waiting, &a->capwaiting, a->nwaiting + 1,
+                    sizeof *a->waiting) != CACHET_OK) {
+      finish(r, CACHET_ENOMEM);
+      return;
     }
     a->waiting[a->nwaiting++] = r;
     r->refs++;

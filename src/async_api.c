@@ -1,10 +1,11 @@
 /* The async API (cachet.h "Async API"): each call is its sync twin's
  * machine, started on the loop by the driver (async.c).
  *
- * A call checks and copies its arguments with the same init functions as
- * the sync call, so it is refused for the same reasons in the same words,
- * then starts the run. Its result reaches the callback through the run's
- * kind: the deliver functions below read it out of the finished machine. */
+ * A call gathers its arguments, and its kind's init checks and copies them
+ * with the same init function as the sync call, so it is refused for the
+ * same reasons in the same words; then the run starts. Its result reaches
+ * the callback through the kind's deliver, which reads it out of the
+ * finished machine. */
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,30 @@ typedef struct call {
 } call;
 
 #define MACHINE(r, type) ((type *)(void *)((call *)(r))->m)
+#define CB(r, type) ((type)(void (*)(void))(r)->cb)
+
+/* A call's arguments, as the public function got them. */
+typedef struct args {
+  int mode; /* CACHET_KEY_*, CACHET_LOCK_*, or a flag */
+  const void *key, *val;
+  size_t keylen, len;
+  int64_t ttl_ms, wait_ms;
+  const char *const *tags;
+  size_t ntags;
+  const char *name;
+  const cachet_lock *lock;
+  cachet_async_loader_fn loader;
+  void *ud;
+  const cachet_entry *e;
+  size_t n;
+} args;
+
+/* A kind of call: the run's kind, its machine's size and init. */
+typedef struct kind {
+  arun_kind run;
+  size_t size;
+  int (*init)(call *cl, cachet *c, const args *g);
+} kind;
 
 static void call_cleanup(arun *r) {
   call *cl = (call *)r;
@@ -42,37 +67,41 @@ static void call_cleanup(arun *r) {
   free(cl->copy);
 }
 
-/* A call of kind `k` whose machine takes `size` bytes; ECONN when the
- * handle is closing, ENOMEM. */
-static int call_new(cachet_async *a, const arun_kind *k, size_t size,
-                    void (*cb)(void), void *ud, call **out) {
+/* Start a call of kind k, or say why not (its callback is then never
+ * called): ECONN while the handle closes, ENOMEM, or the init's error. */
+static int start(cachet_async *a, const kind *k, const args *g,
+                 void (*cb)(void), void *ud) {
   cachet_error_clear();
+  call *cl = NULL;
   int rc = cachet_async_usable(a);
-  if (rc == CACHET_OK && (*out = (call *)cachet_arun_new(
-                              a, k, sizeof(call) + size, cb, ud)) == NULL)
+  if (rc == CACHET_OK &&
+      (cl = (call *)cachet_arun_new(a, &k->run, sizeof(call) + k->size, cb,
+                                    ud)) == NULL)
     rc = CACHET_ENOMEM;
-  cachet *c = rc == CACHET_OK ? NULL : cachet_async_handle(a);
+  if (rc == CACHET_OK &&
+      (rc = k->init(cl, cachet_async_handle(a), g)) == CACHET_OK) {
+    cachet_arun_start(&cl->r, (cachet_op *)(void *)cl->m);
+    return CACHET_OK;
+  }
+  if (cl != NULL)
+    cachet_arun_discard(&cl->r);
+  cachet *c = cachet_async_handle(a);
   return c != NULL ? cachet_result(c, rc) : rc;
 }
 
-/* Start the machine its init function prepared, or after `rc` from it,
- * give the call up (its callback is never called). */
-static int launch(call *cl, int rc) {
-  if (rc != CACHET_OK) {
-    cachet *c = cachet_async_handle(cl->r.a);
-    cachet_arun_discard(&cl->r);
-    return cachet_result(c, rc);
-  }
-  cachet_arun_start(&cl->r, (cachet_op *)(void *)cl->m);
-  return CACHET_OK;
+#define FN(cb) ((void (*)(void))(cb))
+
+/* ---- Deliveries -----------------------------------------------------------
+ */
+
+static void value_deliver(arun *r, int rc) { /* get */
+  cachet_op_key *x = MACHINE(r, cachet_op_key);
+  CB(r, cachet_async_value_cb)
+  (rc, rc == CACHET_OK ? x->val : NULL, rc == CACHET_OK ? x->len : 0, r->ud);
 }
 
-#define CB(r, type) ((type)(void (*)(void))(r)->cb)
-
-/* ---- get, exists, ttl --------------------------------------------------- */
-
-static void value_deliver(arun *r, int rc) {
-  cachet_op_key *x = MACHINE(r, cachet_op_key);
+static void gos_deliver(arun *r, int rc) {
+  cachet_op_gos *x = MACHINE(r, cachet_op_gos);
   CB(r, cachet_async_value_cb)
   (rc, rc == CACHET_OK ? x->val : NULL, rc == CACHET_OK ? x->len : 0, r->ud);
 }
@@ -86,85 +115,6 @@ static void ttl_deliver(arun *r, int rc) {
   CB(r, cachet_async_ttl_cb)(rc, rc == CACHET_OK ? x->ttl_ms : 0, r->ud);
 }
 
-static const arun_kind get_kind = {"get", A_COUNT_ALL, value_deliver,
-                                   call_cleanup};
-static const arun_kind exists_kind = {"exists", A_COUNT_ALL, status_deliver,
-                                      call_cleanup};
-static const arun_kind ttl_kind = {"ttl", A_COUNT_ALL, ttl_deliver,
-                                   call_cleanup};
-
-static int key_call(cachet_async *a, const arun_kind *k, int cmd,
-                    const void *key, size_t keylen, void (*cb)(void),
-                    void *ud) {
-  call *cl;
-  int rc = call_new(a, k, sizeof(cachet_op_key), cb, ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  return launch(cl,
-                cachet_op_key_init(MACHINE(cl, cachet_op_key),
-                                   cachet_async_handle(a), cmd, key, keylen));
-}
-
-int cachet_async_get(cachet_async *a, const void *key, size_t keylen,
-                     cachet_async_value_cb cb, void *ud) {
-  return key_call(a, &get_kind, CACHET_KEY_GET, key, keylen, (void (*)(void))cb,
-                  ud);
-}
-
-int cachet_async_exists(cachet_async *a, const void *key, size_t keylen,
-                        cachet_async_status_cb cb, void *ud) {
-  return key_call(a, &exists_kind, CACHET_KEY_EXISTS, key, keylen,
-                  (void (*)(void))cb, ud);
-}
-
-int cachet_async_ttl(cachet_async *a, const void *key, size_t keylen,
-                     cachet_async_ttl_cb cb, void *ud) {
-  return key_call(a, &ttl_kind, CACHET_KEY_PTTL, key, keylen,
-                  (void (*)(void))cb, ud);
-}
-
-/* ---- set, set_tags, delete ------------------------------------------------
- */
-
-static const arun_kind entry_kind = {"set", A_COUNT_ALL, status_deliver,
-                                     call_cleanup};
-
-int cachet_async_set_tags(cachet_async *a, const void *key, size_t keylen,
-                          const void *val, size_t len, int64_t ttl_ms,
-                          const char *const *tags, size_t ntags,
-                          cachet_async_status_cb cb, void *ud) {
-  call *cl;
-  int rc = call_new(a, &entry_kind, sizeof(cachet_op_entry), (void (*)(void))cb,
-                    ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  return launch(cl, cachet_op_entry_write(MACHINE(cl, cachet_op_entry),
-                                          cachet_async_handle(a), key, keylen,
-                                          val, len, ttl_ms, tags, ntags));
-}
-
-int cachet_async_set(cachet_async *a, const void *key, size_t keylen,
-                     const void *val, size_t len, int64_t ttl_ms,
-                     cachet_async_status_cb cb, void *ud) {
-  return cachet_async_set_tags(a, key, keylen, val, len, ttl_ms, NULL, 0, cb,
-                               ud);
-}
-
-int cachet_async_delete(cachet_async *a, const void *key, size_t keylen,
-                        cachet_async_status_cb cb, void *ud) {
-  call *cl;
-  int rc = call_new(a, &entry_kind, sizeof(cachet_op_entry), (void (*)(void))cb,
-                    ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  return launch(cl,
-                cachet_op_entry_delete(MACHINE(cl, cachet_op_entry),
-                                       cachet_async_handle(a), key, keylen));
-}
-
-/* ---- evict_tags, clear, prune ---------------------------------------------
- */
-
 static void evict_deliver(arun *r, int rc) {
   cachet_op_evict *x = MACHINE(r, cachet_op_evict);
   CB(r, cachet_async_count_cb)(rc, rc == CACHET_OK ? x->evicted : 0, r->ud);
@@ -174,46 +124,6 @@ static void scan_deliver(arun *r, int rc) {
   cachet_op_scan *x = MACHINE(r, cachet_op_scan);
   CB(r, cachet_async_count_cb)(rc, rc == CACHET_OK ? x->count : 0, r->ud);
 }
-
-static const arun_kind evict_kind = {"evict-tags", A_COUNT_ALL, evict_deliver,
-                                     call_cleanup};
-static const arun_kind scan_kind = {"clear", A_COUNT_ALL, scan_deliver,
-                                    call_cleanup};
-
-int cachet_async_evict_tags(cachet_async *a, const char *const *tags,
-                            size_t ntags, cachet_async_count_cb cb, void *ud) {
-  call *cl;
-  int rc = call_new(a, &evict_kind, sizeof(cachet_op_evict), (void (*)(void))cb,
-                    ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  return launch(cl, cachet_op_evict_init(MACHINE(cl, cachet_op_evict),
-                                         cachet_async_handle(a), tags, ntags));
-}
-
-static int scan_call(cachet_async *a, int prune, int dry_run,
-                     cachet_async_count_cb cb, void *ud) {
-  call *cl;
-  int rc = call_new(a, &scan_kind, sizeof(cachet_op_scan), (void (*)(void))cb,
-                    ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  cachet *c = cachet_async_handle(a);
-  return launch(cl, cachet_op_scan_init(MACHINE(cl, cachet_op_scan), c, prune,
-                                        dry_run, c->cfg.cluster));
-}
-
-int cachet_async_clear(cachet_async *a, int dry_run, cachet_async_count_cb cb,
-                       void *ud) {
-  return scan_call(a, 0, dry_run, cb, ud);
-}
-
-int cachet_async_prune(cachet_async *a, cachet_async_count_cb cb, void *ud) {
-  return scan_call(a, 1, 0, cb, ud);
-}
-
-/* ---- Locks ----------------------------------------------------------------
- */
 
 static void lock_deliver(arun *r, int rc) {
   call *cl = (call *)r;
@@ -225,90 +135,6 @@ static void lock_deliver(arun *r, int rc) {
   CB(r, cachet_async_lock_cb)(rc, lk, r->ud);
 }
 
-static const arun_kind acquire_kind = {"lock_acquire", A_COUNT_ALL,
-                                       lock_deliver, call_cleanup};
-static const arun_kind lock_kind = {"lock", A_COUNT_ALL, status_deliver,
-                                    call_cleanup};
-
-int cachet_async_lock_acquire(cachet_async *a, const char *name, int64_t ttl_ms,
-                              int64_t wait_ms, cachet_async_lock_cb cb,
-                              void *ud) {
-  call *cl;
-  int rc = call_new(a, &acquire_kind, sizeof(cachet_op_lock),
-                    (void (*)(void))cb, ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  cachet *c = cachet_async_handle(a);
-  rc = cachet_lock_prepare(c, name, ttl_ms, wait_ms, &cl->lk);
-  if (rc == CACHET_OK)
-    cachet_op_lock_init(MACHINE(cl, cachet_op_lock), c, CACHET_LOCK_ACQUIRE,
-                        cl->lk, ttl_ms, wait_ms);
-  return launch(cl, rc);
-}
-
-/* Release or extend a copy of the caller's lock (only read in the call). */
-static int lock_call(cachet_async *a, int mode, const cachet_lock *lock,
-                     int64_t ttl_ms, cachet_async_status_cb cb, void *ud) {
-  call *cl;
-  int rc = call_new(a, &lock_kind, sizeof(cachet_op_lock), (void (*)(void))cb,
-                    ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  if (mode == CACHET_LOCK_EXTEND)
-    rc = cachet_lock_check_ttl(ttl_ms);
-  size_t size = sizeof *lock + lock->namelen + 1;
-  if (rc == CACHET_OK && (cl->lk = malloc(size)) == NULL)
-    rc = cachet_fail(CACHET_ENOMEM, "out of memory");
-  if (rc == CACHET_OK) {
-    memcpy(cl->lk, lock, size);
-    cachet_op_lock_init(MACHINE(cl, cachet_op_lock), cachet_async_handle(a),
-                        mode, cl->lk, ttl_ms, 0);
-  }
-  return launch(cl, rc);
-}
-
-int cachet_async_lock_release(cachet_async *a, const cachet_lock *lock,
-                              cachet_async_status_cb cb, void *ud) {
-  return lock_call(a, CACHET_LOCK_RELEASE, lock, 0, cb, ud);
-}
-
-int cachet_async_lock_extend(cachet_async *a, const cachet_lock *lock,
-                             int64_t ttl_ms, cachet_async_status_cb cb,
-                             void *ud) {
-  return lock_call(a, CACHET_LOCK_EXTEND, lock, ttl_ms, cb, ud);
-}
-
-/* ---- get_or_set -----------------------------------------------------------
- */
-
-static void gos_deliver(arun *r, int rc) {
-  cachet_op_gos *x = MACHINE(r, cachet_op_gos);
-  CB(r, cachet_async_value_cb)
-  (rc, rc == CACHET_OK ? x->val : NULL, rc == CACHET_OK ? x->len : 0, r->ud);
-}
-
-static const arun_kind gos_kind = {"get_or_set", A_COUNT_ALL, gos_deliver,
-                                   call_cleanup};
-
-int cachet_async_get_or_set(cachet_async *a, const void *key, size_t keylen,
-                            cachet_async_loader_fn loader, int64_t ttl_ms,
-                            const char *const *tags, size_t ntags,
-                            cachet_async_value_cb cb, void *ud) {
-  call *cl;
-  int rc = call_new(a, &gos_kind, sizeof(cachet_op_gos), (void (*)(void))cb, ud,
-                    &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  cachet_op_gos *x = MACHINE(cl, cachet_op_gos);
-  rc = cachet_op_gos_init(x, cachet_async_handle(a), key, keylen, NULL, ud,
-                          ttl_ms, tags, ntags);
-  x->load.afn = loader;
-  return launch(cl, rc);
-}
-
-/* ---- mget, mset -----------------------------------------------------------
- */
-
 static void items_deliver(arun *r, int rc) {
   call *cl = (call *)r;
   for (size_t i = 0; i < cl->n; i++) {
@@ -318,10 +144,71 @@ static void items_deliver(arun *r, int rc) {
   CB(r, cachet_async_items_cb)(rc, cl->items, cl->n, r->ud);
 }
 
-static const arun_kind mget_kind = {"mget", A_COUNT_FATAL, items_deliver,
-                                    call_cleanup};
-static const arun_kind mset_kind = {"mset", A_COUNT_FATAL, items_deliver,
-                                    call_cleanup};
+static void health_deliver(arun *r, int rc) {
+  cachet_op_health *x = MACHINE(r, cachet_op_health);
+  CB(r, cachet_async_health_cb)(rc, rc == CACHET_OK ? &x->h : NULL, r->ud);
+}
+
+/* ---- Inits: the sync twin's, on the call's copies -------------------------
+ */
+
+static int key_init(call *cl, cachet *c, const args *g) {
+  return cachet_op_key_init(MACHINE(cl, cachet_op_key), c, g->mode, g->key,
+                            g->keylen);
+}
+
+static int set_init(call *cl, cachet *c, const args *g) {
+  return cachet_op_entry_write(MACHINE(cl, cachet_op_entry), c, g->key,
+                               g->keylen, g->val, g->len, g->ttl_ms, g->tags,
+                               g->ntags);
+}
+
+static int delete_init(call *cl, cachet *c, const args *g) {
+  return cachet_op_entry_delete(MACHINE(cl, cachet_op_entry), c, g->key,
+                                g->keylen);
+}
+
+static int evict_init(call *cl, cachet *c, const args *g) {
+  return cachet_op_evict_init(MACHINE(cl, cachet_op_evict), c, g->tags,
+                              g->ntags);
+}
+
+/* mode: 1 prune, else clear (dry run when g->n). */
+static int scan_init(call *cl, cachet *c, const args *g) {
+  return cachet_op_scan_init(MACHINE(cl, cachet_op_scan), c, g->mode, (int)g->n,
+                             c->cfg.cluster);
+}
+
+static int acquire_init(call *cl, cachet *c, const args *g) {
+  int rc = cachet_lock_prepare(c, g->name, g->ttl_ms, g->wait_ms, &cl->lk);
+  if (rc == CACHET_OK)
+    cachet_op_lock_init(MACHINE(cl, cachet_op_lock), c, CACHET_LOCK_ACQUIRE,
+                        cl->lk, g->ttl_ms, g->wait_ms);
+  return rc;
+}
+
+/* Release or extend a copy of the caller's lock (only read in the call). */
+static int lock_init(call *cl, cachet *c, const args *g) {
+  int rc = g->mode == CACHET_LOCK_EXTEND ? cachet_lock_check_ttl(g->ttl_ms)
+                                         : CACHET_OK;
+  size_t size = sizeof *g->lock + g->lock->namelen + 1;
+  if (rc == CACHET_OK && (cl->lk = malloc(size)) == NULL)
+    rc = cachet_fail(CACHET_ENOMEM, "out of memory");
+  if (rc == CACHET_OK) {
+    memcpy(cl->lk, g->lock, size);
+    cachet_op_lock_init(MACHINE(cl, cachet_op_lock), c, g->mode, cl->lk,
+                        g->ttl_ms, 0);
+  }
+  return rc;
+}
+
+static int gos_init(call *cl, cachet *c, const args *g) {
+  cachet_op_gos *x = MACHINE(cl, cachet_op_gos);
+  int rc = cachet_op_gos_init(x, c, g->key, g->keylen, NULL, g->ud, g->ttl_ms,
+                              g->tags, g->ntags);
+  x->load.afn = g->loader;
+  return rc;
+}
 
 /* Copy the entries the machine reads (keys; for a write values and tags
  * too) into one allocation, with room for the items. */
@@ -372,53 +259,173 @@ static int copy_entries(call *cl, const cachet_entry *src, size_t n,
   return CACHET_OK;
 }
 
-static int batch_call(cachet_async *a, const cachet_entry *entries, size_t n,
-                      int write, cachet_async_items_cb cb, void *ud) {
-  call *cl;
-  const arun_kind *k = write ? &mset_kind : &mget_kind;
-  size_t size = write ? sizeof(cachet_op_mset) : sizeof(cachet_op_mget);
-  int rc = call_new(a, k, size, (void (*)(void))cb, ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  cachet *c = cachet_async_handle(a);
-  rc = cachet_check_batch(c, entries, n, write);
+/* mode: 1 mset, 0 mget. */
+static int batch_init(call *cl, cachet *c, const args *g) {
+  int rc = cachet_check_batch(c, g->e, g->n, g->mode);
   if (rc == CACHET_OK)
-    rc = copy_entries(cl, entries, n, write);
-  if (rc == CACHET_OK && write)
-    rc = cachet_op_mset_init(MACHINE(cl, cachet_op_mset), c, cl->e, n);
+    rc = copy_entries(cl, g->e, g->n, g->mode);
+  if (rc == CACHET_OK && g->mode)
+    rc = cachet_op_mset_init(MACHINE(cl, cachet_op_mset), c, cl->e, g->n);
   else if (rc == CACHET_OK)
-    rc = cachet_op_mget_init(MACHINE(cl, cachet_op_mget), c, cl->e, n);
-  return launch(cl, rc);
+    rc = cachet_op_mget_init(MACHINE(cl, cachet_op_mget), c, cl->e, g->n);
+  return rc;
+}
+
+static int health_init(call *cl, cachet *c, const args *g) {
+  (void)g;
+  cachet_op_health_init(MACHINE(cl, cachet_op_health), c);
+  return CACHET_OK;
+}
+
+#define KIND(name, count, deliver, machine, init)                              \
+  { {name, count, deliver, call_cleanup}, sizeof(machine), init }
+
+static const kind get_kind =
+    KIND("get", A_COUNT_ALL, value_deliver, cachet_op_key, key_init);
+static const kind exists_kind =
+    KIND("exists", A_COUNT_ALL, status_deliver, cachet_op_key, key_init);
+static const kind ttl_kind =
+    KIND("ttl", A_COUNT_ALL, ttl_deliver, cachet_op_key, key_init);
+static const kind set_kind =
+    KIND("set", A_COUNT_ALL, status_deliver, cachet_op_entry, set_init);
+static const kind delete_kind =
+    KIND("delete", A_COUNT_ALL, status_deliver, cachet_op_entry, delete_init);
+static const kind evict_kind =
+    KIND("evict-tags", A_COUNT_ALL, evict_deliver, cachet_op_evict, evict_init);
+static const kind scan_kind =
+    KIND("clear", A_COUNT_ALL, scan_deliver, cachet_op_scan, scan_init);
+static const kind acquire_kind = KIND("lock_acquire", A_COUNT_ALL, lock_deliver,
+                                      cachet_op_lock, acquire_init);
+static const kind lock_kind =
+    KIND("lock", A_COUNT_ALL, status_deliver, cachet_op_lock, lock_init);
+static const kind gos_kind =
+    KIND("get_or_set", A_COUNT_ALL, gos_deliver, cachet_op_gos, gos_init);
+static const kind mget_kind =
+    KIND("mget", A_COUNT_FATAL, items_deliver, cachet_op_mget, batch_init);
+static const kind mset_kind =
+    KIND("mset", A_COUNT_FATAL, items_deliver, cachet_op_mset, batch_init);
+static const kind health_kind =
+    KIND("health", A_COUNT_ALL, health_deliver, cachet_op_health, health_init);
+
+/* ---- The calls --------------------------------------------------------------
+ */
+
+int cachet_async_get(cachet_async *a, const void *key, size_t keylen,
+                     cachet_async_value_cb cb, void *ud) {
+  return start(a, &get_kind,
+               &(args){.mode = CACHET_KEY_GET, .key = key, .keylen = keylen},
+               FN(cb), ud);
+}
+
+int cachet_async_exists(cachet_async *a, const void *key, size_t keylen,
+                        cachet_async_status_cb cb, void *ud) {
+  return start(a, &exists_kind,
+               &(args){.mode = CACHET_KEY_EXISTS, .key = key, .keylen = keylen},
+               FN(cb), ud);
+}
+
+int cachet_async_ttl(cachet_async *a, const void *key, size_t keylen,
+                     cachet_async_ttl_cb cb, void *ud) {
+  return start(a, &ttl_kind,
+               &(args){.mode = CACHET_KEY_PTTL, .key = key, .keylen = keylen},
+               FN(cb), ud);
+}
+
+int cachet_async_set_tags(cachet_async *a, const void *key, size_t keylen,
+                          const void *val, size_t len, int64_t ttl_ms,
+                          const char *const *tags, size_t ntags,
+                          cachet_async_status_cb cb, void *ud) {
+  return start(a, &set_kind,
+               &(args){.key = key,
+                       .keylen = keylen,
+                       .val = val,
+                       .len = len,
+                       .ttl_ms = ttl_ms,
+                       .tags = tags,
+                       .ntags = ntags},
+               FN(cb), ud);
+}
+
+int cachet_async_set(cachet_async *a, const void *key, size_t keylen,
+                     const void *val, size_t len, int64_t ttl_ms,
+                     cachet_async_status_cb cb, void *ud) {
+  return cachet_async_set_tags(a, key, keylen, val, len, ttl_ms, NULL, 0, cb,
+                               ud);
+}
+
+int cachet_async_delete(cachet_async *a, const void *key, size_t keylen,
+                        cachet_async_status_cb cb, void *ud) {
+  return start(a, &delete_kind, &(args){.key = key, .keylen = keylen}, FN(cb),
+               ud);
+}
+
+int cachet_async_evict_tags(cachet_async *a, const char *const *tags,
+                            size_t ntags, cachet_async_count_cb cb, void *ud) {
+  return start(a, &evict_kind, &(args){.tags = tags, .ntags = ntags}, FN(cb),
+               ud);
+}
+
+int cachet_async_clear(cachet_async *a, int dry_run, cachet_async_count_cb cb,
+                       void *ud) {
+  return start(a, &scan_kind, &(args){.mode = 0, .n = dry_run != 0}, FN(cb),
+               ud);
+}
+
+int cachet_async_prune(cachet_async *a, cachet_async_count_cb cb, void *ud) {
+  return start(a, &scan_kind, &(args){.mode = 1}, FN(cb), ud);
+}
+
+int cachet_async_lock_acquire(cachet_async *a, const char *name, int64_t ttl_ms,
+                              int64_t wait_ms, cachet_async_lock_cb cb,
+                              void *ud) {
+  return start(a, &acquire_kind,
+               &(args){.name = name, .ttl_ms = ttl_ms, .wait_ms = wait_ms},
+               FN(cb), ud);
+}
+
+int cachet_async_lock_release(cachet_async *a, const cachet_lock *lock,
+                              cachet_async_status_cb cb, void *ud) {
+  return start(a, &lock_kind,
+               &(args){.mode = CACHET_LOCK_RELEASE, .lock = lock}, FN(cb), ud);
+}
+
+int cachet_async_lock_extend(cachet_async *a, const cachet_lock *lock,
+                             int64_t ttl_ms, cachet_async_status_cb cb,
+                             void *ud) {
+  return start(
+      a, &lock_kind,
+      &(args){.mode = CACHET_LOCK_EXTEND, .lock = lock, .ttl_ms = ttl_ms},
+      FN(cb), ud);
+}
+
+int cachet_async_get_or_set(cachet_async *a, const void *key, size_t keylen,
+                            cachet_async_loader_fn loader, int64_t ttl_ms,
+                            const char *const *tags, size_t ntags,
+                            cachet_async_value_cb cb, void *ud) {
+  return start(a, &gos_kind,
+               &(args){.key = key,
+                       .keylen = keylen,
+                       .loader = loader,
+                       .ttl_ms = ttl_ms,
+                       .tags = tags,
+                       .ntags = ntags,
+                       .ud = ud},
+               FN(cb), ud);
 }
 
 int cachet_async_mget(cachet_async *a, const cachet_entry *entries, size_t n,
                       cachet_async_items_cb cb, void *ud) {
-  return batch_call(a, entries, n, 0, cb, ud);
+  return start(a, &mget_kind, &(args){.mode = 0, .e = entries, .n = n}, FN(cb),
+               ud);
 }
 
 int cachet_async_mset(cachet_async *a, const cachet_entry *entries, size_t n,
                       cachet_async_items_cb cb, void *ud) {
-  return batch_call(a, entries, n, 1, cb, ud);
+  return start(a, &mset_kind, &(args){.mode = 1, .e = entries, .n = n}, FN(cb),
+               ud);
 }
-
-/* ---- health -----------------------------------------------------------------
- */
-
-static void health_deliver(arun *r, int rc) {
-  cachet_op_health *x = MACHINE(r, cachet_op_health);
-  CB(r, cachet_async_health_cb)(rc, rc == CACHET_OK ? &x->h : NULL, r->ud);
-}
-
-static const arun_kind health_kind = {"health", A_COUNT_ALL, health_deliver,
-                                      call_cleanup};
 
 int cachet_async_health_check(cachet_async *a, cachet_async_health_cb cb,
                               void *ud) {
-  call *cl;
-  int rc = call_new(a, &health_kind, sizeof(cachet_op_health),
-                    (void (*)(void))cb, ud, &cl);
-  if (rc != CACHET_OK)
-    return rc;
-  cachet_op_health_init(MACHINE(cl, cachet_op_health), cachet_async_handle(a));
-  return launch(cl, CACHET_OK);
+  return start(a, &health_kind, &(args){.mode = 0}, FN(cb), ud);
 }

@@ -44,3 +44,13 @@ int64_t cachet_jitter_ms(int64_t step) {
   int64_t half = step / 2;
   return half + (int64_t)randombytes_uniform((uint32_t)(step - half + 1));
 }
+
+void cachet_deadline_ts(int64_t ms, struct timespec *ts) {
+  clock_gettime(CLOCK_MONOTONIC, ts);
+  ts->tv_sec += (time_t)(ms / 1000);
+  ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (ts->tv_nsec >= 1000000000L) {
+    ts->tv_sec++;
+    ts->tv_nsec -= 1000000000L;
+  }
+}

@@ -89,3 +89,17 @@ int cachet_status_exit_code(int status) {
 }
 
 void cachet_free(void *p) { free(p); }
+
+int cachet_grow(void *pp, size_t *cap, size_t need, size_t size) {
+  if (need <= *cap)
+    return CACHET_OK;
+  size_t n = *cap ? *cap : 8;
+  while (n < need)
+    n *= 2;
+  void *q = realloc(*(void **)pp, n * size);
+  if (q == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  *(void **)pp = q;
+  *cap = n;
+  return CACHET_OK;
+}

@@ -15,6 +15,11 @@ int cachet_fail(int status, const char *fmt, ...)
 int cachet_fail_bytes(int status, const char *prefix, const char *msg,
                       size_t len);
 
+/* Room for `need` elements of `size` bytes in the array at *(void **)pp of
+ * capacity *cap (doubled, from 8): CACHET_OK, or ENOMEM with the array as it
+ * was. Growing an array is where most ENOMEM comes from. */
+int cachet_grow(void *pp, size_t *cap, size_t need, size_t size);
+
 /* Forget the calling thread's detail. */
 void cachet_error_clear(void);
 

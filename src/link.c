@@ -53,7 +53,8 @@ struct cachet_link {
   cachet_conn conn; /* a single server: the link's own connection */
   /* A cluster session. */
   held *held;
-  int nheld, capheld;
+  int nheld;
+  size_t capheld;
   queued *q;
   size_t qhead, qlen, qcap;
   int broken;
@@ -64,10 +65,7 @@ struct cachet_link {
 
 typedef struct cachet_links {
   cachet *c;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int size, nfree;
-  int *free_idx;
+  cachet_slots free;
   cachet_link *links;
   /* Cluster mode. */
   cachet_router *rt;
@@ -81,47 +79,34 @@ typedef struct cachet_links {
 
 int cachet_links_create(cachet *c) {
   cachet_links *ls = calloc(1, sizeof *ls);
-  if (ls == NULL)
-    return cachet_fail(CACHET_ENOMEM, "out of memory creating the pool");
   int size = c->cfg.pool_size;
-  ls->c = c;
-  ls->size = size;
-  ls->links = calloc((size_t)size, sizeof *ls->links);
-  ls->free_idx = calloc((size_t)size, sizeof *ls->free_idx);
-  if (ls->links == NULL || ls->free_idx == NULL) {
-    free(ls->links);
-    free(ls->free_idx);
-    free(ls);
-    return cachet_fail(CACHET_ENOMEM, "out of memory creating the pool");
-  }
-  if (c->cfg.cluster) {
-    int rc = cachet_router_create(c->cfg.cluster_seeds, &ls->rt);
-    if (rc != CACHET_OK) {
+  int rc = CACHET_OK;
+  if (ls == NULL ||
+      (ls->links = calloc((size_t)size, sizeof *ls->links)) == NULL)
+    rc = cachet_fail(CACHET_ENOMEM, "out of memory creating the pool");
+  if (rc == CACHET_OK && c->cfg.cluster)
+    rc = cachet_router_create(c->cfg.cluster_seeds, &ls->rt);
+  if (rc == CACHET_OK)
+    rc = cachet_slots_init(&ls->free, size);
+  if (rc != CACHET_OK) {
+    if (ls != NULL) {
+      cachet_router_destroy(ls->rt);
       free(ls->links);
-      free(ls->free_idx);
-      free(ls);
-      return rc;
     }
-    /* Each session holds at most one pipelined connection per node, plus
-     * one for a redirected retry; one more serves refreshes. */
-    ls->node_pool = 2 * size + 1;
+    free(ls);
+    return rc;
   }
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&ls->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  pthread_mutex_init(&ls->mu, NULL);
+  ls->c = c;
+  /* Each session holds at most one pipelined connection per node, plus one
+   * for a redirected retry; one more serves refreshes. */
+  ls->node_pool = 2 * size + 1;
   pthread_mutex_init(&ls->nodes_mu, NULL);
   pthread_mutex_init(&ls->refresh_mu, NULL);
   for (int i = 0; i < size; i++) {
     ls->links[i].ls = ls;
     ls->links[i].index = i;
     ls->links[i].last = -1;
-    /* Low links first, so a lightly used handle keeps few connections. */
-    ls->free_idx[i] = size - 1 - i;
   }
-  ls->nfree = size;
   c->links = ls;
   return CACHET_OK;
 }
@@ -138,7 +123,7 @@ void cachet_links_destroy(cachet *c) {
   cachet_links *ls = c->links;
   if (ls == NULL)
     return;
-  for (int i = 0; i < ls->size; i++) {
+  for (int i = 0; i < ls->free.size; i++) {
     cachet_conn_close(&ls->links[i].conn);
     free(ls->links[i].held);
     free(ls->links[i].q);
@@ -146,12 +131,10 @@ void cachet_links_destroy(cachet *c) {
   for (int i = 0; i < CACHET_ROUTER_NODES; i++)
     cachet_pool_destroy(ls->pools[i]);
   cachet_router_destroy(ls->rt);
-  pthread_mutex_destroy(&ls->mu);
+  cachet_slots_destroy(&ls->free);
   pthread_mutex_destroy(&ls->nodes_mu);
   pthread_mutex_destroy(&ls->refresh_mu);
-  pthread_cond_destroy(&ls->cv);
   free(ls->links);
-  free(ls->free_idx);
   free(ls);
   c->links = NULL;
 }
@@ -228,33 +211,15 @@ static int refresh(cachet_links *ls) {
 
 int cachet_link_acquire(cachet *c, cachet_link **out) {
   cachet_links *ls = c->links;
-  int timeout_ms = c->cfg.timeout_ms;
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
-  pthread_mutex_lock(&ls->mu);
-  while (ls->nfree == 0) {
-    int w = pthread_cond_timedwait(&ls->cv, &ls->mu, &dl);
-    if (w == ETIMEDOUT && ls->nfree == 0) {
-      pthread_mutex_unlock(&ls->mu);
-      return cachet_fail(CACHET_ETIMEDOUT,
-                         "no pooled connection became free within %d ms "
-                         "(pool_size %d)",
-                         timeout_ms, ls->size);
-    }
-  }
-  cachet_link *l = &ls->links[ls->free_idx[--ls->nfree]];
-  pthread_mutex_unlock(&ls->mu);
+  int idx;
+  int rc = cachet_slots_take(&ls->free, c->cfg.timeout_ms, &idx);
+  if (rc != CACHET_OK)
+    return rc;
+  cachet_link *l = &ls->links[idx];
   l->last = -1;
-  int rc = ls->rt != NULL ? refresh(ls)
-           : l->conn.ctx == NULL
-               ? cachet_conn_connect(&l->conn, &c->cfg, NULL, 0)
-               : CACHET_OK;
+  rc = ls->rt != NULL        ? refresh(ls)
+       : l->conn.ctx == NULL ? cachet_conn_connect(&l->conn, &c->cfg, NULL, 0)
+                             : CACHET_OK;
   if (rc != CACHET_OK) {
     cachet_link_release(c, l);
     return rc;
@@ -282,10 +247,7 @@ void cachet_link_release(cachet *c, cachet_link *l) {
   }
   l->broken = 0;
   l->last = -1;
-  pthread_mutex_lock(&ls->mu);
-  ls->free_idx[ls->nfree++] = l->index;
-  pthread_cond_signal(&ls->cv);
-  pthread_mutex_unlock(&ls->mu);
+  cachet_slots_give(&ls->free, l->index);
 }
 
 void cachet_link_break(cachet_link *l) {
@@ -325,14 +287,9 @@ static int hold(cachet_link *l, int idx, int *h) {
       *h = i;
       return CACHET_OK;
     }
-  if (l->nheld == l->capheld) {
-    int cap = l->capheld ? l->capheld * 2 : 4;
-    held *n = realloc(l->held, (size_t)cap * sizeof *n);
-    if (n == NULL)
-      return cachet_fail(CACHET_ENOMEM, "out of memory");
-    l->held = n;
-    l->capheld = cap;
-  }
+  if (cachet_grow(&l->held, &l->capheld, (size_t)l->nheld + 1,
+                  sizeof *l->held) != CACHET_OK)
+    return CACHET_ENOMEM;
   cachet_pool *p = node_pool(l->ls, idx);
   cachet_conn *cn;
   int rc = p != NULL ? cachet_pool_borrow(p, &cn)
@@ -490,14 +447,8 @@ static int cluster_append(cachet_link *l, int node, int argc, const char **argv,
     return cachet_fail(CACHET_ECONN, "connection is broken");
   if (node >= l->nsnap)
     return cachet_fail(CACHET_EINTERNAL, "no cluster node %d", node);
-  if (l->qlen == l->qcap) {
-    size_t cap = l->qcap ? l->qcap * 2 : 64;
-    queued *n = realloc(l->q, cap * sizeof *n);
-    if (n == NULL)
-      return cachet_fail(CACHET_ENOMEM, "out of memory queueing a command");
-    l->q = n;
-    l->qcap = cap;
-  }
+  if (cachet_grow(&l->q, &l->qcap, l->qlen + 1, sizeof *l->q) != CACHET_OK)
+    return CACHET_ENOMEM;
   queued *e = &l->q[l->qlen];
   memset(e, 0, sizeof *e);
   e->h = -1;

@@ -10,24 +10,10 @@
 #include "entry.h"
 #include "error.h"
 
-static int grow(void **p, size_t *cap, size_t need, size_t size) {
-  if (need <= *cap)
-    return 0;
-  size_t n = *cap ? *cap : 16;
-  while (n < need)
-    n *= 2;
-  void *q = realloc(*p, n * size);
-  if (q == NULL)
-    return -1;
-  *p = q;
-  *cap = n;
-  return 0;
-}
-
 void cachet_cmds_start(cachet_cmds *b, int node) {
   if (b->oom)
     return;
-  if (grow((void **)&b->cmd, &b->cap, b->n + 1, sizeof *b->cmd) != 0) {
+  if (cachet_grow(&b->cmd, &b->cap, b->n + 1, sizeof *b->cmd) != CACHET_OK) {
     b->oom = 1;
     return;
   }
@@ -81,7 +67,7 @@ void cachet_cmds_str(cachet_cmds *b, const char *s) {
 void cachet_cmds_copy(cachet_cmds *b, const void *p, size_t len) {
   if (b->oom)
     return;
-  if (grow((void **)&b->arena, &b->arenacap, b->used + len + 1, 1) != 0) {
+  if (cachet_grow(&b->arena, &b->arenacap, b->used + len + 1, 1) != CACHET_OK) {
     b->oom = 1;
     return;
   }
@@ -149,6 +135,13 @@ void cachet_cmds_free(cachet_cmds *b) {
   free(b->own);
   free(b->arena);
   memset(b, 0, sizeof *b);
+}
+
+void cachet_op_begin(cachet_op *op, size_t size, const cachet_op_kind *k,
+                     cachet *c) {
+  memset(op, 0, size);
+  op->k = k;
+  op->c = c;
 }
 
 int cachet_op_done(cachet_out *out, int status) {
@@ -224,6 +217,12 @@ int cachet_res_value(cachet *c, cachet_res *r, const char *rkey, size_t rkeylen,
   if (rc == CACHET_MISS)
     cachet_error_clear();
   return rc;
+}
+
+int cachet_reply_is_noscript(const redisReply *r) {
+  return r->type == REDIS_REPLY_ERROR && r->len >= 8 &&
+         memcmp(r->str, "NOSCRIPT", 8) == 0 &&
+         (r->len == 8 || r->str[8] == ' ');
 }
 
 int cachet_reply_is_retag(const redisReply *r) {

@@ -48,6 +48,11 @@
 
 enum { CACHET_DO_SEND, CACHET_DO_SLEEP, CACHET_DO_LOAD, CACHET_DO_DONE };
 
+/* How often a driver loads a script and sends a command again after
+ * NOSCRIPT: twice, since a SCRIPT FLUSH may land between the load and the
+ * command. */
+#define CACHET_NOSCRIPT_ROUNDS 2
+
 /* Route by the command's first key. */
 #define CACHET_ROUTE_KEY (-1)
 
@@ -116,6 +121,11 @@ struct cachet_op {
   cachet_cmds cmds; /* the commands of the current SEND */
 };
 
+/* Zero a machine of `size` bytes (op at its start) and make it a `k` on c:
+ * the first line of every machine's init. */
+void cachet_op_begin(cachet_op *op, size_t size, const cachet_op_kind *k,
+                     cachet *c);
+
 /* Start a command aimed at `node` (CACHET_ROUTE_KEY to route by key). */
 void cachet_cmds_start(cachet_cmds *b, int node);
 /* EVALSHA of script `id` with `nkeys` keys: push the keys, then ARGV. */
@@ -167,6 +177,8 @@ int cachet_res_value(cachet *c, cachet_res *r, const char *rkey, size_t rkeylen,
  * from element `from`: each a non-empty string without NUL, else ECORRUPT
  * ("an entry's tag set holds a malformed tag name"). */
 int cachet_reply_tag_names(const redisReply *r, size_t from);
+/* 1 if r is the error NOSCRIPT (a driver's to recover). */
+int cachet_reply_is_noscript(const redisReply *r);
 /* 1 if r is {"retag", ...}. */
 int cachet_reply_is_retag(const redisReply *r);
 

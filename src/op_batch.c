@@ -143,9 +143,7 @@ static const cachet_op_kind mget_kind = {"mget", mget_step, mget_free};
 
 int cachet_op_mget_init(cachet_op_mget *x, cachet *c, cachet_entry *e,
                         size_t n) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &mget_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &mget_kind, c);
   x->e = e;
   x->n = n;
   size_t cap = n < CACHET_MSET_WINDOW ? n : CACHET_MSET_WINDOW;
@@ -662,11 +660,6 @@ static void mset_free(cachet_op *op) {
   free(x->groups);
   free(x->untag);
   free(x->sets);
-  x->blobs = NULL;
-  x->sets = NULL;
-  x->blens = NULL;
-  x->groups = NULL;
-  x->untag = NULL;
   cachet_mset_plan_free(&x->p);
   cachet_cmds_free(&op->cmds);
 }
@@ -675,9 +668,7 @@ static const cachet_op_kind mset_kind = {"mset", mset_step, mset_free};
 
 int cachet_op_mset_init(cachet_op_mset *x, cachet *c, cachet_entry *e,
                         size_t n) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &mset_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &mset_kind, c);
   x->e = e;
   x->n = n;
   x->first = CACHET_OK;

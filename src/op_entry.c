@@ -45,14 +45,9 @@ static int has_name(const cachet_op_entry *x, const char *s, size_t len) {
 static int add_name(cachet_op_entry *x, const char *s, size_t len) {
   if (has_name(x, s, len))
     return CACHET_OK;
-  if (x->ntags == x->cap) {
-    size_t cap = x->cap ? x->cap * 2 : 8;
-    char **n = realloc(x->names, cap * sizeof *n);
-    if (n == NULL)
-      return cachet_fail(CACHET_ENOMEM, "out of memory");
-    x->names = n;
-    x->cap = cap;
-  }
+  if (cachet_grow(&x->names, &x->cap, x->ntags + 1, sizeof *x->names) !=
+      CACHET_OK)
+    return CACHET_ENOMEM;
   char *copy = malloc(len + 1);
   if (copy == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory");
@@ -264,9 +259,7 @@ static const cachet_op_kind entry_kind = {"entry", entry_step, entry_free};
 
 static int init(cachet_op_entry *x, cachet *c, int mode, const void *key,
                 size_t keylen) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &entry_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &entry_kind, c);
   x->mode = mode;
   x->bucket = cachet_bucket(key, keylen);
   x->keylen = keylen;

@@ -279,9 +279,7 @@ static const cachet_op_kind evict_kind = {"evict-tags", evict_step, evict_free};
 
 int cachet_op_evict_init(cachet_op_evict *x, cachet *c, const char *const *tags,
                          size_t ntags) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &evict_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &evict_kind, c);
   int rc = cachet_check_tag_names(c, tags, ntags);
   if (rc != CACHET_OK)
     return rc;

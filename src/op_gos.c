@@ -258,9 +258,7 @@ static const cachet_op_kind gos_kind = {"get_or_set", gos_step, gos_free};
 int cachet_op_gos_init(cachet_op_gos *x, cachet *c, const void *key,
                        size_t keylen, cachet_loader_fn fn, void *ud,
                        int64_t ttl_ms, const char *const *tags, size_t ntags) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &gos_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &gos_kind, c);
   int rc;
   if ((rc = cachet_check_key(c, key, keylen)) ||
       (rc = cachet_check_value(c, 0, ttl_ms)) ||

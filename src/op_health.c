@@ -219,9 +219,7 @@ static void health_free(cachet_op *op) { cachet_cmds_free(&op->cmds); }
 static const cachet_op_kind health_kind = {"health", health_step, health_free};
 
 void cachet_op_health_init(cachet_op_health *x, cachet *c) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &health_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &health_kind, c);
 }
 
 /* ---- INFO figures, summed ------------------------------------------------ */
@@ -269,9 +267,7 @@ static int info_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
 static const cachet_op_kind info_kind = {"info", info_step, health_free};
 
 void cachet_op_info_init(cachet_op_info *x, cachet *c) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &info_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &info_kind, c);
 }
 
 /* ---- The public calls ---------------------------------------------------- */

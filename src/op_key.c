@@ -62,9 +62,7 @@ static const cachet_op_kind key_kind = {"get", key_step, key_free};
 
 int cachet_op_key_init(cachet_op_key *x, cachet *c, int cmd, const void *key,
                        size_t keylen) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &key_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &key_kind, c);
   x->cmd = cmd;
   int rc = cachet_check_key(c, key, keylen);
   if (rc == CACHET_OK)

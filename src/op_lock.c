@@ -127,9 +127,7 @@ static const cachet_op_kind lock_kind = {"lock", lock_step, lock_free};
 
 void cachet_op_lock_init(cachet_op_lock *x, cachet *c, int mode,
                          cachet_lock *lk, int64_t ttl_ms, int64_t wait_ms) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &lock_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &lock_kind, c);
   x->mode = mode;
   x->lk = lk;
   x->ttl_ms = ttl_ms;

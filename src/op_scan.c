@@ -329,9 +329,7 @@ static const cachet_op_kind scan_kind = {"scan", scan_step, scan_free};
 
 int cachet_op_scan_init(cachet_op_scan *x, cachet *c, int prune, int dry_run,
                         int clustered) {
-  memset(x, 0, sizeof *x);
-  x->op.k = &scan_kind;
-  x->op.c = c;
+  cachet_op_begin(&x->op, sizeof *x, &scan_kind, c);
   x->prune = prune;
   x->dry_run = dry_run;
   x->clustered = clustered;

@@ -25,17 +25,19 @@ static int remove_entry(cachet *c, const void *key, size_t keylen) {
   return rc == CACHET_MISS ? CACHET_OK : rc;
 }
 
-int cachet_write_through(cachet *c, const void *key, size_t keylen,
-                         const void *val, size_t len, cachet_writer_fn writer,
-                         void *ud, int64_t ttl_ms, const char *const *tags,
-                         size_t ntags) {
+/* Both policies: the origin first (through) or the cache first (behind),
+ * and after a failure past the first write, the entry removed. */
+static int write_both(cachet *c, int behind, const void *key, size_t keylen,
+                      const void *val, size_t len, cachet_writer_fn writer,
+                      void *ud, int64_t ttl_ms, const char *const *tags,
+                      size_t ntags) {
   cachet_error_clear();
   int rc = cachet_check_write(c, key, keylen, val, len, ttl_ms, tags, ntags);
   if (rc != CACHET_OK)
     return cachet_result(c, rc);
   if (val == NULL)
     val = "";
-  int wrc = writer(ud, key, keylen, val, len);
+  int wrc = behind ? 0 : writer(ud, key, keylen, val, len);
   if (wrc != 0)
     return cachet_result(
         c, cachet_fail(CACHET_EWRITER,
@@ -43,15 +45,31 @@ int cachet_write_through(cachet *c, const void *key, size_t keylen,
                        "cached",
                        wrc));
   rc = cachet_write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags);
-  if (rc == CACHET_OK)
+  if (rc != CACHET_OK && behind)
+    return cachet_result(c, rc);
+  if (rc == CACHET_OK && behind)
+    wrc = writer(ud, key, keylen, val, len);
+  if (rc == CACHET_OK && wrc == 0)
     return CACHET_OK;
 
-  /* The origin has the new value and the cache may still hold an old one.
-   * Keep the write's error as the result and its detail. */
+  /* Through: the origin has the new value and the cache may hold an old
+   * one; the write's error stays the result. Behind: the cache holds a
+   * value the origin refused. */
   char saved[DETAIL_MAX];
   snprintf(saved, sizeof saved, "%s", cachet_last_error());
   int drc = remove_entry(c, key, keylen);
-  if (drc == CACHET_OK)
+  if (behind && drc == CACHET_OK)
+    rc = cachet_fail(CACHET_EWRITER,
+                     "write-behind: writer returned %d; the cache entry was "
+                     "removed",
+                     wrc);
+  else if (behind)
+    rc = cachet_fail(CACHET_EWRITER,
+                     "write-behind: writer returned %d; removing the cache "
+                     "entry failed (%s), so the cache may hold a value the "
+                     "origin refused until it expires",
+                     wrc, cachet_strerror(drc));
+  else if (drc == CACHET_OK)
     (void)cachet_fail(rc,
                       "write-through: the origin was written but the "
                       "cache write failed (the old entry was removed): "
@@ -67,34 +85,18 @@ int cachet_write_through(cachet *c, const void *key, size_t keylen,
   return cachet_result(c, rc);
 }
 
+int cachet_write_through(cachet *c, const void *key, size_t keylen,
+                         const void *val, size_t len, cachet_writer_fn writer,
+                         void *ud, int64_t ttl_ms, const char *const *tags,
+                         size_t ntags) {
+  return write_both(c, 0, key, keylen, val, len, writer, ud, ttl_ms, tags,
+                    ntags);
+}
+
 int cachet_write_behind(cachet *c, const void *key, size_t keylen,
                         const void *val, size_t len, cachet_writer_fn writer,
                         void *ud, int64_t ttl_ms, const char *const *tags,
                         size_t ntags) {
-  cachet_error_clear();
-  int rc = cachet_check_write(c, key, keylen, val, len, ttl_ms, tags, ntags);
-  if (rc != CACHET_OK)
-    return cachet_result(c, rc);
-  if (val == NULL)
-    val = "";
-  rc = cachet_write_entry(c, key, keylen, val, len, ttl_ms, tags, ntags);
-  if (rc != CACHET_OK)
-    return cachet_result(c, rc);
-  int wrc = writer(ud, key, keylen, val, len);
-  if (wrc == 0)
-    return CACHET_OK;
-
-  int drc = remove_entry(c, key, keylen);
-  if (drc == CACHET_OK)
-    rc = cachet_fail(CACHET_EWRITER,
-                     "write-behind: writer returned %d; the cache entry was "
-                     "removed",
-                     wrc);
-  else
-    rc = cachet_fail(CACHET_EWRITER,
-                     "write-behind: writer returned %d; removing the cache "
-                     "entry failed (%s), so the cache may hold a value the "
-                     "origin refused until it expires",
-                     wrc, cachet_strerror(drc));
-  return cachet_result(c, rc);
+  return write_both(c, 1, key, keylen, val, len, writer, ud, ttl_ms, tags,
+                    ntags);
 }

@@ -7,16 +7,64 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "error.h"
+
+int cachet_slots_init(cachet_slots *s, int size) {
+  memset(s, 0, sizeof *s);
+  if ((s->free_idx = calloc((size_t)size, sizeof *s->free_idx)) == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory creating a pool");
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&s->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&s->mu, NULL);
+  for (int i = 0; i < size; i++)
+    s->free_idx[i] = size - 1 - i;
+  s->size = s->nfree = size;
+  return CACHET_OK;
+}
+
+void cachet_slots_destroy(cachet_slots *s) {
+  if (s->free_idx == NULL)
+    return;
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+  free(s->free_idx);
+  s->free_idx = NULL;
+}
+
+int cachet_slots_take(cachet_slots *s, int timeout_ms, int *idx) {
+  struct timespec dl;
+  cachet_deadline_ts(timeout_ms, &dl);
+  pthread_mutex_lock(&s->mu);
+  while (s->nfree == 0)
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT &&
+        s->nfree == 0) {
+      pthread_mutex_unlock(&s->mu);
+      return cachet_fail(CACHET_ETIMEDOUT,
+                         "no pooled connection became free within %d ms "
+                         "(pool_size %d)",
+                         timeout_ms, s->size);
+    }
+  *idx = s->free_idx[--s->nfree];
+  pthread_mutex_unlock(&s->mu);
+  return CACHET_OK;
+}
+
+void cachet_slots_give(cachet_slots *s, int idx) {
+  pthread_mutex_lock(&s->mu);
+  s->free_idx[s->nfree++] = idx;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
 
 struct cachet_pool {
   const cachet_config *cfg;
   char *host; /* NULL: cfg's server, unix socket and db included */
   int port;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
-  int size, nfree;
-  int *free_idx;
+  cachet_slots free;
   cachet_conn *slots;
 };
 
@@ -27,30 +75,16 @@ int cachet_pool_create(const cachet_config *cfg, const char *host, int port,
     return cachet_fail(CACHET_ENOMEM, "out of memory creating a pool");
   p->cfg = cfg;
   p->port = port;
-  p->size = size;
   p->slots = calloc((size_t)size, sizeof *p->slots);
-  p->free_idx = calloc((size_t)size, sizeof *p->free_idx);
   if (host != NULL)
     p->host = strdup(host);
-  if (p->slots == NULL || p->free_idx == NULL ||
-      (host != NULL && p->host == NULL)) {
+  if (p->slots == NULL || (host != NULL && p->host == NULL) ||
+      cachet_slots_init(&p->free, size) != CACHET_OK) {
     free(p->slots);
-    free(p->free_idx);
     free(p->host);
     free(p);
     return cachet_fail(CACHET_ENOMEM, "out of memory creating a pool");
   }
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  /* Deadlines are monotonic so that a clock step cannot stretch a wait. */
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&p->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  pthread_mutex_init(&p->mu, NULL);
-  /* Low slots first, so a lightly used handle keeps few connections. */
-  for (int i = 0; i < size; i++)
-    p->free_idx[i] = size - 1 - i;
-  p->nfree = size;
   *out = p;
   return CACHET_OK;
 }
@@ -58,43 +92,22 @@ int cachet_pool_create(const cachet_config *cfg, const char *host, int port,
 void cachet_pool_destroy(cachet_pool *p) {
   if (p == NULL)
     return;
-  for (int i = 0; i < p->size; i++)
+  for (int i = 0; i < p->free.size; i++)
     cachet_conn_close(&p->slots[i]);
-  pthread_mutex_destroy(&p->mu);
-  pthread_cond_destroy(&p->cv);
+  cachet_slots_destroy(&p->free);
   free(p->slots);
-  free(p->free_idx);
   free(p->host);
   free(p);
 }
 
 int cachet_pool_borrow(cachet_pool *p, cachet_conn **out) {
-  int timeout_ms = p->cfg->timeout_ms;
-  struct timespec dl;
-  clock_gettime(CLOCK_MONOTONIC, &dl);
-  dl.tv_sec += timeout_ms / 1000;
-  dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-  if (dl.tv_nsec >= 1000000000L) {
-    dl.tv_sec++;
-    dl.tv_nsec -= 1000000000L;
-  }
-  pthread_mutex_lock(&p->mu);
-  while (p->nfree == 0) {
-    int w = pthread_cond_timedwait(&p->cv, &p->mu, &dl);
-    if (w == ETIMEDOUT && p->nfree == 0) {
-      pthread_mutex_unlock(&p->mu);
-      return cachet_fail(CACHET_ETIMEDOUT,
-                         "no pooled connection became free within %d ms "
-                         "(pool_size %d)",
-                         timeout_ms, p->size);
-    }
-  }
-  int idx = p->free_idx[--p->nfree];
-  pthread_mutex_unlock(&p->mu);
-
+  int idx;
+  int rc = cachet_slots_take(&p->free, p->cfg->timeout_ms, &idx);
+  if (rc != CACHET_OK)
+    return rc;
   cachet_conn *cn = &p->slots[idx];
   if (cn->ctx == NULL) {
-    int rc = cachet_conn_connect(cn, p->cfg, p->host, p->port);
+    rc = cachet_conn_connect(cn, p->cfg, p->host, p->port);
     if (rc != CACHET_OK) {
       cachet_pool_release(p, cn);
       return rc;
@@ -111,8 +124,5 @@ void cachet_pool_release(cachet_pool *p, cachet_conn *cn) {
    * borrower as answers to its own commands. */
   if (cn->broken || cn->pending > 0)
     cachet_conn_close(cn);
-  pthread_mutex_lock(&p->mu);
-  p->free_idx[p->nfree++] = (int)(cn - p->slots);
-  pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->mu);
+  cachet_slots_give(&p->free, (int)(cn - p->slots));
 }

@@ -8,7 +8,25 @@
 #ifndef CACHET_POOL_H
 #define CACHET_POOL_H
 
+#include <pthread.h>
+
 #include "conn.h"
+
+/* `size` slots handed out whole, lowest first (so that a lightly used
+ * handle keeps few connections), with a wait bounded by timeout_ms: the
+ * links of a handle (link.c) and the connections of a node (below). */
+typedef struct cachet_slots {
+  pthread_mutex_t mu;
+  pthread_cond_t cv; /* on CLOCK_MONOTONIC: a clock step cannot stretch it */
+  int size, nfree;
+  int *free_idx;
+} cachet_slots;
+
+int cachet_slots_init(cachet_slots *s, int size); /* ENOMEM */
+void cachet_slots_destroy(cachet_slots *s);
+/* A free slot's index; ETIMEDOUT when none came free in time. */
+int cachet_slots_take(cachet_slots *s, int timeout_ms, int *idx);
+void cachet_slots_give(cachet_slots *s, int idx);
 
 typedef struct cachet_pool cachet_pool;
 

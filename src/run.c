@@ -27,8 +27,6 @@
 #include "op_gos.h"
 #include "op_lock.h"
 
-#define NOSCRIPT_ROUNDS 2
-
 typedef struct runner {
   cachet *c;
   cachet_link *cn;
@@ -86,10 +84,7 @@ static void free_replies(runner *r, size_t n) {
 }
 
 static int is_noscript(const cachet_res *res) {
-  const redisReply *e = res->reply;
-  return res->status == CACHET_OK && e->type == REDIS_REPLY_ERROR &&
-         e->len >= 8 && memcmp(e->str, "NOSCRIPT", 8) == 0 &&
-         (e->len == 8 || e->str[8] == ' ');
+  return res->status == CACHET_OK && cachet_reply_is_noscript(res->reply);
 }
 
 static int append_cmd(runner *r, const cachet_cmd *cmd) {
@@ -196,7 +191,8 @@ static void send(runner *r, const cachet_out *out) {
   for (size_t i = 0; i < n; i++)
     idx[i] = i;
   rc = exchange(r, out->cmds, idx, n);
-  for (int round = 0; rc == CACHET_OK && round < NOSCRIPT_ROUNDS; round++) {
+  for (int round = 0; rc == CACHET_OK && round < CACHET_NOSCRIPT_ROUNDS;
+       round++) {
     size_t again = 0;
     for (size_t i = 0; i < n; i++) {
       if (out->cmds[i].script < 0 || !is_noscript(&r->res[i]))
@@ -245,13 +241,7 @@ static void *watchdog_run(void *arg) {
   pthread_mutex_lock(&w->mu);
   while (!w->stop) {
     struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += (time_t)(period / 1000);
-    dl.tv_nsec += (long)(period % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-      dl.tv_sec++;
-      dl.tv_nsec -= 1000000000L;
-    }
+    cachet_deadline_ts(period, &dl);
     while (!w->stop && pthread_cond_timedwait(&w->cv, &w->mu, &dl) != ETIMEDOUT)
       ;
     if (w->stop)
