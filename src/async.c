@@ -267,7 +267,7 @@ static int conn_open(cachet_async *a, int node, aconn **out) {
 /* Queue one command and what its reply is for. */
 static int conn_send(aconn *cn, int argc, const char **argv, const size_t *lens,
                      apend p) {
-  size_t size = cachet_resp_size(argc, lens);
+  size_t size = cachet_resp_bound(argc, lens);
   if (size == 0)
     return cachet_fail(CACHET_ENOMEM, "command too large");
   if (cn->olen + size > cn->ocap) {
@@ -290,8 +290,8 @@ static int conn_send(aconn *cn, int argc, const char **argv, const size_t *lens,
         CACHET_OK)
       return CACHET_ENOMEM;
   }
-  cachet_resp_write(cn->out + cn->olen, argc, argv, lens);
-  cn->olen += size;
+  cn->olen = (size_t)(cachet_resp_write(cn->out + cn->olen, argc, argv, lens) -
+                      cn->out);
   cn->q[cn->qlen++] = p;
   if (p.run != NULL)
     p.run->refs++;

@@ -99,16 +99,16 @@ static int send_obuf(cachet_conn *cn) {
  * REDIS_OK or REDIS_ERR (out of memory). */
 static int format_append(redisContext *ctx, int argc, const char **argv,
                          const size_t *lens) {
-  size_t total = cachet_resp_size(argc, lens);
-  if (total == 0 || total > INT_MAX)
+  size_t bound = cachet_resp_bound(argc, lens);
+  if (bound == 0 || bound > INT_MAX)
     return redisAppendCommandArgv(ctx, argc, argv, lens);
   size_t used = sdslen(ctx->obuf);
-  sds buf = sdsMakeRoomFor(ctx->obuf, total);
+  sds buf = sdsMakeRoomFor(ctx->obuf, bound);
   if (buf == NULL)
     return REDIS_ERR;
   ctx->obuf = buf;
-  cachet_resp_write(buf + used, argc, argv, lens);
-  sdsIncrLen(buf, (ssize_t)total);
+  char *end = cachet_resp_write(buf + used, argc, argv, lens);
+  sdsIncrLen(buf, (ssize_t)(end - (buf + used)));
   return REDIS_OK;
 }
 

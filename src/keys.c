@@ -16,18 +16,10 @@ unsigned cachet_bucket(const void *name, size_t len) {
   return (unsigned)(h % CACHET_BUCKETS);
 }
 
-int cachet_key_build(const cachet *c, cachet_key *k, char kind,
-                     unsigned bucket, const void *name, size_t len) {
+size_t cachet_key_write(const cachet *c, char *o, char kind, unsigned bucket,
+                        const void *name, size_t len) {
   static const char hex[] = "0123456789abcdef";
   size_t plen = c->cfg.prefixlen;
-  /* prefix + "{bb}" + kind + ":" + name */
-  size_t need = plen + 6 + len;
-  if (need < len)
-    return cachet_fail(CACHET_EINVAL, "key too long");
-  k->buf = need + 1 <= sizeof k->inl ? k->inl : malloc(need + 1);
-  if (k->buf == NULL)
-    return cachet_fail(CACHET_ENOMEM, "out of memory building a key name");
-  char *o = k->buf;
   memcpy(o, c->cfg.prefix, plen);
   o += plen;
   *o++ = '{';
@@ -38,9 +30,20 @@ int cachet_key_build(const cachet *c, cachet_key *k, char kind,
   *o++ = ':';
   if (len > 0)
     memcpy(o, name, len);
-  o += len;
-  *o = '\0';
-  k->len = need;
+  o[len] = '\0';
+  return plen + 6 + len;
+}
+
+int cachet_key_build(const cachet *c, cachet_key *k, char kind, unsigned bucket,
+                     const void *name, size_t len) {
+  /* prefix + "{bb}" + kind + ":" + name */
+  size_t need = c->cfg.prefixlen + 6 + len;
+  if (need < len)
+    return cachet_fail(CACHET_EINVAL, "key too long");
+  k->buf = need + 1 <= sizeof k->inl ? k->inl : malloc(need + 1);
+  if (k->buf == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory building a key name");
+  k->len = cachet_key_write(c, k->buf, kind, bucket, name, len);
   return CACHET_OK;
 }
 

@@ -40,8 +40,12 @@ unsigned cachet_bucket(const void *name, size_t len);
 
 /* Build <prefix>{bb}<kind>:<name> into k. ENOMEM or OK. Free with
  * cachet_key_free. */
-int cachet_key_build(const cachet *c, cachet_key *k, char kind,
-                     unsigned bucket, const void *name, size_t len);
+int cachet_key_build(const cachet *c, cachet_key *k, char kind, unsigned bucket,
+                     const void *name, size_t len);
+/* The same name written at `out`, which has room for prefixlen + 7 + len
+ * bytes (a NUL after it); returns its length. */
+size_t cachet_key_write(const cachet *c, char *out, char kind, unsigned bucket,
+                        const void *name, size_t len);
 void cachet_key_free(cachet_key *k);
 
 /* The SCAN MATCH pattern of the handle's namespace: the prefix with its glob

@@ -11,9 +11,8 @@
 #include "error.h"
 
 void cachet_cmds_start(cachet_cmds *b, int node) {
-  if (b->oom)
-    return;
-  if (cachet_grow(&b->cmd, &b->cap, b->n + 1, sizeof *b->cmd) != CACHET_OK) {
+  if (b->oom || (b->n == b->cap && cachet_grow(&b->cmd, &b->cap, b->n + 1,
+                                               sizeof *b->cmd) != CACHET_OK)) {
     b->oom = 1;
     return;
   }
@@ -23,10 +22,12 @@ void cachet_cmds_start(cachet_cmds *b, int node) {
 }
 
 /* argv, lens and own grow together; acap is what all three hold. */
-static int grow_args(cachet_cmds *b) {
-  if (b->nargs < b->acap)
+static int grow_args(cachet_cmds *b, size_t need) {
+  if (need <= b->acap)
     return 0;
   size_t n = b->acap ? b->acap * 2 : 32;
+  while (n < need)
+    n *= 2;
   const char **a = realloc(b->argv, n * sizeof *a);
   if (a == NULL)
     return -1;
@@ -46,7 +47,7 @@ static int grow_args(cachet_cmds *b) {
 static void push(cachet_cmds *b, const void *p, size_t len, int own) {
   if (b->oom || b->n == 0)
     return;
-  if (grow_args(b) != 0) {
+  if (b->nargs == b->acap && grow_args(b, b->nargs + 1) != 0) {
     b->oom = 1;
     return;
   }
@@ -54,6 +55,16 @@ static void push(cachet_cmds *b, const void *p, size_t len, int own) {
   b->lens[b->nargs] = len;
   b->own[b->nargs++] = (unsigned char)own;
   b->cmd[b->n - 1].argc++;
+}
+
+void cachet_cmds_reserve(cachet_cmds *b, size_t ncmds, size_t nargs,
+                         size_t bytes) {
+  if (b->oom ||
+      cachet_grow(&b->cmd, &b->cap, b->n + ncmds, sizeof *b->cmd) !=
+          CACHET_OK ||
+      grow_args(b, b->nargs + nargs) != 0 ||
+      cachet_grow(&b->arena, &b->arenacap, b->used + bytes, 1) != CACHET_OK)
+    b->oom = 1;
 }
 
 void cachet_cmds_arg(cachet_cmds *b, const void *p, size_t len) {
@@ -64,35 +75,56 @@ void cachet_cmds_str(cachet_cmds *b, const char *s) {
   push(b, s, strlen(s), 0);
 }
 
-void cachet_cmds_copy(cachet_cmds *b, const void *p, size_t len) {
-  if (b->oom)
-    return;
-  if (cachet_grow(&b->arena, &b->arenacap, b->used + len + 1, 1) != CACHET_OK) {
+/* Room for `len` bytes and a NUL in the arena: where they go, or NULL. */
+static char *arena_take(cachet_cmds *b, size_t len) {
+  if (b->oom || (b->used + len + 1 > b->arenacap &&
+                 cachet_grow(&b->arena, &b->arenacap, b->used + len + 1, 1) !=
+                     CACHET_OK)) {
     b->oom = 1;
-    return;
+    return NULL;
   }
-  if (len > 0)
-    memcpy(b->arena + b->used, p, len);
+  return b->arena + b->used;
+}
+
+/* The `len` bytes just written at arena_take's pointer are an argument. */
+static void arena_push(cachet_cmds *b, size_t len) {
   b->arena[b->used + len] = '\0';
   push(b, (const char *)(uintptr_t)b->used, len, 1);
   b->used += len + 1;
 }
 
+void cachet_cmds_copy(cachet_cmds *b, const void *p, size_t len) {
+  char *o = arena_take(b, len);
+  if (o == NULL)
+    return;
+  if (len > 0)
+    memcpy(o, p, len);
+  arena_push(b, len);
+}
+
+/* Decimal without snprintf, whose cost shows at a million commands. */
 void cachet_cmds_int(cachet_cmds *b, long long v) {
-  char s[24];
-  int n = snprintf(s, sizeof s, "%lld", v);
-  cachet_cmds_copy(b, s, (size_t)n);
+  char tmp[24], *o = arena_take(b, 24);
+  if (o == NULL)
+    return;
+  unsigned long long u =
+      v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+  size_t n = 0, len = 0;
+  do
+    tmp[n++] = (char)('0' + u % 10);
+  while ((u /= 10) > 0);
+  if (v < 0)
+    o[len++] = '-';
+  while (n > 0)
+    o[len++] = tmp[--n];
+  arena_push(b, len);
 }
 
 void cachet_cmds_key(cachet_cmds *b, const cachet *c, char kind,
                      unsigned bucket, const void *name, size_t len) {
-  cachet_key k = {0};
-  if (cachet_key_build(c, &k, kind, bucket, name, len) != CACHET_OK) {
-    b->oom = 1;
-    return;
-  }
-  cachet_cmds_copy(b, k.buf, k.len);
-  cachet_key_free(&k);
+  char *o = arena_take(b, c->cfg.prefixlen + 6 + len);
+  if (o != NULL)
+    arena_push(b, cachet_key_write(c, o, kind, bucket, name, len));
 }
 
 void cachet_cmds_script(cachet_cmds *b, int node, cachet_script_id id,

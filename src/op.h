@@ -131,6 +131,10 @@ void cachet_cmds_start(cachet_cmds *b, int node);
 /* EVALSHA of script `id` with `nkeys` keys: push the keys, then ARGV. */
 void cachet_cmds_script(cachet_cmds *b, int node, cachet_script_id id,
                         size_t nkeys);
+/* Room for that many more commands, arguments and arena bytes at once: a
+ * large SEND grows its arrays once instead of doubling its way up. */
+void cachet_cmds_reserve(cachet_cmds *b, size_t ncmds, size_t nargs,
+                         size_t bytes);
 void cachet_cmds_arg(cachet_cmds *b, const void *p, size_t len); /* borrowed */
 void cachet_cmds_str(cachet_cmds *b, const char *s);             /* borrowed */
 void cachet_cmds_copy(cachet_cmds *b, const void *p, size_t len);

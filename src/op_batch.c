@@ -76,28 +76,23 @@ static int finish(cachet_out *out, int first, const char *detail) {
 /* ---- mget -----------------------------------------------------------------
  */
 
-static void mget_keys_free(cachet_op_mget *x) {
-  for (size_t i = 0; i < x->m; i++)
-    cachet_key_free(&x->keys[i]);
-  x->m = 0;
-}
-
+/* One GET per entry of the window; each value key is built in the
+ * command's arena, where the decoding finds it again (argv[1]). */
 static int mget_send(cachet_op_mget *x, cachet_out *out) {
   cachet *c = x->op.c;
   cachet_cmds *b = &x->op.cmds;
   size_t left = x->n - x->base;
   x->m = left < CACHET_MSET_WINDOW ? left : CACHET_MSET_WINDOW;
+  size_t bytes = 0;
+  for (size_t i = 0; i < x->m; i++)
+    bytes += c->cfg.prefixlen + 7 + x->e[x->base + i].keylen;
+  cachet_cmds_reserve(b, x->m, 2 * x->m, bytes);
   for (size_t i = 0; i < x->m; i++) {
     const cachet_entry *e = &x->e[x->base + i];
-    if (cachet_key_build(c, &x->keys[i], CACHET_KIND_VALUE,
-                         cachet_bucket(e->key, e->keylen), e->key,
-                         e->keylen) != CACHET_OK) {
-      x->m = i;
-      return cachet_op_fail(out, CACHET_ENOMEM, "mget: out of memory");
-    }
     cachet_cmds_start(b, CACHET_ROUTE_KEY);
     cachet_cmds_str(b, "GET");
-    cachet_cmds_arg(b, x->keys[i].buf, x->keys[i].len);
+    cachet_cmds_key(b, c, CACHET_KIND_VALUE, cachet_bucket(e->key, e->keylen),
+                    e->key, e->keylen);
   }
   return cachet_cmds_send(b, out);
 }
@@ -111,33 +106,26 @@ static int mget_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
     return mget_send(x, out);
   for (size_t i = 0; i < x->m; i++) {
     cachet_entry *e = &x->e[x->base + i];
-    int rc = cachet_res_value(c, &in->res[i], x->keys[i].buf, x->keys[i].len, 1,
+    const cachet_cmd *get = &op->cmds.cmd[i];
+    int rc = cachet_res_value(c, &in->res[i], get->argv[1], get->lens[1], 1,
                               &e->out, &e->outlen);
     if (rc == CACHET_OK || rc == CACHET_MISS) {
       e->status = rc;
     } else if (cachet_batch_fatal(rc)) {
       for (size_t j = x->base + i; j < x->n; j++)
         x->e[j].status = rc;
-      mget_keys_free(x);
       return cachet_op_done(out, rc);
     } else {
       entry_error(c, e, rc, &x->first, x->detail, sizeof x->detail);
     }
   }
   x->base += x->m;
-  mget_keys_free(x);
   if (x->base < x->n)
     return mget_send(x, out);
   return finish(out, x->first, x->detail);
 }
 
-static void mget_free(cachet_op *op) {
-  cachet_op_mget *x = (cachet_op_mget *)op;
-  mget_keys_free(x);
-  free(x->keys);
-  x->keys = NULL;
-  cachet_cmds_free(&op->cmds);
-}
+static void mget_free(cachet_op *op) { cachet_cmds_free(&op->cmds); }
 
 static const cachet_op_kind mget_kind = {"mget", mget_step, mget_free};
 
@@ -146,9 +134,6 @@ int cachet_op_mget_init(cachet_op_mget *x, cachet *c, cachet_entry *e,
   cachet_op_begin(&x->op, sizeof *x, &mget_kind, c);
   x->e = e;
   x->n = n;
-  size_t cap = n < CACHET_MSET_WINDOW ? n : CACHET_MSET_WINDOW;
-  if ((x->keys = calloc(cap > 0 ? cap : 1, sizeof *x->keys)) == NULL)
-    return cachet_fail(CACHET_ENOMEM, "mget: out of memory");
   return CACHET_OK;
 }
 
@@ -231,6 +216,9 @@ static int send_plain(cachet_op_mset *x, cachet_out *out) {
   drop_blobs(x); /* the last round's */
   x->pfrom = x->pj;
   x->ngroups = 0;
+  /* Most rounds are one window: SET key blob PX ms, and one EXISTS. */
+  size_t np = x->p.nplain - x->pj;
+  cachet_cmds_reserve(b, np + 1, 6 * np, np * (2 * c->cfg.prefixlen + 48));
   while (x->pj < x->p.nplain && bytes < PLAIN_MAX_BYTES) {
     cachet_mset_run *g = &x->groups[x->ngroups++];
     g->first = x->pj;
@@ -240,7 +228,8 @@ static int send_plain(cachet_op_mset *x, cachet_out *out) {
            (!x->by_bucket || x->p.bucket[x->p.plain[x->pj]] == bkt)) {
       size_t id = x->p.plain[x->pj++];
       const cachet_entry *e = ent(x, id);
-      cachet_key vk = {0};
+      cachet_key vk;
+      vk.buf = NULL; /* not zeroed whole: the inline buffer is large */
       int rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, x->p.bucket[id],
                                 e->key, e->keylen);
       if (rc == CACHET_OK)
@@ -365,7 +354,8 @@ static int send_calls(cachet_op_mset *x, cachet_out *out) {
     for (size_t j = 0; j < k->len; j++) {
       size_t id = ids[j];
       const cachet_entry *e = ent(x, id);
-      cachet_key vk = {0};
+      cachet_key vk;
+      vk.buf = NULL; /* not zeroed whole: the inline buffer is large */
       int rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, x->p.bucket[id],
                                 e->key, e->keylen);
       if (rc == CACHET_OK)

@@ -17,7 +17,6 @@ typedef struct cachet_op_mget {
   cachet_op op;
   cachet_entry *e;
   size_t n, base, m;
-  cachet_key *keys; /* the window's value keys, for opening envelopes */
   int first;        /* the first server-level error, the call's result */
   char detail[512];
 } cachet_op_mget;

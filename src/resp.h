@@ -6,10 +6,11 @@
 
 #include <stddef.h>
 
-/* The size of the command in RESP: *<argc>\r\n then $<len>\r\n<arg>\r\n
- * per argument. 0 when it would overflow a size_t. */
-size_t cachet_resp_size(int argc, const size_t *lens);
-/* Write it at p, which has room for cachet_resp_size bytes; returns the
+/* At least the size of the command in RESP (*<argc>\r\n then
+ * $<len>\r\n<arg>\r\n per argument), at most 23 bytes more per argument;
+ * 0 when it would overflow a size_t. */
+size_t cachet_resp_bound(int argc, const size_t *lens);
+/* Write it at p, which has room for cachet_resp_bound bytes; returns the
  * end. */
 char *cachet_resp_write(char *p, int argc, const char **argv,
                         const size_t *lens);

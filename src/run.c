@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@
 #include "error.h"
 #include "op_gos.h"
 #include "op_lock.h"
+
+#define RUN_INLINE 4
 
 typedef struct runner {
   cachet *c;
@@ -38,7 +41,13 @@ typedef struct runner {
   int *from;   /* the node that answered each command */
   size_t *idx; /* commands being sent */
   size_t cap;
+  void *mem; /* res, idx and from when they outgrow the inline ones */
   char detail[512];
+  /* Most operations send a command or two to one server: no allocation. */
+  const char *names1[1];
+  cachet_res res_inl[RUN_INLINE];
+  size_t idx_inl[RUN_INLINE];
+  int from_inl[RUN_INLINE];
 } runner;
 
 static int borrow(runner *r) {
@@ -53,7 +62,9 @@ static int borrow(runner *r) {
     r->cn = NULL;
     return n;
   }
-  const char **names = realloc(r->names, (size_t)n * sizeof *names);
+  const char **names = n == 1 ? r->names1
+                              : realloc(r->names == r->names1 ? NULL : r->names,
+                                        (size_t)n * sizeof *names);
   if (names == NULL) {
     cachet_link_release(r->c, r->cn);
     r->cn = NULL;
@@ -151,21 +162,19 @@ static int load_script(runner *r, int node, int id) {
   return CACHET_OK;
 }
 
-/* Room for n outcomes (and their index list in r->idx). */
+/* Room for n outcomes (and their index list in r->idx): inline, else one
+ * allocation for the three arrays. */
 static int reserve(runner *r, size_t n) {
   if (n <= r->cap)
     return CACHET_OK;
-  cachet_res *res = realloc(r->res, n * sizeof *res);
-  if (res != NULL)
-    r->res = res;
-  int *from = realloc(r->from, n * sizeof *from);
-  if (from != NULL)
-    r->from = from;
-  size_t *idx = realloc(r->idx, n * sizeof *idx);
-  if (idx != NULL)
-    r->idx = idx;
-  if (res == NULL || from == NULL || idx == NULL)
+  void *mem = malloc(n * (sizeof *r->res + sizeof *r->idx + sizeof *r->from));
+  if (mem == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory");
+  free(r->mem);
+  r->mem = mem;
+  r->res = mem;
+  r->idx = (size_t *)(void *)(r->res + n);
+  r->from = (int *)(void *)(r->idx + n);
   r->cap = n;
   return CACHET_OK;
 }
@@ -294,8 +303,13 @@ static void run_loader(cachet *c, cachet_load *ld) {
 }
 
 int cachet_run(cachet *c, cachet_op *op) {
-  runner r = {0};
+  runner r;
+  memset(&r, 0, offsetof(runner, names1));
   r.c = c;
+  r.res = r.res_inl;
+  r.idx = r.idx_inl;
+  r.from = r.from_inl;
+  r.cap = RUN_INLINE;
   cachet_in in = {0};
   /* Borrow first, for the node snapshot. If that fails the machine still
    * runs, and its first SEND gets the failure: it decides what that means
@@ -344,9 +358,8 @@ int cachet_run(cachet *c, cachet_op *op) {
     }
     in.now = cachet_mono_ms();
   }
-  free(r.res);
-  free(r.from);
-  free(r.idx);
-  free(r.names);
+  free(r.mem);
+  if (r.names != r.names1)
+    free(r.names);
   return rc;
 }
