@@ -33,7 +33,8 @@ typedef struct call {
   alignas(max_align_t) unsigned char m[];
 } call;
 
-#define MACHINE(r, type) ((type *)(void *)((call *)(r))->m)
+#define CALL(r) ((call *)(void *)(r)) /* a call starts with its run */
+#define MACHINE(r, type) ((type *)(void *)CALL(r)->m)
 #define CB(r, type) ((type)(void (*)(void))(r)->cb)
 
 /* A call's arguments, as the public function got them. */
@@ -60,7 +61,7 @@ typedef struct kind {
 } kind;
 
 static void call_cleanup(arun *r) {
-  call *cl = (call *)r;
+  call *cl = CALL(r);
   cachet_lock_free(cl->lk);
   for (size_t i = 0; cl->e != NULL && i < cl->n; i++)
     free(cl->e[i].out);
@@ -75,8 +76,8 @@ static int start(cachet_async *a, const kind *k, const args *g,
   call *cl = NULL;
   int rc = cachet_async_usable(a);
   if (rc == CACHET_OK &&
-      (cl = (call *)cachet_arun_new(a, &k->run, sizeof(call) + k->size, cb,
-                                    ud)) == NULL)
+      (cl = CALL(cachet_arun_new(a, &k->run, sizeof(call) + k->size, cb,
+                                 ud))) == NULL)
     rc = CACHET_ENOMEM;
   if (rc == CACHET_OK &&
       (rc = k->init(cl, cachet_async_handle(a), g)) == CACHET_OK) {
@@ -126,7 +127,7 @@ static void scan_deliver(arun *r, int rc) {
 }
 
 static void lock_deliver(arun *r, int rc) {
-  call *cl = (call *)r;
+  call *cl = CALL(r);
   cachet_lock *lk = NULL;
   if (rc == CACHET_OK) { /* handed over */
     lk = cl->lk;
@@ -136,7 +137,7 @@ static void lock_deliver(arun *r, int rc) {
 }
 
 static void items_deliver(arun *r, int rc) {
-  call *cl = (call *)r;
+  call *cl = CALL(r);
   for (size_t i = 0; i < cl->n; i++) {
     const cachet_entry *e = &cl->e[i];
     cl->items[i] = (cachet_async_item){e->status, e->out, e->outlen};
