@@ -41,9 +41,10 @@ install(FILES ${CMAKE_SOURCE_DIR}/docs/cachet.1
   DESTINATION ${CMAKE_INSTALL_MANDIR}/man1 COMPONENT runtime)
 
 # ---- CMake package -------------------------------------------------------
-# The exported targets name PkgConfig::HIREDIS, PkgConfig::SODIUM and
-# Threads::Threads in their link interface; cachetConfig.cmake re-creates
-# them in the consumer's project before it loads cachetTargets.cmake.
+# The exported targets name PkgConfig::HIREDIS, PkgConfig::SODIUM,
+# PkgConfig::OPENSSL and Threads::Threads in their link interface;
+# cachetConfig.cmake re-creates them in the consumer's project before it
+# loads cachetTargets.cmake.
 install(EXPORT cachetTargets
   FILE cachetTargets.cmake
   NAMESPACE cachet::

@@ -7,11 +7,13 @@
  *    delivered from the loop (an activated event), never from the call;
  *  - nothing that libevent can still call into is freed.
  *
- * Connections. Each is a non-blocking socket the driver reads and writes
- * itself: commands are formatted into an output buffer and sent with
- * send(MSG_NOSIGNAL), so a lost connection never raises SIGPIPE; replies
- * are fed to a hiredis reader, checked against its bounds (reader.h), and
- * matched in order against the queue of what the connection owes. AUTH and
+ * Connections. Each is a non-blocking cachet_sock (sock.h: plaintext or
+ * TLS, never SIGPIPE) driven by a read and a write event: commands are
+ * formatted into an output buffer, replies fed to a hiredis reader,
+ * checked against its bounds (reader.h), and matched in order against the
+ * queue of what the connection owes. TLS may need to read before it can
+ * write, or the reverse; the write_wants_read and read_wants_write flags
+ * send each event's work to the other. AUTH and
  * SELECT go first on a new connection; if the server refuses them, the
  * connection is dropped and the commands behind get the refusal. A dropped
  * connection fails every command it still owed (each run hears of it as
@@ -26,17 +28,10 @@
 #include <event2/event.h>
 
 #include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdalign.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/un.h>
-#include <unistd.h>
 
 #include "error.h"
 #include "link.h"
@@ -46,6 +41,7 @@
 #include "reader.h"
 #include "resp.h"
 #include "router.h"
+#include "sock.h"
 
 #define BACKOFF_MIN_MS 2
 
@@ -70,7 +66,11 @@ typedef struct acmd {
 
 typedef struct aconn {
   cachet_async *a;
-  int node, fd, connected, dead, busy;
+  int node, dead, busy;
+  cachet_sock s;
+  /* TLS may need the other direction: a write waiting for a read, or a
+   * read waiting for a write. */
+  int write_wants_read, read_wants_write;
   struct event *rev, *wev;
   char *out;
   size_t olen, ooff, ocap;
@@ -141,73 +141,12 @@ static void conn_free(aconn *cn) {
     event_free(cn->rev);
   if (cn->wev != NULL)
     event_free(cn->wev);
-  if (cn->fd >= 0)
-    close(cn->fd);
+  cachet_sock_close(&cn->s);
   if (cn->reader != NULL)
     redisReaderFree(cn->reader);
   free(cn->out);
   free(cn->q);
   free(cn);
-}
-
-/* Connect the socket (non-blocking): 0 with cn->fd set, or an error. */
-static int conn_socket(aconn *cn, const cachet_config *cfg, const char *host,
-                       int port) {
-  cn->fd = -1;
-  if (host == NULL && cfg->unix_path != NULL) {
-    snprintf(cn->where, sizeof cn->where, "connect to unix:%s", cfg->unix_path);
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", cfg->unix_path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return cachet_fail(CACHET_ECONN, "%s: %s", cn->where, strerror(errno));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 &&
-        errno != EINPROGRESS && errno != EAGAIN) {
-      int e = errno;
-      close(fd);
-      return cachet_fail(CACHET_ECONN, "%s: %s", cn->where, strerror(e));
-    }
-    cn->fd = fd;
-    return CACHET_OK;
-  }
-  if (host == NULL) {
-    host = cfg->host;
-    port = cfg->port;
-  }
-  snprintf(cn->where, sizeof cn->where, "connect to %s:%d", host, port);
-  char ps[16];
-  snprintf(ps, sizeof ps, "%d", port);
-  struct addrinfo hints, *ai = NULL;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_socktype = SOCK_STREAM;
-  int g = getaddrinfo(host, ps, &hints, &ai);
-  if (g != 0)
-    return cachet_fail(CACHET_ECONN, "%s: %s", cn->where, gai_strerror(g));
-  int err = 0;
-  for (struct addrinfo *p = ai; p != NULL; p = p->ai_next) {
-    int fd = socket(p->ai_family, p->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    p->ai_protocol);
-    if (fd < 0) {
-      err = errno;
-      continue;
-    }
-    if (connect(fd, p->ai_addr, p->ai_addrlen) != 0 && errno != EINPROGRESS) {
-      err = errno;
-      close(fd);
-      continue;
-    }
-    int one = 1;
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-    cn->fd = fd;
-    break;
-  }
-  freeaddrinfo(ai);
-  if (cn->fd < 0)
-    return cachet_fail(CACHET_ECONN, "%s: %s", cn->where, strerror(err));
-  return CACHET_OK;
 }
 
 static void on_read(evutil_socket_t fd, short what, void *arg);
@@ -225,19 +164,24 @@ static int conn_open(cachet_async *a, int node, aconn **out) {
   int port = 0;
   const char *host =
       a->rt != NULL ? cachet_router_host(a->rt, node, &port) : NULL;
-  int rc = conn_socket(cn, cfg, host, port);
+  if (host == NULL && cfg->unix_path == NULL) {
+    host = cfg->host;
+    port = cfg->port;
+  }
+  int rc = cachet_sock_open(&cn->s, host, port, cfg->unix_path, a->c->tls);
   if (rc == CACHET_OK &&
       ((cn->reader = redisReaderCreate()) == NULL ||
-       (cn->rev = event_new(a->base, cn->fd, EV_READ | EV_PERSIST, on_read,
+       (cn->rev = event_new(a->base, cn->s.fd, EV_READ | EV_PERSIST, on_read,
                             cn)) == NULL ||
-       (cn->wev = event_new(a->base, cn->fd, EV_WRITE | EV_PERSIST, on_write,
+       (cn->wev = event_new(a->base, cn->s.fd, EV_WRITE | EV_PERSIST, on_write,
                             cn)) == NULL))
     rc = cachet_fail(CACHET_ENOMEM, "out of memory");
   if (rc == CACHET_OK) {
     cachet_reader_limits(cfg, &cn->bound);
     cachet_reader_attach(cn->reader, &cn->bound);
     event_add(cn->rev, NULL);
-    event_add(cn->wev, NULL); /* writable: the connect is done */
+    event_add(cn->wev, NULL); /* writable: the connect is done, the TLS
+                                 handshake can start */
   }
   if (rc == CACHET_OK && cfg->password != NULL) {
     const char *argv[3] = {"AUTH", cfg->username, cfg->password};
@@ -295,7 +239,7 @@ static int conn_send(aconn *cn, int argc, const char **argv, const size_t *lens,
   cn->q[cn->qlen++] = p;
   if (p.run != NULL)
     p.run->refs++;
-  if (cn->connected)
+  if (cn->s.ready)
     event_add(cn->wev, NULL);
   return CACHET_OK;
 }
@@ -308,38 +252,49 @@ static int conn_for(cachet_async *a, int node, aconn **out) {
   return conn_open(a, node, out);
 }
 
-static void on_write(evutil_socket_t fd, short what, void *arg) {
-  (void)fd;
-  (void)what;
-  aconn *cn = arg;
-  if (!cn->connected) {
-    int err = 0;
-    socklen_t l = sizeof err;
-    if (getsockopt(cn->fd, SOL_SOCKET, SO_ERROR, &err, &l) != 0)
-      err = errno;
-    if (err != 0) {
-      char d[400];
-      snprintf(d, sizeof d, "%s: %s", cn->where, strerror(err));
-      conn_drop(cn, CACHET_ECONN, d);
-      return;
-    }
-    cn->connected = 1;
+static void conn_read(aconn *cn);
+
+/* The connect and the TLS handshake, until the socket is ready: 1 when it
+ * is, 0 while waiting (the events are set for what it waits for). */
+static int conn_ready(aconn *cn) {
+  if (cn->s.ready)
+    return 1;
+  int rc = cachet_sock_progress(&cn->s);
+  if (rc < 0) {
+    char d[512];
+    snprintf(d, sizeof d, "%s", cachet_last_error());
+    conn_drop(cn, CACHET_ECONN, d);
+    return 0;
   }
+  if (rc == CACHET_OK)
+    return 1;
+  if (rc & CACHET_SOCK_WRITE)
+    event_add(cn->wev, NULL);
+  else
+    event_del(cn->wev); /* the read event carries the handshake on */
+  return 0;
+}
+
+/* Send what is queued, as far as the socket takes it. */
+static void conn_write(aconn *cn) {
+  cn->write_wants_read = 0;
   while (cn->ooff < cn->olen) {
-    ssize_t n =
-        send(cn->fd, cn->out + cn->ooff, cn->olen - cn->ooff, MSG_NOSIGNAL);
-    if (n > 0) {
-      cn->ooff += (size_t)n;
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      return; /* the socket is full: wait for it */
-    } else {
-      char d[400];
-      snprintf(d, sizeof d, "redis: %s", strerror(errno));
+    int want = 0;
+    ssize_t n = cachet_sock_send(&cn->s, cn->out + cn->ooff,
+                                 cn->olen - cn->ooff, &want);
+    if (n < 0) {
+      char d[512];
+      snprintf(d, sizeof d, "%s", cachet_last_error());
       conn_drop(cn, CACHET_ECONN, d);
       return;
     }
+    if (n == 0) { /* full: wait for the socket (TLS: perhaps to read) */
+      cn->write_wants_read = want == CACHET_SOCK_READ;
+      if (cn->write_wants_read)
+        event_del(cn->wev);
+      return;
+    }
+    cn->ooff += (size_t)n;
   }
   cn->ooff = cn->olen = 0;
   /* One large value must not stay allocated per connection. */
@@ -349,6 +304,25 @@ static void on_write(evutil_socket_t fd, short what, void *arg) {
     cn->ocap = 0;
   }
   event_del(cn->wev);
+}
+
+static void on_write(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  aconn *cn = arg;
+  if (!conn_ready(cn))
+    return;
+  if (cn->read_wants_write) {
+    cn->busy++;
+    conn_read(cn);
+    cn->busy--;
+    if (cn->dead) {
+      if (cn->busy == 0)
+        conn_free(cn);
+      return;
+    }
+  }
+  conn_write(cn);
 }
 
 /* ---- Runs: the outcomes of a SEND -----------------------------------------
@@ -562,32 +536,29 @@ static void conn_reply(aconn *cn, redisReply *reply) {
   }
 }
 
-static void on_read(evutil_socket_t fd, short what, void *arg) {
-  (void)fd;
-  (void)what;
-  aconn *cn = arg;
+/* Receive and hand every complete reply to its owner. */
+static void conn_read(aconn *cn) {
   char buf[16384];
-  cn->busy++;
-  for (;;) {
+  cn->read_wants_write = 0;
+  while (!cn->dead) {
     if (cachet_reader_check(cn->reader, &cn->bound) != 0) {
       char d[256];
       snprintf(d, sizeof d, "redis: protocol error: %s", cn->bound.why);
       conn_drop(cn, CACHET_EPROTO, d);
       break;
     }
-    ssize_t n = recv(cn->fd, buf, sizeof buf, 0);
-    if (n == 0) {
-      conn_drop(cn, CACHET_ECONN, "redis: connection closed by the server");
+    int want = 0;
+    ssize_t n = cachet_sock_recv(&cn->s, buf, sizeof buf, &want);
+    if (n < 0) {
+      char d[512];
+      snprintf(d, sizeof d, "%s", cachet_last_error());
+      conn_drop(cn, CACHET_ECONN, d);
       break;
     }
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        char d[256];
-        snprintf(d, sizeof d, "redis: %s", strerror(errno));
-        conn_drop(cn, CACHET_ECONN, d);
-      }
+    if (n == 0) { /* drained (TLS: perhaps it must write first) */
+      cn->read_wants_write = want == CACHET_SOCK_WRITE;
+      if (cn->read_wants_write)
+        event_add(cn->wev, NULL);
       break;
     }
     if (redisReaderFeed(cn->reader, buf, (size_t)n) != REDIS_OK) {
@@ -607,8 +578,21 @@ static void on_read(evutil_socket_t fd, short what, void *arg) {
         break;
       conn_reply(cn, reply);
     }
-    if (cn->dead)
-      break;
+  }
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  aconn *cn = arg;
+  cn->busy++;
+  if (conn_ready(cn)) {
+    if (cn->write_wants_read)
+      conn_write(cn);
+    if (!cn->dead)
+      conn_read(cn);
+    if (!cn->dead && cn->ooff < cn->olen && !cn->write_wants_read)
+      event_add(cn->wev, NULL); /* e.g. the handshake just ended */
   }
   cn->busy--;
   if (cn->dead && cn->busy == 0)

@@ -1068,5 +1068,10 @@ void cachet_config_free(cachet_config *cfg) {
   free(cfg->prefix);
   free_secret(cfg->keys);
   free(cfg->cluster_seeds);
+  free(cfg->tls_ca_file);
+  free(cfg->tls_ca_dir);
+  free(cfg->tls_cert);
+  free(cfg->tls_key);
+  free(cfg->tls_server_name);
   memset(cfg, 0, sizeof *cfg);
 }

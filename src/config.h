@@ -29,6 +29,13 @@ typedef struct cachet_config {
   int lock_lease_ms;
   int fetch_wait_ms;
   int cluster;         /* 0/1: Redis Cluster mode. */
+  int tls;             /* 0/1: TLS to every server (rediss://) */
+  char *tls_ca_file;   /* NULL: the system trust store (with tls_ca_dir) */
+  char *tls_ca_dir;
+  char *tls_cert;      /* client certificate (mutual TLS), or NULL */
+  char *tls_key;       /* its key, or NULL */
+  char *tls_server_name; /* SNI and the name verified; NULL: the host */
+  int tls_insecure;    /* 0/1: skip verification (never the default) */
   char *cluster_seeds; /* Cluster mode: "host:port[,host:port...]" (IPv6
                           hosts in brackets), never NULL; else NULL. */
 } cachet_config;

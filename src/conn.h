@@ -1,9 +1,11 @@
-/* One connection to one Redis server. Internal.
+/* One connection to one Redis server, used by one thread at a time.
+ * Internal.
  *
- * Used by one thread at a time (a pool hands it out whole). Every read is
- * bounded: by timeout_ms (the socket's SO_RCVTIMEO and SO_SNDTIMEO) and by
- * what the reader accepts (reader.h). A connection that saw an I/O error,
- * a timeout or a protocol error is broken, and its owner closes it. */
+ * A pool hands it out whole. It formats commands into its own output
+ * buffer (resp.h), moves bytes through a cachet_sock (plaintext or TLS),
+ * and parses replies with a bounded hiredis reader (reader.h). Every wait
+ * is bounded by timeout_ms. A connection that saw an I/O error, a timeout
+ * or a protocol error is broken, and its owner closes it. */
 #ifndef CACHET_CONN_H
 #define CACHET_CONN_H
 
@@ -12,9 +14,14 @@
 
 #include "config.h"
 #include "reader.h"
+#include "sock.h"
 
+/* A zeroed connection is a closed one. */
 typedef struct cachet_conn {
-  redisContext *ctx; /* NULL: not connected */
+  cachet_sock s;
+  redisReader *reader;
+  char *out; /* commands not sent yet */
+  size_t olen, ocap;
   int broken;
   int timeout_ms;
   size_t pending;            /* replies owed */
@@ -23,10 +30,12 @@ typedef struct cachet_conn {
 
 /* Connect `cn` (zeroed, or closed) to cfg's server, AUTH and SELECT as
  * configured; or, with `host`, to that cluster node (AUTH, never SELECT).
- * Errors: ECONN, ETIMEDOUT, ESERVER (AUTH/SELECT refused, with the
- * server's words), ENOMEM. */
+ * With `tls`, over TLS. Errors: ECONN (with why: refused, a certificate
+ * that does not verify ...), ETIMEDOUT, ESERVER (AUTH/SELECT refused, with
+ * the server's words), ENOMEM. */
 int cachet_conn_connect(cachet_conn *cn, const cachet_config *cfg,
-                        const char *host, int port);
+                        const cachet_tls *tls, const char *host, int port);
+int cachet_conn_connected(const cachet_conn *cn);
 /* Close it; it can be connected again. */
 void cachet_conn_close(cachet_conn *cn);
 /* Mark it broken, e.g. after a reply of an unexpected shape. */
@@ -43,12 +52,5 @@ int cachet_conn_read(cachet_conn *cn, redisReply **out);
 /* One command and its reply. */
 int cachet_conn_exchange(cachet_conn *cn, int argc, const char **argv,
                          const size_t *lens, redisReply **out);
-
-/* Send as much of hiredis's output buffer as the socket takes, with
- * send(MSG_NOSIGNAL) so that a closed connection raises no SIGPIPE, and drop
- * what was sent. Returns 0 when all of it went, else the errno that stopped
- * it (EAGAIN/EWOULDBLOCK: the socket is full, or its send timeout ran out).
- * Shared by the sync exchanges and the async write event. */
-int cachet_obuf_send(redisContext *ctx);
 
 #endif

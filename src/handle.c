@@ -38,8 +38,8 @@ int cachet_open(cachet **out, const cachet_options *opts) {
                      "(CACHET_KEYS or CACHET_KEYS_FILE)");
     goto fail;
   }
-  rc = cachet_links_create(c);
-  if (rc != CACHET_OK)
+  if ((rc = cachet_tls_new(&c->cfg, &c->tls)) != CACHET_OK ||
+      (rc = cachet_links_create(c)) != CACHET_OK)
     goto fail;
   c->progress = opts->progress;
   c->progress_ud = opts->progress_ud;
@@ -48,6 +48,7 @@ int cachet_open(cachet **out, const cachet_options *opts) {
   *out = c;
   return CACHET_OK;
 fail:
+  cachet_tls_free(c->tls);
   cachet_keyring_free(c->keyring);
   cachet_config_free(&c->cfg);
   free(c);
@@ -58,6 +59,7 @@ void cachet_close(cachet *c) {
   if (c == NULL)
     return;
   cachet_links_destroy(c);
+  cachet_tls_free(c->tls);
   cachet_keyring_free(c->keyring);
   cachet_config_free(&c->cfg);
   free(c);

@@ -7,12 +7,14 @@
 #include "config.h"
 #include "keyring.h"
 #include "metrics.h"
+#include "tls.h"
 
 struct cachet_links;
 
 struct cachet {
   cachet_config cfg;
   cachet_keyring *keyring; /* NULL: values are stored unsealed. */
+  cachet_tls *tls;         /* NULL: plaintext. */
   struct cachet_links *links; /* link.c */
   cachet_counters counters;
   _Atomic uint64_t write_seq; /* picks the writes that prune (entry.c) */

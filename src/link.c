@@ -148,8 +148,8 @@ static cachet_pool *node_pool(cachet_links *ls, int idx) {
   if (p == NULL) {
     int port;
     const char *host = cachet_router_host(ls->rt, idx, &port);
-    if (cachet_pool_create(&ls->c->cfg, host, port, ls->node_pool, &p) ==
-        CACHET_OK)
+    if (cachet_pool_create(&ls->c->cfg, ls->c->tls, host, port, ls->node_pool,
+                           &p) == CACHET_OK)
       ls->pools[idx] = p;
   }
   pthread_mutex_unlock(&ls->nodes_mu);
@@ -217,9 +217,10 @@ int cachet_link_acquire(cachet *c, cachet_link **out) {
     return rc;
   cachet_link *l = &ls->links[idx];
   l->last = -1;
-  rc = ls->rt != NULL        ? refresh(ls)
-       : l->conn.ctx == NULL ? cachet_conn_connect(&l->conn, &c->cfg, NULL, 0)
-                             : CACHET_OK;
+  rc = ls->rt != NULL ? refresh(ls)
+       : !cachet_conn_connected(&l->conn)
+           ? cachet_conn_connect(&l->conn, &c->cfg, c->tls, NULL, 0)
+           : CACHET_OK;
   if (rc != CACHET_OK) {
     cachet_link_release(c, l);
     return rc;

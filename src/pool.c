@@ -62,18 +62,21 @@ void cachet_slots_give(cachet_slots *s, int idx) {
 
 struct cachet_pool {
   const cachet_config *cfg;
+  const cachet_tls *tls;
   char *host; /* NULL: cfg's server, unix socket and db included */
   int port;
   cachet_slots free;
   cachet_conn *slots;
 };
 
-int cachet_pool_create(const cachet_config *cfg, const char *host, int port,
-                       int size, cachet_pool **out) {
+int cachet_pool_create(const cachet_config *cfg, const cachet_tls *tls,
+                       const char *host, int port, int size,
+                       cachet_pool **out) {
   cachet_pool *p = calloc(1, sizeof *p);
   if (p == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory creating a pool");
   p->cfg = cfg;
+  p->tls = tls;
   p->port = port;
   p->slots = calloc((size_t)size, sizeof *p->slots);
   if (host != NULL)
@@ -106,8 +109,8 @@ int cachet_pool_borrow(cachet_pool *p, cachet_conn **out) {
   if (rc != CACHET_OK)
     return rc;
   cachet_conn *cn = &p->slots[idx];
-  if (cn->ctx == NULL) {
-    rc = cachet_conn_connect(cn, p->cfg, p->host, p->port);
+  if (!cachet_conn_connected(cn)) {
+    rc = cachet_conn_connect(cn, p->cfg, p->tls, p->host, p->port);
     if (rc != CACHET_OK) {
       cachet_pool_release(p, cn);
       return rc;

@@ -30,10 +30,10 @@ void cachet_slots_give(cachet_slots *s, int idx);
 
 typedef struct cachet_pool cachet_pool;
 
-/* `size` connections to cfg's server, or to `host`:`port` (a cluster node).
- * `cfg` must outlive the pool. ENOMEM. */
-int cachet_pool_create(const cachet_config *cfg, const char *host, int port,
-                       int size, cachet_pool **out);
+/* `size` connections to cfg's server, or to `host`:`port` (a cluster node),
+ * over TLS with `tls`. `cfg` and `tls` must outlive the pool. ENOMEM. */
+int cachet_pool_create(const cachet_config *cfg, const cachet_tls *tls,
+                       const char *host, int port, int size, cachet_pool **out);
 /* Close every connection. NULL is a no-op. None may be borrowed. */
 void cachet_pool_destroy(cachet_pool *p);
 

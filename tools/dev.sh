@@ -17,7 +17,7 @@ cd "$here"
 jobs=$(nproc 2>/dev/null || echo 2)
 
 packages=(build-essential cmake pkg-config libhiredis-dev libsodium-dev
-  libcmocka-dev libevent-dev redis-server redis-tools clang
+  libcmocka-dev libevent-dev libssl-dev openssl redis-server redis-tools clang
   libclang-rt-14-dev valgrind python3 man-db groff-base)
 
 install_deps() {
