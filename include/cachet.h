@@ -150,11 +150,11 @@ typedef void (*cachet_progress_fn)(void *ud, const char *op, uint64_t done);
  * Strings are only read during cachet_open(), which copies them.
  */
 typedef struct cachet_options {
-  /* redis://[user[:password]@]host[:port][/db] or
-   * unix://[user[:password]@]/path[?db=N] (the credentials, percent-encoded
-   * as in redis://, come before the path's leading '/').
-   * rediss:// is refused (CACHET_ENOTSUP): TLS is not supported yet.
-   * Env: CACHET_URL. */
+  /* redis://[user[:password]@]host[:port][/db],
+   * rediss://... (the same over TLS), redis+cluster://host:port[,...],
+   * rediss+cluster://... or unix://[user[:password]@]/path[?db=N] (the
+   * credentials, percent-encoded as in redis://, come before the path's
+   * leading '/'). Env: CACHET_URL. */
   const char *url;
   const char *host;      /* Env CACHET_HOST, default "localhost". */
   int port;              /* Env CACHET_PORT, default 6379. -1 = unset. */
@@ -201,6 +201,24 @@ typedef struct cachet_options {
                             from host/port (or a redis+cluster:// URL, which
                             turns it on by itself). -1/0 = unset (default
                             off). */
+
+  /* TLS to every server, cluster nodes included, verified by default
+   * against the CA and the host name (or IP address). A rediss:// or
+   * rediss+cluster:// URL turns it on by itself. The settings below are
+   * refused (CACHET_ECONFIG) while TLS is off, and a CA, certificate or
+   * key file OpenSSL cannot load is refused by cachet_open. */
+  int use_tls;                 /* Env CACHET_USE_TLS. -1 = unset (off). */
+  const char *tls_ca_file;     /* Env CACHET_TLS_CA_FILE: PEM CA bundle.
+                                  Default: the system trust store. */
+  const char *tls_ca_dir;      /* Env CACHET_TLS_CA_DIR: hashed CA dir. */
+  const char *tls_cert;        /* Env CACHET_TLS_CERT: a client certificate
+                                  (PEM) for mutual TLS; needs tls_key. */
+  const char *tls_key;         /* Env CACHET_TLS_KEY: its private key. */
+  const char *tls_server_name; /* Env CACHET_TLS_SERVER_NAME: SNI and the
+                                  name verified. Default: the host. */
+  int tls_insecure;            /* Env CACHET_TLS_INSECURE: 1 = do not verify
+                                  the server at all. Never the default;
+                                  cachet_health_check says so. -1 = unset. */
 } cachet_options;
 
 /* Fill `opts` with defaults ("unset" everywhere). Thread-safe. */
@@ -218,8 +236,8 @@ typedef struct cachet cachet;
  * re-established after a failure, so a handle can be created while Redis is
  * down. Call cachet_ping() to fail fast.
  *
- * Errors: CACHET_ECONFIG (a bad value; the detail names the option or
- * variable), CACHET_ENOTSUP (rediss://), CACHET_ENOMEM.
+ * Errors: CACHET_ECONFIG (a bad value, or a TLS file OpenSSL cannot load;
+ * the detail names the option or variable), CACHET_ENOMEM.
  * On success *out owns the handle; free it with cachet_close().
  */
 CACHET_API int cachet_open(cachet **out, const cachet_options *opts)

@@ -778,9 +778,13 @@ static void finish(arun *r, int rc) {
 static void reply_timeout(arun *r) {
   cachet_async *a = r->a;
   int ms = a->c->cfg.timeout_ms;
-  char d[160], dd[160];
-  snprintf(d, sizeof d, "%s: no answer from the server within %d ms",
-           r->k->name, ms);
+  char d[200], dd[160];
+  aconn *first =
+      r->out.n > 0 && r->cmds[0].node >= 0 ? a->conns[r->cmds[0].node] : NULL;
+  snprintf(d, sizeof d, "%s: %s within %d ms", r->k->name,
+           first != NULL ? cachet_sock_silence(&first->s)
+                         : "no answer from the server",
+           ms);
   snprintf(dd, sizeof dd,
            "connection dropped: an operation got no reply within %d ms", ms);
   aconn *drop[CACHET_ROUTER_NODES];

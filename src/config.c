@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sodium.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -546,13 +547,15 @@ int cachet_config_parse_url(cachet_config *cfg, const char *url,
   if (cfg == NULL || url == NULL)
     return cachet_fail(CACHET_EINVAL, "%s: no URL given", what);
 
-  if (starts_nocase(url, "rediss://")) {
-    return cachet_fail(CACHET_ENOTSUP, "%s: TLS not supported yet (rediss://)",
-                       what);
-  } else if (starts_nocase(url, "redis://")) {
-    rc = parse_tcp(url + 8, what, &host, &port, &db, &user, &pass);
-  } else if (starts_nocase(url, "redis+cluster://")) {
-    rc = parse_cluster(url + 16, what, &host, &port, &db, &user, &pass, &seeds);
+  /* rediss: the same URLs over TLS. */
+  int tls = starts_nocase(url, "rediss://") ||
+            starts_nocase(url, "rediss+cluster://");
+  if (starts_nocase(url, "redis://") || starts_nocase(url, "rediss://")) {
+    rc = parse_tcp(url + 8 + tls, what, &host, &port, &db, &user, &pass);
+  } else if (starts_nocase(url, "redis+cluster://") ||
+             starts_nocase(url, "rediss+cluster://")) {
+    rc = parse_cluster(url + 16 + tls, what, &host, &port, &db, &user, &pass,
+                       &seeds);
   } else if (starts_nocase(url, "unix://")) {
     rc = parse_unix(url + 7, what, &path, &db, &user, &pass);
     if (rc == CACHET_OK && (host = dup_n(DEFAULT_HOST, 9)) == NULL)
@@ -571,7 +574,8 @@ int cachet_config_parse_url(cachet_config *cfg, const char *url,
     if (plain)
       return cachet_fail(CACHET_ECONFIG,
                          "%s: unknown scheme \"%.*s\" (expected redis://, "
-                         "redis+cluster:// or unix://)",
+                         "rediss://, redis+cluster://, rediss+cluster:// or "
+                         "unix://)",
                          what, (int)slen, url);
     return cachet_fail(CACHET_ECONFIG, "%s: not a redis:// or unix:// URL",
                        what);
@@ -597,6 +601,7 @@ int cachet_config_parse_url(cachet_config *cfg, const char *url,
   cfg->db = db;
   cfg->username = user;
   cfg->password = pass;
+  cfg->tls = tls;
   return CACHET_OK;
 }
 
@@ -810,17 +815,6 @@ static int resolve_connection(cachet_config *cfg, const cachet_options *o,
   quoted q;
   int rc;
 
-  const char *tls = env_get(e, "CACHET_USE_TLS");
-  if (tls != NULL) {
-    int on;
-    if (parse_bool(tls, &on) != 0)
-      return cachet_fail(CACHET_ECONFIG, "CACHET_USE_TLS: %s is not %s",
-                         quote(&q, tls), NOUN_BOOL_ENV);
-    if (on)
-      return cachet_fail(CACHET_ENOTSUP,
-                         "CACHET_USE_TLS: TLS not supported yet");
-  }
-
   if (url == NULL && (url = env_get(e, "CACHET_URL")) != NULL)
     what = "CACHET_URL";
   if (url != NULL) {
@@ -937,6 +931,68 @@ static int resolve_cluster(cachet_config *cfg, const cachet_options *o,
   return CACHET_OK;
 }
 
+/* TLS: a rediss:// URL, the use_tls option or CACHET_USE_TLS turns it on.
+ * Its settings come from the options, else the CACHET_TLS_* variables, and
+ * are refused while TLS is off: a CA file that is silently not used would
+ * be a surprise of the worst kind. */
+static int resolve_tls(cachet_config *cfg, const cachet_options *o,
+                       const env *e) {
+  static const struct {
+    const char *opt, *var;
+    size_t in, out;
+  } files[] = {
+      {"tls_ca_file", "CACHET_TLS_CA_FILE",
+       offsetof(cachet_options, tls_ca_file),
+       offsetof(cachet_config, tls_ca_file)},
+      {"tls_ca_dir", "CACHET_TLS_CA_DIR", offsetof(cachet_options, tls_ca_dir),
+       offsetof(cachet_config, tls_ca_dir)},
+      {"tls_cert", "CACHET_TLS_CERT", offsetof(cachet_options, tls_cert),
+       offsetof(cachet_config, tls_cert)},
+      {"tls_key", "CACHET_TLS_KEY", offsetof(cachet_options, tls_key),
+       offsetof(cachet_config, tls_key)},
+      {"tls_server_name", "CACHET_TLS_SERVER_NAME",
+       offsetof(cachet_options, tls_server_name),
+       offsetof(cachet_config, tls_server_name)},
+  };
+  int on = 0;
+  int rc = resolve_bool(e, "use_tls", o->use_tls, "CACHET_USE_TLS", &on);
+  if (rc == CACHET_OK)
+    rc = resolve_bool(e, "tls_insecure", o->tls_insecure, "CACHET_TLS_INSECURE",
+                      &cfg->tls_insecure);
+  if (rc != CACHET_OK)
+    return rc;
+  cfg->tls |= on;
+  const char *off = "is set, but TLS is off (use rediss:// or "
+                    "CACHET_USE_TLS=true)";
+  if (cfg->tls_insecure && !cfg->tls)
+    return cachet_fail(CACHET_ECONFIG, "tls_insecure %s", off);
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    const char *v =
+        *(const char *const *)(const void *)((const char *)o + files[i].in);
+    const char *name = files[i].opt;
+    if (v == NULL && (v = env_get(e, files[i].var)) != NULL)
+      name = files[i].var;
+    if (v == NULL)
+      continue;
+    if (!cfg->tls)
+      return cachet_fail(CACHET_ECONFIG, "%s %s", name, off);
+    if (v[0] == '\0')
+      return cachet_fail(CACHET_ECONFIG, "%s: the value is empty", name);
+    if ((rc = set_str((char **)(void *)((char *)cfg + files[i].out), v)) !=
+        CACHET_OK)
+      return rc;
+  }
+  if ((cfg->tls_cert == NULL) != (cfg->tls_key == NULL))
+    return cachet_fail(CACHET_ECONFIG,
+                       "tls_cert and tls_key go together: mutual TLS needs "
+                       "the certificate and its key");
+  if (cfg->tls && cfg->unix_path != NULL)
+    return cachet_fail(CACHET_ECONFIG,
+                       "TLS is for TCP: Redis does not speak TLS on a unix "
+                       "socket");
+  return CACHET_OK;
+}
+
 /* The key prefix may be empty (a dedicated database) but may not hold a
  * brace: Redis Cluster hashes only the text between '{' and '}', and the
  * key layout places its own hash tag after the prefix. */
@@ -1012,6 +1068,8 @@ int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
   int rc = resolve_connection(&cfg, opts, pe);
   if (rc == CACHET_OK)
     rc = resolve_cluster(&cfg, opts, pe);
+  if (rc == CACHET_OK)
+    rc = resolve_tls(&cfg, opts, pe);
   if (rc == CACHET_OK)
     rc = resolve_prefix(&cfg, opts, pe);
   if (rc == CACHET_OK)

@@ -10,34 +10,34 @@
 /* Fully resolved settings. Every string is owned (malloc'd) and freed by
  * cachet_config_free(); `keys` and `password` are zeroed first. */
 typedef struct cachet_config {
-  char *host;        /* Never NULL after resolve. */
-  int port;          /* 1..65535 */
-  char *unix_path;   /* NULL unless a unix socket is used. */
-  int db;            /* 0..INT_MAX */
-  char *username;    /* May be NULL. */
-  char *password;    /* May be NULL. */
-  char *prefix;      /* Never NULL; may be "". No '{' or '}'. */
+  char *host;      /* Never NULL after resolve. */
+  int port;        /* 1..65535 */
+  char *unix_path; /* NULL unless a unix socket is used. */
+  int db;          /* 0..INT_MAX */
+  char *username;  /* May be NULL. */
+  char *password;  /* May be NULL. */
+  char *prefix;    /* Never NULL; may be "". No '{' or '}'. */
   size_t prefixlen;
-  int timeout_ms;    /* > 0 */
-  int pool_size;     /* > 0 */
-  char *keys;        /* Keyring text or NULL. */
-  int encrypt;       /* 0/1 */
+  int timeout_ms;      /* > 0 */
+  int pool_size;       /* > 0 */
+  char *keys;          /* Keyring text or NULL. */
+  int encrypt;         /* 0/1 */
   int accept_unsealed; /* 0/1 */
   size_t max_value_size;
   size_t max_key_size;
   size_t max_tags;
   int lock_lease_ms;
   int fetch_wait_ms;
-  int cluster;         /* 0/1: Redis Cluster mode. */
-  int tls;             /* 0/1: TLS to every server (rediss://) */
-  char *tls_ca_file;   /* NULL: the system trust store (with tls_ca_dir) */
+  int cluster;       /* 0/1: Redis Cluster mode. */
+  int tls;           /* 0/1: TLS to every server (rediss://) */
+  char *tls_ca_file; /* NULL: the system trust store (with tls_ca_dir) */
   char *tls_ca_dir;
-  char *tls_cert;      /* client certificate (mutual TLS), or NULL */
-  char *tls_key;       /* its key, or NULL */
+  char *tls_cert;        /* client certificate (mutual TLS), or NULL */
+  char *tls_key;         /* its key, or NULL */
   char *tls_server_name; /* SNI and the name verified; NULL: the host */
-  int tls_insecure;    /* 0/1: skip verification (never the default) */
-  char *cluster_seeds; /* Cluster mode: "host:port[,host:port...]" (IPv6
-                          hosts in brackets), never NULL; else NULL. */
+  int tls_insecure;      /* 0/1: skip verification (never the default) */
+  char *cluster_seeds;   /* Cluster mode: "host:port[,host:port...]" (IPv6
+                            hosts in brackets), never NULL; else NULL. */
 } cachet_config;
 
 /* Looks a variable up; returns NULL when unset. `ud` is passed through. */
@@ -56,7 +56,9 @@ typedef const char *(*cachet_getenv_fn)(void *ud, const char *name);
  * explicit unix_path wins over everything). With any URL, the split
  * variables CACHET_HOST, CACHET_PORT, CACHET_DB, CACHET_USERNAME and
  * CACHET_PASSWORD are ignored; with opts->url, CACHET_URL is ignored too.
- * CACHET_USE_TLS is read whatever the URL; a true value is CACHET_ENOTSUP.
+ * TLS is on with a rediss URL, or the use_tls option, or CACHET_USE_TLS;
+ * its settings (tls_* options, CACHET_TLS_* variables) are refused while
+ * it is off, and over a unix socket.
  *
  * An empty variable counts as unset, except CACHET_KEY_PREFIX, where "" is
  * the empty prefix. CACHET_KEYS and CACHET_KEYS_FILE (or keys and keys_file)
@@ -69,7 +71,7 @@ typedef const char *(*cachet_getenv_fn)(void *ud, const char *name);
  * being opened. Apart from that, this function is thread-safe: it has no
  * global state.
  *
- * On failure returns CACHET_ECONFIG (CACHET_ENOTSUP for TLS, CACHET_ENOMEM,
+ * On failure returns CACHET_ECONFIG (CACHET_ENOMEM,
  * CACHET_EINVAL for NULL arguments) with a detail that names the option or
  * variable and quotes the bad value, escaped and truncated. A password, the
  * keys, the keys file's content and any URL are never quoted. `out` is then
@@ -87,6 +89,7 @@ int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
  *   redis://[user[:password]@]host[:port][/db][?db=N]
  *   redis+cluster://[user[:password]@]host[:port][,host[:port]...]
  *   unix:///absolute/path[?db=N]
+ *   rediss://... and rediss+cluster://...: the same, and `tls` set
  *
  * The user information runs to the last '@', so an unescaped '@', '/' or ':'
  * in a password still parses; %XX escapes in user and password are decoded
@@ -96,8 +99,7 @@ int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
  * parameter is known. redis+cluster:// sets `cluster` and `cluster_seeds`
  * (every listed node is a seed; host and port are the first one's) and
  * refuses a database other than 0; the other schemes clear them.
- * rediss:// gives CACHET_ENOTSUP "TLS not supported
- * yet"; any other scheme CACHET_ECONFIG. `what` names the source in error
+ * Any other scheme is CACHET_ECONFIG. `what` names the source in error
  * messages ("CACHET_URL" or "url"); messages never quote the URL, since it
  * may hold a password. Pure: no I/O.
  */

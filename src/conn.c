@@ -18,9 +18,8 @@ static int wait_for(cachet_conn *cn, int want, const char *what) {
       CACHET_OK)
     return CACHET_OK;
   cn->broken = 1;
-  return cachet_fail(CACHET_ETIMEDOUT,
-                     "%s: no answer from the server within %d ms", what,
-                     cn->timeout_ms);
+  return cachet_fail(CACHET_ETIMEDOUT, "%s: %s within %d ms", what,
+                     cachet_sock_silence(&cn->s), cn->timeout_ms);
 }
 
 static int broken(cachet_conn *cn, int rc) {

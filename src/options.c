@@ -30,4 +30,6 @@ void cachet_options_init(cachet_options *opts) {
   opts->progress_ud = NULL;
   opts->log = NULL;
   opts->log_ud = NULL;
+  opts->use_tls = -1;
+  opts->tls_insecure = -1;
 }

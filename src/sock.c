@@ -97,12 +97,20 @@ int cachet_sock_progress(cachet_sock *s) {
     return fail_errno(s, err);
   if (s->ssl != NULL) {
     int want = 0;
+    s->handshaking = 1;
     int r = cachet_tls_handshake(s->ssl, s->where, &want);
     if (r <= 0)
       return r < 0 ? r : want;
   }
   s->ready = 1;
+  s->handshaking = 0;
   return CACHET_OK;
+}
+
+const char *cachet_sock_silence(const cachet_sock *s) {
+  return s->handshaking ? "the TLS handshake got no answer (is the port a TLS "
+                          "port?)"
+                        : "no answer from the server";
 }
 
 ssize_t cachet_sock_send(cachet_sock *s, const void *p, size_t n, int *want) {

@@ -22,10 +22,11 @@ enum { CACHET_SOCK_READ = 1, CACHET_SOCK_WRITE = 2 };
 
 /* A zeroed sock is a closed one. */
 typedef struct cachet_sock {
-  int open;        /* fd is ours */
+  int open; /* fd is ours */
   int fd;
   void *ssl;       /* the SSL session, NULL in plaintext */
   int ready;       /* connected (and the handshake done) */
+  int handshaking; /* connected, the TLS handshake under way */
   char where[300]; /* "connect to host:port", for messages */
 } cachet_sock;
 
@@ -39,6 +40,9 @@ int cachet_sock_open(cachet_sock *s, const char *host, int port,
  * CACHET_SOCK_* to wait for; or ECONN with why (refused, a certificate that
  * does not verify, a plaintext server ...). */
 int cachet_sock_progress(cachet_sock *s);
+/* Why a wait for it ran out: "no answer from the server", or, during a TLS
+ * handshake, that the handshake got none (a plaintext port stays silent). */
+const char *cachet_sock_silence(const cachet_sock *s);
 /* Move bytes. > 0: how many; 0: nothing now, wait for *want; < 0: ECONN
  * (the detail says why; "closed by the server" for an orderly end). */
 ssize_t cachet_sock_send(cachet_sock *s, const void *p, size_t n, int *want);

@@ -17,7 +17,9 @@ void cachet_tool_server_get(const cachet *c, cachet_tool_server *out) {
                               cfg->username,
                               cfg->password,
                               cfg->db,
-                              cfg->timeout_ms};
+                              cfg->timeout_ms,
+                              cfg->tls,
+                              cfg->tls_insecure};
 }
 
 int cachet_tool_sealed(const cachet *c) { return c->keyring != NULL; }

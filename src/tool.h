@@ -22,6 +22,7 @@ typedef struct cachet_tool_server {
   const char *username, *password;
   int db;
   int timeout_ms;
+  int tls, tls_insecure; /* TLS is on; and unverified */
 } cachet_tool_server;
 void cachet_tool_server_get(const cachet *c, cachet_tool_server *out);
 

@@ -113,8 +113,10 @@ code=$?
 grep -q 'the key is all zero bytes' "$WORK/err" || fail "all-zero key: $(cat "$WORK/err")"
 
 # ---- 4. Every refusal of configuration is exit 2 ------------------------
-expect_exit 2 env CACHET_USE_TLS=true "$CACHET" get a
-expect_exit 2 env CACHET_URL=rediss://127.0.0.1:1 "$CACHET" get a
+# (TLS works now: its settings without TLS, and a CA file OpenSSL cannot
+# load, are the configuration refusals to check.)
+expect_exit 2 env CACHET_TLS_CA_FILE=/etc/hosts "$CACHET" get a
+expect_exit 2 env CACHET_URL=rediss://127.0.0.1:1 CACHET_TLS_CA_FILE="$WORK/none.pem" "$CACHET" get a
 expect_exit 2 env CACHET_PORT=abc CACHET_URL= "$CACHET" get a
 expect_exit 2 env CACHET_KEY_PREFIX='a{b' "$CACHET" get a
 

@@ -698,10 +698,27 @@ static void test_url_failure_leaves_fields_unchanged(void **state) {
   cachet_config_free(&c);
 }
 
-static void test_url_rediss_is_refused_as_tls_not_supported(void **state) {
+static void test_url_rediss_turns_tls_on(void **state) {
   (void)state;
-  expect_url_fail("rediss://h:6380", CACHET_ENOTSUP, "TLS not supported yet");
-  expect_url_fail("REDISS://:pw@h", CACHET_ENOTSUP, "TLS not supported yet");
+  cachet_config c = url_ok("rediss://h:6380");
+  assert_int_equal(c.tls, 1);
+  assert_string_equal(c.host, "h");
+  assert_int_equal(c.port, 6380);
+  cachet_config_free(&c);
+  c = url_ok("REDISS://:pw@h/3");
+  assert_int_equal(c.tls, 1);
+  assert_int_equal(c.db, 3);
+  assert_string_equal(c.password, "pw");
+  cachet_config_free(&c);
+  c = url_ok("rediss+cluster://a:1,b:2");
+  assert_int_equal(c.tls, 1);
+  assert_int_equal(c.cluster, 1);
+  assert_string_equal(c.cluster_seeds, "a:1,b:2");
+  cachet_config_free(&c);
+  c = url_ok("redis://h");
+  assert_int_equal(c.tls, 0);
+  cachet_config_free(&c);
+  expect_url_fail("redisss://h", CACHET_ECONFIG, "unknown scheme");
 }
 
 static void test_url_unknown_scheme_is_named(void **state) {
@@ -846,20 +863,63 @@ static void test_resolve_bool_variables_must_parse(void **state) {
   expect_var_fail("CACHET_USE_TLS", "yess", "is not a boolean");
 }
 
-static void test_resolve_use_tls_true_is_not_supported(void **state) {
+static void test_resolve_use_tls_and_its_variables(void **state) {
   (void)state;
   fake_env e = {0};
   env_set(&e, "CACHET_USE_TLS", "Yes");
-  expect_env_fail(&e, CACHET_ENOTSUP, "CACHET_USE_TLS: TLS not supported yet",
-                  NULL);
+  env_set(&e, "CACHET_TLS_CA_FILE", "/etc/ca.pem");
+  env_set(&e, "CACHET_TLS_CERT", "/etc/c.pem");
+  env_set(&e, "CACHET_TLS_KEY", "/etc/c.key");
+  env_set(&e, "CACHET_TLS_SERVER_NAME", "redis.example");
+  env_set(&e, "CACHET_TLS_INSECURE", "no");
+  cachet_config c = resolve_env_ok(&e);
+  assert_int_equal(c.tls, 1);
+  assert_string_equal(c.tls_ca_file, "/etc/ca.pem");
+  assert_null(c.tls_ca_dir);
+  assert_string_equal(c.tls_cert, "/etc/c.pem");
+  assert_string_equal(c.tls_key, "/etc/c.key");
+  assert_string_equal(c.tls_server_name, "redis.example");
+  assert_int_equal(c.tls_insecure, 0);
+  cachet_config_free(&c);
 }
 
-static void test_resolve_rediss_cachet_url_is_not_supported(void **state) {
+/* A TLS setting that would not be used is a mistake, named at once. */
+static void test_resolve_tls_settings_without_tls_are_refused(void **state) {
+  (void)state;
+  fake_env e = {0};
+  env_set(&e, "CACHET_TLS_CA_FILE", "/etc/ca.pem");
+  expect_env_fail(&e, CACHET_ECONFIG,
+                  "CACHET_TLS_CA_FILE is set, but TLS is off", NULL);
+  fake_env i = {0};
+  env_set(&i, "CACHET_TLS_INSECURE", "1");
+  expect_env_fail(&i, CACHET_ECONFIG, "tls_insecure is set, but TLS is off",
+                  NULL);
+  fake_env k = {0};
+  env_set(&k, "CACHET_USE_TLS", "1");
+  env_set(&k, "CACHET_TLS_CERT", "/etc/c.pem");
+  expect_env_fail(&k, CACHET_ECONFIG, "tls_cert and tls_key go together", NULL);
+  cachet_options o;
+  cachet_options_init(&o);
+  o.use_tls = 1;
+  o.unix_path = "/run/redis.sock";
+  expect_opts_fail(&o, CACHET_ECONFIG, "TLS is for TCP", NULL);
+  cachet_options_init(&o);
+  o.tls_key = "/k";
+  expect_opts_fail(&o, CACHET_ECONFIG, "tls_key is set, but TLS is off", NULL);
+  cachet_options_init(&o);
+  o.use_tls = 3;
+  expect_opts_fail(&o, CACHET_ECONFIG, "use_tls: 3 is not a boolean", NULL);
+}
+
+static void test_resolve_rediss_cachet_url_turns_tls_on(void **state) {
   (void)state;
   fake_env e = {0};
   env_set(&e, "CACHET_URL", "rediss://:Pa55word@h");
-  expect_env_fail(&e, CACHET_ENOTSUP, "CACHET_URL: ", "TLS not supported yet");
-  assert_error_lacks("Pa55word");
+  env_set(&e, "CACHET_TLS_CA_DIR", "/etc/ssl/certs");
+  cachet_config c = resolve_env_ok(&e);
+  assert_int_equal(c.tls, 1);
+  assert_string_equal(c.tls_ca_dir, "/etc/ssl/certs");
+  cachet_config_free(&c);
 }
 
 static void test_resolve_bad_cachet_url_names_the_variable(void **state) {
@@ -944,7 +1004,8 @@ static void test_resolve_explicit_options_are_named_in_messages(void **state) {
   expect_opts_fail(&o, CACHET_ECONFIG, "url: ", "empty");
   cachet_options_init(&o);
   o.url = "rediss://h";
-  expect_opts_fail(&o, CACHET_ENOTSUP, "url: ", "TLS not supported yet");
+  o.tls_ca_file = "";
+  expect_opts_fail(&o, CACHET_ECONFIG, "tls_ca_file: ", "empty");
   cachet_options_init(&o);
   o.keys = "";
   expect_opts_fail(&o, CACHET_ECONFIG, "keys: ", "empty");
@@ -1197,7 +1258,7 @@ int main(void) {
       cmocka_unit_test(test_url_unescaped_specials_stay_in_password),
       cmocka_unit_test(test_url_parse_replaces_previous_fields),
       cmocka_unit_test(test_url_failure_leaves_fields_unchanged),
-      cmocka_unit_test(test_url_rediss_is_refused_as_tls_not_supported),
+      cmocka_unit_test(test_url_rediss_turns_tls_on),
       cmocka_unit_test(test_url_unknown_scheme_is_named),
       cmocka_unit_test(test_url_malformed_forms_are_refused),
       cmocka_unit_test(test_url_unix_malformed_forms_are_refused),
@@ -1211,8 +1272,9 @@ int main(void) {
       cmocka_unit_test(test_resolve_size_variables_must_be_positive),
       cmocka_unit_test(test_resolve_lease_and_wait_variables_are_checked),
       cmocka_unit_test(test_resolve_bool_variables_must_parse),
-      cmocka_unit_test(test_resolve_use_tls_true_is_not_supported),
-      cmocka_unit_test(test_resolve_rediss_cachet_url_is_not_supported),
+      cmocka_unit_test(test_resolve_use_tls_and_its_variables),
+      cmocka_unit_test(test_resolve_tls_settings_without_tls_are_refused),
+      cmocka_unit_test(test_resolve_rediss_cachet_url_turns_tls_on),
       cmocka_unit_test(test_resolve_bad_cachet_url_names_the_variable),
       cmocka_unit_test(test_resolve_prefix_variable_rejects_braces_and_length),
       cmocka_unit_test(test_resolve_host_variable_must_look_like_a_host),

@@ -18,7 +18,11 @@
 typedef struct cli {
   const char *url;    /* --url, or NULL */
   const char *prefix; /* --prefix, or NULL */
-  cachet *c;          /* opened on first cli_handle() */
+  /* --tls-ca, --tls-ca-dir, --tls-cert, --tls-key, --tls-server-name,
+   * --insecure: NULL/0 when not given (the environment applies). */
+  const char *tls_ca, *tls_ca_dir, *tls_cert, *tls_key, *tls_server_name;
+  int insecure;
+  cachet *c; /* opened on first cli_handle() */
 } cli;
 
 /* One subcommand. `run` gets argv after the command name and returns the

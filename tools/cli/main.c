@@ -2,21 +2,24 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "tool.h"
 
 /* Commands live one group per file. A group that is not linked in simply
  * does not appear (weak references). */
 #define CMDS(XX)                                                               \
   XX(set)                                                                      \
   XX(get)                                                                      \
-  XX(del) XX(exists) XX(ttl) XX(evict_tags) XX(clear) XX(prune) XX(lock)       \
-      XX(fetch) XX(stats) XX(health) XX(keygen) XX(inspect) XX(import)         \
-          XX(demo) XX(bench)
+  XX(del)                                                                      \
+  XX(exists) XX(ttl) XX(evict_tags) XX(clear) XX(prune) XX(lock) XX(fetch)     \
+      XX(stats) XX(health) XX(keygen) XX(inspect) XX(import) XX(demo)          \
+          XX(bench)
 
 #define DECLARE(n) extern const cli_command cli_cmd_##n __attribute__((weak));
 CMDS(DECLARE)
@@ -28,31 +31,67 @@ static const cli_command *const commands[] = {CMDS(ENTRY)};
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *out) {
-  fprintf(out, "usage: cachet [--url URL] [--prefix PREFIX] COMMAND [ARGS...]\n"
+  fprintf(out, "usage: cachet [GLOBAL OPTIONS] COMMAND [ARGS...]\n"
                "       cachet COMMAND --help\n\n"
                "A Redis-backed application cache.\n\nCommands:\n");
   for (size_t i = 0; i < NCOMMANDS; i++)
     if (commands[i] != NULL)
       fprintf(out, "  %-11s %s\n", commands[i]->name, commands[i]->summary);
-  fprintf(out,
-          "\nGlobal options:\n"
-          "  --url URL        redis://[user[:password]@]host[:port][/db] or\n"
-          "                   unix://[user[:password]@]/path[?db=N]\n"
-          "                   (overrides CACHET_URL)\n"
-          "  --prefix PREFIX  key prefix (overrides CACHET_KEY_PREFIX)\n"
-          "  --version        print the version\n"
-          "  -h, --help       this help\n\n"
-          "Environment: CACHET_URL, CACHET_HOST, CACHET_PORT, CACHET_DB,\n"
-          "CACHET_USERNAME, CACHET_PASSWORD, CACHET_USE_TLS,\n"
-          "CACHET_KEY_PREFIX, CACHET_TIMEOUT_MS, CACHET_POOL_SIZE,\n"
-          "CACHET_KEYS, CACHET_KEYS_FILE, CACHET_ENCRYPT,\n"
-          "CACHET_ACCEPT_UNSEALED (defaults: cachet(1) and the README).\n\n"
-          "Exit codes:\n"
-          "  0  success or hit\n"
-          "  1  miss, absent, or not acquired\n"
-          "  2  usage or invalid configuration\n"
-          "  3  connection, server or timeout error (message on stderr)\n"
-          "  4  integrity or format error\n");
+  fprintf(
+      out,
+      "\nGlobal options:\n"
+      "  --url URL        redis://[user[:password]@]host[:port][/db],\n"
+      "                   rediss://... (TLS), redis+cluster://host:port,...,\n"
+      "                   rediss+cluster://... or\n"
+      "                   unix://[user[:password]@]/path[?db=N]\n"
+      "                   (overrides CACHET_URL)\n"
+      "  --prefix PREFIX  key prefix (overrides CACHET_KEY_PREFIX)\n"
+      "  --tls-ca FILE    CA bundle that verifies the server (default: the\n"
+      "                   system trust store; CACHET_TLS_CA_FILE)\n"
+      "  --tls-ca-dir DIR hashed CA directory (CACHET_TLS_CA_DIR)\n"
+      "  --tls-cert FILE  client certificate, for mutual TLS "
+      "(CACHET_TLS_CERT)\n"
+      "  --tls-key FILE   its key (CACHET_TLS_KEY)\n"
+      "  --tls-server-name NAME\n"
+      "                   the name to verify and send as SNI (default: the\n"
+      "                   host; CACHET_TLS_SERVER_NAME)\n"
+      "  --insecure       do not verify the server's certificate (a warning\n"
+      "                   on stderr; CACHET_TLS_INSECURE)\n"
+      "  --version        print the version\n"
+      "  -h, --help       this help\n\n"
+      "Environment: CACHET_URL, CACHET_HOST, CACHET_PORT, CACHET_DB,\n"
+      "CACHET_USERNAME, CACHET_PASSWORD, CACHET_USE_TLS, CACHET_TLS_*,\n"
+      "CACHET_KEY_PREFIX, CACHET_TIMEOUT_MS, CACHET_POOL_SIZE,\n"
+      "CACHET_KEYS, CACHET_KEYS_FILE, CACHET_ENCRYPT,\n"
+      "CACHET_ACCEPT_UNSEALED (defaults: cachet(1) and the README).\n\n"
+      "Exit codes:\n"
+      "  0  success or hit\n"
+      "  1  miss, absent, or not acquired\n"
+      "  2  usage or invalid configuration\n"
+      "  3  connection, server or timeout error (message on stderr)\n"
+      "  4  integrity or format error\n");
+}
+
+/* The field a global option with a value sets ("--url" or "--url=..."),
+ * or NULL. */
+static const char **global_value(cli *cl, const char *a) {
+  static const struct {
+    const char *name;
+    size_t off;
+  } opts[] = {
+      {"--url", offsetof(cli, url)},
+      {"--prefix", offsetof(cli, prefix)},
+      {"--tls-ca", offsetof(cli, tls_ca)},
+      {"--tls-ca-dir", offsetof(cli, tls_ca_dir)},
+      {"--tls-cert", offsetof(cli, tls_cert)},
+      {"--tls-key", offsetof(cli, tls_key)},
+      {"--tls-server-name", offsetof(cli, tls_server_name)},
+  };
+  size_t n = strcspn(a, "=");
+  for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+    if (strlen(opts[i].name) == n && strncmp(a, opts[i].name, n) == 0)
+      return (const char **)(void *)((char *)cl + opts[i].off);
+  return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -63,19 +102,18 @@ int main(int argc, char **argv) {
   int i = 1;
   for (; i < argc; i++) {
     const char *a = argv[i];
-    if (strcmp(a, "--url") == 0 || strcmp(a, "--prefix") == 0) {
+    const char **val = global_value(&cl, a);
+    size_t eq = strcspn(a, "=");
+    if (val != NULL && a[eq] == '=') {
+      *val = a + eq + 1;
+    } else if (val != NULL) {
       if (i + 1 >= argc) {
         fprintf(stderr, "cachet: %s needs a value\n", a);
         return EXIT_USAGE;
       }
-      if (a[2] == 'u')
-        cl.url = argv[++i];
-      else
-        cl.prefix = argv[++i];
-    } else if (strncmp(a, "--url=", 6) == 0) {
-      cl.url = a + 6;
-    } else if (strncmp(a, "--prefix=", 9) == 0) {
-      cl.prefix = a + 9;
+      *val = argv[++i];
+    } else if (strcmp(a, "--insecure") == 0) {
+      cl.insecure = 1;
     } else if (cli_is_help(a)) {
       usage(stdout);
       return 0;
@@ -125,6 +163,13 @@ cachet *cli_handle(cli *cl, int *exit_code) {
   o.use_env = 1;
   o.url = cl->url;
   o.prefix = cl->prefix;
+  o.tls_ca_file = cl->tls_ca;
+  o.tls_ca_dir = cl->tls_ca_dir;
+  o.tls_cert = cl->tls_cert;
+  o.tls_key = cl->tls_key;
+  o.tls_server_name = cl->tls_server_name;
+  if (cl->insecure)
+    o.tls_insecure = 1;
   if (isatty(STDERR_FILENO))
     o.progress = cli_progress;
   int rc = cachet_open(&cl->c, &o);
@@ -137,6 +182,12 @@ cachet *cli_handle(cli *cl, int *exit_code) {
         rc == CACHET_ENOMEM || rc == CACHET_EINTERNAL ? code : EXIT_USAGE;
     return NULL;
   }
+  cachet_tool_server srv;
+  cachet_tool_server_get(cl->c, &srv);
+  if (srv.tls_insecure)
+    fprintf(stderr, "cachet: warning: TLS without verification (--insecure "
+                    "or CACHET_TLS_INSECURE): the server is not "
+                    "authenticated\n");
   return cl->c;
 }
 
