@@ -198,6 +198,13 @@ static int probed(cachet_op_health *x, const cachet_in *in, cachet_out *out) {
                          ? cachet_health_oom_since(x->op.c, h->oom_rejections)
                          : 0;
   cachet_health_verdict(h, x->first_rc != CACHET_OK ? x->down : NULL, oom_new);
+  if (x->op.c->cfg.tls_insecure) { /* loud wherever it can be */
+    size_t l = strlen(h->message);
+    snprintf(h->message + l, sizeof h->message - l,
+             "%sTLS without verification (tls_insecure): the server is not "
+             "authenticated",
+             l > 0 ? "; " : "");
+  }
   cachet_error_clear();
   return cachet_op_done(out, CACHET_OK);
 }

@@ -73,6 +73,15 @@ static void bio_init(void) {
 
 /* ---- The context --------------------------------------------------------- */
 
+/* The server asked for a client certificate and none is configured: mark
+ * the session (its app data), so that the error that follows (an alert,
+ * or a reset when our first command crossed it) can say why. */
+static int no_client_cert(SSL *ssl, X509 **x509, EVP_PKEY **pkey) {
+  (void)x509, (void)pkey;
+  SSL_set_app_data(ssl, (void *)ssl);
+  return 0;
+}
+
 /* OpenSSL's reason for the last failure, or `fallback`. */
 static const char *ssl_why(const char *fallback) {
   unsigned long e = ERR_peek_last_error();
@@ -123,6 +132,8 @@ int cachet_tls_new(const cachet_config *cfg, cachet_tls **out) {
     rc = cachet_fail(CACHET_ECONFIG, "TLS: the system trust store: %s",
                      ssl_why("cannot be loaded"));
   }
+  if (rc == CACHET_OK && cfg->tls_cert == NULL)
+    SSL_CTX_set_client_cert_cb(t->ctx, no_client_cert);
   if (rc == CACHET_OK && cfg->tls_cert != NULL &&
       SSL_CTX_use_certificate_chain_file(t->ctx, cfg->tls_cert) != 1)
     rc = file_fail("TLS certificate", cfg->tls_cert);
@@ -193,7 +204,12 @@ static int outcome(SSL *ssl, int ret, const char *where, int *want) {
   }
   long v = SSL_get_verify_result(ssl);
   int rc;
-  if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
+  if (SSL_get_app_data(ssl) != NULL)
+    rc = cachet_fail(CACHET_ECONN,
+                     "%s: the server requires a client certificate (mutual "
+                     "TLS: tls_cert and tls_key) and refused the connection",
+                     where);
+  else if (e == SSL_ERROR_ZERO_RETURN || (e == SSL_ERROR_SYSCALL && errno == 0))
     rc = cachet_fail(CACHET_ECONN, "%s: connection closed by the server%s",
                      where,
                      SSL_is_init_finished(ssl) ? ""

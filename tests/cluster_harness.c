@@ -56,7 +56,7 @@ static int node_dir(const test_cluster *cl, int i, char *out, size_t n) {
 }
 
 static int spawn_node(test_cluster *cl, int i) {
-  char port[16], dir[300], log[340];
+  char port[16], dir[300], log[340], tport[16], crt[300], key[300], ca[300];
   node_dir(cl, i, dir, sizeof dir);
   mkdir(dir, 0700);
   snprintf(port, sizeof port, "%d", cl->port[i]);
@@ -87,7 +87,37 @@ static int spawn_node(test_cluster *cl, int i) {
                         "no",
                         "--protected-mode",
                         "no",
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
+                        NULL,
                         NULL};
+  if (cl->certs[0] != '\0') {
+    size_t a = 0;
+    while (argv[a] != NULL)
+      a++;
+    snprintf(tport, sizeof tport, "%d", cl->tls_port[i]);
+    snprintf(crt, sizeof crt, "%s/server.crt", cl->certs);
+    snprintf(key, sizeof key, "%s/server.key", cl->certs);
+    snprintf(ca, sizeof ca, "%s/ca.crt", cl->certs);
+    const char *tls[] = {
+        "--tls-port",         tport, "--tls-cluster",      "yes",
+        "--tls-replication",  "yes", "--tls-cert-file",    crt,
+        "--tls-key-file",     key,   "--tls-ca-cert-file", ca,
+        "--tls-auth-clients", "no"};
+    for (size_t t = 0; t < sizeof tls / sizeof tls[0]; t++)
+      argv[a++] = tls[t];
+  }
   cl->pid[i] = run(argv, NULL);
   if (cl->pid[i] < 0)
     return -1;
@@ -190,8 +220,21 @@ int test_cluster_owner(const test_cluster *cl, unsigned slot) {
   return -1;
 }
 
+static int start(test_cluster *cl, int masters, int replicas);
+
 int test_cluster_start(test_cluster *cl, int masters, int replicas) {
   memset(cl, 0, sizeof *cl);
+  return start(cl, masters, replicas);
+}
+
+int test_cluster_start_tls(test_cluster *cl, int masters, int replicas,
+                           const char *certs) {
+  memset(cl, 0, sizeof *cl);
+  snprintf(cl->certs, sizeof cl->certs, "%s", certs);
+  return start(cl, masters, replicas);
+}
+
+static int start(test_cluster *cl, int masters, int replicas) {
   cl->n = masters * (1 + replicas);
   if (cl->n > TEST_CLUSTER_MAX || masters < 3)
     return -1;
@@ -207,9 +250,12 @@ int test_cluster_start(test_cluster *cl, int masters, int replicas) {
     /* A port can be taken between our probe and the server's bind. */
     for (int attempt = 0; attempt < 5 && ok != 0; attempt++) {
       cl->port[i] = test_free_port();
+      cl->tls_port[i] = test_free_port();
       for (int j = 0; j < i; j++)
-        if (cl->port[j] == cl->port[i])
+        if (cl->port[j] == cl->port[i] || cl->tls_port[j] == cl->tls_port[i])
           cl->port[i] = -1;
+      if (cl->tls_port[i] == cl->port[i])
+        cl->port[i] = -1;
       /* The cluster bus listens on port + 10000. */
       if (cl->port[i] > 0 && cl->port[i] < 55535)
         ok = spawn_node(cl, i);
@@ -300,7 +346,14 @@ void test_cluster_stop(test_cluster *cl) {
 void test_cluster_options(const test_cluster *cl, cachet_options *o,
                           const char *prefix, char *url, size_t urlsz) {
   cachet_options_init(o);
-  snprintf(url, urlsz, "redis+cluster://127.0.0.1:%d", cl->port[0]);
+  static char ca[300];
+  if (cl->certs[0] != '\0') {
+    snprintf(url, urlsz, "rediss+cluster://127.0.0.1:%d", cl->tls_port[0]);
+    snprintf(ca, sizeof ca, "%s/ca.crt", cl->certs);
+    o->tls_ca_file = ca;
+  } else {
+    snprintf(url, urlsz, "redis+cluster://127.0.0.1:%d", cl->port[0]);
+  }
   o->url = url;
   o->prefix = prefix;
   o->timeout_ms = 3000;

@@ -21,11 +21,19 @@ typedef struct test_cluster {
   int n; /* Nodes: masters first as created, then replicas. */
   int port[TEST_CLUSTER_MAX];
   pid_t pid[TEST_CLUSTER_MAX];
+  /* A TLS cluster (test_cluster_start_tls): each node's TLS port, the
+   * certificates' dir; the plaintext ports stay, for the harness. */
+  int tls_port[TEST_CLUSTER_MAX];
+  char certs[256];
 } test_cluster;
 
 /* Start `masters` masters with `replicas` replicas each and wait until the
  * cluster is ok. 0 on success; on failure prints why, cleans up, -1. */
 int test_cluster_start(test_cluster *cl, int masters, int replicas);
+/* The same with TLS between the nodes (tls-cluster, tls-replication) and
+ * on a TLS port of each, serving <certs>/server.crt (test_tls_certs). */
+int test_cluster_start_tls(test_cluster *cl, int masters, int replicas,
+                           const char *certs);
 /* Stop every node and remove the temp dir. */
 void test_cluster_stop(test_cluster *cl);
 /* SIGKILL node i and reap it. */
@@ -43,7 +51,8 @@ int test_cluster_owner(const test_cluster *cl, unsigned slot);
 /* The node id (40 hex digits) of node i into id[41]; 0 on success. */
 int test_cluster_node_id(const test_cluster *cl, int i, char id[41]);
 
-/* Options for a redis+cluster:// URL naming node 0, and a handle. */
+/* Options for a redis+cluster:// URL naming node 0 (rediss+cluster://,
+ * its TLS port and the test CA for a TLS cluster), and a handle. */
 void test_cluster_options(const test_cluster *cl, cachet_options *o,
                           const char *prefix, char *url, size_t urlsz);
 cachet *test_cluster_open(const test_cluster *cl, const char *prefix);

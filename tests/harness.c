@@ -53,11 +53,27 @@ static int spawn(test_server *s, const char *const *extra) {
   char port[16], log[300];
   snprintf(port, sizeof port, "%d", s->port);
   snprintf(log, sizeof log, "%s/redis.log", s->dir);
-  const char *base[] = {server_binary(), "--port", port, "--bind", "127.0.0.1",
-                        "--unixsocket", s->sock, "--unixsocketperm", "700",
-                        "--save", "", "--appendonly", "no", "--dir", s->dir,
-                        "--daemonize", "no", "--logfile", log,
-                        "--protected-mode", "no"};
+  const char *base[] = {server_binary(),
+                        "--port",
+                        port,
+                        "--bind",
+                        "127.0.0.1",
+                        "--unixsocket",
+                        s->sock,
+                        "--unixsocketperm",
+                        "700",
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--dir",
+                        s->dir,
+                        "--daemonize",
+                        "no",
+                        "--logfile",
+                        log,
+                        "--protected-mode",
+                        "no"};
   size_t nb = sizeof base / sizeof base[0], ne = 0;
   while (extra != NULL && extra[ne] != NULL)
     ne++;
@@ -103,9 +119,10 @@ static int spawn(test_server *s, const char *const *extra) {
     if (c != NULL && !c->err) {
       redisReply *r = redisCommand(c, "PING");
       /* A server with requirepass answers NOAUTH: it is up all the same. */
-      int ok = r != NULL && (r->type == REDIS_REPLY_STATUS ||
-                             (r->type == REDIS_REPLY_ERROR &&
-                              strncmp(r->str, "NOAUTH", 6) == 0));
+      int ok =
+          r != NULL &&
+          (r->type == REDIS_REPLY_STATUS ||
+           (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOAUTH", 6) == 0));
       if (r != NULL)
         freeReplyObject(r);
       redisFree(c);
@@ -192,8 +209,7 @@ redisContext *test_redis(const test_server *s) {
   return c;
 }
 
-void test_options(const test_server *s, cachet_options *o,
-                  const char *prefix) {
+void test_options(const test_server *s, cachet_options *o, const char *prefix) {
   cachet_options_init(o);
   o->unix_path = s->sock;
   o->prefix = prefix;
@@ -210,4 +226,64 @@ cachet *test_open(const test_server *s, const char *prefix) {
     abort();
   }
   return c;
+}
+
+int test_tls_certs(char *dir, size_t n) {
+  const char *src = getenv("CACHET_SOURCE_DIR");
+  const char *tmp = getenv("TMPDIR");
+  if (src == NULL ||
+      snprintf(dir, n, "%s/cachet-tls-XXXXXX",
+               tmp != NULL && tmp[0] ? tmp : "/tmp") >= (int)n ||
+      mkdtemp(dir) == NULL) {
+    fprintf(stderr, "harness: no CACHET_SOURCE_DIR, or no temp dir\n");
+    return -1;
+  }
+  char cmd[1024];
+  snprintf(cmd, sizeof cmd, "sh '%s/tests/tls_certs.sh' '%s'", src, dir);
+  if (system(cmd) != 0) {
+    fprintf(stderr, "harness: %s failed\n", cmd);
+    return -1;
+  }
+  return 0;
+}
+
+void test_tls_remove(const char *dir) {
+  static const char *const names[] = {"ca", "other-ca", "server", "client",
+                                      "expired"};
+  char path[400];
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    snprintf(path, sizeof path, "%s/%s.crt", dir, names[i]);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/%s.key", dir, names[i]);
+    unlink(path);
+  }
+  snprintf(path, sizeof path, "%s/ca.srl", dir);
+  unlink(path);
+  rmdir(dir);
+}
+
+int test_tls_server_start(test_server *s, const char *certs, const char *cert,
+                          int mutual, int *tls_port) {
+  char port[16], crt[300], key[300], ca[300];
+  snprintf(crt, sizeof crt, "%s/%s.crt", certs, cert);
+  snprintf(key, sizeof key, "%s/%s.key", certs, cert);
+  snprintf(ca, sizeof ca, "%s/ca.crt", certs);
+  for (int attempt = 0; attempt < 5; attempt++) {
+    *tls_port = test_free_port();
+    snprintf(port, sizeof port, "%d", *tls_port);
+    const char *extra[] = {"--tls-port",
+                           port,
+                           "--tls-cert-file",
+                           crt,
+                           "--tls-key-file",
+                           key,
+                           "--tls-ca-cert-file",
+                           ca,
+                           "--tls-auth-clients",
+                           mutual ? "yes" : "no",
+                           NULL};
+    if (test_server_start(s, extra) == 0)
+      return 0;
+  }
+  return -1;
 }

@@ -43,6 +43,18 @@ cachet *test_open(const test_server *s, const char *prefix);
 /* A unique free TCP port on 127.0.0.1 (bind to 0, read, close). */
 int test_free_port(void);
 
+/* Throwaway TLS material made by tests/tls_certs.sh (found through
+ * CACHET_SOURCE_DIR) in a fresh temp dir, whose path goes to dir[n]: ca,
+ * other-ca, server (127.0.0.1, ::1, localhost), client and expired, each
+ * .crt and .key. 0, or -1 after printing why. test_tls_remove deletes it. */
+int test_tls_certs(char *dir, size_t n);
+void test_tls_remove(const char *dir);
+/* Start `s` with a TLS port too (returned in *tls_port) serving
+ * <certs>/<cert>.crt; client certificates are required with `mutual`. The
+ * plaintext port and unix socket stay. 0 or -1. */
+int test_tls_server_start(test_server *s, const char *certs, const char *cert,
+                          int mutual, int *tls_port);
+
 /* Milliseconds of sleep (for tests that wait on TTLs). */
 void test_sleep_ms(int ms);
 

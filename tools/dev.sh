@@ -70,11 +70,12 @@ test)
   cmake --build build-noasync -j"$jobs" --target test_async
   build-noasync/tests/test_async
 
-  step "valgrind memcheck: core, fault, async and machine tests"
-  for t in test_core test_faults test_async test_core_via_async test_machines; do
-    valgrind --quiet --error-exitcode=99 --leak-check=full \
-      --errors-for-leak-kinds=definite,indirect --track-fds=no \
-      "build/tests/$t"
+  step "valgrind memcheck: core, fault, async, machine and TLS tests"
+  for t in test_core test_faults test_async test_core_via_async test_machines \
+    test_tls; do
+    CACHET_SOURCE_DIR=$here valgrind --quiet --error-exitcode=99 \
+      --leak-check=full --errors-for-leak-kinds=definite,indirect \
+      --track-fds=no "build/tests/$t"
   done
 
   step "fuzzing: the whole tree built with -DCACHET_FUZZ=ON, every target run, bounded"
