@@ -148,6 +148,9 @@ int cachet_conn_read(cachet_conn *cn, redisReply **out) {
   *out = NULL;
   if (cn->broken)
     return cachet_fail(CACHET_ECONN, "connection is broken");
+  /* Right after a command went out its reply cannot be here yet: wait for
+   * it first instead of asking the socket in vain (a system call each). */
+  int sent = cn->olen > 0;
   int rc = cachet_conn_flush(cn);
   char buf[16384];
   void *r = NULL;
@@ -161,9 +164,11 @@ int cachet_conn_read(cachet_conn *cn, redisReply **out) {
     if (cachet_reader_check(cn->reader, &cn->bound) != 0)
       return broken(cn, cachet_fail(CACHET_EPROTO, "redis: protocol error: %s",
                                     cn->bound.why));
-    int want = 0;
-    ssize_t n = cachet_sock_recv(&cn->s, buf, sizeof buf, &want);
-    if (n < 0)
+    int want = CACHET_SOCK_READ;
+    ssize_t n = 0;
+    if (sent)
+      sent = 0;
+    else if ((n = cachet_sock_recv(&cn->s, buf, sizeof buf, &want)) < 0)
       return broken(cn, (int)n);
     if (n == 0)
       rc = wait_for(cn, want, "redis");

@@ -34,6 +34,9 @@ typedef struct cli_command {
   void (*help)(FILE *out);
 } cli_command;
 
+/* The options every command's handle is made of: the environment, --url,
+ * --prefix and the --tls-* flags. */
+void cli_options(const cli *cl, cachet_options *o);
 /* Open (once) the handle from the environment plus --url/--prefix. On
  * failure prints the error and returns NULL; *exit_code is set. */
 cachet *cli_handle(cli *cl, int *exit_code);

@@ -412,11 +412,10 @@ static void demo_cleanup(demo *d) {
 
 static cachet *open_handle(demo *d, cli *cl, const char *keys) {
   cachet_options o;
-  cachet_options_init(&o);
-  o.use_env = 1;
-  o.url = cl->url;
+  cli_options(cl, &o);
   o.prefix = PREFIX;
   o.keys = keys;
+  o.progress = NULL;
   cachet *c = NULL;
   int rc = cachet_open(&c, &o);
   if (rc != CACHET_OK) {

@@ -17,9 +17,9 @@
   XX(set)                                                                      \
   XX(get)                                                                      \
   XX(del)                                                                      \
-  XX(exists) XX(ttl) XX(evict_tags) XX(clear) XX(prune) XX(lock) XX(fetch)     \
-      XX(stats) XX(health) XX(keygen) XX(inspect) XX(import) XX(demo)          \
-          XX(bench)
+  XX(exists)                                                                   \
+  XX(ttl) XX(evict_tags) XX(clear) XX(prune) XX(lock) XX(fetch) XX(stats)      \
+      XX(health) XX(keygen) XX(inspect) XX(import) XX(demo) XX(bench)
 
 #define DECLARE(n) extern const cli_command cli_cmd_##n __attribute__((weak));
 CMDS(DECLARE)
@@ -155,23 +155,27 @@ int main(int argc, char **argv) {
 
 /* ---- shared helpers ---------------------------------------------------- */
 
+void cli_options(const cli *cl, cachet_options *o) {
+  cachet_options_init(o);
+  o->use_env = 1;
+  o->url = cl->url;
+  o->prefix = cl->prefix;
+  o->tls_ca_file = cl->tls_ca;
+  o->tls_ca_dir = cl->tls_ca_dir;
+  o->tls_cert = cl->tls_cert;
+  o->tls_key = cl->tls_key;
+  o->tls_server_name = cl->tls_server_name;
+  if (cl->insecure)
+    o->tls_insecure = 1;
+  if (isatty(STDERR_FILENO))
+    o->progress = cli_progress;
+}
+
 cachet *cli_handle(cli *cl, int *exit_code) {
   if (cl->c != NULL)
     return cl->c;
   cachet_options o;
-  cachet_options_init(&o);
-  o.use_env = 1;
-  o.url = cl->url;
-  o.prefix = cl->prefix;
-  o.tls_ca_file = cl->tls_ca;
-  o.tls_ca_dir = cl->tls_ca_dir;
-  o.tls_cert = cl->tls_cert;
-  o.tls_key = cl->tls_key;
-  o.tls_server_name = cl->tls_server_name;
-  if (cl->insecure)
-    o.tls_insecure = 1;
-  if (isatty(STDERR_FILENO))
-    o.progress = cli_progress;
+  cli_options(cl, &o);
   int rc = cachet_open(&cl->c, &o);
   if (rc != CACHET_OK) {
     /* cachet_open connects nothing: its failures are refusals of the

@@ -321,6 +321,13 @@ static int setup_command(redisContext *ctx, const char *who, int argc,
 redisContext *cli_raw_connect(cachet *c, const char *who) {
   cachet_tool_server srv, *cfg = &srv;
   cachet_tool_server_get(c, &srv);
+  if (srv.tls) {
+    fprintf(stderr,
+            "cachet %s: a raw connection needs plaintext: hiredis 0.14, "
+            "which it uses, has no TLS\n",
+            who);
+    return NULL;
+  }
   struct timeval tv = {cfg->timeout_ms / 1000, (cfg->timeout_ms % 1000) * 1000};
   redisContext *ctx = cfg->unix_path != NULL
                           ? redisConnectUnixWithTimeout(cfg->unix_path, tv)
