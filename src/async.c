@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "conn.h"
 #include "error.h"
 #include "link.h"
 #include "op_batch.h"
@@ -71,6 +72,7 @@ typedef struct aconn {
   /* TLS may need the other direction: a write waiting for a read, or a
    * read waiting for a write. */
   int write_wants_read, read_wants_write;
+  const char *setup_what[2]; /* what a refusal of P_SETUP idx was */
   struct event *rev, *wev;
   char *out;
   size_t olen, ooff, ocap;
@@ -153,7 +155,7 @@ static void on_read(evutil_socket_t fd, short what, void *arg);
 static void on_write(evutil_socket_t fd, short what, void *arg);
 
 /* A new connection to node `node` (the server on a single server), with
- * AUTH and SELECT queued first (P_SETUP, idx 0 and 1). */
+ * AUTH and SELECT queued first (P_SETUP, idx: which, in setup_what). */
 static int conn_open(cachet_async *a, int node, aconn **out) {
   const cachet_config *cfg = &a->c->cfg;
   aconn *cn = calloc(1, sizeof *cn);
@@ -183,22 +185,12 @@ static int conn_open(cachet_async *a, int node, aconn **out) {
     event_add(cn->wev, NULL); /* writable: the connect is done, the TLS
                                  handshake can start */
   }
-  if (rc == CACHET_OK && cfg->password != NULL) {
-    const char *argv[3] = {"AUTH", cfg->username, cfg->password};
-    size_t lens[3] = {4, 0, strlen(cfg->password)};
-    int user = cfg->username != NULL;
-    if (user)
-      lens[1] = strlen(cfg->username);
-    else
-      argv[1] = cfg->password, lens[1] = lens[2];
-    rc = conn_send(cn, 2 + user, argv, lens, (apend){NULL, P_SETUP, 0, 0});
-  }
-  if (rc == CACHET_OK && cfg->db != 0 && a->rt == NULL) {
-    char db[16];
-    int n = snprintf(db, sizeof db, "%d", cfg->db);
-    rc = conn_send(cn, 2, (const char *[]){"SELECT", db},
-                   (size_t[]){6, (size_t)n}, (apend){NULL, P_SETUP, 1, 0});
-  }
+  cachet_setup su;
+  cachet_setup_commands(cfg, a->rt != NULL, &su);
+  for (int i = 0; rc == CACHET_OK && i < su.n; i++)
+    rc = conn_send(cn, su.argc[i], su.argv[i], su.lens[i],
+                   (apend){NULL, P_SETUP, (size_t)i, 0});
+  memcpy(cn->setup_what, su.what, sizeof cn->setup_what);
   if (rc != CACHET_OK) {
     conn_free(cn);
     return rc;
@@ -488,7 +480,7 @@ static void conn_reply(aconn *cn, redisReply *reply) {
        * reports it. */
       char d[512];
       (void)cachet_fail_bytes(CACHET_ESERVER, NULL, reply->str, reply->len);
-      snprintf(d, sizeof d, "%s refused: %s", p.idx ? "SELECT" : "AUTH",
+      snprintf(d, sizeof d, "%s refused: %s", cn->setup_what[p.idx],
                cachet_last_error());
       freeReplyObject(reply);
       conn_drop(cn, CACHET_ESERVER, d);

@@ -44,6 +44,29 @@ static int setup_command(cachet_conn *cn, int argc, const char **argv,
   return rc;
 }
 
+void cachet_setup_commands(const cachet_config *cfg, int node,
+                           cachet_setup *s) {
+  s->n = 0;
+  if (cfg->password != NULL) {
+    int user = cfg->username != NULL;
+    const char **a = s->argv[s->n];
+    size_t *l = s->lens[s->n];
+    a[0] = "AUTH", l[0] = 4;
+    a[1 + user] = cfg->password, l[1 + user] = strlen(cfg->password);
+    if (user)
+      a[1] = cfg->username, l[1] = strlen(cfg->username);
+    s->argc[s->n] = 2 + user;
+    s->what[s->n++] = "AUTH";
+  }
+  if (cfg->db != 0 && !node) {
+    int len = snprintf(s->db, sizeof s->db, "%d", cfg->db);
+    s->argv[s->n][0] = "SELECT", s->lens[s->n][0] = 6;
+    s->argv[s->n][1] = s->db, s->lens[s->n][1] = (size_t)len;
+    s->argc[s->n] = 2;
+    s->what[s->n++] = "SELECT";
+  }
+}
+
 int cachet_conn_connect(cachet_conn *cn, const cachet_config *cfg,
                         const cachet_tls *tls, const char *host, int port) {
   int node = host != NULL; /* a cluster node: its address, never SELECT */
@@ -62,22 +85,10 @@ int cachet_conn_connect(cachet_conn *cn, const cachet_config *cfg,
     cachet_reader_limits(cfg, &cn->bound);
     cachet_reader_attach(cn->reader, &cn->bound);
   }
-  if (rc == CACHET_OK && cfg->password != NULL) {
-    const char *argv[3] = {"AUTH", cfg->username, cfg->password};
-    size_t lens[3] = {4, 0, strlen(cfg->password)};
-    int user = cfg->username != NULL;
-    if (user)
-      lens[1] = strlen(cfg->username);
-    else
-      argv[1] = cfg->password, lens[1] = lens[2];
-    rc = setup_command(cn, 2 + user, argv, lens, "AUTH");
-  }
-  if (rc == CACHET_OK && cfg->db != 0 && !node) {
-    char db[16];
-    int n = snprintf(db, sizeof db, "%d", cfg->db);
-    rc = setup_command(cn, 2, (const char *[]){"SELECT", db},
-                       (size_t[]){6, (size_t)n}, "SELECT");
-  }
+  cachet_setup su;
+  cachet_setup_commands(cfg, node, &su);
+  for (int i = 0; rc == CACHET_OK && i < su.n; i++)
+    rc = setup_command(cn, su.argc[i], su.argv[i], su.lens[i], su.what[i]);
   if (rc != CACHET_OK)
     cachet_conn_close(cn);
   return rc;

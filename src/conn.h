@@ -16,6 +16,19 @@
 #include "reader.h"
 #include "sock.h"
 
+/* The commands a new connection sends before any other: AUTH (with the
+ * user name when one is set), then SELECT, never to a cluster node. Both
+ * drivers send these; a refusal is reported as "<what> refused: ...". */
+typedef struct cachet_setup {
+  int n;
+  int argc[2];
+  const char *argv[2][3];
+  size_t lens[2][3];
+  const char *what[2];
+  char db[16];
+} cachet_setup;
+void cachet_setup_commands(const cachet_config *cfg, int node, cachet_setup *s);
+
 /* A zeroed connection is a closed one. */
 typedef struct cachet_conn {
   cachet_sock s;
