@@ -56,10 +56,12 @@ static int node_dir(const test_cluster *cl, int i, char *out, size_t n) {
 }
 
 static int spawn_node(test_cluster *cl, int i) {
-  char port[16], dir[300], log[340], tport[16], crt[300], key[300], ca[300];
+  char port[16], bus[16], dir[300], log[340], tport[16], crt[300], key[300],
+      ca[300];
   node_dir(cl, i, dir, sizeof dir);
   mkdir(dir, 0700);
   snprintf(port, sizeof port, "%d", cl->port[i]);
+  snprintf(bus, sizeof bus, "%d", cl->bus_port[i]);
   snprintf(log, sizeof log, "%s/redis.log", dir);
   const char *server = getenv("CACHET_REDIS_SERVER");
   const char *argv[] = {server != NULL && server[0] ? server : "redis-server",
@@ -69,6 +71,8 @@ static int spawn_node(test_cluster *cl, int i) {
                         "127.0.0.1",
                         "--cluster-enabled",
                         "yes",
+                        "--cluster-port",
+                        bus,
                         "--cluster-config-file",
                         "nodes.conf",
                         "--cluster-node-timeout",
@@ -138,6 +142,10 @@ static int spawn_node(test_cluster *cl, int i) {
     }
     test_sleep_ms(20);
   }
+  /* Not up in time: stop it, so a retry on other ports is alone. */
+  kill(cl->pid[i], SIGKILL);
+  waitpid(cl->pid[i], NULL, 0);
+  cl->pid[i] = 0;
   return -1;
 }
 
@@ -249,19 +257,28 @@ static int start(test_cluster *cl, int masters, int replicas) {
     int ok = -1;
     /* A port can be taken between our probe and the server's bind. */
     for (int attempt = 0; attempt < 5 && ok != 0; attempt++) {
-      cl->port[i] = test_free_port();
-      cl->tls_port[i] = test_free_port();
+      int p[3] = {test_free_port(), test_free_port(), test_free_port()};
+      int clash = p[0] <= 0 || p[1] <= 0 || p[2] <= 0 || p[0] == p[1] ||
+                  p[0] == p[2] || p[1] == p[2];
       for (int j = 0; j < i; j++)
-        if (cl->port[j] == cl->port[i] || cl->tls_port[j] == cl->tls_port[i])
-          cl->port[i] = -1;
-      if (cl->tls_port[i] == cl->port[i])
-        cl->port[i] = -1;
-      /* The cluster bus listens on port + 10000. */
-      if (cl->port[i] > 0 && cl->port[i] < 55535)
+        for (int k = 0; k < 3; k++)
+          clash |= p[k] == cl->port[j] || p[k] == cl->tls_port[j] ||
+                   p[k] == cl->bus_port[j];
+      cl->port[i] = p[0];
+      cl->tls_port[i] = p[1];
+      cl->bus_port[i] = p[2];
+      if (!clash)
         ok = spawn_node(cl, i);
     }
     if (ok != 0) {
-      fprintf(stderr, "cluster harness: node %d did not start\n", i);
+      char path[320], line[256];
+      snprintf(path, sizeof path, "%s/n%d/redis.log", cl->dir, i);
+      FILE *f = fopen(path, "r");
+      fprintf(stderr, "cluster harness: node %d did not start; %s:\n", i, path);
+      while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        fprintf(stderr, "  %s", line);
+      if (f != NULL)
+        fclose(f);
       test_cluster_stop(cl);
       return -1;
     }

@@ -24,6 +24,10 @@ typedef struct test_cluster {
   /* A TLS cluster (test_cluster_start_tls): each node's TLS port, the
    * certificates' dir; the plaintext ports stay, for the harness. */
   int tls_port[TEST_CLUSTER_MAX];
+  /* Each node's cluster bus, chosen free like the others: the default,
+   * port + 10000 (the TLS port's with tls-cluster), can be out of range or
+   * another process's. */
+  int bus_port[TEST_CLUSTER_MAX];
   char certs[256];
 } test_cluster;
 

@@ -21,6 +21,7 @@ typedef struct task {
 static struct event_base *base;
 static int pipefd[2];
 static int started; /* under mu */
+static pthread_t loop_th;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static struct twin *twins;
@@ -49,10 +50,26 @@ static void in_child(void) {
   ntwins = 0;
 }
 
+static void stop_task(struct task *t) {
+  (void)t;
+  event_base_loopbreak(base);
+}
+
+/* At exit the loop thread stops and is joined: nothing is left running
+ * (or "possibly lost" under valgrind). */
+static void stop_loop(void) {
+  static task stop = {stop_task};
+  if (!started)
+    return;
+  task *t = &stop;
+  if (write(pipefd[1], &t, sizeof t) == (ssize_t)sizeof t)
+    pthread_join(loop_th, NULL);
+}
+
 static void start_loop(void) {
-  pthread_t th;
   static int once;
-  if (!once++ && pthread_atfork(NULL, NULL, in_child) != 0)
+  if (!once++ &&
+      (pthread_atfork(NULL, NULL, in_child) != 0 || atexit(stop_loop) != 0))
     abort();
   if ((base = event_base_new()) == NULL || pipe(pipefd) != 0 ||
       fcntl(pipefd[0], F_SETFL, O_NONBLOCK) != 0)
@@ -60,9 +77,8 @@ static void start_loop(void) {
   struct event *ev =
       event_new(base, pipefd[0], EV_READ | EV_PERSIST, on_pipe, NULL);
   if (ev == NULL || event_add(ev, NULL) != 0 ||
-      pthread_create(&th, NULL, loop_main, NULL) != 0)
+      pthread_create(&loop_th, NULL, loop_main, NULL) != 0)
     abort();
-  pthread_detach(th);
 }
 
 static void post(task *t) {

@@ -419,6 +419,53 @@ static void test_cluster_over_tls(void **state) {
   async_round(&o);
 }
 
+/* A raw command on cluster node i (its plaintext port); the reply, which
+ * the caller frees. */
+static redisReply *node_cmd(int i, const char *fmt, ...) {
+  redisContext *r = test_cluster_node(&cl, i);
+  assert_non_null(r);
+  va_list ap;
+  va_start(ap, fmt);
+  redisReply *x = redisvCommand(r, fmt, ap);
+  va_end(ap);
+  redisFree(r);
+  assert_non_null(x);
+  return x;
+}
+
+/* A slot moves while the handle's map still names its old master: the
+ * MOVED reply, given to a TLS client, names the new master's TLS port,
+ * and the command is followed there over TLS. */
+static void test_moved_is_followed_over_tls(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "tlsm:");
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+  char *vk = NULL;
+  size_t vkl = 0;
+  assert_int_equal(cachet_value_key(c, "k", 1, &vk, &vkl), CACHET_OK);
+  redisReply *x = node_cmd(0, "CLUSTER KEYSLOT %b", vk, vkl);
+  int slot = (int)x->integer;
+  freeReplyObject(x);
+  cachet_free(vk);
+  int from = test_cluster_owner(&cl, (unsigned)slot), to = (from + 1) % 3;
+  char fid[41], tid[41];
+  assert_int_equal(test_cluster_node_id(&cl, from, fid), 0);
+  assert_int_equal(test_cluster_node_id(&cl, to, tid), 0);
+  freeReplyObject(node_cmd(to, "CLUSTER SETSLOT %d IMPORTING %s", slot, fid));
+  freeReplyObject(node_cmd(from, "CLUSTER SETSLOT %d MIGRATING %s", slot, tid));
+  x = node_cmd(from, "CLUSTER GETKEYSINSLOT %d 100", slot);
+  for (size_t i = 0; i < x->elements; i++)
+    freeReplyObject(node_cmd(from, "MIGRATE 127.0.0.1 %d %b 0 5000",
+                             cl.tls_port[to], x->element[i]->str,
+                             x->element[i]->len)); /* tls-cluster: TLS */
+  freeReplyObject(x);
+  for (int i = 0; i < 3; i++)
+    freeReplyObject(node_cmd(i, "CLUSTER SETSLOT %d NODE %s", slot, tid));
+  expect_get(c, "k", "v");
+  assert_int_equal(test_cluster_owner(&cl, (unsigned)slot), to);
+  cachet_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_sync_operation_over_tls),
@@ -428,6 +475,7 @@ int main(void) {
       cmocka_unit_test(test_a_paused_server_times_out_over_tls),
       cmocka_unit_test(test_async_over_tls),
       cmocka_unit_test(test_cluster_over_tls),
+      cmocka_unit_test(test_moved_is_followed_over_tls),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
