@@ -1,8 +1,11 @@
 /* A pool of connections to one address (pool.h). */
+/* sem_clockwait (glibc 2.30): a deadline on CLOCK_MONOTONIC. */
+#define _GNU_SOURCE
 #include "pool.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -14,11 +17,6 @@ int cachet_slots_init(cachet_slots *s, int size) {
   memset(s, 0, sizeof *s);
   if ((s->free_idx = calloc((size_t)size, sizeof *s->free_idx)) == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory creating a pool");
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&s->cv, &ca);
-  pthread_condattr_destroy(&ca);
   pthread_mutex_init(&s->mu, NULL);
   for (int i = 0; i < size; i++)
     s->free_idx[i] = size - 1 - i;
@@ -30,33 +28,164 @@ void cachet_slots_destroy(cachet_slots *s) {
   if (s->free_idx == NULL)
     return;
   pthread_mutex_destroy(&s->mu);
-  pthread_cond_destroy(&s->cv);
   free(s->free_idx);
   s->free_idx = NULL;
 }
 
+static uint64_t mono_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec ns_ts(uint64_t ns) {
+  struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+  return ts;
+}
+
+/* The calling thread's slices: since when it has held slots of each pool
+ * it used last without waiting. A few, since one call may hold slots of
+ * two (a handle's link, then a cluster node's connection); a thread that
+ * uses more pools than that just waits its turn more often. */
+#define SLICES 4
+static _Thread_local struct {
+  const cachet_slots *s;
+  uint64_t start;
+} slices[SLICES];
+static _Thread_local unsigned slice_next;
+
+static uint64_t *slice_of(const cachet_slots *s) {
+  for (int i = 0; i < SLICES; i++)
+    if (slices[i].s == s)
+      return &slices[i].start;
+  return NULL;
+}
+
+static void slice_begin(const cachet_slots *s, uint64_t now) {
+  uint64_t *start = slice_of(s);
+  if (start == NULL) {
+    unsigned i = slice_next++ % SLICES;
+    slices[i].s = s;
+    start = &slices[i].start;
+  }
+  *start = now;
+}
+
+/* Whether the slice still lets this thread take slots past the queue. It
+ * is shortened when the queue is long against the timeout, so that slicing
+ * never makes the last waiter time out: its wait, about nwait/size slices,
+ * stays under a quarter of the timeout. Caller holds s->mu. */
+static int slice_live(const cachet_slots *s, uint64_t now) {
+  const uint64_t *start = slice_of(s);
+  if (start == NULL)
+    return 0;
+  uint64_t len = CACHET_SLOT_SLICE_NS;
+  if (s->nwait > 0) {
+    uint64_t cap =
+        s->timeout_ns * (uint64_t)s->size / (4u * (uint64_t)s->nwait);
+    if (cap < len)
+      len = cap;
+  }
+  return now - *start < len;
+}
+
+/* Take `w` out of the queue; the next waiter becomes head and must poll. */
+static void unlink_waiter(cachet_slots *s, cachet_slot_waiter *w) {
+  cachet_slot_waiter **pp = &s->head, *prev = NULL;
+  while (*pp != w) {
+    prev = *pp;
+    pp = &(*pp)->next;
+  }
+  *pp = w->next;
+  if (s->tail == w)
+    s->tail = prev;
+  s->nwait--;
+  if (prev == NULL && s->head != NULL)
+    sem_post(&s->head->wake);
+}
+
 int cachet_slots_take(cachet_slots *s, int timeout_ms, int *idx) {
-  struct timespec dl;
-  cachet_deadline_ts(timeout_ms, &dl);
   pthread_mutex_lock(&s->mu);
-  while (s->nfree == 0)
-    if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT &&
-        s->nfree == 0) {
+  uint64_t now = mono_ns();
+  s->timeout_ns = (uint64_t)timeout_ms * 1000000u;
+  if (s->nfree > 0 && (s->head == NULL || slice_live(s, now))) {
+    *idx = s->free_idx[--s->nfree];
+    pthread_mutex_unlock(&s->mu);
+    if (slice_of(s) == NULL)
+      slice_begin(s, now);
+    return CACHET_OK;
+  }
+  uint64_t deadline = now + (uint64_t)timeout_ms * 1000000u;
+  cachet_slot_waiter w = {.idx = -1};
+  sem_init(&w.wake, 0, 0);
+  if (s->tail != NULL)
+    s->tail->next = &w;
+  else
+    s->head = &w;
+  s->tail = &w;
+  s->nwait++;
+  int got = -1;
+  for (;;) {
+    /* Only the head polls: a slot its giver kept for a live slice, and did
+     * not come back for, is the head's after one poll period. */
+    uint64_t until = deadline;
+    if (s->head == &w && now + CACHET_SLOT_SLICE_NS < deadline)
+      until = now + CACHET_SLOT_SLICE_NS;
+    pthread_mutex_unlock(&s->mu);
+    struct timespec ts = ns_ts(until);
+    while (sem_clockwait(&w.wake, CLOCK_MONOTONIC, &ts) != 0 && errno == EINTR)
+      ;
+    if ((got = atomic_load_explicit(&w.idx, memory_order_acquire)) >= 0)
+      break;
+    pthread_mutex_lock(&s->mu);
+    now = mono_ns();
+    /* A hand-off that raced the deadline still counts: the slot is ours. */
+    if ((got = atomic_load_explicit(&w.idx, memory_order_relaxed)) >= 0) {
       pthread_mutex_unlock(&s->mu);
-      return cachet_fail(CACHET_ETIMEDOUT,
-                         "no pooled connection became free within %d ms "
-                         "(pool_size %d)",
-                         timeout_ms, s->size);
+      break;
     }
-  *idx = s->free_idx[--s->nfree];
-  pthread_mutex_unlock(&s->mu);
+    if (s->head == &w && s->nfree > 0) {
+      unlink_waiter(s, &w);
+      got = s->free_idx[--s->nfree];
+      pthread_mutex_unlock(&s->mu);
+      break;
+    }
+    if (now >= deadline) {
+      unlink_waiter(s, &w);
+      pthread_mutex_unlock(&s->mu);
+      break;
+    }
+  }
+  sem_destroy(&w.wake);
+  if (got < 0)
+    return cachet_fail(CACHET_ETIMEDOUT,
+                       "no pooled connection became free within %d ms "
+                       "(pool_size %d)",
+                       timeout_ms, s->size);
+  slice_begin(s, mono_ns());
+  *idx = got;
   return CACHET_OK;
 }
 
 void cachet_slots_give(cachet_slots *s, int idx) {
   pthread_mutex_lock(&s->mu);
-  s->free_idx[s->nfree++] = idx;
-  pthread_cond_signal(&s->cv);
+  cachet_slot_waiter *w = s->head;
+  if (w != NULL && !slice_live(s, mono_ns())) {
+    /* The slice is over: the slot goes to the longest waiter, and this
+     * thread's next take queues behind it. */
+    s->head = w->next;
+    s->nwait--;
+    if (s->head == NULL)
+      s->tail = NULL;
+    else
+      sem_post(&s->head->wake); /* the new head polls */
+    atomic_store_explicit(&w->idx, idx, memory_order_release);
+    /* Under the lock: a waiter that timed out takes the lock before it
+     * returns, so its semaphore outlives this post. */
+    sem_post(&w->wake);
+  } else {
+    s->free_idx[s->nfree++] = idx;
+  }
   pthread_mutex_unlock(&s->mu);
 }
 

@@ -2,7 +2,8 @@
 # The README's two commands:
 #   tools/dev.sh demo   install what is missing, build, run `cachet demo`
 #   tools/dev.sh test   install what is missing, build, run every test:
-#                       the normal build, the ASan+UBSan build, valgrind on the
+#                       the normal build, the ASan+UBSan build, a TSan build of
+#                       the threaded tests, valgrind on the
 #                       core, fault and async tests, the whole tree built in
 #                       the fuzzing configuration, and a bounded run of every
 #                       fuzz target (the packaging test is one of the ctest tests)
@@ -63,6 +64,16 @@ test)
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
+
+  step "TSan build: the tests that share a handle between threads"
+  tsan_tests=(test_slots test_core test_stampede)
+  cmake -S . -B build-tsan -DCACHET_WERROR=ON -DCACHET_SANITIZE=thread \
+    -DCACHET_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]}"
+  for t in "${tsan_tests[@]}"; do
+    CACHET_SOURCE_DIR=$here TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+      "build-tsan/tests/$t"
+  done
 
   step "without libevent: the async API links and says ENOTSUP"
   cmake -S . -B build-noasync -DCACHET_WERROR=ON -DCACHET_ASYNC=OFF \
