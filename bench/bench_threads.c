@@ -3,10 +3,13 @@
  * run:
  *   raw        hiredis, one connection per thread (the baseline);
  *   pool 8     one cachet handle on its default pool;
- *   pool = N   one cachet handle with a connection per thread.
+ *   pool = N   one cachet handle with a connection per thread;
+ *   mux 2      one cachet handle with 2 multiplexed connections
+ *              (auto-pipelining, cachet_options.multiplex).
  * Each figure is the median of ROUNDS rounds; the modes of one thread count
  * alternate within a round, so a slow spell of the machine hits them alike.
- * Goal: pool 8 at 16 and 32 threads >= 0.95 of pool 8 at 8 threads. */
+ * Goals: pool 8 at 16 and 32 threads >= 0.95 of pool 8 at 8 threads; mux 2
+ * at 32 threads >= 1.5 of raw at 32. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -16,13 +19,14 @@
 
 #include "common.h"
 
-#define ROUNDS 3
+#define ROUNDS 5
 #define MAX_THREADS 64
 #define KEY "hit"
 #define VALUE "a value of some size, about as large as a short JSON object"
 
-enum mode { RAW, POOL8, POOLN, NMODES };
-static const char *const mode_name[NMODES] = {"raw", "pool 8", "pool = N"};
+enum mode { RAW, POOL8, POOLN, MUX2, NMODES };
+static const char *const mode_name[NMODES] = {"raw", "pool 8", "pool = N",
+                                              "mux 2"};
 
 static test_server srv;
 static int run_ms = 1000;
@@ -71,7 +75,7 @@ static void *work(void *arg) {
   return NULL;
 }
 
-static cachet *open_handle(int pool) {
+static cachet *open_handle(int pool, int mux) {
   char url[64];
   snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
   cachet_options o;
@@ -79,6 +83,7 @@ static cachet *open_handle(int pool) {
   o.url = url;
   o.prefix = "bench-threads:";
   o.pool_size = pool;
+  o.multiplex = mux;
   cachet *c = NULL;
   if (cachet_open(&c, &o) != CACHET_OK || cachet_ping(c) != CACHET_OK) {
     fprintf(stderr, "bench_threads: %s\n", cachet_last_error());
@@ -91,9 +96,11 @@ static cachet *open_handle(int pool) {
 static double run(enum mode mode, int n) {
   cachet *c = NULL;
   if (mode == POOL8)
-    c = open_handle(8);
+    c = open_handle(8, 0);
   else if (mode == POOLN)
-    c = open_handle(n);
+    c = open_handle(n, 0);
+  else if (mode == MUX2)
+    c = open_handle(1, 2);
   static worker w[MAX_THREADS];
   atomic_store(&go, 0);
   atomic_store(&stop, 0);
@@ -140,14 +147,14 @@ int main(int argc, char **argv) {
               "usage: bench_threads [--ms=MS] [--threads=N] "
               "[--mode=0..%d]\n"
               "  --threads, --mode: one run only (for perf); modes: "
-              "0 raw, 1 pool 8, 2 pool = N\n",
+              "0 raw, 1 pool 8, 2 pool = N, 3 mux 2\n",
               NMODES - 1);
       return 2;
     }
   if (run_ms < 10)
     run_ms = 10;
   bench_server_start(&srv);
-  cachet *c = open_handle(1);
+  cachet *c = open_handle(1, 0);
   if (cachet_set(c, KEY, 3, VALUE, sizeof VALUE - 1, 0) != CACHET_OK) {
     fprintf(stderr, "bench_threads: %s\n", cachet_last_error());
     return 1;
@@ -197,6 +204,7 @@ int main(int argc, char **argv) {
          med[2][POOL8] / med[1][POOL8]);
   printf("pool 8: 32 threads / 8 threads %.3f (goal >= 0.95)\n",
          med[3][POOL8] / med[1][POOL8]);
+  bench_report("32 threads: mux 2 vs raw", med[3][MUX2], med[3][RAW]);
   bench_report("32 threads: pool 8 vs raw", med[3][POOL8], med[3][RAW]);
   test_server_stop(&srv);
   return 0;

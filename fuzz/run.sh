@@ -8,7 +8,9 @@
 # Environment:
 #   FUZZ_SECONDS     seconds per decoder target (default 30)
 #   FUZZ_OPS_SECONDS seconds per ops_* target, which run whole operation
-#                    sequences against a private Redis (default 60)
+#                    sequences against a private Redis (default 60);
+#                    ops_model_fuzzer runs once more, half as long, with
+#                    multiplexed connections
 #   FUZZ_BUILD_DIR   build directory (default: <repo>/build-fuzz)
 #   FUZZ_TARGETS     space-separated subset of targets (default: all)
 #   FUZZ_ARTIFACTS   where crash/leak inputs go (default: <build>/artifacts)
@@ -49,30 +51,44 @@ if [[ -z "${FUZZ_KEEP_WORK:-}" ]]; then
   trap 'rm -rf "$scratch"' EXIT
 fi
 
-failed=()
+# Each run: a target, and for ops_model_fuzzer a second run whose handles
+# use multiplexed connections (tests/harness.c reads CACHET_TEST_MULTIPLEX).
+runs=()
 for t in "${targets[@]}"; do
-  work="$scratch/$t"
+  runs+=("$t:")
+  [[ $t == ops_model_fuzzer ]] && runs+=("$t:mux")
+done
+
+failed=()
+for run in "${runs[@]}"; do
+  t=${run%%:*}
+  variant=${run#*:}
+  name=$t${variant:+-$variant}
+  work="$scratch/$name"
   mkdir -p "$work"
   if [[ -d "$here/corpus/$t" ]]; then
     cp -R "$here/corpus/$t/." "$work/"
   fi
   secs=$seconds
   [[ $t == ops_* ]] && secs=$ops_seconds
+  [[ -n $variant ]] && secs=$((secs / 2))
   args=("-max_total_time=$secs" "-print_final_stats=1"
-        "-artifact_prefix=$artifacts/$t-")
+        "-artifact_prefix=$artifacts/$name-")
   if [[ -f "$here/$t.dict" ]]; then
     args+=("-dict=$here/$t.dict")
   fi
-  log="$scratch/$t.log"
-  echo "== $t (${secs}s)"
-  if "$build/fuzz/$t" "${args[@]}" "$work" >"$log" 2>&1; then
-    runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" |
+  env=()
+  [[ $variant == mux ]] && env=(CACHET_TEST_MULTIPLEX=2)
+  log="$scratch/$name.log"
+  echo "== $t${variant:+ ($variant)} (${secs}s)"
+  if env "${env[@]}" "$build/fuzz/$t" "${args[@]}" "$work" >"$log" 2>&1; then
+    execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" |
       grep -o '[0-9]*$' || echo "?")
-    echo "   ok: $runs executions, corpus $(ls "$work" | wc -l) inputs"
+    echo "   ok: $execs executions, corpus $(ls "$work" | wc -l) inputs"
   else
     echo "   FAILED (see below; reproducer under $artifacts)"
     tail -n 40 "$log"
-    failed+=("$t")
+    failed+=("$name")
   fi
 done
 
@@ -83,4 +99,4 @@ if [[ ${#failed[@]} -gt 0 ]]; then
   echo "run.sh: failed: ${failed[*]}" >&2
   exit 1
 fi
-echo "run.sh: all ${#targets[@]} targets ran clean"
+echo "run.sh: all ${#targets[@]} targets ran clean (${#runs[@]} runs)"

@@ -32,9 +32,23 @@
  * Each call borrows a connection from the handle's internal pool for its
  * duration (see cachet_options.pool_size), so calls on one handle run in
  * parallel up to the pool size and wait, at most timeout_ms, for a free
- * connection beyond it. Option structs, lock handles and result structs are
- * plain data: a thread may use its own freely, but must not share one with
- * another thread without its own locking.
+ * connection beyond it. When threads outnumber connections, each holds
+ * connections in short slices (2 ms) rather than queueing on every call,
+ * which keeps the throughput of 8 threads (docs/DESIGN.md, "Threading").
+ *
+ * Multiplexing (cachet_options.multiplex = N, opt-in): the calls that take
+ * one step (get, exists, ttl, inspect, set, set_tags, delete, and the lock
+ * calls: acquire, release, extend) go instead over N shared connections, on
+ * which the requests of all threads are written together in one send and
+ * their replies matched in order. A few connections then serve many
+ * threads. Each request keeps its own timeout (ETIMEDOUT at timeout_ms
+ * after it was queued), and a connection that fails fails every request in
+ * flight on it with that status (ECONN ...), never a miss. Every other call
+ * (get_or_set, batches, evict, clear, prune, health) borrows from the pool.
+ *
+ * Option structs, lock handles and result structs are plain data: a thread
+ * may use its own freely, but must not share one with another thread
+ * without its own locking.
  */
 #ifndef CACHET_H
 #define CACHET_H
@@ -168,6 +182,14 @@ typedef struct cachet_options {
                             connect, each command's reply, and the wait for a
                             pooled connection. -1 = unset. */
   int pool_size;         /* Connections per handle, default 8. 0 = unset. */
+  int multiplex;         /* Env CACHET_MULTIPLEX: 1-64 connections on which
+                            the single-step calls of all threads are
+                            pipelined together (auto-pipelining; see
+                            "Multiplexing" above), besides the pool. 0 = off,
+                            the default. -1 = unset. Single server without
+                            TLS only (else CACHET_ECONFIG). The async API
+                            pipelines on its own loop and does not use
+                            these. */
   int use_env;           /* Non-zero: read CACHET_* variables for unset
                             fields. Default 0. */
 

@@ -37,6 +37,7 @@
 #define HOST_MAX 255
 #define MS_MAX 86400000 /* 24 hours */
 #define POOL_MAX 1024
+#define MULTIPLEX_MAX 64
 #define LEASE_MIN 100
 #define KEYS_FILE_MAX (64 * 1024)
 #define QUOTE_MAX 64 /* Bytes of a value quoted in a message before "...". */
@@ -760,6 +761,25 @@ static int resolve_int(const env *e, const char *opt, int val, int unset,
   return CACHET_OK;
 }
 
+/* Multiplexed connections: a single server in plaintext only (mux.h). */
+static int resolve_multiplex(cachet_config *cfg, const cachet_options *o,
+                             const env *e) {
+  int rc = resolve_int(
+      e, "multiplex", o->multiplex, -1, "CACHET_MULTIPLEX", 0, 0, MULTIPLEX_MAX,
+      "a number of multiplexed connections (0-64)", &cfg->multiplex);
+  if (rc != CACHET_OK || cfg->multiplex == 0)
+    return rc;
+  if (cfg->cluster)
+    return cachet_fail(CACHET_ECONFIG,
+                       "multiplex: not available in cluster mode (each "
+                       "command goes to the master of its slot)");
+  if (cfg->tls)
+    return cachet_fail(CACHET_ECONFIG,
+                       "multiplex: not available over TLS (one TLS session "
+                       "cannot be read and written by two threads at once)");
+  return CACHET_OK;
+}
+
 /* A size_t setting; 0 is the option's "unset", so explicit values are
  * always valid. */
 static int resolve_size(const env *e, size_t val, const char *var, size_t def,
@@ -1080,6 +1100,8 @@ int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
     rc = resolve_int(pe, "pool_size", opts->pool_size, 0, "CACHET_POOL_SIZE",
                      DEFAULT_POOL_SIZE, 1, POOL_MAX, "a pool size (1-1024)",
                      &cfg.pool_size);
+  if (rc == CACHET_OK)
+    rc = resolve_multiplex(&cfg, opts, pe);
   if (rc == CACHET_OK)
     rc = resolve_keys(&cfg, opts, pe);
   if (rc == CACHET_OK)

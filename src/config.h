@@ -20,6 +20,7 @@ typedef struct cachet_config {
   size_t prefixlen;
   int timeout_ms;      /* > 0 */
   int pool_size;       /* > 0 */
+  int multiplex;       /* 0 (off), or multiplexed connections (mux.h) */
   char *keys;          /* Keyring text or NULL. */
   int encrypt;         /* 0/1 */
   int accept_unsealed; /* 0/1 */

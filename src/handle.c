@@ -9,6 +9,7 @@
 
 #include "error.h"
 #include "link.h"
+#include "mux.h"
 #include "sodium_once.h"
 
 int cachet_open(cachet **out, const cachet_options *opts) {
@@ -39,7 +40,9 @@ int cachet_open(cachet **out, const cachet_options *opts) {
     goto fail;
   }
   if ((rc = cachet_tls_new(&c->cfg, &c->tls)) != CACHET_OK ||
-      (rc = cachet_links_create(c)) != CACHET_OK)
+      (rc = cachet_links_create(c)) != CACHET_OK ||
+      (c->cfg.multiplex > 0 &&
+       (rc = cachet_mux_create(c, &c->mux)) != CACHET_OK))
     goto fail;
   c->progress = opts->progress;
   c->progress_ud = opts->progress_ud;
@@ -48,6 +51,7 @@ int cachet_open(cachet **out, const cachet_options *opts) {
   *out = c;
   return CACHET_OK;
 fail:
+  cachet_links_destroy(c);
   cachet_tls_free(c->tls);
   cachet_keyring_free(c->keyring);
   cachet_config_free(&c->cfg);
@@ -58,6 +62,7 @@ fail:
 void cachet_close(cachet *c) {
   if (c == NULL)
     return;
+  cachet_mux_destroy(c->mux);
   cachet_links_destroy(c);
   cachet_tls_free(c->tls);
   cachet_keyring_free(c->keyring);

@@ -10,12 +10,14 @@
 #include "tls.h"
 
 struct cachet_links;
+struct cachet_mux;
 
 struct cachet {
   cachet_config cfg;
   cachet_keyring *keyring; /* NULL: values are stored unsealed. */
   cachet_tls *tls;         /* NULL: plaintext. */
   struct cachet_links *links; /* link.c */
+  struct cachet_mux *mux;     /* mux.c; NULL unless cfg.multiplex */
   cachet_counters counters;
   _Atomic uint64_t write_seq; /* picks the writes that prune (entry.c) */
   /* OOM refusals seen by the previous health probe, plus one (0: none

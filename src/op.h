@@ -97,6 +97,9 @@ typedef struct cachet_op_kind {
   const char *name; /* for messages: "set", "evict-tags" ... */
   int (*step)(cachet_op *op, const cachet_in *in, cachet_out *out);
   void (*free)(cachet_op *op); /* what the machine owns; not op itself */
+  /* 1: every step is a command or two with no state on the connection, so
+   * a handle with multiplexed connections sends them there (mux.h). */
+  int multiplex;
 } cachet_op_kind;
 
 /* The commands of one SEND, built in place: arguments are either borrowed

@@ -127,7 +127,7 @@ static int mget_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
 
 static void mget_free(cachet_op *op) { cachet_cmds_free(&op->cmds); }
 
-static const cachet_op_kind mget_kind = {"mget", mget_step, mget_free};
+static const cachet_op_kind mget_kind = {"mget", mget_step, mget_free, 0};
 
 int cachet_op_mget_init(cachet_op_mget *x, cachet *c, cachet_entry *e,
                         size_t n) {
@@ -654,7 +654,7 @@ static void mset_free(cachet_op *op) {
   cachet_cmds_free(&op->cmds);
 }
 
-static const cachet_op_kind mset_kind = {"mset", mset_step, mset_free};
+static const cachet_op_kind mset_kind = {"mset", mset_step, mset_free, 0};
 
 int cachet_op_mset_init(cachet_op_mset *x, cachet *c, cachet_entry *e,
                         size_t n) {

@@ -255,7 +255,7 @@ static void entry_free(cachet_op *op) {
   memset(x, 0, sizeof *x);
 }
 
-static const cachet_op_kind entry_kind = {"entry", entry_step, entry_free};
+static const cachet_op_kind entry_kind = {"entry", entry_step, entry_free, 1};
 
 static int init(cachet_op_entry *x, cachet *c, int mode, const void *key,
                 size_t keylen) {

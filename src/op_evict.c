@@ -275,7 +275,8 @@ static void evict_free(cachet_op *op) {
   cachet_cmds_free(&op->cmds);
 }
 
-static const cachet_op_kind evict_kind = {"evict-tags", evict_step, evict_free};
+static const cachet_op_kind evict_kind = {"evict-tags", evict_step, evict_free,
+                                          0};
 
 int cachet_op_evict_init(cachet_op_evict *x, cachet *c, const char *const *tags,
                          size_t ntags) {

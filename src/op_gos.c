@@ -250,7 +250,7 @@ static void gos_free(cachet_op *op) {
   memset(x, 0, sizeof *x);
 }
 
-static const cachet_op_kind gos_kind = {"get_or_set", gos_step, gos_free};
+static const cachet_op_kind gos_kind = {"get_or_set", gos_step, gos_free, 0};
 
 #define DEFAULT_LEASE_MS 3000
 #define DEFAULT_FETCH_WAIT_MS 30000

@@ -223,7 +223,8 @@ static int health_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
 
 static void health_free(cachet_op *op) { cachet_cmds_free(&op->cmds); }
 
-static const cachet_op_kind health_kind = {"health", health_step, health_free};
+static const cachet_op_kind health_kind = {"health", health_step, health_free,
+                                           0};
 
 void cachet_op_health_init(cachet_op_health *x, cachet *c) {
   cachet_op_begin(&x->op, sizeof *x, &health_kind, c);
@@ -271,7 +272,7 @@ static int info_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
   return cachet_op_done(out, CACHET_OK);
 }
 
-static const cachet_op_kind info_kind = {"info", info_step, health_free};
+static const cachet_op_kind info_kind = {"info", info_step, health_free, 0};
 
 void cachet_op_info_init(cachet_op_info *x, cachet *c) {
   cachet_op_begin(&x->op, sizeof *x, &info_kind, c);

@@ -58,7 +58,7 @@ static void key_free(cachet_op *op) {
   cachet_key_free(&x->vk);
 }
 
-static const cachet_op_kind key_kind = {"get", key_step, key_free};
+static const cachet_op_kind key_kind = {"get", key_step, key_free, 1};
 
 int cachet_op_key_init(cachet_op_key *x, cachet *c, int cmd, const void *key,
                        size_t keylen) {

@@ -123,7 +123,7 @@ static int lock_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
 
 static void lock_free(cachet_op *op) { cachet_cmds_free(&op->cmds); }
 
-static const cachet_op_kind lock_kind = {"lock", lock_step, lock_free};
+static const cachet_op_kind lock_kind = {"lock", lock_step, lock_free, 1};
 
 void cachet_op_lock_init(cachet_op_lock *x, cachet *c, int mode,
                          cachet_lock *lk, int64_t ttl_ms, int64_t wait_ms) {

@@ -325,7 +325,7 @@ static void scan_free(cachet_op *op) {
   cachet_cmds_free(&op->cmds);
 }
 
-static const cachet_op_kind scan_kind = {"scan", scan_step, scan_free};
+static const cachet_op_kind scan_kind = {"scan", scan_step, scan_free, 0};
 
 int cachet_op_scan_init(cachet_op_scan *x, cachet *c, int prune, int dry_run,
                         int clustered) {

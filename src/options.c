@@ -16,6 +16,7 @@ void cachet_options_init(cachet_options *opts) {
   opts->prefix = NULL;
   opts->timeout_ms = -1;
   opts->pool_size = 0;
+  opts->multiplex = -1;
   opts->use_env = 0;
   opts->keys = NULL;
   opts->keys_file = NULL;

@@ -13,6 +13,8 @@
  *  - after a transport failure, every command not yet answered gets that
  *    failure's own status and detail (the first cause, not "connection is
  *    broken"), and the connection is closed when it goes back.
+ * On a handle with multiplexed connections, a machine marked `multiplex`
+ * sends each SEND there instead (mux.h), with no connection borrowed.
  */
 #include "run.h"
 
@@ -25,6 +27,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "mux.h"
 #include "op_gos.h"
 #include "op_lock.h"
 
@@ -32,6 +35,7 @@
 
 typedef struct runner {
   cachet *c;
+  cachet_mux *mux; /* set: SENDs go over the multiplexed connections */
   cachet_link *cn;
   int nodes;
   const char **names;
@@ -51,6 +55,12 @@ typedef struct runner {
 } runner;
 
 static int borrow(runner *r) {
+  if (r->mux != NULL) {
+    r->names1[0] = "server";
+    r->names = r->names1;
+    r->nodes = 1;
+    return CACHET_OK;
+  }
   if (r->cn != NULL)
     return CACHET_OK;
   int rc = cachet_link_acquire(r->c, &r->cn);
@@ -113,13 +123,45 @@ static void fail_from(runner *r, size_t i, size_t n, int rc) {
   }
 }
 
+/* exchange() over the multiplexed connections. */
+static int exchange_mux(runner *r, const cachet_cmd *cmds, const size_t *idx,
+                        size_t n) {
+  redisReply *inl[RUN_INLINE], **reps = inl;
+  if (n > RUN_INLINE && (reps = malloc(n * sizeof *reps)) == NULL) {
+    int rc = cachet_fail(CACHET_ENOMEM, "out of memory");
+    for (size_t j = 0; j < n; j++)
+      fail_from(r, idx[j], idx[j] + 1, rc);
+    return rc;
+  }
+  int rc = cachet_mux_exchange(r->mux, cmds, idx, n, reps);
+  if (rc != CACHET_OK)
+    snprintf(r->detail, sizeof r->detail, "%s", cachet_last_error());
+  for (size_t j = 0; j < n; j++) {
+    size_t i = idx[j];
+    if (r->res[i].reply != NULL)
+      freeReplyObject(r->res[i].reply);
+    r->res[i] = rc == CACHET_OK ? (cachet_res){CACHET_OK, reps[j], NULL}
+                                : (cachet_res){rc, NULL, r->detail};
+    r->from[i] = 0;
+  }
+  if (reps != inl)
+    free(reps);
+  return rc;
+}
+
 /* Append the commands idx[0..n), then read their replies in order. */
 static int exchange(runner *r, const cachet_cmd *cmds, const size_t *idx,
                     size_t n) {
+  if (r->mux != NULL)
+    return exchange_mux(r, cmds, idx, n);
   for (size_t j = 0; j < n; j++) {
     int rc = append_cmd(r, &cmds[idx[j]]);
     if (rc != CACHET_OK) {
       cachet_link_break(r->cn); /* commands may sit unsent */
+      /* None of them is answered: each outcome is this failure, never
+       * an empty success. */
+      for (size_t q = 0; q < n; q++)
+        fail_from(r, idx[q], idx[q] + 1, rc);
       return rc;
     }
   }
@@ -147,7 +189,19 @@ static int load_script(runner *r, int node, int id) {
   const char *argv[3] = {"SCRIPT", "LOAD", s->body};
   size_t lens[3] = {6, 4, s->len};
   redisReply *rep = NULL;
-  int rc = cachet_link_command_at(r->cn, node, 3, argv, lens, &rep);
+  int rc;
+  if (r->mux != NULL) {
+    const cachet_cmd cmd = {3, argv, lens, node, -1};
+    const size_t zero = 0;
+    rc = cachet_mux_exchange(r->mux, &cmd, &zero, 1, &rep);
+  } else {
+    rc = cachet_link_command_at(r->cn, node, 3, argv, lens, &rep);
+  }
+  if (rc == CACHET_OK && rep->type == REDIS_REPLY_ERROR) {
+    /* Refused (out of memory, a read-only replica ...): its own words. */
+    rc = cachet_fail_bytes(CACHET_ESERVER, "SCRIPT LOAD: ", rep->str, rep->len);
+    freeReplyObject(rep);
+  }
   if (rc != CACHET_OK)
     return rc;
   CACHET_COUNT(r->c, script_reloads, 1);
@@ -310,6 +364,8 @@ int cachet_run(cachet *c, cachet_op *op) {
   r.idx = r.idx_inl;
   r.from = r.from_inl;
   r.cap = RUN_INLINE;
+  if (c->mux != NULL && op->k->multiplex)
+    r.mux = c->mux;
   cachet_in in = {0};
   /* Borrow first, for the node snapshot. If that fails the machine still
    * runs, and its first SEND gets the failure: it decides what that means

@@ -213,6 +213,10 @@ void test_options(const test_server *s, cachet_options *o, const char *prefix) {
   cachet_options_init(o);
   o->unix_path = s->sock;
   o->prefix = prefix;
+  /* The suites again with multiplexed connections (the *_mux tests). */
+  const char *mux = getenv("CACHET_TEST_MULTIPLEX");
+  if (mux != NULL)
+    o->multiplex = atoi(mux);
 }
 
 cachet *test_open(const test_server *s, const char *prefix) {

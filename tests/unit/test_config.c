@@ -838,6 +838,13 @@ static void test_resolve_pool_size_variable_must_be_in_range(void **state) {
   expect_var_fail("CACHET_POOL_SIZE", "1025", "pool size (1-1024)");
 }
 
+static void test_resolve_multiplex_variable_must_be_in_range(void **state) {
+  (void)state;
+  expect_var_fail("CACHET_MULTIPLEX", "65", "multiplexed connections (0-64)");
+  expect_var_fail("CACHET_MULTIPLEX", "-1", "multiplexed connections (0-64)");
+  expect_var_fail("CACHET_MULTIPLEX", "2x", "multiplexed connections (0-64)");
+}
+
 static void test_resolve_size_variables_must_be_positive(void **state) {
   (void)state;
   expect_var_fail("CACHET_MAX_VALUE_SIZE", "0", "size in bytes");
@@ -1269,6 +1276,7 @@ int main(void) {
       cmocka_unit_test(
           test_resolve_timeout_variable_must_be_positive_and_bounded),
       cmocka_unit_test(test_resolve_pool_size_variable_must_be_in_range),
+      cmocka_unit_test(test_resolve_multiplex_variable_must_be_in_range),
       cmocka_unit_test(test_resolve_size_variables_must_be_positive),
       cmocka_unit_test(test_resolve_lease_and_wait_variables_are_checked),
       cmocka_unit_test(test_resolve_bool_variables_must_parse),

@@ -62,6 +62,7 @@ static void usage(FILE *out) {
       "Environment: CACHET_URL, CACHET_HOST, CACHET_PORT, CACHET_DB,\n"
       "CACHET_USERNAME, CACHET_PASSWORD, CACHET_USE_TLS, CACHET_TLS_*,\n"
       "CACHET_KEY_PREFIX, CACHET_TIMEOUT_MS, CACHET_POOL_SIZE,\n"
+      "CACHET_MULTIPLEX, "
       "CACHET_KEYS, CACHET_KEYS_FILE, CACHET_ENCRYPT,\n"
       "CACHET_ACCEPT_UNSEALED (defaults: cachet(1) and the README).\n\n"
       "Exit codes:\n"
