@@ -14,13 +14,13 @@
 -- The renamed index keeps its TTL, which is never shorter than any member's,
 -- so a snapshot never expires before the entries it lists.
 --
--- Work: O(1). RENAME is O(1) because the destination does not exist.
+-- Work: O(1), two commands: RENAMENX renames only when the evicting index
+-- does not exist, which answers both questions at once.
 
-if redis.call('EXISTS', KEYS[2]) == 1 then
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('RENAMENX', KEYS[1], KEYS[2]) == 1 then
+    return 2
+  end
   return 1
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('RENAME', KEYS[1], KEYS[2])
-  return 2
-end
-return 0
+return redis.call('EXISTS', KEYS[2])

@@ -22,8 +22,9 @@
 --
 -- Returns {evicted, skipped, stale}: evicted counts values that existed.
 --
--- Work: O(n + sum of the members' tags * log M) for indexes of M members.
--- The caller bounds n (64) and the sum of tags (about 1024 per call).
+-- Work: O(n + sum of the members' tags * log M) for indexes of M members,
+-- in n + 3 + (other tags) commands. The caller bounds n (64) and the sum of
+-- tags (about 1024 per call).
 
 local ekey, tkey = KEYS[1], KEYS[2]
 local tag = ARGV[1]
@@ -34,7 +35,13 @@ for i = 3 + 2 * n, #KEYS do
   index_of[ARGV[i - n]] = KEYS[i]
 end
 
-local evicted, skipped, stale = 0, 0, 0
+-- Each member is checked on its own; what the evicted ones leave behind is
+-- then removed with one command per key it touches, not one per member:
+-- Lua's cost per command is what bounds a chunk.
+local skipped, stale = 0, 0
+local doomed, gone, leave = {}, {}, {}
+local nsets = 0
+local from = {} -- other index key -> evicted members in it
 for i = 1, n do
   local member = ARGV[2 + i]
   local vkey, skey = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
@@ -48,20 +55,40 @@ for i = 1, n do
     end
   end
   if not has then
-    redis.call('ZREM', ekey, member)
+    leave[#leave + 1] = member
     stale = stale + 1
   elseif unknown then
     skipped = skipped + 1
   else
-    evicted = evicted + redis.call('DEL', vkey)
-    redis.call('DEL', skey)
+    doomed[#doomed + 1] = vkey
+    doomed[#doomed + 1] = skey
+    nsets = nsets + 1
+    gone[#gone + 1] = member
+    leave[#leave + 1] = member
     for _, t in ipairs(tags) do
       if t ~= tag then
-        redis.call('ZREM', index_of[t], member)
+        local k = index_of[t]
+        local list = from[k]
+        if not list then
+          list = {}
+          from[k] = list
+        end
+        list[#list + 1] = member
       end
     end
-    redis.call('ZREM', ekey, member)
-    redis.call('ZREM', tkey, member)
   end
+end
+local evicted = 0
+if #gone > 0 then
+  -- Every doomed tag set exists (it holds the tag): what DEL counts beyond
+  -- them are the values.
+  evicted = redis.call('DEL', unpack(doomed)) - nsets
+  redis.call('ZREM', tkey, unpack(gone))
+  for k, list in pairs(from) do
+    redis.call('ZREM', k, unpack(list))
+  end
+end
+if #leave > 0 then
+  redis.call('ZREM', ekey, unpack(leave))
 end
 return {evicted, skipped, stale}

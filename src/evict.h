@@ -1,6 +1,6 @@
-/* Tag eviction's bounds and chunk planning, shared by the sync driver
- * (tags.c) and the async one (async_tags.c) so that both keep the same
- * promises. Internal and pure (no I/O); see docs/DESIGN.md, "evict-tags". */
+/* Tag eviction's bounds and chunk planning, for the evict-tags machine
+ * (op_evict.c), which both APIs drive. Internal and pure (no I/O); see
+ * docs/DESIGN.md, "evict-tags". */
 #ifndef CACHET_EVICT_H
 #define CACHET_EVICT_H
 
@@ -10,6 +10,10 @@
  * tag sets and memberships) one evict_chunk call may perform. */
 #define CACHET_EVICT_MEMBERS 64
 #define CACHET_EVICT_OPS 1024
+/* Most commands in one pipelined SEND of an eviction, so that one call
+ * cannot flood the server's output buffers (a few hundred KB of replies at
+ * most); lanes beyond it wait for the next SEND. */
+#define CACHET_EVICT_PIPELINE 4096
 /* Rounds of begin/drain per bucket before giving up under contention: each
  * round is one more concurrent eviction of the same tag. */
 #define CACHET_EVICT_BEGINS 64

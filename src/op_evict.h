@@ -6,18 +6,30 @@
 #include "evict.h"
 #include "op.h"
 
+/* One bucket of one tag being drained: a lane. Every lane advances in the
+ * same pipelined SEND, so the round trips of an eviction do not grow with
+ * the buckets and tags it touches. */
+typedef struct cachet_evict_lane {
+  unsigned ti, bucket; /* the tag (index in tags) and the bucket */
+  int phase;           /* what it sends next: begin, range, sets, chunk */
+  int begin;           /* what evict_begin said last: 1 or 2 */
+  int round, idle;
+  size_t cmd0, ncmd; /* its commands in the current SEND */
+  /* The chunk being built: the ZRANGE reply and each member's tag set. */
+  redisReply *range;
+  redisReply **sets;
+  size_t nsets;
+} cachet_evict_lane;
+
 typedef struct cachet_op_evict {
   cachet_op op;
   char **tags; /* owned copies */
-  size_t ntags, ti;
-  unsigned char live[CACHET_BUCKETS]; /* buckets with a t or e key */
-  unsigned bucket;
-  int begin, round, idle;
+  size_t ntags;
+  size_t swept, sweep_to; /* tags swept so far; being swept: [swept, to) */
+  cachet_evict_lane *lanes;
+  size_t nlanes, lanecap;
   uint64_t evicted; /* entries whose value was deleted, so far */
-  /* The chunk being built: the ZRANGE reply and each member's tag set. */
-  redisReply *range;
-  redisReply *sets[CACHET_EVICT_MEMBERS];
-  size_t nsets;
+  uint64_t sends;   /* pipelined round trips so far (for tests, benches) */
 } cachet_op_evict;
 
 /* Tags are checked (EINVAL) and copied; ENOMEM. Either way nothing to

@@ -14,10 +14,12 @@
 
 #include <cmocka.h>
 
+#include "cachet_scripts.h"
 #include "envelope.h"
 #include "harness.h"
 #include "keys.h"
-#include "cachet_scripts.h"
+#include "op_evict.h"
+#include "run.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -469,8 +471,8 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   char *gone = rkey(c, CACHET_KIND_STAGED, "0000000000000000:m1", "m1");
   const cachet_script *sc = &cachet_scripts[CACHET_SCRIPT_SET_TAGS];
   test_command(test_group_server(), "SCRIPT LOAD %b", sc->body, sc->len);
-  const char *args[11] = {"EVALSHA", sc->sha, "3", v1, mk, gone, "", "0",
-                          "0",       "0",     "m1"};
+  const char *args[11] = {"EVALSHA", sc->sha, "3", v1,  mk,  gone,
+                          "",        "0",     "0", "0", "m1"};
   size_t lens[11];
   for (int i = 0; i < 11; i++)
     lens[i] = strlen(args[i]);
@@ -1104,12 +1106,15 @@ test_script_flush_mid_eviction_and_prune_is_invisible(void **state) {
   cachet *c = NULL;
   assert_int_equal(cachet_open(&c, &o), CACHET_OK);
   const char *tags[] = {"f", "g"};
-  populate(c, "k", 0, 3000, "v", tags, 2, 0);
+  /* Every bucket is drained in the same round trips, so the flush lands
+   * mid-eviction only when a bucket takes more than one chunk: 40000
+   * entries are ~156 a bucket, three chunks of 64. */
+  populate(c, "k", 0, 40000, "v", tags, 2, 0);
   cachet_metrics before;
   cachet_metrics_snapshot(c, &before);
   uint64_t n = 0;
   assert_int_equal(cachet_evict_tags(c, tags, 1, &n), CACHET_OK);
-  assert_int_equal(n, 3000);
+  assert_int_equal(n, 40000);
   assert_true(f.flushed);
   cachet_metrics after;
   cachet_metrics_snapshot(c, &after);
@@ -1140,6 +1145,84 @@ test_script_flush_mid_eviction_and_prune_is_invisible(void **state) {
   cachet_close(c);
 }
 
+/* ---- Round trips ------------------------------------------------------- */
+
+/* The evict-tags machine run directly, for its count of pipelined round
+ * trips (the public call returns only the entries evicted). */
+static uint64_t evict_round_trips(cachet *c, const char *const *tags,
+                                  size_t ntags, uint64_t *evicted) {
+  cachet_op_evict x;
+  assert_int_equal(cachet_op_evict_init(&x, c, tags, ntags), CACHET_OK);
+  assert_int_equal(cachet_run(c, &x.op), CACHET_OK);
+  uint64_t sends = x.sends;
+  *evicted = x.evicted;
+  x.op.k->free(&x.op);
+  return sends;
+}
+
+static void test_evict_round_trips_do_not_grow_with_buckets(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "rt:");
+  redisContext *r = test_redis(test_group_server());
+  /* One tag of 200 entries, each with a second tag: ~140 buckets. A sweep,
+   * begin+range, tag sets, chunk+range: 4, where a bucket at a time took
+   * ~4 per bucket. */
+  const char *one[] = {"user:42", "other"};
+  populate(c, "a", 0, 200, "v", one, 2, 0);
+  unsigned char hit[CACHET_BUCKETS] = {0};
+  long long live = 0;
+  for (int i = 0; i < 200; i++) {
+    char key[16];
+    int kl = snprintf(key, sizeof key, "a%d", i);
+    live += !hit[cachet_bucket(key, (size_t)kl)]++;
+  }
+  /* Scripts already loaded, as in a running service: a NOSCRIPT answer
+   * sends a command again behind its pipeline, which costs a round trip
+   * or two once. */
+  for (int id = 0; id < CACHET_SCRIPT_COUNT; id++)
+    test_command(test_group_server(), "SCRIPT LOAD %b", cachet_scripts[id].body,
+                 cachet_scripts[id].len);
+  long long exists0 = test_cmdstat(r, "exists", "calls");
+  long long scripts0 = test_scripts_run(r);
+  uint64_t evicted = 0;
+  uint64_t rt = evict_round_trips(c, one, 1, &evicted);
+  assert_int_equal(evicted, 200);
+  assert_int_equal(rt, 4); /* the goal: at most 10 */
+  /* Per bucket with members: one evict_begin (whose EXISTS counts here
+   * too) and one evict_chunk; and the sweep, one EXISTS t e per bucket.
+   * Empty buckets cost nothing more. */
+  assert_int_equal(test_scripts_run(r) - scripts0, 2 * live);
+  assert_int_equal(test_cmdstat(r, "exists", "calls") - exists0,
+                   CACHET_BUCKETS + live);
+  /* 50 tags of 200 entries each: the round trips are those of one tag
+   * and a few more for the pipeline cap, not fifty times as many. */
+  char names[50][16];
+  const char *tags[50];
+  for (int t = 0; t < 50; t++) {
+    snprintf(names[t], sizeof names[t], "product:%d", t);
+    tags[t] = names[t];
+    const char *two[] = {names[t], "shared"};
+    char stem[16];
+    snprintf(stem, sizeof stem, "p%d-", t);
+    populate(c, stem, 0, 200, "v", two, 2, 0);
+  }
+  rt = evict_round_trips(c, tags, 50, &evicted);
+  assert_int_equal(evicted, 50 * 200);
+  assert_in_range(rt, 1, 40);
+  /* Nothing of them is left readable, and the shared tag's indexes hold
+   * no member of theirs. */
+  for (int t = 0; t < 50; t += 7) {
+    char key[24];
+    snprintf(key, sizeof key, "p%d-%d", t, t * 3);
+    assert_false(test_hit(c, key, NULL));
+  }
+  const char *shared[] = {"shared"};
+  assert_int_equal(evict_round_trips(c, shared, 1, &evicted), 1);
+  assert_int_equal(evicted, 0);
+  redisFree(r);
+  cachet_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_index_ttl_is_only_lengthened),
@@ -1147,6 +1230,7 @@ int main(void) {
       cmocka_unit_test(test_evict_tag_removes_only_entries_carrying_it),
       cmocka_unit_test(test_evict_tags_after_overwrite_keeps_new_value),
       cmocka_unit_test(test_evict_of_several_tags_counts_each_entry_once),
+      cmocka_unit_test(test_evict_round_trips_do_not_grow_with_buckets),
       cmocka_unit_test(test_evict_rejects_empty_tag),
       cmocka_unit_test(test_delete_removes_index_memberships),
       cmocka_unit_test(test_set_without_tags_drops_memberships),

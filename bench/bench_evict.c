@@ -1,0 +1,203 @@
+/* bench_evict: tag eviction and clear at the speed of the work. Against the
+ * physical floor measured in the same run on the same private server: one
+ * raw pipelined UNLINK per key of what the eviction deletes (the values,
+ * their tag sets and the tags' index keys), which has none of the
+ * bookkeeping and none of the atomicity.
+ *
+ *   bench_evict [--rounds N]
+ *
+ * Workloads (100-byte values, each entry with 2 tags, TCP loopback):
+ *   evict 50 tags x 200 entries   goal: <= 2x the raw UNLINKs
+ *   evict 1 tag of 200 entries    goal: <= 10 round trips (printed)
+ *   clear 20k tagged entries      against the raw UNLINKs of its keys
+ * Each figure is the median of the rounds; the data is written again before
+ * each round, outside the timing. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common.h"
+#include "op_evict.h"
+#include "run.h"
+
+#define VALUE_LEN 100
+#define MAX_ROUNDS 15
+
+static test_server srv;
+static char value[VALUE_LEN];
+
+static void die(const char *what) {
+  fprintf(stderr, "bench_evict: %s: %s\n", what, cachet_last_error());
+  exit(1);
+}
+
+/* ntags tags of `per` entries each; entry i of tag t also carries tag
+ * "extra<t % 5>", so every eviction touches a second index. */
+static void populate(cachet *c, const char *stem, int ntags, int per) {
+  cachet_entry *e = calloc((size_t)per, sizeof *e);
+  char(*keys)[32] = calloc((size_t)per, sizeof *keys);
+  if (e == NULL || keys == NULL)
+    die("out of memory");
+  for (int t = 0; t < ntags; t++) {
+    char tag[32], extra[16];
+    snprintf(tag, sizeof tag, "%s-tag%d", stem, t);
+    snprintf(extra, sizeof extra, "extra%d", t % 5);
+    const char *tags[2] = {tag, extra};
+    for (int i = 0; i < per; i++) {
+      int kl = snprintf(keys[i], sizeof keys[i], "%s:%d:%d", stem, t, i);
+      e[i] = (cachet_entry){.key = keys[i],
+                            .keylen = (size_t)kl,
+                            .val = value,
+                            .len = VALUE_LEN,
+                            .ttl_ms = 600000,
+                            .tags = tags,
+                            .ntags = 2};
+    }
+    if (cachet_mset(c, e, (size_t)per) != CACHET_OK)
+      die("mset");
+    for (int i = 0; i < per; i++)
+      free(e[i].out);
+  }
+  free(keys);
+  free(e);
+}
+
+/* Every key under the prefix, as the raw baseline deletes them. */
+static redisReply *all_keys(redisContext *r, const char *prefix) {
+  redisReply *rep = redisCommand(r, "KEYS %s*", prefix);
+  if (rep == NULL || rep->type != REDIS_REPLY_ARRAY)
+    die("KEYS");
+  return rep;
+}
+
+/* One pipelined UNLINK per key, all written before any reply is read. */
+static uint64_t raw_unlink(redisContext *r, const redisReply *keys) {
+  uint64_t t0 = bench_ns();
+  for (size_t i = 0; i < keys->elements; i++)
+    redisAppendCommand(r, "UNLINK %b", keys->element[i]->str,
+                       keys->element[i]->len);
+  for (size_t i = 0; i < keys->elements; i++) {
+    redisReply *x = NULL;
+    if (redisGetReply(r, (void **)&x) != REDIS_OK)
+      die("UNLINK");
+    freeReplyObject(x);
+  }
+  return bench_ns() - t0;
+}
+
+static uint64_t evict(cachet *c, const char *stem, int ntags, uint64_t *rt,
+                      uint64_t *n) {
+  char names[64][32];
+  const char *tags[64];
+  for (int t = 0; t < ntags; t++) {
+    snprintf(names[t], sizeof names[t], "%s-tag%d", stem, t);
+    tags[t] = names[t];
+  }
+  cachet_op_evict x;
+  if (cachet_op_evict_init(&x, c, tags, (size_t)ntags) != CACHET_OK)
+    die("evict init");
+  uint64_t t0 = bench_ns();
+  int rc = cachet_run(c, &x.op);
+  uint64_t dt = bench_ns() - t0;
+  if (rc != CACHET_OK)
+    die("evict");
+  *rt = x.sends;
+  *n = x.evicted;
+  x.op.k->free(&x.op);
+  return dt;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double median_ms(uint64_t *v, int n) {
+  qsort(v, (size_t)n, sizeof *v, cmp_u64);
+  return (double)v[n / 2] / 1e6;
+}
+
+static cachet *open_handle(const char *prefix) {
+  char url[64];
+  snprintf(url, sizeof url, "redis://127.0.0.1:%d", srv.port);
+  cachet_options o;
+  cachet_options_init(&o);
+  o.url = url;
+  o.prefix = prefix;
+  cachet *c = NULL;
+  if (cachet_open(&c, &o) != CACHET_OK || cachet_ping(c) != CACHET_OK)
+    die("open");
+  return c;
+}
+
+/* Evict ntags x per, and the raw UNLINK of the same keys, `rounds` times. */
+static void evict_workload(const char *name, int ntags, int per, int rounds,
+                           redisContext *raw) {
+  uint64_t ev[MAX_ROUNDS], un[MAX_ROUNDS], rt = 0, n = 0;
+  cachet *c = open_handle("bev:");
+  for (int k = 0; k < rounds; k++) {
+    populate(c, "w", ntags, per);
+    ev[k] = evict(c, "w", ntags, &rt, &n);
+    if (n != (uint64_t)ntags * (uint64_t)per)
+      die("evicted another count");
+    /* The same keys again, this time for the raw side: the values, their
+     * tag sets and the index keys the eviction emptied. */
+    populate(c, "w", ntags, per);
+    redisReply *keys = all_keys(raw, "bev:");
+    un[k] = raw_unlink(raw, keys);
+    freeReplyObject(keys);
+  }
+  double e = median_ms(ev, rounds), u = median_ms(un, rounds);
+  printf("%-30s cachet %8.2f ms   raw UNLINK %8.2f ms   ratio %.2f   round "
+         "trips %llu\n",
+         name, e, u, e / u, (unsigned long long)rt);
+  cachet_close(c);
+}
+
+static void clear_workload(int entries, int rounds, redisContext *raw) {
+  uint64_t cl[MAX_ROUNDS], un[MAX_ROUNDS];
+  cachet *c = open_handle("bcl:");
+  for (int k = 0; k < rounds; k++) {
+    populate(c, "c", entries / 200, 200);
+    uint64_t t0 = bench_ns(), n = 0;
+    if (cachet_clear(c, 0, &n) != CACHET_OK)
+      die("clear");
+    cl[k] = bench_ns() - t0;
+    populate(c, "c", entries / 200, 200);
+    redisReply *keys = all_keys(raw, "bcl:");
+    un[k] = raw_unlink(raw, keys);
+    freeReplyObject(keys);
+  }
+  double e = median_ms(cl, rounds), u = median_ms(un, rounds);
+  printf("%-30s cachet %8.2f ms   raw UNLINK %8.2f ms   ratio %.2f\n",
+         "clear 20k tagged entries", e, u, e / u);
+  cachet_close(c);
+}
+
+int main(int argc, char **argv) {
+  int rounds = 5;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+      rounds = atoi(argv[++i]);
+    else {
+      fprintf(stderr, "usage: bench_evict [--rounds N]\n");
+      return 2;
+    }
+  }
+  if (rounds < 1 || rounds > MAX_ROUNDS)
+    rounds = 5;
+  memset(value, 'v', sizeof value);
+  bench_server_start(&srv);
+  redisContext *raw = redisConnect("127.0.0.1", srv.port);
+  if (raw == NULL || raw->err)
+    die("raw connect");
+  printf("bench_evict: %d-byte values, 2 tags each, TCP loopback, median of "
+         "%d rounds\n",
+         VALUE_LEN, rounds);
+  evict_workload("evict 50 tags x 200 entries", 50, 200, rounds, raw);
+  evict_workload("evict 1 tag of 200 entries", 1, 200, rounds, raw);
+  clear_workload(20000, rounds, raw);
+  redisFree(raw);
+  test_server_stop(&srv);
+  return 0;
+}
