@@ -5,33 +5,31 @@
  * touches more than a fixed number of keys, so Redis never stalls for long,
  * and the read path pays nothing. Per tag and bucket (lua/evict_begin.lua,
  * lua/evict_chunk.lua):
- *  1. a pipelined sweep of EXISTS t e (one slot: the keys share {bb}) over
- *     the 256 buckets finds those with work to do;
- *  2. evict_begin renames t to e, a snapshot of the members the tag had
- *     (or reports an e left by an earlier or concurrent eviction, drained
- *     first);
- *  3. e is drained in chunks: ZRANGE, SMEMBERS of each member's tag set (to
- *     learn which other index keys the script must be given), then one
- *     evict_chunk call that re-checks each member atomically and evicts it,
- *     drops a stale membership, or skips it when its tags changed in
- *     between (read again next round).
+ *  1. a pipelined sweep reads the first members of each bucket's t key
+ *     (ZRANGE) and whether an e key is left (EXISTS);
+ *  2. SMEMBERS of each member's tag set, to learn which other index keys
+ *     the script must be given;
+ *  3. evict_chunk re-checks each member atomically and evicts it, drops a
+ *     stale membership, or skips it when its tags changed in between (read
+ *     again next round). When the sweep read all of t (fewer than 64
+ *     members) and no e is left, that is all: members added since were
+ *     written after the call started, and only the skipped ones are tried
+ *     again. Else its first call renames t to e, a snapshot of the members
+ *     the tag had (or joins an e left by an earlier or concurrent eviction,
+ *     drained first), and each call returns the next members of e; 2-3
+ *     repeat until e is empty. A bucket with only an e key starts with
+ *     evict_begin, which joins it and returns its first members.
  * Writers that add the tag meanwhile start a fresh t key, so each drain
  * ends. In a cluster each command touches one bucket, hence one slot.
  *
  * The round trips are what cost, not the work: each (tag, bucket) is a
  * lane, and every lane advances in the same SEND, which a cluster driver
  * splits into one pipeline per master, written before any reply is read.
- * A step's ZRANGE rides behind the command that changes e (evict_begin,
- * evict_chunk) in the same pipeline, so a chunk takes two round trips:
- * [evict_chunk + the next ZRANGE], then [SMEMBERS of those members]. A SEND
- * holds at most CACHET_EVICT_PIPELINE commands; lanes that do not fit wait
- * for the next one.
- *
- * A driver sends a command again after NOSCRIPT behind the rest of its
- * pipeline, so the ZRANGE may have run before its evict_begin: a snapshot
- * just taken (2) is never empty, so an empty range after it is read again.
- * After evict_chunk the ZRANGE may list members the chunk then evicted: the
- * next chunk finds them stale, which costs work, never correctness. */
+ * A bucket of up to 64 members takes three round trips: the sweep, the tag
+ * sets, the chunk. A SEND holds at most CACHET_EVICT_PIPELINE commands;
+ * lanes that do not fit wait for the next one. The scripts return the next
+ * members themselves, so a NOSCRIPT retry (sent behind the rest of its
+ * pipeline) never reorders a read before the write it depends on. */
 #include "op_evict.h"
 
 #include <stdio.h>
@@ -42,7 +40,7 @@
 #include "error.h"
 
 enum { V_START, V_SWEEP, V_LANES };
-enum { L_BEGIN, L_RANGE, L_SETS, L_CHUNK, L_DONE };
+enum { L_BEGIN, L_SETS, L_CHUNK, L_DONE };
 
 static const char *tag_of(const cachet_op_evict *x,
                           const cachet_evict_lane *l) {
@@ -58,7 +56,11 @@ static void drop_chunk(cachet_evict_lane *l) {
   free(l->sets);
   l->range = NULL;
   l->sets = NULL;
-  l->nsets = 0;
+  l->nsets = l->nm = 0;
+}
+
+static const redisReply *member(const cachet_evict_lane *l, size_t i) {
+  return l->range->element[l->roff + i];
 }
 
 /* ---- building a SEND -----------------------------------------------------
@@ -72,37 +74,39 @@ static void key_cmd(cachet_op_evict *x, const char *verb, char kind,
   cachet_cmds_key(b, x->op.c, kind, bucket, t, strlen(t));
 }
 
-static void range_cmd(cachet_op_evict *x, const cachet_evict_lane *l) {
+static void sweep_cmds(cachet_op_evict *x, const char *t) {
   cachet_cmds *b = &x->op.cmds;
-  key_cmd(x, "ZRANGE", CACHET_KIND_EVICTING, l->bucket, tag_of(x, l));
-  cachet_cmds_str(b, "0");
-  cachet_cmds_int(b, CACHET_EVICT_MEMBERS - 1);
+  for (unsigned i = 0; i < CACHET_BUCKETS; i++) {
+    key_cmd(x, "ZRANGE", CACHET_KIND_INDEX, i, t);
+    cachet_cmds_str(b, "0");
+    cachet_cmds_int(b, CACHET_EVICT_MEMBERS - 1);
+    key_cmd(x, "EXISTS", CACHET_KIND_EVICTING, i, t);
+  }
 }
 
-static void begin_cmds(cachet_op_evict *x, const cachet_evict_lane *l) {
+static void begin_cmd(cachet_op_evict *x, const cachet_evict_lane *l) {
   cachet_cmds *b = &x->op.cmds;
   const char *t = tag_of(x, l);
   cachet_cmds_script(b, CACHET_ROUTE_KEY, CACHET_SCRIPT_EVICT_BEGIN, 2);
   cachet_cmds_key(b, x->op.c, CACHET_KIND_INDEX, l->bucket, t, strlen(t));
   cachet_cmds_key(b, x->op.c, CACHET_KIND_EVICTING, l->bucket, t, strlen(t));
-  range_cmd(x, l);
+  cachet_cmds_int(b, CACHET_EVICT_MEMBERS);
 }
 
 static void sets_cmds(cachet_op_evict *x, const cachet_evict_lane *l) {
-  const redisReply *r = l->range;
-  for (size_t i = 0; i < r->elements; i++) {
+  for (size_t i = 0; i < l->nm; i++) {
     cachet_cmds *b = &x->op.cmds;
     cachet_cmds_start(b, CACHET_ROUTE_KEY);
     cachet_cmds_str(b, "SMEMBERS");
     cachet_cmds_key(b, x->op.c, CACHET_KIND_TAGSET, l->bucket,
-                    r->element[i]->str, r->element[i]->len);
+                    member(l, i)->str, member(l, i)->len);
   }
 }
 
 /* The chunk: members taken while the work stays within the budget, the
- * other tags they carry, then one evict_chunk, and the next ZRANGE. */
-static int chunk_cmds(cachet_op_evict *x, cachet_evict_lane *l) {
-  size_t nm = l->range->elements;
+ * other tags they carry, then one evict_chunk. */
+static int chunk_cmd(cachet_op_evict *x, cachet_evict_lane *l) {
+  size_t nm = l->nm;
   size_t sizes[CACHET_EVICT_MEMBERS];
   for (size_t i = 0; i < nm; i++)
     sizes[i] = l->sets[i]->elements;
@@ -121,13 +125,12 @@ static int chunk_cmds(cachet_op_evict *x, cachet_evict_lane *l) {
 
   cachet_cmds *b = &x->op.cmds;
   cachet *c = x->op.c;
-  const redisReply *m = l->range;
   cachet_cmds_script(b, CACHET_ROUTE_KEY, CACHET_SCRIPT_EVICT_CHUNK,
                      2 + 2 * n + nothers);
   cachet_cmds_key(b, c, CACHET_KIND_EVICTING, l->bucket, t, strlen(t));
   cachet_cmds_key(b, c, CACHET_KIND_INDEX, l->bucket, t, strlen(t));
   for (size_t i = 0; i < n; i++) {
-    const redisReply *e = m->element[i];
+    const redisReply *e = member(l, i);
     cachet_cmds_key(b, c, CACHET_KIND_VALUE, l->bucket, e->str, e->len);
     cachet_cmds_key(b, c, CACHET_KIND_TAGSET, l->bucket, e->str, e->len);
   }
@@ -136,13 +139,14 @@ static int chunk_cmds(cachet_op_evict *x, cachet_evict_lane *l) {
                     others[i].len);
   cachet_cmds_str(b, t);
   cachet_cmds_int(b, (long long)n);
+  cachet_cmds_int(b, l->mode);
+  cachet_cmds_int(b, CACHET_EVICT_MEMBERS);
   for (size_t i = 0; i < n; i++)
-    cachet_cmds_copy(b, m->element[i]->str, m->element[i]->len);
+    cachet_cmds_copy(b, member(l, i)->str, member(l, i)->len);
   for (size_t i = 0; i < nothers; i++)
     cachet_cmds_copy(b, others[i].s, others[i].len);
   free(others);
   drop_chunk(l); /* everything it lent is copied */
-  range_cmd(x, l);
   return CACHET_OK;
 }
 
@@ -151,11 +155,9 @@ static size_t lane_cmds(const cachet_evict_lane *l) {
   switch (l->phase) {
   case L_BEGIN:
   case L_CHUNK:
-    return 2;
-  case L_RANGE:
     return 1;
   case L_SETS:
-    return l->range->elements;
+    return l->nm;
   default:
     return 0;
   }
@@ -167,14 +169,9 @@ static int send_next(cachet_op_evict *x, cachet_out *out) {
   size_t total = 0;
   x->sweep_to = x->swept;
   while (x->sweep_to < x->ntags &&
-         (total == 0 || total + CACHET_BUCKETS <= CACHET_EVICT_PIPELINE)) {
-    const char *t = x->tags[x->sweep_to++];
-    for (unsigned i = 0; i < CACHET_BUCKETS; i++) {
-      key_cmd(x, "EXISTS", CACHET_KIND_INDEX, i, t);
-      cachet_cmds_key(&x->op.cmds, x->op.c, CACHET_KIND_EVICTING, i, t,
-                      strlen(t));
-    }
-    total += CACHET_BUCKETS;
+         (total == 0 || total + 2 * CACHET_BUCKETS <= CACHET_EVICT_PIPELINE)) {
+    sweep_cmds(x, x->tags[x->sweep_to++]);
+    total += 2 * CACHET_BUCKETS;
   }
   for (size_t i = 0; i < x->nlanes; i++) {
     cachet_evict_lane *l = &x->lanes[i];
@@ -186,13 +183,11 @@ static int send_next(cachet_op_evict *x, cachet_out *out) {
     l->ncmd = k;
     total += k;
     if (l->phase == L_BEGIN)
-      begin_cmds(x, l);
-    else if (l->phase == L_RANGE)
-      range_cmd(x, l);
+      begin_cmd(x, l);
     else if (l->phase == L_SETS)
       sets_cmds(x, l);
     else {
-      int rc = chunk_cmds(x, l);
+      int rc = chunk_cmd(x, l);
       if (rc != CACHET_OK)
         return cachet_op_done(out, rc);
     }
@@ -221,40 +216,31 @@ static int add_lane(cachet_op_evict *x, unsigned ti, unsigned bucket) {
   return CACHET_OK;
 }
 
-static int sweep_replies(cachet_op_evict *x, const cachet_in *in) {
-  size_t i = 0;
-  for (size_t ti = x->swept; ti < x->sweep_to; ti++)
-    for (unsigned bkt = 0; bkt < CACHET_BUCKETS; bkt++) {
-      long long v; /* how many of t and e exist */
-      int rc = cachet_res_int(&in->res[i++], "EXISTS", &v);
-      if (rc == CACHET_OK && v > 0)
-        rc = add_lane(x, (unsigned)ti, bkt);
-      if (rc != CACHET_OK)
-        return rc;
-    }
-  x->swept = x->sweep_to;
+/* Members listed in `r` from element `off` on: strings, at most a chunk's
+ * worth. The lane keeps the reply until its chunk is built. */
+static int take_members(cachet_evict_lane *l, cachet_res *res, size_t off,
+                        const char *what) {
+  redisReply *r = res->reply;
+  size_t nm = r->elements - off;
+  for (size_t i = off; i < r->elements; i++)
+    if (r->element[i]->type != REDIS_REPLY_STRING)
+      return cachet_res_proto(what);
+  if (nm > CACHET_EVICT_MEMBERS)
+    return cachet_res_proto(what);
+  if (nm > 0) {
+    l->range = r;
+    l->roff = off;
+    l->nm = nm;
+    res->reply = NULL;
+    l->phase = L_SETS;
+  }
   return CACHET_OK;
 }
 
-/* A range read: members to chunk, or e is empty. An empty e after our own
- * snapshot (2) ends the lane; after an earlier one (1), begin again to
- * snapshot t. */
-static int take_range(cachet_op_evict *x, cachet_evict_lane *l,
-                      cachet_res *res) {
-  int rc = cachet_res_ok(res);
-  redisReply *r = res->reply;
-  if (rc == CACHET_OK &&
-      (!cachet_reply_strings(r) || r->elements > CACHET_EVICT_MEMBERS))
-    rc = cachet_res_proto("ZRANGE");
-  if (rc != CACHET_OK)
-    return rc;
-  if (r->elements > 0) {
-    l->range = r; /* kept until the chunk is built */
-    res->reply = NULL;
-    l->phase = L_SETS;
-    return CACHET_OK;
-  }
-  if (l->begin == 2) {
+/* e is empty: after our own snapshot the lane is done; after joining an
+ * earlier one, begin again to snapshot t. */
+static int drained(cachet_op_evict *x, cachet_evict_lane *l) {
+  if (l->begin != 1) {
     l->phase = L_DONE;
     return CACHET_OK;
   }
@@ -267,33 +253,63 @@ static int take_range(cachet_op_evict *x, cachet_evict_lane *l,
   return CACHET_OK;
 }
 
-static int begin_replies(cachet_op_evict *x, cachet_evict_lane *l,
-                         cachet_res *res) {
-  long long v;
-  int rc = cachet_res_int(&res[0], "evict_begin", &v);
-  if (rc == CACHET_OK && (v < 0 || v > 2))
+static int sweep_replies(cachet_op_evict *x, cachet_in *in) {
+  size_t i = 0;
+  for (size_t ti = x->swept; ti < x->sweep_to; ti++)
+    for (unsigned bkt = 0; bkt < CACHET_BUCKETS; bkt++, i += 2) {
+      cachet_res *range = &in->res[i];
+      long long e;
+      int rc = cachet_res_ok(range);
+      if (rc == CACHET_OK && range->reply->type != REDIS_REPLY_ARRAY)
+        rc = cachet_res_proto("ZRANGE");
+      if (rc == CACHET_OK)
+        rc = cachet_res_int(&in->res[i + 1], "EXISTS", &e);
+      if (rc == CACHET_OK && (range->reply->elements > 0 || e > 0))
+        rc = add_lane(x, (unsigned)ti, bkt);
+      /* Members of t: all of them, or the first chunk begins a snapshot.
+       * Only an e: join it first. */
+      if (rc == CACHET_OK && range->reply->elements > 0) {
+        cachet_evict_lane *l = &x->lanes[x->nlanes - 1];
+        l->mode = range->reply->elements < CACHET_EVICT_MEMBERS && e == 0
+                      ? CACHET_EVICT_FROM_T_ALL
+                      : CACHET_EVICT_FROM_T_BEGIN;
+        rc = take_members(l, range, 0, "ZRANGE");
+      }
+      if (rc != CACHET_OK)
+        return rc;
+    }
+  x->swept = x->sweep_to;
+  return CACHET_OK;
+}
+
+static int begin_reply(cachet_op_evict *x, cachet_evict_lane *l,
+                       cachet_res *res) {
+  int rc = cachet_res_ok(res);
+  const redisReply *r = res->reply;
+  if (rc == CACHET_OK &&
+      (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+       r->element[0]->type != REDIS_REPLY_INTEGER ||
+       r->element[0]->integer < 0 || r->element[0]->integer > 2))
     rc = cachet_res_proto("evict_begin");
   if (rc != CACHET_OK)
     return rc;
-  if (v == 0) { /* nothing left in this bucket */
+  if (r->element[0]->integer == 0) { /* nothing left in this bucket */
     l->phase = L_DONE;
     return CACHET_OK;
   }
-  l->begin = (int)v;
+  l->begin = (int)r->element[0]->integer;
+  l->mode = CACHET_EVICT_FROM_E;
   l->idle = 0;
-  rc = take_range(x, l, &res[1]);
-  /* A snapshot just taken is never empty: this range ran before it (the
-   * begin was sent again after NOSCRIPT). Read it again. */
-  if (rc == CACHET_OK && l->phase == L_DONE && v == 2)
-    l->phase = L_RANGE;
-  return rc;
+  l->phase = L_DONE; /* unless members follow */
+  if ((rc = take_members(l, res, 1, "evict_begin")) != CACHET_OK)
+    return rc;
+  return l->phase == L_DONE ? drained(x, l) : CACHET_OK;
 }
 
 static int sets_replies(cachet_evict_lane *l, cachet_res *res) {
-  size_t nm = l->range->elements;
-  if ((l->sets = calloc(nm, sizeof *l->sets)) == NULL)
+  if ((l->sets = calloc(l->nm, sizeof *l->sets)) == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory");
-  for (size_t i = 0; i < nm; i++) {
+  for (size_t i = 0; i < l->nm; i++) {
     int rc = cachet_res_ok(&res[i]);
     if (rc == CACHET_OK && !cachet_reply_strings(res[i].reply))
       rc = cachet_res_proto("SMEMBERS");
@@ -307,46 +323,53 @@ static int sets_replies(cachet_evict_lane *l, cachet_res *res) {
   return CACHET_OK;
 }
 
-static int chunk_replies(cachet_op_evict *x, cachet_evict_lane *l,
-                         cachet_res *res) {
-  int rc = cachet_res_ok(&res[0]);
-  const redisReply *r = res[0].reply;
-  if (rc == CACHET_OK &&
-      (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-       r->element[0]->type != REDIS_REPLY_INTEGER ||
-       r->element[1]->type != REDIS_REPLY_INTEGER ||
-       r->element[2]->type != REDIS_REPLY_INTEGER ||
-       r->element[0]->integer < 0 || r->element[2]->integer < 0))
+static int chunk_reply(cachet_op_evict *x, cachet_evict_lane *l,
+                       cachet_res *res) {
+  int rc = cachet_res_ok(res);
+  const redisReply *r = res->reply;
+  if (rc == CACHET_OK && (r->type != REDIS_REPLY_ARRAY || r->elements < 4))
     rc = cachet_res_proto("evict_chunk");
+  for (size_t i = 0; rc == CACHET_OK && i < 4; i++)
+    if (r->element[i]->type != REDIS_REPLY_INTEGER ||
+        r->element[i]->integer < 0 || (i == 3 && r->element[i]->integer > 2))
+      rc = cachet_res_proto("evict_chunk");
   if (rc != CACHET_OK)
     return rc;
-  x->evicted += (uint64_t)r->element[0]->integer;
+  long long evicted = r->element[0]->integer, stale = r->element[2]->integer;
+  x->evicted += (uint64_t)evicted;
   /* Gone whatever comes next: counted now. */
-  CACHET_COUNT(x->op.c, tag_evictions, (uint64_t)r->element[0]->integer);
-  uint64_t moved =
-      (uint64_t)r->element[0]->integer + (uint64_t)r->element[2]->integer;
+  CACHET_COUNT(x->op.c, tag_evictions, (uint64_t)evicted);
   cachet_progress(x->op.c, "evict", x->evicted); /* once a chunk, as ever */
-  if (moved > 0)
+  if (l->mode == CACHET_EVICT_FROM_T_BEGIN) {
+    /* Joined an earlier snapshot (1), or took our own (2, or 0: another
+     * eviction took t and emptied e meanwhile; what is left is ours). */
+    l->begin = r->element[3]->integer == 1 ? 1 : 2;
+    l->mode = CACHET_EVICT_FROM_E;
+  } else if (l->mode == CACHET_EVICT_FROM_T_ALL) {
+    l->begin = 2; /* nothing to begin again: the skipped are retried */
+  }
+  if (evicted + stale > 0)
     l->idle = 0;
   else if (++l->idle == CACHET_EVICT_IDLE_ROUNDS)
     return cachet_fail(CACHET_EBUSY,
                        "evict-tags: entries of tag '%s' kept changing "
                        "their tags under concurrent writers (%d rounds)",
                        tag_of(x, l), CACHET_EVICT_IDLE_ROUNDS);
-  return take_range(x, l, &res[1]);
+  l->phase = L_DONE; /* unless members follow */
+  if ((rc = take_members(l, res, 4, "evict_chunk")) != CACHET_OK)
+    return rc;
+  return l->phase == L_DONE ? drained(x, l) : CACHET_OK;
 }
 
 static int lane_replies(cachet_op_evict *x, cachet_evict_lane *l,
                         cachet_res *res) {
   switch (l->phase) {
   case L_BEGIN:
-    return begin_replies(x, l, res);
-  case L_RANGE:
-    return take_range(x, l, res);
+    return begin_reply(x, l, res);
   case L_SETS:
     return sets_replies(l, res);
   default:
-    return chunk_replies(x, l, res);
+    return chunk_reply(x, l, res);
   }
 }
 
@@ -354,13 +377,19 @@ static int evict_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
   cachet_op_evict *x = (cachet_op_evict *)op;
   if (op->state == V_START)
     return send_next(x, out);
-  /* The sweeps come first in a SEND, then the lanes in order. */
-  int rc = sweep_replies(x, in);
-  for (size_t i = 0; rc == CACHET_OK && i < x->nlanes; i++) {
+  /* The sweeps come first in a SEND, then the lanes (cmd0 counts from the
+   * SEND's start). The lanes that sent go first: the sweep's new lanes may
+   * move the array. */
+  cachet_in *cur = (cachet_in *)in;
+  size_t nlanes = x->nlanes;
+  int rc = CACHET_OK;
+  for (size_t i = 0; rc == CACHET_OK && i < nlanes; i++) {
     cachet_evict_lane *l = &x->lanes[i];
     if (l->ncmd > 0)
-      rc = lane_replies(x, l, &in->res[l->cmd0]);
+      rc = lane_replies(x, l, &cur->res[l->cmd0]);
   }
+  if (rc == CACHET_OK)
+    rc = sweep_replies(x, cur);
   if (rc != CACHET_OK)
     return cachet_op_done(out, rc);
   /* Lanes that are done no longer take a place. */
@@ -368,6 +397,8 @@ static int evict_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
   for (size_t i = 0; i < x->nlanes; i++)
     if (x->lanes[i].phase != L_DONE)
       x->lanes[keep++] = x->lanes[i];
+    else
+      drop_chunk(&x->lanes[i]);
   x->nlanes = keep;
   return send_next(x, out);
 }

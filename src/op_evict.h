@@ -6,17 +6,29 @@
 #include "evict.h"
 #include "op.h"
 
+/* Where a chunk's members come from (lua/evict_chunk.lua, ARGV[3]): the
+ * snapshot e; t, which may hold more (the chunk begins the snapshot); or t,
+ * all of it (fewer than a chunk's worth): no snapshot at all. */
+enum {
+  CACHET_EVICT_FROM_E = 0,
+  CACHET_EVICT_FROM_T_BEGIN = 1,
+  CACHET_EVICT_FROM_T_ALL = 2
+};
+
 /* One bucket of one tag being drained: a lane. Every lane advances in the
  * same pipelined SEND, so the round trips of an eviction do not grow with
  * the buckets and tags it touches. */
 typedef struct cachet_evict_lane {
   unsigned ti, bucket; /* the tag (index in tags) and the bucket */
-  int phase;           /* what it sends next: begin, range, sets, chunk */
-  int begin;           /* what evict_begin said last: 1 or 2 */
+  int phase;           /* what it sends next: begin, sets, chunk */
+  int mode;            /* where the members came from: CACHET_EVICT_FROM_* */
+  int begin;           /* 1: joined an earlier snapshot; 2: took our own */
   int round, idle;
   size_t cmd0, ncmd; /* its commands in the current SEND */
-  /* The chunk being built: the ZRANGE reply and each member's tag set. */
+  /* The chunk being built: the reply that listed its members (from
+   * element roff on, nm of them) and each member's tag set. */
   redisReply *range;
+  size_t roff, nm;
   redisReply **sets;
   size_t nsets;
 } cachet_evict_lane;
