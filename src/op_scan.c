@@ -3,8 +3,11 @@
  * clear. Never FLUSHDB: a database is often shared. SCAN MATCH
  * <escaped prefix>{??}[vmte]:* and each page to lua/clear_chunk.lua, which
  * checks every key's layout again and UNLINKs it, at most 256 keys a call,
- * so Redis never stalls; a page's calls are pipelined (they touch disjoint
- * keys). Only the cache data kinds go; locks (l, f, s) and staged values
+ * so Redis never stalls. Every master is scanned at once, and a page's
+ * calls ride in the same pipeline as the next SCAN of its master: one round
+ * trip per page, whatever the number of masters (the calls touch disjoint
+ * keys, and SCAN allows keys to go while it runs). Only the cache data kinds
+ * go; locks (l, f, s) and staged values
  * (w) stay. The prefix is glob-escaped, so a prefix holding * ? [ ] or \
  * never matches another namespace's keys. In a cluster a call holds one
  * bucket, hence one slot: the clear as a whole is not atomic, each call is.
@@ -92,11 +95,10 @@ static unsigned key_bucket(const cachet *c, const redisReply *k) {
   return b;
 }
 
-/* One page: count its value keys (dry run), or pipeline clear_chunk calls
- * over its data keys, per bucket in a cluster. */
-static int clear_page(cachet_op_scan *x, const cachet_in *in, cachet_out *out) {
+/* One page: count its value keys (dry run), or append clear_chunk calls
+ * over its data keys, per bucket in a cluster. Returns the calls added. */
+static size_t clear_page(cachet_op_scan *x, const redisReply *page) {
   cachet *c = x->op.c;
-  const redisReply *page = in->res[0].reply->element[1];
   cachet_cmds *b = &x->op.cmds;
   int clustered = x->clustered;
   unsigned char seen[CACHET_BUCKETS] = {0};
@@ -140,15 +142,54 @@ static int clear_page(cachet_op_scan *x, const cachet_in *in, cachet_out *out) {
       calls++;
     }
   }
-  if (calls == 0)
-    return next_page(x, in, out);
+  return calls;
+}
+
+/* The next SEND of a clear: the calls for the pages just read, then the
+ * next SCAN of every master not done; or the end. */
+static int clear_send(cachet_op_scan *x, const cachet_in *in, cachet_out *out,
+                      size_t calls) {
+  cachet_cmds *b = &x->op.cmds;
+  x->nchunks = calls;
+  x->nscans = 0;
+  for (int n = 0; n < in->nodes; n++) {
+    if (x->cursors[n][0] == '\0')
+      continue;
+    cachet_cmds_start(b, n);
+    cachet_cmds_str(b, "SCAN");
+    cachet_cmds_str(b, x->cursors[n]);
+    cachet_cmds_str(b, "MATCH");
+    cachet_cmds_str(b, x->pattern);
+    cachet_cmds_str(b, "COUNT");
+    cachet_cmds_int(b, CLEAR_SCAN_COUNT);
+    x->scanned[x->nscans++] = n;
+  }
+  cachet_progress(x->op.c, "clear", x->count);
+  if (calls == 0 && x->nscans == 0) {
+    if (!x->dry_run)
+      CACHET_COUNT(x->op.c, clears, 1);
+    return cachet_op_done(out, CACHET_OK);
+  }
   x->op.state = S_CLEAR;
   return cachet_cmds_send(b, out);
 }
 
-static int clear_counts(cachet_op_scan *x, const cachet_in *in,
-                        cachet_out *out) {
-  for (size_t i = 0; i < in->n; i++) {
+static int clear_start(cachet_op_scan *x, const cachet_in *in,
+                       cachet_out *out) {
+  x->cursors = calloc((size_t)in->nodes, sizeof *x->cursors);
+  x->scanned = calloc((size_t)in->nodes, sizeof *x->scanned);
+  if (x->cursors == NULL || x->scanned == NULL)
+    return cachet_op_fail(out, CACHET_ENOMEM, "out of memory");
+  for (int n = 0; n < in->nodes; n++)
+    strcpy(x->cursors[n], "0");
+  return clear_send(x, in, out, 0);
+}
+
+/* The calls' counts, then each master's page, which becomes the next
+ * calls. */
+static int clear_replies(cachet_op_scan *x, const cachet_in *in,
+                         cachet_out *out) {
+  for (size_t i = 0; i < x->nchunks; i++) {
     long long v;
     int rc = cachet_res_int(&in->res[i], "clear_chunk", &v);
     if (rc == CACHET_OK && v < 0)
@@ -157,7 +198,18 @@ static int clear_counts(cachet_op_scan *x, const cachet_in *in,
       return cachet_op_done(out, rc);
     x->count += (uint64_t)v;
   }
-  return next_page(x, in, out);
+  size_t calls = 0;
+  for (int s = 0; s < x->nscans; s++) {
+    const cachet_res *res = &in->res[x->nchunks + (size_t)s];
+    char *cursor = x->cursors[x->scanned[s]];
+    int rc = cursor_page(res, "SCAN", cursor, sizeof x->cursors[0], 0);
+    if (rc != CACHET_OK)
+      return cachet_op_done(out, rc);
+    calls += clear_page(x, res->reply->element[1]);
+    if (strcmp(cursor, "0") == 0)
+      cursor[0] = '\0'; /* this master is done */
+  }
+  return clear_send(x, in, out, calls);
 }
 
 /* ---- prune ----------------------------------------------------------------
@@ -291,21 +343,21 @@ static int scan_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
   cachet_op_scan *x = (cachet_op_scan *)op;
   switch (op->state) {
   case S_START:
+    if (!x->prune)
+      return clear_start(x, in, out);
     strcpy(x->cursor, "0");
     return send_scan(x, out);
   case S_SCAN: {
     int rc = cursor_page(&in->res[0], "SCAN", x->cursor, sizeof x->cursor, 0);
     if (rc != CACHET_OK)
       return cachet_op_done(out, rc);
-    if (!x->prune)
-      return clear_page(x, in, out);
     x->page = in->res[0].reply; /* kept while its indexes are pruned */
     in->res[0].reply = NULL;
     x->ki = 0;
     return next_index(x, in, out);
   }
   case S_CLEAR:
-    return clear_counts(x, in, out);
+    return clear_replies(x, in, out);
   case S_EXPIRED:
     return expired_reply(x, in, out);
   case S_ZSCAN:
@@ -322,6 +374,10 @@ static void scan_free(cachet_op *op) {
   x->page = NULL;
   free(x->pattern);
   x->pattern = NULL;
+  free(x->cursors);
+  free(x->scanned);
+  x->cursors = NULL;
+  x->scanned = NULL;
   cachet_cmds_free(&op->cmds);
 }
 

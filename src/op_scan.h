@@ -16,6 +16,11 @@ typedef struct cachet_op_scan {
   size_t ki;        /* ... the one being pruned */
   unsigned bucket;  /* ... and its bucket */
   char zcursor[32]; /* ... and its ZSCAN cursor */
+  /* clear: every master at once, each with its own cursor. */
+  char (*cursors)[32]; /* per master; "" once its SCAN is done */
+  int *scanned;        /* the masters whose SCAN is in the current SEND */
+  int nscans;
+  size_t nchunks; /* clear_chunk calls in it, before the SCANs */
 } cachet_op_scan;
 
 /* prune: prune; else clear (counting only, with dry_run). clustered: cut
