@@ -1,25 +1,30 @@
 /* clear and prune as machines: both walk every master with SCAN (op_scan.h).
  *
+ * Both scan every master at once, each with its own cursor, and pipeline
+ * their work with the next SCAN of each master: the round trips follow the
+ * pages and the chunks of the largest index, not the number of masters or
+ * of index keys. A SEND holds at most SCAN_PIPELINE commands.
+ *
  * clear. Never FLUSHDB: a database is often shared. SCAN MATCH
  * <escaped prefix>{??}[vmte]:* and each page to lua/clear_chunk.lua, which
  * checks every key's layout again and UNLINKs it, at most 256 keys a call,
- * so Redis never stalls. Every master is scanned at once, and a page's
- * calls ride in the same pipeline as the next SCAN of its master: one round
- * trip per page, whatever the number of masters (the calls touch disjoint
- * keys, and SCAN allows keys to go while it runs). Only the cache data kinds
- * go; locks (l, f, s) and staged values
- * (w) stay. The prefix is glob-escaped, so a prefix holding * ? [ ] or \
- * never matches another namespace's keys. In a cluster a call holds one
- * bucket, hence one slot: the clear as a whole is not atomic, each call is.
- * Entries written while it runs may survive it; a dry run counts the value
- * keys SCAN returns (an estimate under concurrent writes: SCAN may return a
- * key twice).
+ * so Redis never stalls. A page's calls ride in the same pipeline as the
+ * next SCAN of its master (the calls touch disjoint keys, and SCAN allows
+ * keys to go while it runs). Only the cache data kinds go; locks (l, f, s)
+ * and staged values (w) stay. The prefix is glob-escaped, so a prefix
+ * holding * ? [ ] or \ never matches another namespace's keys. In a
+ * cluster a call holds one bucket, hence one slot: the clear as a whole is
+ * not atomic, each call is. Entries written while it runs may survive it;
+ * a dry run counts the value keys SCAN returns (an estimate under
+ * concurrent writes: SCAN may return a key twice).
  *
- * prune. SCAN MATCH <escaped prefix>{??}t:* for the indexes; for each,
- * lua/prune_chunk.lua removes members scored before the server's TIME, 256
- * a call, until none is left; then ZSCAN feeds lua/prune_dangling.lua,
- * which removes members whose value is gone or whose tag set no longer
- * holds the tag, 128 a call. */
+ * prune. SCAN MATCH <escaped prefix>{??}t:* for the indexes. Each index
+ * key of a page is a lane, and all lanes advance together: lua/
+ * prune_chunk.lua removes members scored before the server's TIME, 256 a
+ * call, until none is left; then ZSCAN feeds lua/prune_dangling.lua, which
+ * removes members whose value is gone or whose tag set no longer holds the
+ * tag, 128 a call. A master's next page is read once its lanes are done, so
+ * the lanes in memory stay within a page per master. */
 #include "op_scan.h"
 
 #include <stdio.h>
@@ -34,24 +39,11 @@
 #define PRUNE_EXPIRED_CAP 256
 #define PRUNE_ZSCAN_COUNT 128
 #define PRUNE_MEMBERS 128
+/* Most commands in one SEND: lanes that do not fit wait for the next. */
+#define SCAN_PIPELINE 4096
 
-enum { S_START, S_SCAN, S_CLEAR, S_EXPIRED, S_ZSCAN, S_DANGLING };
-
-static int dangling_done(cachet_op_scan *x, const cachet_in *in,
-                         cachet_out *out);
-
-static int send_scan(cachet_op_scan *x, cachet_out *out) {
-  cachet_cmds *b = &x->op.cmds;
-  cachet_cmds_start(b, x->node);
-  cachet_cmds_str(b, "SCAN");
-  cachet_cmds_str(b, x->cursor);
-  cachet_cmds_str(b, "MATCH");
-  cachet_cmds_str(b, x->pattern);
-  cachet_cmds_str(b, "COUNT");
-  cachet_cmds_int(b, x->prune ? PRUNE_SCAN_COUNT : CLEAR_SCAN_COUNT);
-  x->op.state = S_SCAN;
-  return cachet_cmds_send(b, out);
-}
+enum { S_START, S_RUN };
+enum { P_EXPIRED, P_ZSCAN, P_DANGLING, P_DONE };
 
 /* {cursor, [string...]}: copy the cursor. */
 static int cursor_page(const cachet_res *res, const char *what, char *cursor,
@@ -70,20 +62,6 @@ static int cursor_page(const cachet_res *res, const char *what, char *cursor,
   cursor[r->element[0]->len] = '\0';
   return CACHET_OK;
 }
-
-/* The next SCAN page of this master, or the next master, or the end. */
-static int next_page(cachet_op_scan *x, const cachet_in *in, cachet_out *out) {
-  cachet_progress(x->op.c, x->prune ? "prune" : "clear", x->count);
-  if (strcmp(x->cursor, "0") == 0 && ++x->node >= in->nodes) {
-    if (!x->prune && !x->dry_run)
-      CACHET_COUNT(x->op.c, clears, 1);
-    return cachet_op_done(out, CACHET_OK);
-  }
-  return send_scan(x, out);
-}
-
-/* ---- clear ----------------------------------------------------------------
- */
 
 /* The bucket of a data key (its {bb} hash tag), as a number. */
 static unsigned key_bucket(const cachet *c, const redisReply *k) {
@@ -145,15 +123,156 @@ static size_t clear_page(cachet_op_scan *x, const redisReply *page) {
   return calls;
 }
 
-/* The next SEND of a clear: the calls for the pages just read, then the
- * next SCAN of every master not done; or the end. */
-static int clear_send(cachet_op_scan *x, const cachet_in *in, cachet_out *out,
-                      size_t calls) {
+/* ---- prune ----------------------------------------------------------------
+ */
+
+/* "<prefix>{bb}t:<tag>" from a SCAN page: a lane on master `node`. */
+static int add_lane(cachet_op_scan *x, int node, const redisReply *k) {
+  cachet *c = x->op.c;
+  if (cachet_data_kind(c, k->str, k->len) != CACHET_KIND_INDEX ||
+      k->len < c->cfg.prefixlen + 7)
+    return CACHET_OK;
+  if (x->nlanes == x->lanecap) {
+    size_t cap = x->lanecap ? 2 * x->lanecap : 64;
+    cachet_scan_lane *ls = realloc(x->lanes, cap * sizeof *ls);
+    if (ls == NULL)
+      return cachet_fail(CACHET_ENOMEM, "out of memory");
+    x->lanes = ls;
+    x->lanecap = cap;
+  }
+  char *key = malloc(k->len);
+  if (key == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  memcpy(key, k->str, k->len);
+  x->lanes[x->nlanes++] = (cachet_scan_lane){.node = node,
+                                             .key = key,
+                                             .keylen = k->len,
+                                             .bucket = key_bucket(c, k),
+                                             .phase = P_EXPIRED};
+  x->active[node]++;
+  return CACHET_OK;
+}
+
+static size_t lane_cmds(const cachet_scan_lane *l) {
+  switch (l->phase) {
+  case P_EXPIRED:
+  case P_ZSCAN:
+    return 1;
+  case P_DANGLING:
+    return (l->zpage->element[1]->elements / 2 + PRUNE_MEMBERS - 1) /
+           PRUNE_MEMBERS;
+  default:
+    return 0;
+  }
+}
+
+static void lane_send(cachet_op_scan *x, cachet_scan_lane *l) {
   cachet_cmds *b = &x->op.cmds;
+  cachet *c = x->op.c;
+  if (l->phase == P_EXPIRED) {
+    cachet_cmds_script(b, CACHET_ROUTE_KEY, CACHET_SCRIPT_PRUNE_CHUNK, 1);
+    cachet_cmds_arg(b, l->key, l->keylen);
+    cachet_cmds_int(b, PRUNE_EXPIRED_CAP);
+    return;
+  }
+  if (l->phase == P_ZSCAN) {
+    cachet_cmds_start(b, CACHET_ROUTE_KEY);
+    cachet_cmds_str(b, "ZSCAN");
+    cachet_cmds_arg(b, l->key, l->keylen);
+    cachet_cmds_str(b, l->zcursor);
+    cachet_cmds_str(b, "COUNT");
+    cachet_cmds_int(b, PRUNE_ZSCAN_COUNT);
+    return;
+  }
+  /* prune_dangling over the ZSCAN page's members, 128 a call. */
+  const redisReply *el = l->zpage->element[1];
+  size_t p = c->cfg.prefixlen + 6;
+  size_t members = el->elements / 2;
+  for (size_t i = 0; i < members; i += PRUNE_MEMBERS) {
+    size_t n = members - i < PRUNE_MEMBERS ? members - i : PRUNE_MEMBERS;
+    cachet_cmds_script(b, CACHET_ROUTE_KEY, CACHET_SCRIPT_PRUNE_DANGLING,
+                       1 + 2 * n);
+    cachet_cmds_arg(b, l->key, l->keylen);
+    for (size_t j = i; j < i + n; j++) {
+      const redisReply *m = el->element[2 * j];
+      cachet_cmds_key(b, c, CACHET_KIND_VALUE, l->bucket, m->str, m->len);
+      cachet_cmds_key(b, c, CACHET_KIND_TAGSET, l->bucket, m->str, m->len);
+    }
+    cachet_cmds_copy(b, l->key + p, l->keylen - p);
+    for (size_t j = i; j < i + n; j++)
+      cachet_cmds_copy(b, el->element[2 * j]->str, el->element[2 * j]->len);
+  }
+  freeReplyObject(l->zpage); /* everything it lent is copied */
+  l->zpage = NULL;
+}
+
+static void lane_done(cachet_op_scan *x, cachet_scan_lane *l) {
+  l->phase = P_DONE;
+  x->active[l->node]--;
+}
+
+static int lane_replies(cachet_op_scan *x, cachet_scan_lane *l,
+                        cachet_res *res) {
+  if (l->phase == P_EXPIRED) {
+    int rc = cachet_res_ok(res);
+    const redisReply *r = res->reply;
+    if (rc == CACHET_OK && (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+                            r->element[0]->type != REDIS_REPLY_INTEGER ||
+                            r->element[1]->type != REDIS_REPLY_INTEGER ||
+                            r->element[0]->integer < 0))
+      rc = cachet_res_proto("prune_chunk");
+    if (rc != CACHET_OK)
+      return rc;
+    x->count += (uint64_t)r->element[0]->integer;
+    if (r->element[1]->integer == 0) { /* none left: the dangling ones */
+      strcpy(l->zcursor, "0");
+      l->phase = P_ZSCAN;
+    }
+    return CACHET_OK;
+  }
+  if (l->phase == P_ZSCAN) {
+    int rc = cursor_page(res, "ZSCAN", l->zcursor, sizeof l->zcursor, 1);
+    if (rc != CACHET_OK)
+      return rc;
+    if (res->reply->element[1]->elements > 0) {
+      l->zpage = res->reply; /* kept until its calls are built */
+      res->reply = NULL;
+      l->phase = P_DANGLING;
+    } else if (strcmp(l->zcursor, "0") == 0) {
+      lane_done(x, l);
+    }
+    return CACHET_OK;
+  }
+  for (size_t i = 0; i < l->ncmd; i++) {
+    long long v;
+    int rc = cachet_res_int(&res[i], "prune_dangling", &v);
+    if (rc == CACHET_OK && v < 0)
+      rc = cachet_res_proto("prune_dangling");
+    if (rc != CACHET_OK)
+      return rc;
+    x->count += (uint64_t)v;
+  }
+  if (strcmp(l->zcursor, "0") == 0)
+    lane_done(x, l);
+  else
+    l->phase = P_ZSCAN;
+  return CACHET_OK;
+}
+
+/* ---- both -----------------------------------------------------------------
+ */
+
+/* The next SEND: the clear's calls for the pages just read, the next SCAN
+ * of every master not done (for prune, once its lanes are done), then the
+ * prune lanes' steps; or the end. */
+static int send_next(cachet_op_scan *x, const cachet_in *in, cachet_out *out,
+                     size_t calls) {
+  cachet_cmds *b = &x->op.cmds;
+  size_t total = calls;
   x->nchunks = calls;
   x->nscans = 0;
   for (int n = 0; n < in->nodes; n++) {
-    if (x->cursors[n][0] == '\0')
+    if (x->cursors[n][0] == '\0' || (x->prune && x->active[n] > 0))
       continue;
     cachet_cmds_start(b, n);
     cachet_cmds_str(b, "SCAN");
@@ -161,223 +280,110 @@ static int clear_send(cachet_op_scan *x, const cachet_in *in, cachet_out *out,
     cachet_cmds_str(b, "MATCH");
     cachet_cmds_str(b, x->pattern);
     cachet_cmds_str(b, "COUNT");
-    cachet_cmds_int(b, CLEAR_SCAN_COUNT);
+    cachet_cmds_int(b, x->prune ? PRUNE_SCAN_COUNT : CLEAR_SCAN_COUNT);
     x->scanned[x->nscans++] = n;
+    total++;
   }
-  cachet_progress(x->op.c, "clear", x->count);
-  if (calls == 0 && x->nscans == 0) {
-    if (!x->dry_run)
+  for (size_t i = 0; i < x->nlanes; i++) {
+    cachet_scan_lane *l = &x->lanes[i];
+    l->ncmd = 0;
+    size_t k = lane_cmds(l);
+    if (k == 0 || (total > 0 && total + k > SCAN_PIPELINE))
+      continue;
+    l->cmd0 = total;
+    l->ncmd = k;
+    total += k;
+    lane_send(x, l);
+  }
+  cachet_progress(x->op.c, x->prune ? "prune" : "clear", x->count);
+  if (total == 0) {
+    if (!x->prune && !x->dry_run)
       CACHET_COUNT(x->op.c, clears, 1);
     return cachet_op_done(out, CACHET_OK);
   }
-  x->op.state = S_CLEAR;
+  x->op.state = S_RUN;
   return cachet_cmds_send(b, out);
 }
 
-static int clear_start(cachet_op_scan *x, const cachet_in *in,
-                       cachet_out *out) {
-  x->cursors = calloc((size_t)in->nodes, sizeof *x->cursors);
-  x->scanned = calloc((size_t)in->nodes, sizeof *x->scanned);
-  if (x->cursors == NULL || x->scanned == NULL)
+static int start(cachet_op_scan *x, const cachet_in *in, cachet_out *out) {
+  size_t n = (size_t)in->nodes;
+  x->cursors = calloc(n, sizeof *x->cursors);
+  x->scanned = calloc(n, sizeof *x->scanned);
+  x->active = calloc(n, sizeof *x->active);
+  if (x->cursors == NULL || x->scanned == NULL || x->active == NULL)
     return cachet_op_fail(out, CACHET_ENOMEM, "out of memory");
-  for (int n = 0; n < in->nodes; n++)
-    strcpy(x->cursors[n], "0");
-  return clear_send(x, in, out, 0);
+  for (size_t i = 0; i < n; i++)
+    strcpy(x->cursors[i], "0");
+  return send_next(x, in, out, 0);
 }
 
-/* The calls' counts, then each master's page, which becomes the next
- * calls. */
-static int clear_replies(cachet_op_scan *x, const cachet_in *in,
-                         cachet_out *out) {
-  for (size_t i = 0; i < x->nchunks; i++) {
+/* The clear's counts, then each master's page (the next calls, or new
+ * lanes), then the lanes' outcomes. */
+static int replies(cachet_op_scan *x, cachet_in *in, cachet_out *out) {
+  int rc = CACHET_OK;
+  for (size_t i = 0; rc == CACHET_OK && i < x->nchunks; i++) {
     long long v;
-    int rc = cachet_res_int(&in->res[i], "clear_chunk", &v);
+    rc = cachet_res_int(&in->res[i], "clear_chunk", &v);
     if (rc == CACHET_OK && v < 0)
       rc = cachet_res_proto("clear_chunk");
-    if (rc != CACHET_OK)
-      return cachet_op_done(out, rc);
-    x->count += (uint64_t)v;
+    if (rc == CACHET_OK)
+      x->count += (uint64_t)v;
   }
+  /* The lanes that sent go first: new ones may move the array. */
+  for (size_t i = 0; rc == CACHET_OK && i < x->nlanes; i++)
+    if (x->lanes[i].ncmd > 0)
+      rc = lane_replies(x, &x->lanes[i], &in->res[x->lanes[i].cmd0]);
   size_t calls = 0;
-  for (int s = 0; s < x->nscans; s++) {
-    const cachet_res *res = &in->res[x->nchunks + (size_t)s];
-    char *cursor = x->cursors[x->scanned[s]];
-    int rc = cursor_page(res, "SCAN", cursor, sizeof x->cursors[0], 0);
-    if (rc != CACHET_OK)
-      return cachet_op_done(out, rc);
-    calls += clear_page(x, res->reply->element[1]);
-    if (strcmp(cursor, "0") == 0)
+  for (int s = 0; rc == CACHET_OK && s < x->nscans; s++) {
+    cachet_res *res = &in->res[x->nchunks + (size_t)s];
+    int node = x->scanned[s];
+    char *cursor = x->cursors[node];
+    rc = cursor_page(res, "SCAN", cursor, sizeof x->cursors[0], 0);
+    const redisReply *page = rc == CACHET_OK ? res->reply->element[1] : NULL;
+    if (rc == CACHET_OK && !x->prune)
+      calls += clear_page(x, page);
+    for (size_t i = 0; rc == CACHET_OK && x->prune && i < page->elements; i++)
+      rc = add_lane(x, node, page->element[i]);
+    if (rc == CACHET_OK && strcmp(cursor, "0") == 0)
       cursor[0] = '\0'; /* this master is done */
   }
-  return clear_send(x, in, out, calls);
-}
-
-/* ---- prune ----------------------------------------------------------------
- */
-
-/* "<prefix>{bb}t:<tag>": its bucket and where the tag starts. */
-static int parse_index_key(const cachet *c, const redisReply *k,
-                           unsigned *bucket) {
-  size_t p = c->cfg.prefixlen;
-  if (cachet_data_kind(c, k->str, k->len) != CACHET_KIND_INDEX ||
-      k->len < p + 7)
-    return 0;
-  *bucket = key_bucket(c, k);
-  return 1;
-}
-
-static const redisReply *index_key(const cachet_op_scan *x) {
-  return x->page->element[1]->element[x->ki];
-}
-
-static int send_expired(cachet_op_scan *x, cachet_out *out) {
-  cachet_cmds *b = &x->op.cmds;
-  const redisReply *k = index_key(x);
-  cachet_cmds_script(b, CACHET_ROUTE_KEY, CACHET_SCRIPT_PRUNE_CHUNK, 1);
-  cachet_cmds_arg(b, k->str, k->len);
-  cachet_cmds_int(b, PRUNE_EXPIRED_CAP);
-  x->op.state = S_EXPIRED;
-  return cachet_cmds_send(b, out);
-}
-
-static int send_zscan(cachet_op_scan *x, cachet_out *out) {
-  cachet_cmds *b = &x->op.cmds;
-  const redisReply *k = index_key(x);
-  cachet_cmds_start(b, CACHET_ROUTE_KEY);
-  cachet_cmds_str(b, "ZSCAN");
-  cachet_cmds_arg(b, k->str, k->len);
-  cachet_cmds_str(b, x->zcursor);
-  cachet_cmds_str(b, "COUNT");
-  cachet_cmds_int(b, PRUNE_ZSCAN_COUNT);
-  x->op.state = S_ZSCAN;
-  return cachet_cmds_send(b, out);
-}
-
-/* The next index key of the page, or the next page. */
-static int next_index(cachet_op_scan *x, const cachet_in *in, cachet_out *out) {
-  const redisReply *keys = x->page->element[1];
-  for (; x->ki < keys->elements; x->ki++)
-    if (parse_index_key(x->op.c, keys->element[x->ki], &x->bucket))
-      return send_expired(x, out);
-  freeReplyObject(x->page);
-  x->page = NULL;
-  return next_page(x, in, out);
-}
-
-static int expired_reply(cachet_op_scan *x, const cachet_in *in,
-                         cachet_out *out) {
-  int rc = cachet_res_ok(&in->res[0]);
-  const redisReply *r = in->res[0].reply;
-  if (rc == CACHET_OK && (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-                          r->element[0]->type != REDIS_REPLY_INTEGER ||
-                          r->element[1]->type != REDIS_REPLY_INTEGER ||
-                          r->element[0]->integer < 0))
-    rc = cachet_res_proto("prune_chunk");
   if (rc != CACHET_OK)
     return cachet_op_done(out, rc);
-  x->count += (uint64_t)r->element[0]->integer;
-  if (r->element[1]->integer != 0)
-    return send_expired(x, out);
-  strcpy(x->zcursor, "0");
-  return send_zscan(x, out);
+  size_t keep = 0;
+  for (size_t i = 0; i < x->nlanes; i++)
+    if (x->lanes[i].phase != P_DONE)
+      x->lanes[keep++] = x->lanes[i];
+    else
+      free(x->lanes[i].key);
+  x->nlanes = keep;
+  return send_next(x, in, out, calls);
 }
-
-/* A ZSCAN page: prune_dangling over its members, 128 a call. */
-static int zscan_reply(cachet_op_scan *x, const cachet_in *in,
-                       cachet_out *out) {
-  int rc = cursor_page(&in->res[0], "ZSCAN", x->zcursor, sizeof x->zcursor, 1);
-  if (rc != CACHET_OK)
-    return cachet_op_done(out, rc);
-  const redisReply *el = in->res[0].reply->element[1];
-  const redisReply *k = index_key(x);
-  size_t p = x->op.c->cfg.prefixlen + 6;
-  size_t members = el->elements / 2;
-  cachet_cmds *b = &x->op.cmds;
-  cachet *c = x->op.c;
-  for (size_t i = 0; i < members; i += PRUNE_MEMBERS) {
-    size_t n = members - i < PRUNE_MEMBERS ? members - i : PRUNE_MEMBERS;
-    cachet_cmds_script(b, CACHET_ROUTE_KEY, CACHET_SCRIPT_PRUNE_DANGLING,
-                       1 + 2 * n);
-    cachet_cmds_arg(b, k->str, k->len);
-    for (size_t j = i; j < i + n; j++) {
-      const redisReply *m = el->element[2 * j];
-      cachet_cmds_key(b, c, CACHET_KIND_VALUE, x->bucket, m->str, m->len);
-      cachet_cmds_key(b, c, CACHET_KIND_TAGSET, x->bucket, m->str, m->len);
-    }
-    cachet_cmds_arg(b, k->str + p, k->len - p);
-    for (size_t j = i; j < i + n; j++)
-      cachet_cmds_copy(b, el->element[2 * j]->str, el->element[2 * j]->len);
-  }
-  if (members == 0)
-    return dangling_done(x, in, out);
-  x->op.state = S_DANGLING;
-  return cachet_cmds_send(b, out);
-}
-
-static int dangling_done(cachet_op_scan *x, const cachet_in *in,
-                         cachet_out *out) {
-  if (strcmp(x->zcursor, "0") != 0)
-    return send_zscan(x, out);
-  x->ki++;
-  return next_index(x, in, out);
-}
-
-static int dangling_reply(cachet_op_scan *x, const cachet_in *in,
-                          cachet_out *out) {
-  for (size_t i = 0; i < in->n; i++) {
-    long long v;
-    int rc = cachet_res_int(&in->res[i], "prune_dangling", &v);
-    if (rc == CACHET_OK && v < 0)
-      rc = cachet_res_proto("prune_dangling");
-    if (rc != CACHET_OK)
-      return cachet_op_done(out, rc);
-    x->count += (uint64_t)v;
-  }
-  return dangling_done(x, in, out);
-}
-
-/* ---- both -----------------------------------------------------------------
- */
 
 static int scan_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
   cachet_op_scan *x = (cachet_op_scan *)op;
-  switch (op->state) {
-  case S_START:
-    if (!x->prune)
-      return clear_start(x, in, out);
-    strcpy(x->cursor, "0");
-    return send_scan(x, out);
-  case S_SCAN: {
-    int rc = cursor_page(&in->res[0], "SCAN", x->cursor, sizeof x->cursor, 0);
-    if (rc != CACHET_OK)
-      return cachet_op_done(out, rc);
-    x->page = in->res[0].reply; /* kept while its indexes are pruned */
-    in->res[0].reply = NULL;
-    x->ki = 0;
-    return next_index(x, in, out);
-  }
-  case S_CLEAR:
-    return clear_replies(x, in, out);
-  case S_EXPIRED:
-    return expired_reply(x, in, out);
-  case S_ZSCAN:
-    return zscan_reply(x, in, out);
-  default:
-    return dangling_reply(x, in, out);
-  }
+  if (op->state == S_START)
+    return start(x, in, out);
+  return replies(x, (cachet_in *)in, out);
 }
 
 static void scan_free(cachet_op *op) {
   cachet_op_scan *x = (cachet_op_scan *)op;
-  if (x->page != NULL)
-    freeReplyObject(x->page);
-  x->page = NULL;
+  for (size_t i = 0; i < x->nlanes; i++) {
+    free(x->lanes[i].key);
+    if (x->lanes[i].zpage != NULL)
+      freeReplyObject(x->lanes[i].zpage);
+  }
+  free(x->lanes);
+  x->lanes = NULL;
+  x->nlanes = x->lanecap = 0;
   free(x->pattern);
   x->pattern = NULL;
   free(x->cursors);
   free(x->scanned);
+  free(x->active);
   x->cursors = NULL;
   x->scanned = NULL;
+  x->active = NULL;
   cachet_cmds_free(&op->cmds);
 }
 

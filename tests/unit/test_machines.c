@@ -493,6 +493,72 @@ static void test_eviction_joins_an_e_left_behind(void **state) {
   x.op.k->free(&x.op);
 }
 
+/* ---- clear and prune
+ * ---------------------------------------------------------- */
+
+/* A page's clear_chunk calls ride with the next SCAN of its master. */
+static void test_clear_pipelines_calls_with_the_next_scan(void **state) {
+  (void)state;
+  cachet_op_scan x;
+  assert_int_equal(cachet_op_scan_init(&x, c, 0, 0, 0), CACHET_OK);
+  drv d;
+  start(&d, &x.op);
+  assert_int_equal(d.out.n, 1);
+  assert_true(is(cmd(&d, 0), "SCAN"));
+  feed(&d, (const char *[]){"*2\r\n$2\r\n17\r\n*2\r\n$11\r\nmt:{00}v:ab\r\n"
+                            "$11\r\nmt:{00}m:ab\r\n"});
+  assert_int_equal(d.out.n, 2);
+  expect_script(&d, 0, CACHET_SCRIPT_CLEAR_CHUNK, 2);
+  assert_true(is(cmd(&d, 1), "SCAN"));
+  assert_int_equal(cmd(&d, 1)->lens[1], 2); /* the cursor it was given */
+  assert_memory_equal(cmd(&d, 1)->argv[1], "17", 2);
+  feed(&d, (const char *[]){":1\r\n",
+                            "*2\r\n$1\r\n0\r\n*1\r\n$11\r\nmt:{01}v:cd\r\n"});
+  assert_int_equal(d.out.n, 1);
+  expect_script(&d, 0, CACHET_SCRIPT_CLEAR_CHUNK, 1);
+  feed(&d, (const char *[]){":1\r\n"});
+  expect_done(&d, CACHET_OK);
+  assert_int_equal(x.count, 2);
+  assert_int_equal(d.sends, 3);
+  x.op.k->free(&x.op);
+}
+
+/* Every index key of a page is pruned at once: expired members, then a
+ * ZSCAN, then the dangling ones, each step one SEND for all of them. */
+static void test_prune_fans_out_over_a_page(void **state) {
+  (void)state;
+  cachet_op_scan x;
+  assert_int_equal(cachet_op_scan_init(&x, c, 1, 0, 0), CACHET_OK);
+  drv d;
+  start(&d, &x.op);
+  assert_true(is(cmd(&d, 0), "SCAN"));
+  feed(&d, (const char *[]){"*2\r\n$1\r\n0\r\n*3\r\n$11\r\nmt:{00}t:ta\r\n"
+                            "$11\r\nmt:{01}t:tb\r\n$11\r\nmt:{02}t:tc\r\n"});
+  assert_int_equal(d.out.n, 3);
+  const char *rep[3];
+  for (size_t i = 0; i < 3; i++) {
+    expect_script(&d, i, CACHET_SCRIPT_PRUNE_CHUNK, 1);
+    rep[i] = "*2\r\n:2\r\n:0\r\n"; /* two expired, none left */
+  }
+  feed(&d, rep);
+  assert_int_equal(d.out.n, 3);
+  for (size_t i = 0; i < 3; i++) {
+    assert_true(is(cmd(&d, i), "ZSCAN"));
+    rep[i] = "*2\r\n$1\r\n0\r\n*2\r\n$1\r\nm\r\n$1\r\n5\r\n";
+  }
+  feed(&d, rep);
+  assert_int_equal(d.out.n, 3);
+  for (size_t i = 0; i < 3; i++) {
+    expect_script(&d, i, CACHET_SCRIPT_PRUNE_DANGLING, 3);
+    rep[i] = ":1\r\n";
+  }
+  feed(&d, rep);
+  expect_done(&d, CACHET_OK);
+  assert_int_equal(x.count, 3 * 3);
+  assert_int_equal(d.sends, 4);
+  x.op.k->free(&x.op);
+}
+
 /* ---- An error at every step
  * --------------------------------------------------- Each machine runs against
  * a plausible server (answer() below) until it is done; then once more for each
@@ -784,6 +850,8 @@ int main(void) {
       cmocka_unit_test(test_eviction_fans_out_in_parallel_phases),
       cmocka_unit_test(test_eviction_snapshots_a_large_bucket),
       cmocka_unit_test(test_eviction_joins_an_e_left_behind),
+      cmocka_unit_test(test_clear_pipelines_calls_with_the_next_scan),
+      cmocka_unit_test(test_prune_fans_out_over_a_page),
       cmocka_unit_test(test_an_error_at_every_step_is_an_error),
       cmocka_unit_test(test_reads_decode_once),
   };
