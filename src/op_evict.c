@@ -203,14 +203,9 @@ static int send_next(cachet_op_evict *x, cachet_out *out) {
  */
 
 static int add_lane(cachet_op_evict *x, unsigned ti, unsigned bucket) {
-  if (x->nlanes == x->lanecap) {
-    size_t cap = x->lanecap ? 2 * x->lanecap : 64;
-    cachet_evict_lane *ls = realloc(x->lanes, cap * sizeof *ls);
-    if (ls == NULL)
-      return cachet_fail(CACHET_ENOMEM, "out of memory");
-    x->lanes = ls;
-    x->lanecap = cap;
-  }
+  int rc = cachet_grow(&x->lanes, &x->lanecap, x->nlanes + 1, sizeof *x->lanes);
+  if (rc != CACHET_OK)
+    return rc;
   x->lanes[x->nlanes++] =
       (cachet_evict_lane){.ti = ti, .bucket = bucket, .phase = L_BEGIN};
   return CACHET_OK;

@@ -132,14 +132,9 @@ static int add_lane(cachet_op_scan *x, int node, const redisReply *k) {
   if (cachet_data_kind(c, k->str, k->len) != CACHET_KIND_INDEX ||
       k->len < c->cfg.prefixlen + 7)
     return CACHET_OK;
-  if (x->nlanes == x->lanecap) {
-    size_t cap = x->lanecap ? 2 * x->lanecap : 64;
-    cachet_scan_lane *ls = realloc(x->lanes, cap * sizeof *ls);
-    if (ls == NULL)
-      return cachet_fail(CACHET_ENOMEM, "out of memory");
-    x->lanes = ls;
-    x->lanecap = cap;
-  }
+  if (cachet_grow(&x->lanes, &x->lanecap, x->nlanes + 1, sizeof *x->lanes) !=
+      CACHET_OK)
+    return CACHET_ENOMEM;
   char *key = malloc(k->len);
   if (key == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory");
