@@ -87,7 +87,14 @@ for run in "${runs[@]}"; do
     echo "   ok: $execs executions, corpus $(ls "$work" | wc -l) inputs"
   else
     echo "   FAILED (see below; reproducer under $artifacts)"
-    tail -n 40 "$log"
+    # An ops target prints the operation sequence before its stack: that,
+    # not the stack, is what tells the bug (and a flaky one may not come
+    # back when the input is run again).
+    if grep -q "the sequence:" "$log"; then
+      sed -n '/the sequence:/,$p' "$log" | grep -v '^#[0-9]' | head -n 150
+    else
+      tail -n 40 "$log"
+    fi
     failed+=("$name")
   fi
 done
