@@ -1072,6 +1072,16 @@ static void op_mget(int h, fuzz_cursor *in) {
   }
   expect(rc, want, "mget");
   for (size_t i = 0; i < n; i++) {
+    /* The call's status is its first server-level error: an entry that
+     * met a killed connection after a server error (say WRONGTYPE) does
+     * not make the call ECONN, but is the same allowed failure. Which
+     * connections were killed depends on the inputs run before this one
+     * in the process, so this does not come back when one input is run
+     * alone. */
+    if (e[i].status == CACHET_ECONN && allowed_failure(h, CACHET_ECONN)) {
+      cachet_free(e[i].out);
+      continue;
+    }
     check_value(&S.m[h].k[keys[i]], e[i].status, e[i].out, e[i].outlen,
                 "mget entry");
     cachet_free(e[i].out);
