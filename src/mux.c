@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,7 @@ enum { REQ_WAITING, REQ_DONE, REQ_READ /* asked to become the reader */ };
  * learn that it is answered. */
 typedef struct mux_req {
   atomic_int state; /* REQ_*; a futex, woken on every change */
+  atomic_int busy;  /* another thread still wakes it: do not return yet */
   size_t n, got;
   redisReply **replies;
   int status;
@@ -113,11 +115,12 @@ void cachet_mux_destroy(cachet_mux *m) {
   free(m);
 }
 
-/* A futex on the request's state, rather than a semaphore: the thread
- * that answers a request stores DONE under the mutex, then wakes the
- * waiter after letting the mutex go. The waiter may see DONE, return and
- * reuse that stack memory first; a futex wake writes nothing, so at worst
- * it wakes whoever waits there now, and every wait here allows for that. */
+/* A futex on the request's state, rather than a semaphore under the
+ * mutex: the thread that answers a request marks it busy and stores DONE
+ * under the mutex, then wakes the waiter after letting the mutex go, and
+ * clears busy last. The waiter returns once it sees DONE and busy clear,
+ * without taking the mutex: its request, on its stack, outlives every
+ * access of the other thread. */
 static void state_wake(atomic_int *state) {
   syscall(SYS_futex, state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
@@ -155,13 +158,19 @@ static int push_slot(mux_conn *mc, mux_req *r) {
   return CACHET_OK;
 }
 
-/* Answer r. Its thread may return as soon as the state is stored: wake it
- * after this, with nothing of r but the state's address. */
+/* Answer r, busy until the caller has woken it (unbusy). */
 static void finish(mux_req *r, int status, const char *detail) {
   r->status = status;
   if (detail != NULL)
     snprintf(r->detail, sizeof r->detail, "%s", detail);
+  atomic_store_explicit(&r->busy, 1, memory_order_relaxed);
   atomic_store_explicit(&r->state, REQ_DONE, memory_order_release);
+}
+
+/* Wake r's thread; after the store of busy, r may be gone. */
+static void unbusy(mux_req *r) {
+  state_wake(&r->state);
+  atomic_store_explicit(&r->busy, 0, memory_order_release);
 }
 
 /* The connection failed: every request in flight fails with `status` and
@@ -172,9 +181,8 @@ static void fail_all(mux_conn *mc, int status) {
   for (size_t i = 0; i < mc->qlen; i++) {
     mux_slot *s = slot_at(mc, i);
     if (s->req != NULL) {
-      atomic_int *w = &s->req->state;
       finish(s->req, status, why);
-      state_wake(w);
+      unbusy(s->req);
     }
   }
   mc->qlen = mc->qhead = 0;
@@ -232,9 +240,9 @@ static void abandon(mux_conn *mc, mux_req *r, int timeout_ms) {
   }
 }
 
-/* A reply came: it answers the oldest group in flight. Returns the state
- * to wake once the mutex is let go, or NULL. */
-static atomic_int *dispatch(mux_conn *mc, redisReply *rep, mux_req *self) {
+/* A reply came: it answers the oldest group in flight. Returns the request
+ * to wake (unbusy) once the mutex is let go, or NULL. */
+static mux_req *dispatch(mux_conn *mc, redisReply *rep, mux_req *self) {
   if (mc->qlen == 0) {
     freeReplyObject(rep);
     cachet_fail(CACHET_EPROTO, "redis: a reply that no request asked for");
@@ -255,8 +263,12 @@ static atomic_int *dispatch(mux_conn *mc, redisReply *rep, mux_req *self) {
     mc->abandoned--;
     return NULL;
   }
+  if (r == self) {
+    atomic_store_explicit(&r->state, REQ_DONE, memory_order_relaxed);
+    return NULL;
+  }
   finish(r, CACHET_OK, NULL);
-  return r == self ? NULL : &r->state;
+  return r;
 }
 
 /* ---- the writer and the reader -------------------------------------------
@@ -357,7 +369,7 @@ static void read_replies(mux_conn *mc, mux_req *self, int timeout_ms) {
         rc = cachet_fail(CACHET_ENOMEM, "redis: out of memory");
     }
     pthread_mutex_lock(&mc->mu);
-    atomic_int *wake[MUX_BATCH];
+    mux_req *wake[MUX_BATCH];
     int nw = 0;
     for (int i = 0; i < nb; i++)
       if (mc->broken)
@@ -373,7 +385,7 @@ static void read_replies(mux_conn *mc, mux_req *self, int timeout_ms) {
       /* The wake-ups are system calls: not with the mutex held. */
       pthread_mutex_unlock(&mc->mu);
       for (int i = 0; i < nw; i++)
-        state_wake(wake[i]);
+        unbusy(wake[i]);
       pthread_mutex_lock(&mc->mu);
     }
   }
@@ -508,6 +520,9 @@ int cachet_mux_exchange(cachet_mux *m, const cachet_cmd *cmds,
   }
   pthread_mutex_unlock(&mc->mu);
 answered:
+  /* The thread that answered may still be waking us. */
+  while (atomic_load_explicit(&r.busy, memory_order_acquire))
+    sched_yield();
   atomic_fetch_sub_explicit(&mc->load, 1, memory_order_relaxed);
   if (r.status != CACHET_OK) {
     for (size_t j = 0; j < r.got; j++) {
