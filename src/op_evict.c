@@ -11,10 +11,12 @@
  *     the script must be given;
  *  3. evict_chunk re-checks each member atomically and evicts it, drops a
  *     stale membership, or skips it when its tags changed in between (read
- *     again next round). When the sweep read all of t (fewer than 64
- *     members) and no e is left, that is all: members added since were
- *     written after the call started, and only the skipped ones are tried
- *     again. Else its first call renames t to e, a snapshot of the members
+ *     again next round). One call serves every tag of the eviction in a
+ *     bucket (the keys share its slot), within one call's budget. When the
+ *     sweep read all of t (fewer than 64 members, all within that budget)
+ *     and no e is left, that is all: members added since were written
+ *     after the call started, and only the skipped ones are tried again.
+ *     Else its first call renames t to e, a snapshot of the members
  *     the tag had (or joins an e left by an earlier or concurrent eviction,
  *     drained first), and each call returns the next members of e; 2-3
  *     repeat until e is empty. A bucket with only an e key starts with
@@ -40,7 +42,8 @@
 #include "error.h"
 
 enum { V_START, V_SWEEP, V_LANES };
-enum { L_BEGIN, L_SETS, L_CHUNK, L_DONE };
+/* L_CHUNKED: its chunk is in the current SEND. */
+enum { L_BEGIN, L_SETS, L_CHUNK, L_CHUNKED, L_DONE };
 
 static const char *tag_of(const cachet_op_evict *x,
                           const cachet_evict_lane *l) {
@@ -48,19 +51,20 @@ static const char *tag_of(const cachet_op_evict *x,
 }
 
 static void drop_chunk(cachet_evict_lane *l) {
-  if (l->range != NULL)
-    freeReplyObject(l->range);
   for (size_t i = 0; i < l->nsets; i++)
     if (l->sets[i] != NULL)
       freeReplyObject(l->sets[i]);
   free(l->sets);
-  l->range = NULL;
+  free(l->mem);
+  free(l->mbuf);
+  l->mem = NULL;
+  l->mbuf = NULL;
   l->sets = NULL;
   l->nsets = l->nm = 0;
 }
 
-static const redisReply *member(const cachet_evict_lane *l, size_t i) {
-  return l->range->element[l->roff + i];
+static cachet_name member(const cachet_evict_lane *l, size_t i) {
+  return l->mem[i];
 }
 
 /* ---- building a SEND -----------------------------------------------------
@@ -98,63 +102,148 @@ static void sets_cmds(cachet_op_evict *x, const cachet_evict_lane *l) {
     cachet_cmds *b = &x->op.cmds;
     cachet_cmds_start(b, CACHET_ROUTE_KEY);
     cachet_cmds_str(b, "SMEMBERS");
-    cachet_cmds_key(b, x->op.c, CACHET_KIND_TAGSET, l->bucket,
-                    member(l, i)->str, member(l, i)->len);
+    cachet_cmds_key(b, x->op.c, CACHET_KIND_TAGSET, l->bucket, member(l, i).s,
+                    member(l, i).len);
   }
 }
 
-/* The chunk: members taken while the work stays within the budget, the
- * other tags they carry, then one evict_chunk. */
-static int chunk_cmd(cachet_op_evict *x, cachet_evict_lane *l) {
-  size_t nm = l->nm;
-  size_t sizes[CACHET_EVICT_MEMBERS];
-  for (size_t i = 0; i < nm; i++)
+/* How many of a lane's members its chunk takes (while the work stays
+ * within one call's budget), and that work. */
+static size_t lane_take(const cachet_evict_lane *l, size_t *ops) {
+  size_t sizes[CACHET_EVICT_MEMBERS], ntags = 0;
+  for (size_t i = 0; i < l->nm; i++)
     sizes[i] = l->sets[i]->elements;
-  size_t ntags = 0;
-  size_t n = cachet_evict_take(sizes, nm, &ntags);
+  size_t n = cachet_evict_take(sizes, l->nm, &ntags);
+  *ops = 2 * n + ntags + 2;
+  return n;
+}
+
+/* One evict_chunk over the lanes order[first .. first+n), all of one
+ * bucket: their keys and members, then the other tags they carry. */
+static int chunk_call(cachet_op_evict *x, size_t first, size_t n) {
+  cachet_cmds *b = &x->op.cmds;
+  cachet *c = x->op.c;
+  size_t nkeys = 0, ntags = 0;
+  for (size_t q = first; q < first + n; q++) {
+    const cachet_evict_lane *l = &x->lanes[x->order[q]];
+    nkeys += 2 + 2 * l->take;
+    for (size_t i = 0; i < l->take; i++)
+      ntags += l->sets[i]->elements;
+  }
   cachet_name *others = NULL;
   size_t nothers = 0;
   if (ntags > 0 && (others = malloc(ntags * sizeof *others)) == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory");
-  for (size_t i = 0; i < n; i++)
-    for (size_t j = 0; j < l->sets[i]->elements; j++)
-      others[nothers++] = (cachet_name){l->sets[i]->element[j]->str,
-                                        l->sets[i]->element[j]->len};
-  const char *t = tag_of(x, l);
-  nothers = cachet_evict_others(others, nothers, t, strlen(t));
-
-  cachet_cmds *b = &x->op.cmds;
-  cachet *c = x->op.c;
+  for (size_t q = first; q < first + n; q++) {
+    const cachet_evict_lane *l = &x->lanes[x->order[q]];
+    const char *t = tag_of(x, l);
+    for (size_t i = 0; i < l->take; i++)
+      for (size_t j = 0; j < l->sets[i]->elements; j++) {
+        const redisReply *e = l->sets[i]->element[j];
+        /* A lane's own tag is its KEYS' t key, not another index. */
+        if (e->len != strlen(t) || memcmp(e->str, t, e->len) != 0)
+          others[nothers++] = (cachet_name){e->str, e->len};
+      }
+  }
+  nothers = cachet_evict_others(others, nothers, "", 0);
+  unsigned bucket = x->lanes[x->order[first]].bucket;
   cachet_cmds_script(b, CACHET_ROUTE_KEY, CACHET_SCRIPT_EVICT_CHUNK,
-                     2 + 2 * n + nothers);
-  cachet_cmds_key(b, c, CACHET_KIND_EVICTING, l->bucket, t, strlen(t));
-  cachet_cmds_key(b, c, CACHET_KIND_INDEX, l->bucket, t, strlen(t));
-  for (size_t i = 0; i < n; i++) {
-    const redisReply *e = member(l, i);
-    cachet_cmds_key(b, c, CACHET_KIND_VALUE, l->bucket, e->str, e->len);
-    cachet_cmds_key(b, c, CACHET_KIND_TAGSET, l->bucket, e->str, e->len);
+                     nkeys + nothers);
+  for (size_t q = first; q < first + n; q++) {
+    const cachet_evict_lane *l = &x->lanes[x->order[q]];
+    const char *t = tag_of(x, l);
+    cachet_cmds_key(b, c, CACHET_KIND_EVICTING, bucket, t, strlen(t));
+    cachet_cmds_key(b, c, CACHET_KIND_INDEX, bucket, t, strlen(t));
+    for (size_t i = 0; i < l->take; i++) {
+      cachet_name m = member(l, i);
+      cachet_cmds_key(b, c, CACHET_KIND_VALUE, bucket, m.s, m.len);
+      cachet_cmds_key(b, c, CACHET_KIND_TAGSET, bucket, m.s, m.len);
+    }
   }
   for (size_t i = 0; i < nothers; i++)
-    cachet_cmds_key(b, c, CACHET_KIND_INDEX, l->bucket, others[i].s,
+    cachet_cmds_key(b, c, CACHET_KIND_INDEX, bucket, others[i].s,
                     others[i].len);
-  cachet_cmds_str(b, t);
   cachet_cmds_int(b, (long long)n);
-  cachet_cmds_int(b, l->mode);
   cachet_cmds_int(b, CACHET_EVICT_MEMBERS);
-  for (size_t i = 0; i < n; i++)
-    cachet_cmds_copy(b, member(l, i)->str, member(l, i)->len);
+  for (size_t q = first; q < first + n; q++) {
+    const cachet_evict_lane *l = &x->lanes[x->order[q]];
+    cachet_cmds_str(b, tag_of(x, l));
+    cachet_cmds_int(b, (long long)l->take);
+    cachet_cmds_int(b, l->mode);
+    for (size_t i = 0; i < l->take; i++)
+      cachet_cmds_copy(b, member(l, i).s, member(l, i).len);
+  }
   for (size_t i = 0; i < nothers; i++)
     cachet_cmds_copy(b, others[i].s, others[i].len);
   free(others);
-  drop_chunk(l); /* everything it lent is copied */
+  for (size_t q = first; q < first + n; q++)
+    drop_chunk(&x->lanes[x->order[q]]); /* everything they lent is copied */
   return CACHET_OK;
 }
 
-/* How many commands a lane's next step takes. */
+/* The chunks of this SEND: the lanes with tag sets read, bucket by bucket
+ * (a counting sort into x->order), cut into calls that each stay within
+ * one call's budget, as long as the SEND has room. */
+static int chunk_calls(cachet_op_evict *x, size_t *total) {
+  size_t count[CACHET_BUCKETS + 1] = {0};
+  size_t n = 0;
+  for (size_t i = 0; i < x->nlanes; i++)
+    if (x->lanes[i].phase == L_CHUNK) {
+      count[x->lanes[i].bucket + 1]++;
+      n++;
+    }
+  x->ncalls = 0;
+  if (n == 0)
+    return CACHET_OK;
+  if (cachet_grow(&x->order, &x->ordercap, n, sizeof *x->order) != CACHET_OK)
+    return CACHET_ENOMEM;
+  for (unsigned bkt = 0; bkt < CACHET_BUCKETS; bkt++)
+    count[bkt + 1] += count[bkt];
+  for (size_t i = 0; i < x->nlanes; i++)
+    if (x->lanes[i].phase == L_CHUNK)
+      x->order[count[x->lanes[i].bucket]++] = i;
+  x->norder = n;
+  size_t q = 0;
+  while (q < n && *total < CACHET_EVICT_PIPELINE) {
+    /* One call: lanes of one bucket while the members and the work stay
+     * within one call's budget (always at least one lane). */
+    size_t first = q, members = 0, ops = 0;
+    unsigned bucket = x->lanes[x->order[q]].bucket;
+    while (q < n && x->lanes[x->order[q]].bucket == bucket) {
+      cachet_evict_lane *l = &x->lanes[x->order[q]];
+      size_t lops;
+      size_t take = lane_take(l, &lops);
+      if (q > first && (members + take > CACHET_EVICT_MEMBERS ||
+                        ops + lops > CACHET_EVICT_OPS))
+        break;
+      /* Members left out of a chunk are only drained later from a
+       * snapshot: all of t no longer fits one call, so begin one. */
+      if (take < l->nm && l->mode == CACHET_EVICT_FROM_T_ALL)
+        l->mode = CACHET_EVICT_FROM_T_BEGIN;
+      l->take = take;
+      members += take;
+      ops += lops;
+      q++;
+    }
+    if (cachet_grow(&x->calls, &x->callcap, x->ncalls + 1, sizeof *x->calls) !=
+        CACHET_OK)
+      return CACHET_ENOMEM;
+    x->calls[x->ncalls++] = (cachet_evict_call){*total, first, q - first};
+    int rc = chunk_call(x, first, q - first);
+    if (rc != CACHET_OK)
+      return rc;
+    for (size_t k = first; k < q; k++)
+      x->lanes[x->order[k]].phase = L_CHUNKED;
+    (*total)++;
+  }
+  return CACHET_OK;
+}
+
+/* How many commands a lane's next step takes (its chunk is counted by
+ * chunk_calls). */
 static size_t lane_cmds(const cachet_evict_lane *l) {
   switch (l->phase) {
   case L_BEGIN:
-  case L_CHUNK:
     return 1;
   case L_SETS:
     return l->nm;
@@ -163,8 +252,9 @@ static size_t lane_cmds(const cachet_evict_lane *l) {
   }
 }
 
-/* The next SEND: sweeps of the tags not swept yet, then the lanes' steps,
- * up to CACHET_EVICT_PIPELINE commands (at least one tag or lane). */
+/* The next SEND: sweeps of the tags not swept yet, the lanes' single
+ * steps, then the chunk calls, up to CACHET_EVICT_PIPELINE commands (at
+ * least one tag, lane or call). */
 static int send_next(cachet_op_evict *x, cachet_out *out) {
   size_t total = 0;
   x->sweep_to = x->swept;
@@ -184,14 +274,12 @@ static int send_next(cachet_op_evict *x, cachet_out *out) {
     total += k;
     if (l->phase == L_BEGIN)
       begin_cmd(x, l);
-    else if (l->phase == L_SETS)
+    else
       sets_cmds(x, l);
-    else {
-      int rc = chunk_cmd(x, l);
-      if (rc != CACHET_OK)
-        return cachet_op_done(out, rc);
-    }
   }
+  int rc = chunk_calls(x, &total);
+  if (rc != CACHET_OK)
+    return cachet_op_done(out, rc);
   if (total == 0)
     return cachet_op_done(out, CACHET_OK);
   x->sends++;
@@ -211,24 +299,33 @@ static int add_lane(cachet_op_evict *x, unsigned ti, unsigned bucket) {
   return CACHET_OK;
 }
 
-/* Members listed in `r` from element `off` on: strings, at most a chunk's
- * worth. The lane keeps the reply until its chunk is built. */
-static int take_members(cachet_evict_lane *l, cachet_res *res, size_t off,
-                        const char *what) {
-  redisReply *r = res->reply;
-  size_t nm = r->elements - off;
-  for (size_t i = off; i < r->elements; i++)
+/* Members listed in `r` from element `off` on (`nm` of them): strings, at
+ * most a chunk's worth, copied into the lane. */
+static int take_members(cachet_evict_lane *l, const redisReply *r, size_t off,
+                        size_t nm, const char *what) {
+  if (nm > CACHET_EVICT_MEMBERS || off + nm > r->elements)
+    return cachet_res_proto(what);
+  size_t bytes = 0;
+  for (size_t i = off; i < off + nm; i++) {
     if (r->element[i]->type != REDIS_REPLY_STRING)
       return cachet_res_proto(what);
-  if (nm > CACHET_EVICT_MEMBERS)
-    return cachet_res_proto(what);
-  if (nm > 0) {
-    l->range = r;
-    l->roff = off;
-    l->nm = nm;
-    res->reply = NULL;
-    l->phase = L_SETS;
+    bytes += r->element[i]->len;
   }
+  if (nm == 0)
+    return CACHET_OK;
+  l->mem = malloc(nm * sizeof *l->mem);
+  l->mbuf = malloc(bytes + 1);
+  if (l->mem == NULL || l->mbuf == NULL)
+    return cachet_fail(CACHET_ENOMEM, "out of memory");
+  char *p = l->mbuf;
+  for (size_t i = 0; i < nm; i++) {
+    const redisReply *e = r->element[off + i];
+    memcpy(p, e->str, e->len);
+    l->mem[i] = (cachet_name){p, e->len};
+    p += e->len;
+  }
+  l->nm = nm;
+  l->phase = L_SETS;
   return CACHET_OK;
 }
 
@@ -268,7 +365,7 @@ static int sweep_replies(cachet_op_evict *x, cachet_in *in) {
         l->mode = range->reply->elements < CACHET_EVICT_MEMBERS && e == 0
                       ? CACHET_EVICT_FROM_T_ALL
                       : CACHET_EVICT_FROM_T_BEGIN;
-        rc = take_members(l, range, 0, "ZRANGE");
+        rc = take_members(l, range->reply, 0, range->reply->elements, "ZRANGE");
       }
       if (rc != CACHET_OK)
         return rc;
@@ -296,7 +393,7 @@ static int begin_reply(cachet_op_evict *x, cachet_evict_lane *l,
   l->mode = CACHET_EVICT_FROM_E;
   l->idle = 0;
   l->phase = L_DONE; /* unless members follow */
-  if ((rc = take_members(l, res, 1, "evict_begin")) != CACHET_OK)
+  if ((rc = take_members(l, r, 1, r->elements - 1, "evict_begin")) != CACHET_OK)
     return rc;
   return l->phase == L_DONE ? drained(x, l) : CACHET_OK;
 }
@@ -318,32 +415,29 @@ static int sets_replies(cachet_evict_lane *l, cachet_res *res) {
   return CACHET_OK;
 }
 
-static int chunk_reply(cachet_op_evict *x, cachet_evict_lane *l,
-                       cachet_res *res) {
-  int rc = cachet_res_ok(res);
-  const redisReply *r = res->reply;
-  if (rc == CACHET_OK && (r->type != REDIS_REPLY_ARRAY || r->elements < 4))
-    rc = cachet_res_proto("evict_chunk");
-  for (size_t i = 0; rc == CACHET_OK && i < 4; i++)
-    if (r->element[i]->type != REDIS_REPLY_INTEGER ||
-        r->element[i]->integer < 0 || (i == 3 && r->element[i]->integer > 2))
-      rc = cachet_res_proto("evict_chunk");
-  if (rc != CACHET_OK)
-    return rc;
-  long long evicted = r->element[0]->integer, stale = r->element[2]->integer;
-  x->evicted += (uint64_t)evicted;
-  /* Gone whatever comes next: counted now. */
-  CACHET_COUNT(x->op.c, tag_evictions, (uint64_t)evicted);
-  cachet_progress(x->op.c, "evict", x->evicted); /* once a chunk, as ever */
+/* A lane's record in an evict_chunk reply, from element *at on: doomed,
+ * skipped, stale, begun, count, then count members. */
+static int chunk_lane(cachet_op_evict *x, cachet_evict_lane *l,
+                      const redisReply *r, size_t *at) {
+  size_t i = *at;
+  if (i + 5 > r->elements)
+    return cachet_res_proto("evict_chunk");
+  for (size_t k = i; k < i + 5; k++)
+    if (r->element[k]->type != REDIS_REPLY_INTEGER ||
+        r->element[k]->integer < 0 ||
+        (k == i + 3 && r->element[k]->integer > 2))
+      return cachet_res_proto("evict_chunk");
+  long long doomed = r->element[i]->integer, stale = r->element[i + 2]->integer;
+  size_t count = (size_t)r->element[i + 4]->integer;
   if (l->mode == CACHET_EVICT_FROM_T_BEGIN) {
     /* Joined an earlier snapshot (1), or took our own (2, or 0: another
      * eviction took t and emptied e meanwhile; what is left is ours). */
-    l->begin = r->element[3]->integer == 1 ? 1 : 2;
+    l->begin = r->element[i + 3]->integer == 1 ? 1 : 2;
     l->mode = CACHET_EVICT_FROM_E;
   } else if (l->mode == CACHET_EVICT_FROM_T_ALL) {
     l->begin = 2; /* nothing to begin again: the skipped are retried */
   }
-  if (evicted + stale > 0)
+  if (doomed + stale > 0)
     l->idle = 0;
   else if (++l->idle == CACHET_EVICT_IDLE_ROUNDS)
     return cachet_fail(CACHET_EBUSY,
@@ -351,21 +445,43 @@ static int chunk_reply(cachet_op_evict *x, cachet_evict_lane *l,
                        "their tags under concurrent writers (%d rounds)",
                        tag_of(x, l), CACHET_EVICT_IDLE_ROUNDS);
   l->phase = L_DONE; /* unless members follow */
-  if ((rc = take_members(l, res, 4, "evict_chunk")) != CACHET_OK)
+  int rc = take_members(l, r, i + 5, count, "evict_chunk");
+  *at = i + 5 + count;
+  if (rc != CACHET_OK)
     return rc;
   return l->phase == L_DONE ? drained(x, l) : CACHET_OK;
 }
 
+/* One call's reply: the values it deleted, then each lane's record. */
+static int call_reply(cachet_op_evict *x, const cachet_evict_call *call,
+                      const cachet_res *res) {
+  int rc = cachet_res_ok(res);
+  const redisReply *r = res->reply;
+  if (rc == CACHET_OK && (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+                          r->element[0]->type != REDIS_REPLY_INTEGER ||
+                          r->element[0]->integer < 0))
+    rc = cachet_res_proto("evict_chunk");
+  if (rc != CACHET_OK)
+    return rc;
+  uint64_t evicted = (uint64_t)r->element[0]->integer;
+  x->evicted += evicted;
+  /* Gone whatever comes next: counted now. */
+  CACHET_COUNT(x->op.c, tag_evictions, evicted);
+  cachet_progress(x->op.c, "evict", x->evicted); /* once a chunk, as ever */
+  size_t at = 1;
+  for (size_t q = call->first; rc == CACHET_OK && q < call->first + call->n;
+       q++)
+    rc = chunk_lane(x, &x->lanes[x->order[q]], r, &at);
+  if (rc == CACHET_OK && at != r->elements)
+    rc = cachet_res_proto("evict_chunk");
+  return rc;
+}
+
 static int lane_replies(cachet_op_evict *x, cachet_evict_lane *l,
                         cachet_res *res) {
-  switch (l->phase) {
-  case L_BEGIN:
+  if (l->phase == L_BEGIN)
     return begin_reply(x, l, res);
-  case L_SETS:
-    return sets_replies(l, res);
-  default:
-    return chunk_reply(x, l, res);
-  }
+  return sets_replies(l, res);
 }
 
 static int evict_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
@@ -383,6 +499,8 @@ static int evict_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
     if (l->ncmd > 0)
       rc = lane_replies(x, l, &cur->res[l->cmd0]);
   }
+  for (size_t k = 0; rc == CACHET_OK && k < x->ncalls; k++)
+    rc = call_reply(x, &x->calls[k], &cur->res[x->calls[k].cmd]);
   if (rc == CACHET_OK)
     rc = sweep_replies(x, cur);
   if (rc != CACHET_OK)
@@ -405,6 +523,10 @@ static void evict_free(cachet_op *op) {
   free(x->lanes);
   x->lanes = NULL;
   x->nlanes = x->lanecap = 0;
+  free(x->calls);
+  free(x->order);
+  x->calls = NULL;
+  x->order = NULL;
   for (size_t i = 0; i < x->ntags; i++)
     free(x->tags[i]);
   free(x->tags);

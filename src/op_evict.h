@@ -25,13 +25,21 @@ typedef struct cachet_evict_lane {
   int begin;           /* 1: joined an earlier snapshot; 2: took our own */
   int round, idle;
   size_t cmd0, ncmd; /* its commands in the current SEND */
-  /* The chunk being built: the reply that listed its members (from
-   * element roff on, nm of them) and each member's tag set. */
-  redisReply *range;
-  size_t roff, nm;
+  size_t take;       /* a chunk: how many of its members it takes */
+  /* The chunk being built: its members (copied: one reply may list the
+   * members of several lanes) and each member's tag set. */
+  cachet_name *mem;
+  char *mbuf;
+  size_t nm;
   redisReply **sets;
   size_t nsets;
 } cachet_evict_lane;
+
+/* One evict_chunk call of a SEND: lanes of one bucket, lanes[first ..
+ * first + n) of the call's order (cachet_op_evict.order). */
+typedef struct cachet_evict_call {
+  size_t cmd, first, n;
+} cachet_evict_call;
 
 typedef struct cachet_op_evict {
   cachet_op op;
@@ -40,6 +48,12 @@ typedef struct cachet_op_evict {
   size_t swept, sweep_to; /* tags swept so far; being swept: [swept, to) */
   cachet_evict_lane *lanes;
   size_t nlanes, lanecap;
+  /* The chunks of the current SEND: calls, and the lanes (indexes into
+   * lanes) each holds, in order. */
+  cachet_evict_call *calls;
+  size_t ncalls, callcap;
+  size_t *order;
+  size_t norder, ordercap;
   uint64_t evicted; /* entries whose value was deleted, so far */
   uint64_t sends;   /* pipelined round trips so far (for tests, benches) */
 } cachet_op_evict;

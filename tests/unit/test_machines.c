@@ -363,12 +363,19 @@ static void sweep_answer(drv *d, size_t ntags, unsigned live, int only_e) {
   feed(d, rep);
 }
 
-/* ARGV[3] of an evict_chunk: where its members come from ("0" e, "1" t
- * and begin a snapshot, "2" all of t). */
+/* The mode of an evict_chunk's first lane: where its members come from
+ * ("0" e, "1" t and begin a snapshot, "2" all of t). ARGV: lanes, how many
+ * to return, then per lane: tag, n, mode, members. */
 static const char *chunk_begins(const drv *d, size_t i) {
   const cachet_cmd *k = cmd(d, i);
   int nkeys = atoi(k->argv[2]);
-  return k->argv[3 + nkeys + 2];
+  return k->argv[3 + nkeys + 4];
+}
+
+/* How many lanes an evict_chunk holds. */
+static int chunk_lanes(const drv *d, size_t i) {
+  const cachet_cmd *k = cmd(d, i);
+  return atoi(k->argv[3 + atoi(k->argv[2])]);
 }
 
 static void test_eviction_without_progress_gives_up(void **state) {
@@ -387,7 +394,10 @@ static void test_eviction_without_progress_gives_up(void **state) {
     expect_script(&d, 0, CACHET_SCRIPT_EVICT_CHUNK, 4); /* e, t, v, m */
     /* All of t was read: no snapshot, the skipped member is retried. */
     assert_string_equal(chunk_begins(&d, 0), "2");
-    feed(&d, (const char *[]){"*5\r\n:0\r\n:1\r\n:0\r\n:0\r\n$1\r\nm\r\n"});
+    /* Nothing moved: {evicted, then the lane: doomed, skipped, stale,
+     * begun, 1 member to retry}. */
+    feed(&d, (const char *[]){
+                 "*7\r\n:0\r\n:0\r\n:1\r\n:0\r\n:0\r\n:1\r\n$1\r\nm\r\n"});
     assert_true(++chunks <= CACHET_EVICT_IDLE_ROUNDS);
   }
   expect_done(&d, CACHET_EBUSY);
@@ -398,7 +408,8 @@ static void test_eviction_without_progress_gives_up(void **state) {
 
 /* Every bucket of every tag advances in the same SEND: the round trips do
  * not grow with the buckets. 3 tags, each with one member in 40 buckets:
- * the sweep, the tag sets, the chunks: 3 SENDs. */
+ * the sweep, the tag sets, the chunks: 3 SENDs; and the three tags of a
+ * bucket share one evict_chunk call. */
 static void test_eviction_fans_out_in_parallel_phases(void **state) {
   (void)state;
   const char *tags[] = {"a", "b", "c"};
@@ -414,12 +425,16 @@ static void test_eviction_fans_out_in_parallel_phases(void **state) {
     rep[i] = i % 2 ? "*0\r\n" : "*1\r\n$1\r\nz\r\n"; /* another tag, or none */
   }
   feed(&d, rep);
-  assert_int_equal(d.out.n, 3 * 40);
+  assert_int_equal(d.out.n, 40);
   for (size_t i = 0; i < d.out.n; i++) {
-    /* e, t, v, m, and z's index for the members that carry it */
-    expect_script(&d, i, CACHET_SCRIPT_EVICT_CHUNK, i % 2 ? 4 : 5);
+    /* Per lane e, t, v, m; and z's index in the buckets whose members
+     * carry it (the even ones: lane t*40+b is even when b is). */
+    expect_script(&d, i, CACHET_SCRIPT_EVICT_CHUNK, 3 * 4 + (i % 2 ? 0 : 1));
+    assert_int_equal(chunk_lanes(&d, i), 3);
     assert_string_equal(chunk_begins(&d, i), "2");
-    rep[i] = "*4\r\n:1\r\n:0\r\n:0\r\n:0\r\n"; /* evicted, none skipped */
+    /* 3 values deleted, then per lane: one doomed, none to drain next. */
+    rep[i] = "*16\r\n:3\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n"
+             ":1\r\n:0\r\n:0\r\n:0\r\n:0\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n";
   }
   feed(&d, rep);
   expect_done(&d, CACHET_OK);
@@ -453,13 +468,44 @@ static void test_eviction_snapshots_a_large_bucket(void **state) {
   expect_script(&d, 0, CACHET_SCRIPT_EVICT_CHUNK, 2 + 2 * 64);
   assert_string_equal(chunk_begins(&d, 0), "1");
   /* Took the snapshot; one member more in it. */
-  feed(&d, (const char *[]){"*5\r\n:64\r\n:0\r\n:0\r\n:2\r\n$1\r\nz\r\n"});
+  feed(&d, (const char *[]){
+               "*7\r\n:64\r\n:64\r\n:0\r\n:0\r\n:2\r\n:1\r\n$1\r\nz\r\n"});
   feed(&d, (const char *[]){"*1\r\n$1\r\nt\r\n"});
   expect_script(&d, 0, CACHET_SCRIPT_EVICT_CHUNK, 4);
   assert_string_equal(chunk_begins(&d, 0), "0");
-  feed(&d, (const char *[]){"*4\r\n:1\r\n:0\r\n:0\r\n:0\r\n"});
+  feed(&d, (const char *[]){"*6\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n"});
   expect_done(&d, CACHET_OK);
   assert_int_equal(x.evicted, 65);
+  x.op.k->free(&x.op);
+}
+
+/* All of t was read, but its members carry so many tags that one call
+ * cannot take them all: the chunk begins a snapshot instead, so the
+ * members left out are drained from it rather than forgotten. */
+static void test_eviction_snapshots_what_one_call_cannot_take(void **state) {
+  (void)state;
+  const char *tags[] = {"t"};
+  cachet_op_evict x;
+  assert_int_equal(cachet_op_evict_init(&x, c, tags, 1), CACHET_OK);
+  drv d;
+  start(&d, &x.op);
+  static const char *rep[2 * CACHET_BUCKETS];
+  for (size_t i = 0; i < d.out.n; i++)
+    rep[i] = i == 0  ? "*4\r\n$1\r\nA\r\n$1\r\nB\r\n$1\r\nC\r\n$1\r\nD\r\n"
+             : i % 2 ? ":0\r\n"
+                     : "*0\r\n";
+  feed(&d, rep);
+  assert_int_equal(d.out.n, 4);
+  /* Each member carries 400 tags: 402 operations each, two fit 1024. */
+  static char many[400 * 16 + 16];
+  int n = snprintf(many, sizeof many, "*400\r\n");
+  for (int i = 0; i < 400; i++)
+    n += snprintf(many + n, sizeof many - (size_t)n, "$4\r\nx%03d\r\n", i);
+  for (size_t i = 0; i < 4; i++)
+    rep[i] = many;
+  feed(&d, rep);
+  expect_script(&d, 0, CACHET_SCRIPT_EVICT_CHUNK, 2 + 2 * 2 + 400);
+  assert_string_equal(chunk_begins(&d, 0), "1");
   x.op.k->free(&x.op);
 }
 
@@ -480,14 +526,15 @@ static void test_eviction_joins_an_e_left_behind(void **state) {
   feed(&d, (const char *[]){"*1\r\n$1\r\nt\r\n"});
   expect_script(&d, 0, CACHET_SCRIPT_EVICT_CHUNK, 4);
   assert_string_equal(chunk_begins(&d, 0), "0");
-  feed(&d, (const char *[]){"*4\r\n:1\r\n:0\r\n:0\r\n:0\r\n"}); /* e drained */
+  feed(&d, (const char *[]){
+               "*6\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n"}); /* e drained */
   /* Joined, not our own snapshot: begin again. */
   expect_script(&d, 0, CACHET_SCRIPT_EVICT_BEGIN, 2);
   feed(&d, (const char *[]){"*2\r\n:2\r\n$1\r\nn\r\n"}); /* t renamed */
   assert_true(is(cmd(&d, 0), "SMEMBERS"));
   feed(&d, (const char *[]){"*1\r\n$1\r\nt\r\n"});
   expect_script(&d, 0, CACHET_SCRIPT_EVICT_CHUNK, 4);
-  feed(&d, (const char *[]){"*4\r\n:1\r\n:0\r\n:0\r\n:0\r\n"});
+  feed(&d, (const char *[]){"*6\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n"});
   expect_done(&d, CACHET_OK);
   assert_int_equal(x.evicted, 2);
   x.op.k->free(&x.op);
@@ -575,7 +622,7 @@ static const char *answer(const cachet_cmd *k, size_t i, int round) {
     case CACHET_SCRIPT_EVICT_BEGIN:
       return "*1\r\n:0\r\n";
     case CACHET_SCRIPT_EVICT_CHUNK: /* evicted one, nothing left */
-      return "*4\r\n:1\r\n:0\r\n:0\r\n:0\r\n";
+      return "*6\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:0\r\n";
     case CACHET_SCRIPT_PRUNE_CHUNK:
       return "*2\r\n:1\r\n:0\r\n";
     case CACHET_SCRIPT_PRUNE_DANGLING:
@@ -849,6 +896,7 @@ int main(void) {
       cmocka_unit_test(test_eviction_without_progress_gives_up),
       cmocka_unit_test(test_eviction_fans_out_in_parallel_phases),
       cmocka_unit_test(test_eviction_snapshots_a_large_bucket),
+      cmocka_unit_test(test_eviction_snapshots_what_one_call_cannot_take),
       cmocka_unit_test(test_eviction_joins_an_e_left_behind),
       cmocka_unit_test(test_clear_pipelines_calls_with_the_next_scan),
       cmocka_unit_test(test_prune_fans_out_over_a_page),
