@@ -1224,6 +1224,38 @@ static void test_evict_round_trips_do_not_grow_with_buckets(void **state) {
   cachet_close(c);
 }
 
+/* Entries of one bucket that carry so many tags that one chunk call cannot
+ * take them all: every one is still evicted (the rest drained from a
+ * snapshot), none left readable. */
+static void test_evict_of_a_bucket_too_heavy_for_one_call(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "heavy:");
+  char names[32][8];
+  const char *tags[32];
+  for (int t = 0; t < 32; t++) {
+    snprintf(names[t], sizeof names[t], "h%d", t);
+    tags[t] = names[t];
+  }
+  /* 40 keys of bucket 0: 40 x (2 + 32) operations, over 1024. */
+  char keys[40][16];
+  int found = 0;
+  for (int i = 0; found < 40; i++) {
+    int kl = snprintf(keys[found], sizeof keys[found], "k%d", i);
+    if (cachet_bucket(keys[found], (size_t)kl) == 0)
+      found++;
+  }
+  for (int i = 0; i < 40; i++)
+    assert_int_equal(
+        cachet_set_tags(c, keys[i], strlen(keys[i]), "v", 1, 0, tags, 32),
+        CACHET_OK);
+  uint64_t n = 0;
+  assert_int_equal(cachet_evict_tags(c, tags, 1, &n), CACHET_OK);
+  assert_int_equal(n, 40);
+  for (int i = 0; i < 40; i++)
+    assert_false(test_hit(c, keys[i], NULL));
+  cachet_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_index_ttl_is_only_lengthened),
@@ -1232,6 +1264,7 @@ int main(void) {
       cmocka_unit_test(test_evict_tags_after_overwrite_keeps_new_value),
       cmocka_unit_test(test_evict_of_several_tags_counts_each_entry_once),
       cmocka_unit_test(test_evict_round_trips_do_not_grow_with_buckets),
+      cmocka_unit_test(test_evict_of_a_bucket_too_heavy_for_one_call),
       cmocka_unit_test(test_evict_rejects_empty_tag),
       cmocka_unit_test(test_delete_removes_index_memberships),
       cmocka_unit_test(test_set_without_tags_drops_memberships),
