@@ -46,6 +46,30 @@
  * flight on it with that status (ECONN ...), never a miss. Every other call
  * (get_or_set, batches, evict, clear, prune, health) borrows from the pool.
  *
+ * Near cache (cachet_options.near_cache_bytes, opt-in): get and
+ * get_or_set are answered from process memory when it holds the key's
+ * opened value (MAC checked and decrypted once, when it was filled), and
+ * fill it when they go to Redis. One per handle, shared by all its threads
+ * and by the async handle over it; its memory (keys, values, tables) stays
+ * within near_cache_bytes. Redis keeps it coherent: a thread of the handle
+ * holds one connection per server (per master in a cluster) subscribed to
+ * invalidations of every value key of the prefix (CLIENT TRACKING in
+ * broadcast mode), and drops a copy as soon as a write, delete, eviction
+ * or expiry of it anywhere is announced. What that promises exactly:
+ *  - once the handle has processed the invalidation of a write, no read
+ *    through it returns the value before that write (a read that races
+ *    the write may, as with any cache; docs/DESIGN.md, "Near cache");
+ *  - the handle's own writes (set, set_tags, delete, mset, evict_tags,
+ *    clear, get_or_set's write) drop their copies before they return;
+ *  - when coherence is lost (the invalidation connection fails or goes
+ *    silent past timeout_ms, the server restarts, the cluster gains a
+ *    master) the near cache is emptied and bypassed until it is back;
+ *    FLUSHDB/FLUSHALL empty it too. cachet_health_check says whether it is
+ *    active (`tracking`);
+ *  - a copy never lives past its entry's expiry, nor past
+ *    near_cache_ttl_ms.
+ * mget, exists, ttl and inspect always go to Redis.
+ *
  * Option structs, lock handles and result structs are plain data: a thread
  * may use its own freely, but must not share one with another thread
  * without its own locking.
@@ -241,6 +265,17 @@ typedef struct cachet_options {
   int tls_insecure;            /* Env CACHET_TLS_INSECURE: 1 = do not verify
                                   the server at all. Never the default;
                                   cachet_health_check says so. -1 = unset. */
+
+  /* Near cache (opt-in): opened values kept in process memory, shared by
+   * the handle's threads and by its async handles, and kept coherent by
+   * Redis (server-assisted client-side caching). See "Near cache" below. */
+  size_t near_cache_bytes; /* Env CACHET_NEAR_CACHE_BYTES: the bound on its
+                              memory, keys, values and tables counted; at
+                              least 65536. 0 = unset (default: off). */
+  int near_cache_ttl_ms;   /* Env CACHET_NEAR_CACHE_TTL_MS: the longest a
+                              copy lives (a safety net; the entry's own
+                              expiry bounds it too). Default 60000. 0 =
+                              unset. */
 } cachet_options;
 
 /* Fill `opts` with defaults ("unset" everywhere). Thread-safe. */
@@ -529,6 +564,14 @@ typedef struct cachet_metrics {
   uint64_t lock_contentions;
   uint64_t script_reloads;
   uint64_t errors[CACHET_ERROR_COUNT + 1]; /* errors[-status]; [0] unused. */
+  /* The near cache (all 0 while it is off). `hits` above counts its hits
+   * too. */
+  uint64_t near_hits;          /* gets answered from process memory */
+  uint64_t near_misses;        /* gets it could not answer */
+  uint64_t near_invalidations; /* keys Redis said were written */
+  uint64_t near_flushes;       /* times it was emptied: FLUSHDB/FLUSHALL, or
+                                  coherence lost */
+  uint64_t near_bytes;         /* memory it holds now (a gauge) */
 } cachet_metrics;
 
 /* Copy the counters. Thread-safe; each counter is read atomically. */
@@ -566,6 +609,12 @@ typedef struct cachet_health {
                                 previous probe through this handle (the
                                 first probe of a handle only knows the
                                 total). `message` says which. */
+  int near_cache;            /* 1 if the handle has a near cache */
+  int tracking;              /* 1 while the near cache is coherent: every
+                                invalidation feed is subscribed. 0 with a
+                                near cache means it is bypassed (every get
+                                goes to Redis) and the probe is degraded,
+                                with why in `message`. */
 } cachet_health;
 
 /* Probe the server. CACHET_OK with the struct filled even when unhealthy

@@ -31,6 +31,8 @@
 #define DEFAULT_MAX_KEY_SIZE ((size_t)64 * 1024)
 #define DEFAULT_MAX_TAGS ((size_t)32)
 #define DEFAULT_LOCK_LEASE_MS 3000
+#define DEFAULT_NEAR_TTL_MS 60000
+#define NEAR_MIN_BYTES (64 * 1024) /* CACHET_NEAR_MIN_BYTES */
 #define DEFAULT_FETCH_WAIT_MS 30000
 
 #define PREFIX_MAX 256
@@ -1072,6 +1074,28 @@ static int resolve_keys(cachet_config *cfg, const cachet_options *o,
   return CACHET_OK;
 }
 
+/* The near cache: off unless given a size, and then not below the
+ * smallest that holds anything (near.h). */
+static int resolve_near(cachet_config *cfg, const cachet_options *o,
+                        const env *e) {
+  const char *v = env_get(e, "CACHET_NEAR_CACHE_BYTES");
+  int rc = o->near_cache_bytes == 0 && v != NULL && strcmp(v, "0") == 0
+               ? CACHET_OK /* 0 says off, as the default does */
+               : resolve_size(e, o->near_cache_bytes, "CACHET_NEAR_CACHE_BYTES",
+                              0, "a size in bytes (0 = off)", &cfg->near_bytes);
+  if (rc == CACHET_OK && cfg->near_bytes > 0 &&
+      cfg->near_bytes < NEAR_MIN_BYTES)
+    rc = cachet_fail(CACHET_ECONFIG,
+                     "near_cache_bytes: %zu is below the minimum (%zu)",
+                     cfg->near_bytes, (size_t)NEAR_MIN_BYTES);
+  if (rc == CACHET_OK)
+    rc = resolve_int(e, "near_cache_ttl_ms", o->near_cache_ttl_ms, 0,
+                     "CACHET_NEAR_CACHE_TTL_MS", DEFAULT_NEAR_TTL_MS, 1, MS_MAX,
+                     "a lifetime in milliseconds (1-86400000)",
+                     &cfg->near_ttl_ms);
+  return rc;
+}
+
 int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
                           cachet_getenv_fn getenv_fn, void *ud) {
   cachet_config cfg;
@@ -1130,6 +1154,8 @@ int cachet_config_resolve(cachet_config *out, const cachet_options *opts,
     rc = resolve_int(pe, "fetch_wait_ms", opts->fetch_wait_ms, 0,
                      "CACHET_FETCH_WAIT_MS", DEFAULT_FETCH_WAIT_MS, 1, MS_MAX,
                      "a wait in milliseconds (1-86400000)", &cfg.fetch_wait_ms);
+  if (rc == CACHET_OK)
+    rc = resolve_near(&cfg, opts, pe);
   if (rc != CACHET_OK) {
     cachet_config_free(&cfg);
     return rc;

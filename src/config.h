@@ -37,6 +37,8 @@ typedef struct cachet_config {
   char *tls_key;         /* its key, or NULL */
   char *tls_server_name; /* SNI and the name verified; NULL: the host */
   int tls_insecure;      /* 0/1: skip verification (never the default) */
+  size_t near_bytes;     /* 0: no near cache (near.h) */
+  int near_ttl_ms;       /* > 0 */
   char *cluster_seeds;   /* Cluster mode: "host:port[,host:port...]" (IPv6
                             hosts in brackets), never NULL; else NULL. */
 } cachet_config;

@@ -125,7 +125,8 @@ void cachet_stage_command(const cachet_key *sk, const uint8_t *blob,
 }
 
 int cachet_entry_open(cachet *c, const char *rkey, size_t rkeylen, char *blob,
-                      size_t len, void **val, size_t *outlen) {
+                      size_t len, void **val, size_t *outlen,
+                      int64_t *expires_ms) {
   size_t off = 0, plen = 0;
   cachet_envelope_info info;
   int rc = cachet_envelope_open(c->keyring, c->cfg.accept_unsealed, rkey,
@@ -145,6 +146,8 @@ int cachet_entry_open(cachet *c, const char *rkey, size_t rkeylen, char *blob,
     blob[plen] = '\0';
     *val = blob;
     *outlen = plen;
+    if (expires_ms != NULL)
+      *expires_ms = info.expires_ms;
     CACHET_COUNT(c, hits, 1);
     return CACHET_OK;
   }

@@ -65,8 +65,10 @@ int cachet_delete_entry(cachet *c, const void *key, size_t keylen);
 /* Open (verify, decrypt) a stored blob in place. `blob` must be a malloc'd
  * buffer of len+1 bytes; on CACHET_OK it is moved to *val with the payload
  * at its start and a NUL after it (ownership passes to *val). On any other
- * status blob is freed. Counts hits/misses. */
+ * status blob is freed. Counts hits/misses. `expires_ms` (may be NULL)
+ * gets the envelope's expiry (0 = none) on CACHET_OK. */
 int cachet_entry_open(cachet *c, const char *rkey, size_t rkeylen, char *blob,
-                      size_t len, void **val, size_t *outlen);
+                      size_t len, void **val, size_t *outlen,
+                      int64_t *expires_ms);
 
 #endif

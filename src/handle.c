@@ -10,7 +10,24 @@
 #include "error.h"
 #include "link.h"
 #include "mux.h"
+#include "near.h"
 #include "sodium_once.h"
+#include "track.h"
+
+/* The near cache and its feeds; last, since the feeds use the links. */
+static int start_near(cachet *c) {
+  if (c->cfg.near_bytes == 0)
+    return CACHET_OK;
+  if (cachet_near_create(&c->near, c->cfg.near_bytes, c->cfg.near_ttl_ms) !=
+      CACHET_OK)
+    return cachet_fail(CACHET_ENOMEM, "out of memory for the near cache");
+  int rc = cachet_track_start(c, &c->track);
+  if (rc != CACHET_OK) {
+    cachet_near_destroy(c->near);
+    c->near = NULL;
+  }
+  return rc;
+}
 
 int cachet_open(cachet **out, const cachet_options *opts) {
   *out = NULL;
@@ -42,7 +59,8 @@ int cachet_open(cachet **out, const cachet_options *opts) {
   if ((rc = cachet_tls_new(&c->cfg, &c->tls)) != CACHET_OK ||
       (rc = cachet_links_create(c)) != CACHET_OK ||
       (c->cfg.multiplex > 0 &&
-       (rc = cachet_mux_create(c, &c->mux)) != CACHET_OK))
+       (rc = cachet_mux_create(c, &c->mux)) != CACHET_OK) ||
+      (rc = start_near(c)) != CACHET_OK)
     goto fail;
   c->progress = opts->progress;
   c->progress_ud = opts->progress_ud;
@@ -51,6 +69,7 @@ int cachet_open(cachet **out, const cachet_options *opts) {
   *out = c;
   return CACHET_OK;
 fail:
+  cachet_mux_destroy(c->mux);
   cachet_links_destroy(c);
   cachet_tls_free(c->tls);
   cachet_keyring_free(c->keyring);
@@ -62,6 +81,8 @@ fail:
 void cachet_close(cachet *c) {
   if (c == NULL)
     return;
+  cachet_track_stop(c->track);
+  cachet_near_destroy(c->near);
   cachet_mux_destroy(c->mux);
   cachet_links_destroy(c);
   cachet_tls_free(c->tls);

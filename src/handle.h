@@ -11,6 +11,8 @@
 
 struct cachet_links;
 struct cachet_mux;
+struct cachet_near;
+struct cachet_track;
 
 struct cachet {
   cachet_config cfg;
@@ -18,6 +20,8 @@ struct cachet {
   cachet_tls *tls;         /* NULL: plaintext. */
   struct cachet_links *links; /* link.c */
   struct cachet_mux *mux;     /* mux.c; NULL unless cfg.multiplex */
+  struct cachet_near *near;   /* near.c; NULL unless cfg.near_bytes */
+  struct cachet_track *track; /* track.c: near's invalidation feeds */
   cachet_counters counters;
   _Atomic uint64_t write_seq; /* picks the writes that prune (entry.c) */
   /* OOM refusals seen by the previous health probe, plus one (0: none

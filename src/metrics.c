@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "handle.h"
+#include "near.h"
 
 #define LOAD(f) atomic_load_explicit(&c->counters.f, memory_order_relaxed)
 
@@ -24,6 +25,15 @@ void cachet_metrics_snapshot(cachet *c, cachet_metrics *out) {
   out->script_reloads = LOAD(script_reloads);
   for (int i = 1; i <= CACHET_ERROR_COUNT; i++)
     out->errors[i] = LOAD(errors[i]);
+  if (c->near != NULL) {
+    cachet_near_stats st;
+    cachet_near_get_stats(c->near, &st);
+    out->near_hits = st.hits;
+    out->near_misses = st.misses;
+    out->near_invalidations = st.invalidations;
+    out->near_flushes = st.flushes;
+    out->near_bytes = st.bytes;
+  }
 }
 
 /* A growable string for the renderer. */
@@ -64,8 +74,9 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
 }
 
 static void counter(sbuf *b, const char *name, const char *help, uint64_t v) {
-  sb_printf(b, "# HELP cachet_%s_total %s\n# TYPE cachet_%s_total counter\n"
-               "cachet_%s_total %llu\n",
+  sb_printf(b,
+            "# HELP cachet_%s_total %s\n# TYPE cachet_%s_total counter\n"
+            "cachet_%s_total %llu\n",
             name, help, name, name, (unsigned long long)v);
 }
 
@@ -92,6 +103,19 @@ int cachet_metrics_prometheus(const cachet_metrics *m, char **out,
           m->lock_contentions);
   counter(&b, "script_reloads", "Scripts loaded after NOSCRIPT.",
           m->script_reloads);
+  counter(&b, "near_hits", "Gets answered from the near cache.", m->near_hits);
+  counter(&b, "near_misses", "Gets the near cache could not answer.",
+          m->near_misses);
+  counter(&b, "near_invalidations",
+          "Keys Redis said were written, dropped from the near cache.",
+          m->near_invalidations);
+  counter(&b, "near_flushes",
+          "Times the near cache was emptied (FLUSHALL, coherence lost).",
+          m->near_flushes);
+  sb_printf(&b,
+            "# HELP cachet_near_bytes Memory the near cache holds.\n"
+            "# TYPE cachet_near_bytes gauge\ncachet_near_bytes %llu\n",
+            (unsigned long long)m->near_bytes);
   sb_printf(&b, "# HELP cachet_errors_total Errors returned, by class.\n"
                 "# TYPE cachet_errors_total counter\n");
   for (int i = 1; i <= CACHET_ERROR_COUNT; i++) {

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "entry.h"
 #include "error.h"
+#include "near.h"
 
 void cachet_cmds_start(cachet_cmds *b, int node) {
   if (b->oom || (b->n == b->cap && cachet_grow(&b->cmd, &b->cap, b->n + 1,
@@ -226,7 +228,8 @@ int cachet_reply_strings(const redisReply *r) {
 }
 
 int cachet_res_value(cachet *c, cachet_res *r, const char *rkey, size_t rkeylen,
-                     int count_miss, void **val, size_t *len) {
+                     int count_miss, void **val, size_t *len,
+                     int64_t *expires_ms) {
   *val = NULL;
   *len = 0;
   int rc = cachet_res_ok(r);
@@ -245,7 +248,7 @@ int cachet_res_value(cachet *c, cachet_res *r, const char *rkey, size_t rkeylen,
   size_t bl = g->len;
   g->str = NULL;
   g->len = 0;
-  rc = cachet_entry_open(c, rkey, rkeylen, blob, bl, val, len);
+  rc = cachet_entry_open(c, rkey, rkeylen, blob, bl, val, len, expires_ms);
   if (rc == CACHET_MISS)
     cachet_error_clear();
   return rc;
@@ -279,4 +282,62 @@ int cachet_reply_tag_names(const redisReply *r, size_t from) {
 void cachet_progress(cachet *c, const char *op, uint64_t done) {
   if (c->progress != NULL)
     c->progress(c->progress_ud, op, done);
+}
+
+void cachet_near_forget(cachet *c, const char *vk, size_t len) {
+  if (c->near != NULL)
+    cachet_near_drop(c->near, vk, len);
+}
+
+void cachet_near_forget_key(cachet *c, const void *key, size_t keylen) {
+  if (c->near == NULL)
+    return;
+  char small[256];
+  size_t cap = c->cfg.prefixlen + 7 + keylen;
+  char *vk = cap <= sizeof small ? small : malloc(cap);
+  if (vk == NULL) { /* no room to name it: drop every copy instead */
+    cachet_near_flush(c->near);
+    return;
+  }
+  size_t len = cachet_key_write(c, vk, CACHET_KIND_VALUE,
+                                cachet_bucket(key, keylen), key, keylen);
+  cachet_near_drop(c->near, vk, len);
+  if (vk != small)
+    free(vk);
+}
+
+void cachet_near_forget_cmd(cachet *c, const cachet_cmd *cmd) {
+  for (int i = 1; c->near != NULL && i < cmd->argc; i++)
+    if (cachet_data_kind(c, cmd->argv[i], cmd->lens[i]) == CACHET_KIND_VALUE)
+      cachet_near_drop(c->near, cmd->argv[i], cmd->lens[i]);
+}
+
+/* A test's hook between a GET's reply and the fill, to stage the race of
+ * near.h deterministically. Never set outside the tests. */
+void (*cachet_near_fill_hook)(const char *rkey, size_t len);
+
+int cachet_near_lookup(cachet *c, const cachet_key *vk, void **val, size_t *len,
+                       uint64_t *ticket) {
+  int rc = cachet_near_get(c->near, vk->buf, vk->len, cachet_now_ms(), val, len,
+                           ticket);
+  if (rc == CACHET_OK)
+    CACHET_COUNT(c, hits, 1);
+  else if (rc != CACHET_MISS)
+    cachet_fail(rc, "out of memory");
+  return rc;
+}
+
+void cachet_near_settle(cachet *c, const cachet_key *vk, uint64_t *ticket,
+                        int rc, const void *val, size_t len,
+                        int64_t expires_ms) {
+  if (*ticket == 0)
+    return;
+  if (cachet_near_fill_hook != NULL)
+    cachet_near_fill_hook(vk->buf, vk->len);
+  if (rc == CACHET_OK)
+    cachet_near_fill(c->near, vk->buf, vk->len, *ticket, val, len, expires_ms,
+                     cachet_now_ms());
+  else
+    cachet_near_abandon(c->near, vk->buf, vk->len, *ticket);
+  *ticket = 0;
 }

@@ -149,6 +149,25 @@ void cachet_cmds_key(cachet_cmds *b, const cachet *c, char kind,
 int cachet_cmds_send(cachet_cmds *b, cachet_out *out);
 void cachet_cmds_free(cachet_cmds *b);
 
+/* After a write has its reply (whatever it was: a write that failed may
+ * still have landed), drop the near cache's copies of what it wrote, so
+ * that the handle's next read never waits for Redis's echo (near.h). Of
+ * the value key `vk`; of the user key `key`; of every value key among a
+ * command's arguments. No-ops without a near cache. */
+void cachet_near_forget(cachet *c, const char *vk, size_t len);
+/* A read's use of the near cache (get, get_or_set): before its GET, the
+ * copy of value key `vk` (CACHET_OK, counted as a hit; *val malloc'd),
+ * else CACHET_MISS with *ticket for the fill (0: none), or ENOMEM. After
+ * the GET's decoding (status rc, the value and its envelope's expiry):
+ * fill the copy, or give the ticket up; *ticket becomes 0. */
+int cachet_near_lookup(cachet *c, const cachet_key *vk, void **val,
+                       size_t *len, uint64_t *ticket);
+void cachet_near_settle(cachet *c, const cachet_key *vk, uint64_t *ticket,
+                        int rc, const void *val, size_t len,
+                        int64_t expires_ms);
+void cachet_near_forget_key(cachet *c, const void *key, size_t keylen);
+void cachet_near_forget_cmd(cachet *c, const cachet_cmd *cmd);
+
 /* Finish the operation with `status`; the detail must already be set for
  * an error (cachet_fail). */
 int cachet_op_done(cachet_out *out, int status);
@@ -176,9 +195,11 @@ int cachet_reply_strings(const redisReply *r);
  * *val (malloc'd, NUL after len; the caller frees), CACHET_MISS, or an
  * error (transport, ESERVER, EPROTO for another type, or what the envelope
  * says). Takes the reply's buffer instead of copying it. Counts hits, and
- * misses when count_miss. */
+ * misses when count_miss. `expires_ms` (may be NULL): the envelope's
+ * expiry, on CACHET_OK. */
 int cachet_res_value(cachet *c, cachet_res *r, const char *rkey, size_t rkeylen,
-                     int count_miss, void **val, size_t *len);
+                     int count_miss, void **val, size_t *len,
+                     int64_t *expires_ms);
 
 /* Tag names of a tag set (SMEMBERS reply) or of a {"retag", tag...} reply
  * from element `from`: each a non-empty string without NUL, else ECORRUPT

@@ -108,7 +108,7 @@ static int mget_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
     cachet_entry *e = &x->e[x->base + i];
     const cachet_cmd *get = &op->cmds.cmd[i];
     int rc = cachet_res_value(c, &in->res[i], get->argv[1], get->lens[1], 1,
-                              &e->out, &e->outlen);
+                              &e->out, &e->outlen, NULL);
     if (rc == CACHET_OK || rc == CACHET_MISS) {
       e->status = rc;
     } else if (cachet_batch_fatal(rc)) {
@@ -588,7 +588,20 @@ static int next(cachet_op_mset *x, const cachet_in *in, cachet_out *out) {
   }
 }
 
+static int mset_step1(cachet_op *op, const cachet_in *in, cachet_out *out);
+
+/* As set's: every end drops the near cache's copies of the entries. */
 static int mset_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
+  int rc = mset_step1(op, in, out);
+  if (rc == CACHET_DO_DONE) {
+    cachet_op_mset *x = (cachet_op_mset *)op;
+    for (size_t i = 0; i < x->n; i++)
+      cachet_near_forget_key(op->c, x->e[i].key, x->e[i].keylen);
+  }
+  return rc;
+}
+
+static int mset_step1(cachet_op *op, const cachet_in *in, cachet_out *out) {
   cachet_op_mset *x = (cachet_op_mset *)op;
   cachet_in fresh = *in;
   fresh.res = NULL;

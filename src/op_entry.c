@@ -219,7 +219,20 @@ static int script_reply(cachet_op_entry *x, const cachet_in *in,
   return cachet_op_done(out, rc);
 }
 
+static int entry_step1(cachet_op *op, const cachet_in *in, cachet_out *out);
+
+/* Every end drops the near cache's copy: even a failed write may have
+ * landed. */
 static int entry_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
+  int rc = entry_step1(op, in, out);
+  if (rc == CACHET_DO_DONE) {
+    cachet_op_entry *x = (cachet_op_entry *)op;
+    cachet_near_forget(op->c, x->vk.buf, x->vk.len);
+  }
+  return rc;
+}
+
+static int entry_step1(cachet_op *op, const cachet_in *in, cachet_out *out) {
   cachet_op_entry *x = (cachet_op_entry *)op;
   switch (op->state) {
   case E_START:

@@ -465,6 +465,7 @@ static int call_reply(cachet_op_evict *x, const cachet_evict_call *call,
     return rc;
   uint64_t evicted = (uint64_t)r->element[0]->integer;
   x->evicted += evicted;
+  cachet_near_forget_cmd(x->op.c, &x->op.cmds.cmd[call->cmd]);
   /* Gone whatever comes next: counted now. */
   CACHET_COUNT(x->op.c, tag_evictions, evicted);
   cachet_progress(x->op.c, "evict", x->evicted); /* once a chunk, as ever */

@@ -139,13 +139,22 @@ static int gos_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
     switch (op->state) {
     case G_START:
       x->deadline = in->now + x->wait_ms;
+      if (op->c->near != NULL &&
+          (rc = cachet_near_lookup(op->c, &x->vk, &x->val, &x->len,
+                                   &x->ticket)) != CACHET_MISS)
+        return cachet_op_done(out, rc);
       return send_get(x, G_GET, out);
     case G_GET:
     case G_POLL:
     case G_GET2:
       /* A waiter's polls are one logical miss, not many. */
       rc = cachet_res_value(op->c, &cur.res[0], x->vk.buf, x->vk.len,
-                            op->state == G_GET, &x->val, &x->len);
+                            op->state == G_GET, &x->val, &x->len,
+                            &x->expires_ms);
+      /* Only the first GET fills: a loaded value is written, and its
+       * write drops the copy anyway. */
+      cachet_near_settle(op->c, &x->vk, &x->ticket, rc, x->val, x->len,
+                         x->expires_ms);
       if (rc == CACHET_MISS && op->state == G_GET2) {
         cachet_load *ld = &x->load;
         *ld = (cachet_load){.key = x->key,
@@ -238,6 +247,7 @@ static int gos_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
 
 static void gos_free(cachet_op *op) {
   cachet_op_gos *x = (cachet_op_gos *)op;
+  cachet_near_settle(op->c, &x->vk, &x->ticket, CACHET_ECONN, NULL, 0, 0);
   for (size_t i = 0; i < x->ntags; i++)
     free(x->tags[i]);
   free(x->tags);

@@ -48,6 +48,8 @@ typedef struct cachet_op_gos {
   char detail[512];
   void *val; /* the result, owned until taken */
   size_t len;
+  uint64_t ticket;    /* the near cache's fill ticket, or 0 */
+  int64_t expires_ms; /* the first GET's envelope expiry */
 } cachet_op_gos;
 
 /* Arguments are checked (EINVAL) and copied; ENOMEM or EINTERNAL (the

@@ -25,6 +25,7 @@
 #include "error.h"
 #include "health.h"
 #include "run.h"
+#include "track.h"
 
 enum { H_PING, H_PINGED, H_PROBED };
 #define PROBE_CMDS 5 /* per master, in step two */
@@ -198,6 +199,19 @@ static int probed(cachet_op_health *x, const cachet_in *in, cachet_out *out) {
                          ? cachet_health_oom_since(x->op.c, h->oom_rejections)
                          : 0;
   cachet_health_verdict(h, x->first_rc != CACHET_OK ? x->down : NULL, oom_new);
+  if (x->op.c->near != NULL) {
+    h->near_cache = 1;
+    h->tracking = cachet_track_active(x->op.c->track);
+    if (!h->tracking) {
+      char why[200];
+      cachet_track_why(x->op.c->track, why, sizeof why);
+      size_t l = strlen(h->message);
+      snprintf(h->message + l, sizeof h->message - l,
+               "%snear cache bypassed: invalidation tracking is not active%s%s",
+               l > 0 ? "; " : "", why[0] ? ": " : " yet", why);
+      h->degraded = h->healthy;
+    }
+  }
   if (x->op.c->cfg.tls_insecure) { /* loud wherever it can be */
     size_t l = strlen(h->message);
     snprintf(h->message + l, sizeof h->message - l,

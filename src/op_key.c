@@ -11,6 +11,11 @@ static const char *const names[] = {"GET", "EXISTS", "PTTL", "GET"};
 
 static int key_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
   cachet_op_key *x = (cachet_op_key *)op;
+  int rc;
+  if (in->res == NULL && x->cmd == CACHET_KEY_GET && op->c->near != NULL &&
+      (rc = cachet_near_lookup(op->c, &x->vk, &x->val, &x->len, &x->ticket)) !=
+          CACHET_MISS)
+    return cachet_op_done(out, rc);
   if (in->res == NULL) {
     x->argv[0] = names[x->cmd];
     x->lens[0] = strlen(names[x->cmd]);
@@ -21,13 +26,16 @@ static int key_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
     out->n = 1;
     return CACHET_DO_SEND;
   }
-  if (x->cmd == CACHET_KEY_GET)
-    return cachet_op_done(out,
-                          cachet_res_value(op->c, &in->res[0], x->vk.buf,
-                                           x->vk.len, 1, &x->val, &x->len));
+  if (x->cmd == CACHET_KEY_GET) {
+    rc = cachet_res_value(op->c, &in->res[0], x->vk.buf, x->vk.len, 1, &x->val,
+                          &x->len, &x->expires_ms);
+    cachet_near_settle(op->c, &x->vk, &x->ticket, rc, x->val, x->len,
+                       x->expires_ms);
+    return cachet_op_done(out, rc);
+  }
   if (x->cmd == CACHET_KEY_RAW) {
     redisReply *g = in->res[0].reply;
-    int rc = cachet_res_ok(&in->res[0]);
+    rc = cachet_res_ok(&in->res[0]);
     if (rc == CACHET_OK && g->type == REDIS_REPLY_NIL)
       rc = CACHET_MISS;
     else if (rc == CACHET_OK && g->type != REDIS_REPLY_STRING)
@@ -41,7 +49,7 @@ static int key_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
     return cachet_op_done(out, rc);
   }
   long long v;
-  int rc = cachet_res_int(&in->res[0], names[x->cmd], &v);
+  rc = cachet_res_int(&in->res[0], names[x->cmd], &v);
   if (rc != CACHET_OK)
     return cachet_op_done(out, rc);
   if (x->cmd == CACHET_KEY_EXISTS)
@@ -53,6 +61,7 @@ static int key_step(cachet_op *op, const cachet_in *in, cachet_out *out) {
 
 static void key_free(cachet_op *op) {
   cachet_op_key *x = (cachet_op_key *)op;
+  cachet_near_settle(op->c, &x->vk, &x->ticket, CACHET_ECONN, NULL, 0, 0);
   free(x->val);
   x->val = NULL;
   cachet_key_free(&x->vk);

@@ -1,7 +1,9 @@
 /* One command on an entry's value key: GET, EXISTS or PTTL. Internal.
  *
  * A machine of one step (op.h), so that both APIs route, time out and
- * decode a single read the same way; the decoding is op.c's. */
+ * decode a single read the same way; the decoding is op.c's. With a near
+ * cache (near.h), GET is answered from it without a step when it holds a
+ * copy, and a GET that goes to the server fills it. */
 #ifndef CACHET_OP_KEY_H
 #define CACHET_OP_KEY_H
 
@@ -17,6 +19,8 @@ typedef struct cachet_op_key {
   void *val; /* GET, CACHET_OK: the value (NUL after len), owned until taken */
   size_t len;
   int64_t ttl_ms; /* PTTL, CACHET_OK: ms left, or -1 for no expiry */
+  uint64_t ticket;    /* GET: the near cache's fill ticket, or 0 */
+  int64_t expires_ms; /* GET, CACHET_OK: the envelope's expiry */
   /* The command, built in place: a read is the hot path. */
   cachet_cmd one;
   const char *argv[2];

@@ -318,6 +318,7 @@ static int replies(cachet_op_scan *x, cachet_in *in, cachet_out *out) {
   int rc = CACHET_OK;
   for (size_t i = 0; rc == CACHET_OK && i < x->nchunks; i++) {
     long long v;
+    cachet_near_forget_cmd(x->op.c, &x->op.cmds.cmd[i]);
     rc = cachet_res_int(&in->res[i], "clear_chunk", &v);
     if (rc == CACHET_OK && v < 0)
       rc = cachet_res_proto("clear_chunk");

@@ -33,4 +33,6 @@ void cachet_options_init(cachet_options *opts) {
   opts->log_ud = NULL;
   opts->use_tls = -1;
   opts->tls_insecure = -1;
+  opts->near_cache_bytes = 0;
+  opts->near_cache_ttl_ms = 0;
 }

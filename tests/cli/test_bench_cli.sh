@@ -12,11 +12,14 @@ start_server
 python3 - "$WORK/out" <<'PY' || fail "bench --json: $(cat "$WORK/out")"
 import json, sys
 d = json.load(open(sys.argv[1]))
-want = {"get_hit", "set", "set_tags", "mget", "mset", "lock_cycle", "seal_open"}
+want = {"get_hit", "near_get_hit", "set", "near_set", "set_tags", "mget",
+        "mset", "lock_cycle", "seal_open"}
 assert set(d["workloads"]) == want, d["workloads"].keys()
 for name, w in d["workloads"].items():
     assert w["ratio"] > 0 and w["cachet_ops_s"] > 0 and w["raw_ops_s"] > 0, (name, w)
 PY
+"$CACHET" bench --ops 2000 --only near_get_hit >"$WORK/out" || fail "bench --only near_get_hit exited $?"
+grep -q 'get (hit, near cache)' "$WORK/out" || fail "no near cache row: $(cat "$WORK/out")"
 cat "$WORK/out" >&2
 [ "$(rcli dbsize)" = "0" ] || fail "bench left keys behind: $(rcli keys '*' | head)"
 

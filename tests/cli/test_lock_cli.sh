@@ -144,6 +144,23 @@ assert d["server"]["connected_clients"] >= 1, d' || fail "stats --json"
 "$CACHET" stats --prometheus | grep -q "^cachet_hits_total 0" || fail "stats --prometheus"
 expect_exit 2 "$CACHET" stats --json --prometheus
 
+# The near cache: its counters are listed, and health says whether its
+# invalidation feed is up.
+"$CACHET" stats --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)["process"]
+for k in ("near_hits", "near_misses", "near_invalidations", "near_flushes", "near_bytes"):
+    assert d[k] == 0, (k, d)' || fail "stats --json: near counters"
+CACHET_NEAR_CACHE_BYTES=1048576 "$CACHET" health --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["near_cache"] is True and d["tracking"] is True and d["healthy"] is True, d' || fail "health with a near cache"
+"$CACHET" health --json | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+assert d["near_cache"] is False and d["tracking"] is False, d' || fail "health without a near cache"
+CACHET_NEAR_CACHE_BYTES=1048576 "$CACHET" health | grep -q "^near_cache  *on, tracking active" || fail "health text: near cache"
+
 # With no server, health and stats exit 3, and health --json is still JSON.
 port=$(free_port)
 out=$(CACHET_URL="redis://127.0.0.1:$port" "$CACHET" health --json 2>/dev/null; echo "exit=$?")

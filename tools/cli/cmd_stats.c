@@ -1,6 +1,7 @@
 /* cachet stats / health */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -11,7 +12,9 @@ static void help_stats(FILE *o) {
           "usage: cachet stats [--json | --prometheus]\n"
           "  Print cachet's counters and a few server figures.\n"
           "  The counters (hits, misses, writes, lock_acquisitions, errors by\n"
-          "  class, ...) are this cachet process's own: a CLI run is short-\n"
+          "  class, the near cache's near_hits, near_misses,\n"
+          "  near_invalidations, near_flushes and near_bytes, ...) are this\n"
+          "  cachet process's own: a CLI run is short-\n"
           "  lived, so they only count what this run did (the PING it sends\n"
           "  first). For a service's counters, use cachet_metrics_snapshot()\n"
           "  in the service. The server figures come from INFO and cover the\n"
@@ -51,8 +54,10 @@ static int server_info(cachet *c, char vals[][32], int *nodes) {
   XX(misses)                                                                   \
   XX(expired_envelopes)                                                        \
   XX(writes)                                                                   \
-  XX(deletes) XX(clears) XX(tag_evictions) XX(stampede_waits)                  \
-      XX(lock_acquisitions) XX(lock_contentions) XX(script_reloads)
+  XX(deletes)                                                                  \
+  XX(clears) XX(tag_evictions) XX(stampede_waits) XX(lock_acquisitions)        \
+      XX(lock_contentions) XX(script_reloads) XX(near_hits) XX(near_misses)    \
+          XX(near_invalidations) XX(near_flushes) XX(near_bytes)
 
 static void print_text(const cachet_metrics *m, char vals[][32], int nodes) {
   printf("# counters of this cachet process only\n");
@@ -170,6 +175,14 @@ static int run_health(cli *cl, int argc, char **argv) {
     return code;
   cachet_health h;
   int rc = cachet_health_check(c, &h);
+  /* With CACHET_NEAR_CACHE_BYTES set, this handle's own invalidation feed
+   * starts with it: give it a moment (2 s at most) before reporting. */
+  for (int i = 0; i < 200 && rc == CACHET_OK && h.near_cache && !h.tracking;
+       i++) {
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    rc = cachet_health_check(c, &h);
+  }
   if (rc != CACHET_OK) {
     if (json) {
       printf("{\"healthy\":false,\"error\":");
@@ -197,6 +210,8 @@ static int run_health(cli *cl, int argc, char **argv) {
            (unsigned long long)h.used_memory, (unsigned long long)h.maxmemory,
            (unsigned long long)h.oom_rejections);
     cli_json_str(stdout, h.message, strlen(h.message));
+    printf(",\"near_cache\":%s,\"tracking\":%s",
+           h.near_cache ? "true" : "false", h.tracking ? "true" : "false");
     /* The message also lists what is only informative (scripts not yet
      * loaded); the reason is there only when the exit code is not 0. */
     printf(",\"reason\":");
@@ -221,6 +236,9 @@ static int run_health(cli *cl, int argc, char **argv) {
       printf("memory            %llu bytes, no maxmemory\n",
              (unsigned long long)h.used_memory);
     printf("oom_rejections    %llu\n", (unsigned long long)h.oom_rejections);
+    if (h.near_cache)
+      printf("near_cache        on, tracking %s\n",
+             h.tracking ? "active" : "NOT active (bypassed)");
     if (h.message[0] != '\0')
       printf("message           %s\n", h.message);
   }
