@@ -3,13 +3,13 @@
  * One thread per handle holds one connection per server (per master in a
  * cluster). Each connection runs
  *
- *   CLIENT TRACKING on REDIRECT <its own id> BCAST PREFIX <p>{00}v: ...
+ *   CLIENT TRACKING on REDIRECT <its own id> BCAST PREFIX <prefix>
  *   SUBSCRIBE __redis__:invalidate
  *
- * so the server tells it, as a pub/sub message, the name of every value
- * key of this namespace that anyone writes, deletes, evicts or expires, and
- * a null message on FLUSHDB/FLUSHALL. Each name drops the near cache's copy
- * (near.h). Broadcast mode needs nothing of the data connections: a pooled
+ * so the server tells it, as a pub/sub message, the name of every key of
+ * this namespace that anyone writes, deletes, evicts or expires, and a null
+ * message on FLUSHDB/FLUSHALL. Each value key's name drops the near
+ * cache's copy (near.h); the other kinds are skipped. Broadcast mode needs nothing of the data connections: a pooled
  * or multiplexed connection that reconnects, or the async API's, loses no
  * invalidation (docs/DESIGN.md, "Near cache").
  *

@@ -66,7 +66,7 @@ test)
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
   step "TSan build: the tests that share a handle between threads"
-  tsan_tests=(test_slots test_mux test_core test_stampede)
+  tsan_tests=(test_slots test_mux test_core test_stampede test_near_table test_near)
   cmake -S . -B build-tsan -DCACHET_WERROR=ON -DCACHET_SANITIZE=thread \
     -DCACHET_BUILD_BENCH=OFF >/dev/null
   cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]}"
@@ -81,9 +81,9 @@ test)
   cmake --build build-noasync -j"$jobs" --target test_async
   build-noasync/tests/test_async
 
-  step "valgrind memcheck: core, fault, async, machine, TLS and multiplexing tests"
+  step "valgrind memcheck: core, fault, async, machine, TLS, multiplexing and near-cache tests"
   for t in test_core test_faults test_async test_core_via_async test_machines \
-    test_tls test_mux; do
+    test_tls test_mux test_near; do
     CACHET_SOURCE_DIR=$here valgrind --quiet --error-exitcode=99 \
       --leak-check=full --errors-for-leak-kinds=definite,indirect \
       --track-fds=no "build/tests/$t"

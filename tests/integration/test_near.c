@@ -437,13 +437,20 @@ static void test_memory_stays_within_the_bound(void **state) {
   char val[1024];
   memset(val, 'x', sizeof val - 1);
   val[sizeof val - 1] = '\0';
+  char key[16];
   for (int i = 0; i < 2000; i++) {
-    char key[16];
     snprintf(key, sizeof key, "k%d", i);
     set(a, key, val);
-    assert_int_equal(test_hit(a, key, val), 1);
-    assert_true(metrics(a).near_bytes <= cap);
   }
+  /* The echoes of these writes are past before the reads fill. */
+  for (int i = 0; i < WAIT_MS && metrics(a).near_invalidations < 2000; i++)
+    test_sleep_ms(1);
+  for (int round = 0; round < 2; round++)
+    for (int i = 0; i < 2000; i++) {
+      snprintf(key, sizeof key, "k%d", i);
+      assert_int_equal(test_hit(a, key, val), 1);
+      assert_true(metrics(a).near_bytes <= cap);
+    }
   assert_true(metrics(a).near_bytes > cap / 2);
   cachet_close(a);
 }

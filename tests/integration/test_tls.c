@@ -157,6 +157,46 @@ static void test_every_sync_operation_over_tls(void **state) {
   cachet_close(c);
 }
 
+/* The near cache's invalidation feed over TLS: a write by another handle
+ * reaches the copy, read from memory meanwhile. */
+static void test_near_cache_over_tls(void **state) {
+  (void)state;
+  cachet_options o;
+  char url[64];
+  tls_options(&o, port, "tlsn:", url, sizeof url);
+  cachet *w = open_ok(&o);
+  o.near_cache_bytes = 1024 * 1024;
+  cachet *c = open_ok(&o);
+  cachet_health h = {0};
+  for (int i = 0; i < 1000 && !h.tracking; i++) {
+    assert_int_equal(cachet_health_check(c, &h), CACHET_OK);
+    if (!h.tracking)
+      test_sleep_ms(10);
+  }
+  assert_int_equal(h.tracking, 1);
+  assert_int_equal(cachet_set(w, "k", 1, "v1", 2, 0), CACHET_OK);
+  cachet_metrics m = {0};
+  for (int i = 0; i < 1000 && m.near_hits == 0; i++) {
+    expect_get(c, "k", "v1");
+    cachet_metrics_snapshot(c, &m);
+  }
+  assert_true(m.near_hits > 0);
+  assert_int_equal(cachet_set(w, "k", 1, "v2", 2, 0), CACHET_OK);
+  int seen = 0;
+  for (int i = 0; i < 10000 && !seen; i++) {
+    void *v = NULL;
+    size_t n = 0;
+    assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_OK);
+    seen = n == 2 && memcmp(v, "v2", 2) == 0;
+    cachet_free(v);
+    if (!seen)
+      test_sleep_ms(1);
+  }
+  assert_true(seen);
+  cachet_close(c);
+  cachet_close(w);
+}
+
 static void test_an_8_mib_value_round_trips(void **state) {
   (void)state;
   cachet_options o;
@@ -469,6 +509,7 @@ static void test_moved_is_followed_over_tls(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_every_sync_operation_over_tls),
+      cmocka_unit_test(test_near_cache_over_tls),
       cmocka_unit_test(test_an_8_mib_value_round_trips),
       cmocka_unit_test(test_each_verification_failure_is_a_connection_error),
       cmocka_unit_test(test_insecure_connects_and_says_so),
