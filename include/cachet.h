@@ -46,10 +46,10 @@
  * flight on it with that status (ECONN ...), never a miss. Every other call
  * (get_or_set, batches, evict, clear, prune, health) borrows from the pool.
  *
- * Near cache (cachet_options.near_cache_bytes, opt-in): get and
- * get_or_set are answered from process memory when it holds the key's
- * opened value (MAC checked and decrypted once, when it was filled), and
- * fill it when they go to Redis. One per handle, shared by all its threads
+ * Near cache (cachet_options.near_cache_bytes, opt-in): get, get_or_set
+ * and each entry of mget are answered from process memory when it holds
+ * the key's opened value (MAC checked and decrypted once, when it was
+ * filled), and fill it when they go to Redis. One per handle, shared by all its threads
  * and by the async handle over it; its memory (keys, values, tables) stays
  * within near_cache_bytes. Redis keeps it coherent: a thread of the handle
  * holds one connection per server (per master in a cluster) subscribed to
@@ -68,7 +68,7 @@
  *    active (`tracking`);
  *  - a copy never lives past its entry's expiry, nor past
  *    near_cache_ttl_ms.
- * mget, exists, ttl and inspect always go to Redis.
+ * exists, ttl and inspect always go to Redis.
  *
  * Option structs, lock handles and result structs are plain data: a thread
  * may use its own freely, but must not share one with another thread
@@ -294,14 +294,19 @@ typedef struct cachet cachet;
  * down. Call cachet_ping() to fail fast.
  *
  * Errors: CACHET_ECONFIG (a bad value, or a TLS file OpenSSL cannot load;
- * the detail names the option or variable), CACHET_ENOMEM.
+ * the detail names the option or variable), CACHET_ENOMEM, CACHET_EINTERNAL
+ * (the near cache's thread could not start). With a near cache, its
+ * invalidation thread starts here and connects in the background; until it
+ * is subscribed, gets go to Redis.
  * On success *out owns the handle; free it with cachet_close().
  */
 CACHET_API int cachet_open(cachet **out, const cachet_options *opts)
     CACHET_NODISCARD CACHET_NONNULL(1);
 
 /* Close every connection and free the handle. NULL is a no-op. No other
- * thread may be using the handle. Keys are zeroed before they are freed. */
+ * thread may be using the handle. Keys are zeroed before they are freed.
+ * With a near cache it first stops the invalidation thread, which takes at
+ * most timeout_ms (when it is in the middle of a connect). */
 CACHET_API void cachet_close(cachet *c);
 
 /* The resolved key prefix. Owned by the handle. */

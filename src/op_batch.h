@@ -17,8 +17,13 @@ typedef struct cachet_op_mget {
   cachet_op op;
   cachet_entry *e;
   size_t n, base, m;
-  int first;        /* the first server-level error, the call's result */
+  int first; /* the first server-level error, the call's result */
   char detail[512];
+  /* With a near cache: the window's GETs are for the entries it could not
+   * answer, entry idx[k] for command k, filled under ticket[k]. */
+  size_t ncmd;
+  size_t *idx;
+  uint64_t *ticket;
 } cachet_op_mget;
 
 int cachet_op_mget_init(cachet_op_mget *x, cachet *c, cachet_entry *e,

@@ -5,6 +5,7 @@
  * masters. Waits for an invalidation are bounded (WAIT_MS) and never
  * asserted on: only what a read returns is. */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -252,6 +253,63 @@ static void test_get_or_set_reads_through_memory(void **state) {
   cachet_close(a);
 }
 
+/* mget answers what the near cache holds and fills it with the rest. */
+static void test_mget_reads_through_memory(void **state) {
+  (void)state;
+  cachet *a = open_near("n13:", MB);
+  cachet *b = test_open(test_group_server(), "n13:");
+  wait_tracking(a);
+  char keys[10][8], vals[10][8];
+  for (int i = 0; i < 10; i++) {
+    snprintf(keys[i], sizeof keys[i], "k%d", i);
+    snprintf(vals[i], sizeof vals[i], "v%d", i);
+    set(b, keys[i], vals[i]);
+  }
+  for (int i = 0; i < 5; i++)
+    hold_copy(a, keys[i], vals[i]);
+  redisContext *r = test_redis(test_group_server());
+  cachet_entry e[11];
+  for (int round = 0; round < 2; round++) {
+    memset(e, 0, sizeof e);
+    for (int i = 0; i < 10; i++)
+      e[i] = (cachet_entry){.key = keys[i], .keylen = strlen(keys[i])};
+    e[10] = (cachet_entry){.key = "absent", .keylen = 6};
+    long long before = test_cmdstat(r, "get", "calls");
+    uint64_t hits = metrics(a).near_hits;
+    assert_int_equal(cachet_mget(a, e, 11), CACHET_OK);
+    for (int i = 0; i < 10; i++) {
+      assert_int_equal(e[i].status, CACHET_OK);
+      assert_int_equal(e[i].outlen, strlen(vals[i]));
+      assert_memory_equal(e[i].out, vals[i], e[i].outlen);
+      cachet_free(e[i].out);
+    }
+    assert_int_equal(e[10].status, CACHET_MISS);
+    assert_null(e[10].out);
+    if (round == 0) { /* k0..k4 from memory; k5..k9 and the miss read */
+      assert_int_equal(test_cmdstat(r, "get", "calls") - before, 6);
+      assert_int_equal(metrics(a).near_hits - hits, 5);
+    } else { /* and the fills of the first round serve the second */
+      assert_true(metrics(a).near_hits - hits > 5);
+    }
+  }
+  /* Another handle's write reaches an mget too. */
+  set(b, "k3", "new");
+  int seen = 0;
+  for (int i = 0; i < WAIT_MS && !seen; i++) {
+    cachet_entry one = {.key = "k3", .keylen = 2};
+    assert_int_equal(cachet_mget(a, &one, 1), CACHET_OK);
+    seen = one.status == CACHET_OK && one.outlen == 3 &&
+           memcmp(one.out, "new", 3) == 0;
+    cachet_free(one.out);
+    if (!seen)
+      test_sleep_ms(1);
+  }
+  assert_true(seen);
+  redisFree(r);
+  cachet_close(b);
+  cachet_close(a);
+}
+
 /* The writer of test_two_processes: versions 1..ROUNDS of each key, with
  * deletes and tag evictions between, then FINAL. No cmocka here. */
 #define KEYS 8
@@ -375,6 +433,30 @@ static void test_server_restart_empties_the_cache(void **state) {
     cachet_free(v);
   }
   assert_int_equal(rc, CACHET_MISS);
+  cachet_close(a);
+}
+
+/* A feed that goes silent (the server stopped, as a network partition
+ * would leave it) is a loss once a PING goes unanswered for timeout_ms. */
+static void test_silent_feed_empties_the_cache(void **state) {
+  (void)state;
+  cachet_options o;
+  test_options(test_group_server(), &o, "n12:");
+  o.near_cache_bytes = MB;
+  o.timeout_ms = 300;
+  cachet *a = NULL;
+  assert_int_equal(cachet_open(&a, &o), CACHET_OK);
+  wait_tracking(a);
+  set(a, "k", "v1");
+  hold_copy(a, "k", "v1");
+  uint64_t flushes = metrics(a).near_flushes;
+  pid_t pid = test_group_server()->pid;
+  assert_int_equal(kill(pid, SIGSTOP), 0);
+  int lost = wait_flushes(a, flushes);
+  assert_int_equal(kill(pid, SIGCONT), 0);
+  assert_true(lost);
+  wait_tracking(a);
+  hold_copy(a, "k", "v1");
   cachet_close(a);
 }
 
@@ -537,9 +619,11 @@ int main(void) {
       cmocka_unit_test(test_writes_by_another_handle_reach_the_copy),
       cmocka_unit_test(test_own_writes_are_seen_at_once),
       cmocka_unit_test(test_get_or_set_reads_through_memory),
+      cmocka_unit_test(test_mget_reads_through_memory),
       cmocka_unit_test(test_two_processes_never_go_back),
       cmocka_unit_test(test_killing_the_feed_empties_the_cache),
       cmocka_unit_test(test_server_restart_empties_the_cache),
+      cmocka_unit_test(test_silent_feed_empties_the_cache),
       cmocka_unit_test(test_flushall_empties_the_cache),
       cmocka_unit_test(test_fill_race_drops_the_stale_fill),
       cmocka_unit_test(test_memory_stays_within_the_bound),
