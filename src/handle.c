@@ -69,12 +69,7 @@ int cachet_open(cachet **out, const cachet_options *opts) {
   *out = c;
   return CACHET_OK;
 fail:
-  cachet_mux_destroy(c->mux);
-  cachet_links_destroy(c);
-  cachet_tls_free(c->tls);
-  cachet_keyring_free(c->keyring);
-  cachet_config_free(&c->cfg);
-  free(c);
+  cachet_close(c); /* whatever was made: each part may be NULL */
   return rc;
 }
 
