@@ -84,6 +84,7 @@ static struct {
   int owner[CACHET_CLUSTER_SLOTS]; /* node index per slot (cluster) */
   char url[512];
   const cachet_keyring *ring[NH];
+  int near; /* CACHET_FUZZ_NEAR=1: handles with a near cache */
 } W;
 
 static void die(const char *what) {
@@ -119,9 +120,15 @@ static redisReply *node_cmd(redisContext *c, int argc, const char **argv,
   return r;
 }
 
-/* A command whose first key is argv[1]. */
+static void near_sync(const char *key, size_t len);
+
+/* A command whose first key is argv[1]. A raw write waits, with a near
+ * cache, until the handle has heard of it (near_sync). */
 static redisReply *kcmd(int argc, const char **argv, const size_t *lens) {
-  return node_cmd(route(argv[1], lens[1]), argc, argv, lens);
+  redisReply *r = node_cmd(route(argv[1], lens[1]), argc, argv, lens);
+  if (strcmp(argv[0], "GET") != 0 && strcmp(argv[0], "EXISTS") != 0)
+    near_sync(argv[1], lens[1]);
+  return r;
 }
 
 static redisReply *kcmd2(const char *cmd, const char *key, size_t klen) {
@@ -861,6 +868,8 @@ static cachet *open_handle(int h) {
     o.encrypt = 1;
   }
   o.keys = keys;
+  if (W.near)
+    o.near_cache_bytes = 1024 * 1024;
   o.pool_size = 3;
   o.timeout_ms = 5000;
   o.fetch_wait_ms = 30;
@@ -868,7 +877,46 @@ static cachet *open_handle(int h) {
   cachet *c = NULL;
   if (cachet_open(&c, &o) != CACHET_OK)
     die(cachet_last_error());
+  for (int i = 0; W.near && i < 5000; i++) { /* until its feed is up */
+    cachet_health hl;
+    if (cachet_health_check(c, &hl) == CACHET_OK && hl.tracking)
+      break;
+    struct timespec ts = {0, 1000 * 1000};
+    nanosleep(&ts, NULL);
+  }
   return c;
+}
+
+/* The near-cache variant (CACHET_FUZZ_NEAR=1, fuzz/run.sh "near"): both
+ * handles keep a near cache. A handle's own writes must show at once; a
+ * raw write behind its back shows once its invalidation is processed. So
+ * after a raw write to a handle's value key, write and delete a sentinel
+ * value key of that handle, and wait (bounded) until both invalidations
+ * arrived: the feed delivers in order, so the raw write's came first. */
+static void near_sync(const char *key, size_t len) {
+  if (!W.near)
+    return;
+  for (int h = NH - 1; h >= 0; h--) { /* "fz:b:" before its prefix "fz:" */
+    size_t p = strlen(prefixes[h]);
+    if (len < p + 6 || memcmp(key, prefixes[h], p) != 0 || key[p] != '{' ||
+        key[p + 4] != 'v' || S.h[h] == NULL)
+      continue;
+    char sy[64];
+    size_t n = (size_t)snprintf(sy, sizeof sy, "%s{00}v:\x01sync", prefixes[h]);
+    cachet_metrics m;
+    cachet_metrics_snapshot(S.h[h], &m);
+    uint64_t want = m.near_invalidations + 2;
+    const char *set[3] = {"SET", sy, "x"}, *del[2] = {"DEL", sy};
+    size_t setl[3] = {3, n, 1}, dell[2] = {3, n};
+    freeReplyObject(node_cmd(route(sy, n), 3, set, setl));
+    freeReplyObject(node_cmd(route(sy, n), 2, del, dell));
+    for (int i = 0; i < 5000 && m.near_invalidations < want; i++) {
+      struct timespec ts = {0, 1000 * 1000};
+      nanosleep(&ts, NULL);
+      cachet_metrics_snapshot(S.h[h], &m);
+    }
+    return;
+  }
 }
 
 static uint16_t tags_list(uint16_t mask, const char **out) {
@@ -1789,6 +1837,10 @@ static void pick_colliding_keys(void) {
 
 void ops_model_init(ops_mode mode) {
   W.mode = mode;
+  W.near = getenv("CACHET_FUZZ_NEAR") != NULL &&
+           strcmp(getenv("CACHET_FUZZ_NEAR"), "1") == 0;
+  if (W.near)
+    fprintf(stderr, "ops_model: the handles keep a near cache\n");
   pick_colliding_keys();
   if (mode == OPS_STANDALONE) {
     if (test_server_start(&W.srv, NULL) != 0)

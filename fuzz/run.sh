@@ -9,8 +9,8 @@
 #   FUZZ_SECONDS     seconds per decoder target (default 30)
 #   FUZZ_OPS_SECONDS seconds per ops_* target, which run whole operation
 #                    sequences against a private Redis (default 60);
-#                    ops_model_fuzzer runs once more, half as long, with
-#                    multiplexed connections
+#                    ops_model_fuzzer runs twice more, half as long each,
+#                    with multiplexed connections and with near caches
 #   FUZZ_BUILD_DIR   build directory (default: <repo>/build-fuzz)
 #   FUZZ_TARGETS     space-separated subset of targets (default: all)
 #   FUZZ_ARTIFACTS   where crash/leak inputs go (default: <build>/artifacts)
@@ -51,12 +51,13 @@ if [[ -z "${FUZZ_KEEP_WORK:-}" ]]; then
   trap 'rm -rf "$scratch"' EXIT
 fi
 
-# Each run: a target, and for ops_model_fuzzer a second run whose handles
-# use multiplexed connections (tests/harness.c reads CACHET_TEST_MULTIPLEX).
+# Each run: a target, and for ops_model_fuzzer two more: one whose handles
+# use multiplexed connections (tests/harness.c reads CACHET_TEST_MULTIPLEX),
+# one whose handles keep a near cache (ops_model.c reads CACHET_FUZZ_NEAR).
 runs=()
 for t in "${targets[@]}"; do
   runs+=("$t:")
-  [[ $t == ops_model_fuzzer ]] && runs+=("$t:mux")
+  [[ $t == ops_model_fuzzer ]] && runs+=("$t:mux" "$t:near")
 done
 
 failed=()
@@ -79,6 +80,7 @@ for run in "${runs[@]}"; do
   fi
   env=()
   [[ $variant == mux ]] && env=(CACHET_TEST_MULTIPLEX=2)
+  [[ $variant == near ]] && env=(CACHET_FUZZ_NEAR=1)
   log="$scratch/$name.log"
   echo "== $t${variant:+ ($variant)} (${secs}s)"
   if env "${env[@]}" "$build/fuzz/$t" "${args[@]}" "$work" >"$log" 2>&1; then
