@@ -4,6 +4,7 @@
  * the fill race staged with a hook, the byte bound, and a cluster of three
  * masters. Waits for an invalidation are bounded (WAIT_MS) and never
  * asserted on: only what a read returns is. */
+#include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -315,7 +316,13 @@ static void test_mget_reads_through_memory(void **state) {
 #define KEYS 8
 #define ROUNDS 300
 #define FINAL 100000
-static void writer(void) {
+static void writer(int gate) {
+  /* Forked before the reader opened its handle, so that it inherits none
+   * of it; it starts when the reader is ready (or gives up after 30 s). */
+  struct pollfd p = {gate, POLLIN, 0};
+  char go = 0;
+  if (poll(&p, 1, 30000) != 1 || read(gate, &go, 1) != 1)
+    _exit(2);
   cachet *w = test_open(test_group_server(), "n4:");
   const char *tags[] = {"odd"};
   int bad = 0;
@@ -345,13 +352,20 @@ static void writer(void) {
 
 static void test_two_processes_never_go_back(void **state) {
   (void)state;
+  int gate[2];
+  assert_int_equal(pipe(gate), 0);
+  pid_t pid = fork();
+  assert_true(pid >= 0);
+  if (pid == 0) {
+    close(gate[1]);
+    writer(gate[0]);
+  }
+  close(gate[0]);
   cachet *a = open_near("n4:", MB);
   wait_tracking(a);
   int newest[KEYS] = {0};
-  pid_t pid = fork();
-  assert_true(pid >= 0);
-  if (pid == 0)
-    writer();
+  assert_int_equal(write(gate[1], "g", 1), 1);
+  close(gate[1]);
   int done = 0, status = 0;
   while (!done) {
     done = waitpid(pid, &status, WNOHANG) == pid;

@@ -233,7 +233,7 @@ quiet "configuring examples/ with find_package failed" \
 found=$(sed -n 's/^cachet_DIR:PATH=//p' "$WORK/ex/CMakeCache.txt")
 [ "$(cd "$found" && pwd)" = "$(cd "$L/cmake/cachet" && pwd)" ] ||
   fail "find_package found cachet in $found, not in the temporary prefix"
-targets=(basic basic_static)
+targets=(basic basic_static near_cache)
 [ "$GOS" = 1 ] && targets+=(get_or_set)
 quiet "building the examples with find_package failed" \
   cmake --build "$WORK/ex" --target "${targets[@]}"
