@@ -69,6 +69,22 @@ static void set_why(cachet_track *t, const char *why) {
   pthread_mutex_unlock(&t->mu);
 }
 
+/* Coherence is lost (or not back yet) because of `why`: remembered for
+ * health, and told to the log sink once per new reason, not on every
+ * reconnect attempt. */
+static void lost(cachet_track *t, const char *why) {
+  pthread_mutex_lock(&t->mu);
+  int news = strcmp(t->why, why) != 0;
+  pthread_mutex_unlock(&t->mu);
+  set_why(t, why);
+  if (news && t->c->log != NULL) {
+    char msg[400];
+    snprintf(msg, sizeof msg, "near cache: bypassed until tracking is back: %s",
+             why);
+    t->c->log(t->c->log_ud, CACHET_LOG_WARN, msg);
+  }
+}
+
 void cachet_track_why(cachet_track *t, char *out, size_t cap) {
   pthread_mutex_lock(&t->mu);
   snprintf(out, cap, "%s", t->why);
@@ -350,10 +366,7 @@ static void *run(void *arg) {
     }
     close_feeds(t);
     if (!stopping(t)) {
-      set_why(t, cachet_last_error());
-      cachet_log(c, CACHET_LOG_WARN,
-                 "near cache: bypassed until tracking is back: %s",
-                 cachet_last_error());
+      lost(t, cachet_last_error());
       backoff = backoff == 0                   ? BACKOFF_MIN_MS
                 : backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
                                                : backoff * 2;

@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -400,14 +401,27 @@ static void test_two_processes_never_go_back(void **state) {
 
 /* CLIENT KILL on the invalidation connection: the copies go at once, and
  * reads go to Redis, so a write made while the feed is down is seen. */
+static _Atomic int warnings;
+static void count_warning(void *ud, int level, const char *msg) {
+  (void)ud;
+  if (level == CACHET_LOG_WARN && strstr(msg, "near cache: bypassed") != NULL)
+    atomic_fetch_add(&warnings, 1);
+}
+
 static void test_killing_the_feed_empties_the_cache(void **state) {
   (void)state;
-  cachet *a = open_near("n5:", MB);
+  cachet_options o;
+  test_options(test_group_server(), &o, "n5:");
+  o.near_cache_bytes = MB;
+  o.log = count_warning;
+  cachet *a = NULL;
+  assert_int_equal(cachet_open(&a, &o), CACHET_OK);
   cachet *b = test_open(test_group_server(), "n5:");
   wait_tracking(a);
   set(b, "k", "v1");
   hold_copy(a, "k", "v1");
   uint64_t flushes = metrics(a).near_flushes;
+  atomic_store(&warnings, 0);
   test_command(test_group_server(), "CLIENT KILL TYPE pubsub");
   assert_true(wait_flushes(a, flushes));
   set(b, "k", "v2"); /* nobody tracks this write */
@@ -417,6 +431,7 @@ static void test_killing_the_feed_empties_the_cache(void **state) {
   assert_int_equal(test_hit(a, "k", "v2"), 1);
   set(b, "k", "v3");
   assert_true(wait_value(a, "k", "v3"));
+  assert_int_equal(atomic_load(&warnings), 1); /* once for the loss */
   cachet_health h;
   assert_int_equal(cachet_health_check(a, &h), CACHET_OK);
   assert_int_equal(h.near_cache, 1);
