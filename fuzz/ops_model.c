@@ -36,6 +36,7 @@
 #include "fuzz_helpers.h"
 #include "handle.h"
 #include "harness.h"
+#include "track.h"
 
 /* ---- The alphabet --------------------------------------------------------
  * Small on purpose: operations must collide on keys, tags, buckets and
@@ -890,9 +891,19 @@ static cachet *open_handle(int h) {
 /* The near-cache variant (CACHET_FUZZ_NEAR=1, fuzz/run.sh "near"): both
  * handles keep a near cache. A handle's own writes must show at once; a
  * raw write behind its back shows once its invalidation is processed. So
- * after a raw write to a handle's value key, write and delete a sentinel
- * value key of that handle, and wait (bounded) until both invalidations
- * arrived: the feed delivers in order, so the raw write's came first. */
+ * after a raw write to a handle's value key, write a sentinel value key of
+ * the same bucket (so of the same master, whose feed delivers in order) and
+ * wait, bounded, until the feed has processed the sentinel's invalidation:
+ * the raw write's came before it. */
+static char sync_name[64];
+static size_t sync_len;
+static atomic_int sync_seen;
+
+static void sync_hook(const char *key, size_t len) {
+  if (len == sync_len && memcmp(key, sync_name, len) == 0)
+    atomic_store(&sync_seen, 1);
+}
+
 static void near_sync(const char *key, size_t len) {
   if (!W.near)
     return;
@@ -901,20 +912,25 @@ static void near_sync(const char *key, size_t len) {
     if (len < p + 6 || memcmp(key, prefixes[h], p) != 0 || key[p] != '{' ||
         key[p + 4] != 'v' || S.h[h] == NULL)
       continue;
-    char sy[64];
-    size_t n = (size_t)snprintf(sy, sizeof sy, "%s{00}v:\x01sync", prefixes[h]);
-    cachet_metrics m;
-    cachet_metrics_snapshot(S.h[h], &m);
-    uint64_t want = m.near_invalidations + 2;
-    const char *set[3] = {"SET", sy, "x"}, *del[2] = {"DEL", sy};
-    size_t setl[3] = {3, n, 1}, dell[2] = {3, n};
-    freeReplyObject(node_cmd(route(sy, n), 3, set, setl));
-    freeReplyObject(node_cmd(route(sy, n), 2, del, dell));
-    for (int i = 0; i < 5000 && m.near_invalidations < want; i++) {
+    if (key[p + 1] == 0 || key[p + 2] == 0 ||
+        !strchr("0123456789abcdef", key[p + 1]) ||
+        !strchr("0123456789abcdef", key[p + 2]))
+      return; /* a foreign name like {zz}: no value key of the handle */
+    static unsigned seq;
+    atomic_store(&sync_seen, 0);
+    sync_len =
+        (size_t)snprintf(sync_name, sizeof sync_name, "%s{%c%c}v:\x01sync%u",
+                         prefixes[h], key[p + 1], key[p + 2], ++seq);
+    atomic_store(&cachet_track_seen_hook, sync_hook);
+    const char *set[3] = {"SET", sync_name, "x"}, *del[2] = {"DEL", sync_name};
+    size_t setl[3] = {3, sync_len, 1}, dell[2] = {3, sync_len};
+    freeReplyObject(node_cmd(route(sync_name, sync_len), 3, set, setl));
+    for (int i = 0; i < 5000 && !atomic_load(&sync_seen); i++) {
       struct timespec ts = {0, 1000 * 1000};
       nanosleep(&ts, NULL);
-      cachet_metrics_snapshot(S.h[h], &m);
     }
+    atomic_store(&cachet_track_seen_hook, NULL);
+    freeReplyObject(node_cmd(route(sync_name, sync_len), 2, del, dell));
     return;
   }
 }

@@ -10,7 +10,8 @@
 #   FUZZ_OPS_SECONDS seconds per ops_* target, which run whole operation
 #                    sequences against a private Redis (default 60);
 #                    ops_model_fuzzer runs twice more, half as long each,
-#                    with multiplexed connections and with near caches
+#                    with multiplexed connections and with near caches;
+#                    ops_model_cluster_fuzzer once more with near caches
 #   FUZZ_BUILD_DIR   build directory (default: <repo>/build-fuzz)
 #   FUZZ_TARGETS     space-separated subset of targets (default: all)
 #   FUZZ_ARTIFACTS   where crash/leak inputs go (default: <build>/artifacts)
@@ -53,11 +54,13 @@ fi
 
 # Each run: a target, and for ops_model_fuzzer two more: one whose handles
 # use multiplexed connections (tests/harness.c reads CACHET_TEST_MULTIPLEX),
-# one whose handles keep a near cache (ops_model.c reads CACHET_FUZZ_NEAR).
+# one whose handles keep a near cache (ops_model.c reads CACHET_FUZZ_NEAR);
+# ops_model_cluster_fuzzer runs once more with near caches.
 runs=()
 for t in "${targets[@]}"; do
   runs+=("$t:")
   [[ $t == ops_model_fuzzer ]] && runs+=("$t:mux" "$t:near")
+  [[ $t == ops_model_cluster_fuzzer ]] && runs+=("$t:near")
 done
 
 failed=()

@@ -58,6 +58,7 @@ struct cachet_track {
 };
 
 _Atomic int cachet_track_hold;
+void (*_Atomic cachet_track_seen_hook)(const char *key, size_t len);
 
 static int stopping(const cachet_track *t) {
   return atomic_load_explicit(&t->stop, memory_order_acquire);
@@ -211,6 +212,9 @@ static void drop(cachet_track *t, const redisReply *k) {
     return;
   cachet_near_drop(t->c->near, k->str, k->len);
   cachet_near_count_invalidation(t->c->near);
+  void (*seen)(const char *, size_t) = atomic_load(&cachet_track_seen_hook);
+  if (seen != NULL)
+    seen(k->str, k->len);
 }
 
 static int message(cachet_track *t, feed *f, const redisReply *r) {

@@ -9,9 +9,10 @@
  * so the server tells it, as a pub/sub message, the name of every key of
  * this namespace that anyone writes, deletes, evicts or expires, and a null
  * message on FLUSHDB/FLUSHALL. Each value key's name drops the near
- * cache's copy (near.h); the other kinds are skipped. Broadcast mode needs nothing of the data connections: a pooled
- * or multiplexed connection that reconnects, or the async API's, loses no
- * invalidation (docs/DESIGN.md, "Near cache").
+ * cache's copy (near.h); the other kinds are skipped. Broadcast mode needs
+ * nothing of the data connections: a pooled or multiplexed connection that
+ * reconnects, or the async API's, loses no invalidation (docs/DESIGN.md, "Near
+ * cache").
  *
  * Coherence is lost when a feed's connection fails, when a PING on it gets
  * no answer within timeout_ms, or when the cluster gains a master: the
@@ -42,5 +43,9 @@ void cachet_track_why(cachet_track *t, char *out, size_t cap);
  * their sockets), so a test can tell a handle's own drops from the echo.
  * Keep it shorter than timeout_ms, or the PING check declares a loss. */
 extern _Atomic int cachet_track_hold;
+/* Tests only: called on the feed's thread with each value key's name once
+ * its copy is dropped, so a test can wait for one invalidation in
+ * particular (the feed of a server delivers them in order). */
+extern void (*_Atomic cachet_track_seen_hook)(const char *key, size_t len);
 
 #endif
