@@ -165,20 +165,32 @@ static int exchange(runner *r, const cachet_cmd *cmds, const size_t *idx,
       return rc;
     }
   }
+  /* After a failed read every other reply is still read: in a cluster the
+   * other masters' connections are sound, and their commands, sent
+   * already, must be answered (or fail) before the call returns, never run
+   * after it. The failed connection answers at once, broken. Each failure
+   * is reported as the first, with its detail. */
+  int first = CACHET_OK;
   for (size_t j = 0; j < n; j++) {
     size_t i = idx[j];
     redisReply *rep = NULL;
     int rc = cachet_link_read(r->cn, &rep);
-    if (rc != CACHET_OK) {
-      cachet_link_break(r->cn);
-      for (size_t q = j; q < n; q++) /* the others get this same failure */
-        fail_from(r, idx[q], idx[q] + 1, rc);
-      return rc;
-    }
     if (r->res[i].reply != NULL)
       freeReplyObject(r->res[i].reply);
-    r->res[i] = (cachet_res){CACHET_OK, rep, NULL};
-    r->from[i] = cachet_link_last(r->cn);
+    if (rc != CACHET_OK && first == CACHET_OK) {
+      first = rc;
+      r->res[i].reply = NULL;
+      fail_from(r, i, i + 1, rc);
+    } else if (rc != CACHET_OK) {
+      r->res[i] = (cachet_res){first, NULL, r->detail};
+    } else {
+      r->res[i] = (cachet_res){CACHET_OK, rep, NULL};
+      r->from[i] = cachet_link_last(r->cn);
+    }
+  }
+  if (first != CACHET_OK) {
+    cachet_link_break(r->cn);
+    return cachet_fail(first, "%s", r->detail);
   }
   return CACHET_OK;
 }

@@ -681,6 +681,47 @@ static void test_killed_master_then_failover(void **state) {
   }
   assert_true(down > 0 && up > 0);
 
+  /* A pipeline cut by the dead master: its write to a live master, already
+   * sent, is answered before the call returns, so it never lands after.
+   * The live master holds writes for 500 ms (CLIENT PAUSE WRITE), so a
+   * call that returned at the dead master's failure would leave it
+   * unapplied while a raw read is still served. */
+  char dead[16] = "", livek[16] = "";
+  int live = -1;
+  for (int i = 0; i < 200 && (!dead[0] || !livek[0]); i++) {
+    snprintf(key, sizeof key, "k%d", i);
+    int owner = test_cluster_owner(&cl, key_slot(c, key));
+    if (owner == victim && !dead[0])
+      snprintf(dead, sizeof dead, "%s", key);
+    else if (owner >= 0 && owner != victim && !livek[0]) {
+      snprintf(livek, sizeof livek, "%s", key);
+      live = owner;
+    }
+  }
+  assert_true(dead[0] && livek[0]);
+  char *lvk = NULL;
+  size_t lvl = 0;
+  assert_int_equal(cachet_value_key(c, livek, strlen(livek), &lvk, &lvl),
+                   CACHET_OK);
+  redisContext *lr = test_cluster_node(&cl, live);
+  redisReply *before = redisCommand(lr, "GET %b", lvk, lvl);
+  assert_int_equal(before->type, REDIS_REPLY_STRING);
+  freeReplyObject(redisCommand(lr, "CLIENT PAUSE 500 WRITE"));
+  cachet_entry two[2] = {
+      {.key = dead, .keylen = strlen(dead), .val = "w", .len = 1},
+      {.key = livek, .keylen = strlen(livek), .val = "new", .len = 3}};
+  int mrc = cachet_mset(c, two, 2);
+  assert_true(mrc == CACHET_ECONN || mrc == CACHET_ETIMEDOUT);
+  redisReply *after = redisCommand(lr, "GET %b", lvk, lvl);
+  assert_int_equal(after->type, REDIS_REPLY_STRING);
+  assert_false(after->len == before->len &&
+               memcmp(after->str, before->str, after->len) == 0);
+  freeReplyObject(before);
+  freeReplyObject(after);
+  freeReplyObject(redisCommand(lr, "CLIENT UNPAUSE"));
+  redisFree(lr);
+  cachet_free(lvk);
+
   /* The replica takes over (the master is gone: TAKEOVER). */
   redisContext *r = test_cluster_node(&cl, replica);
   freeReplyObject(redisCommand(r, "CLUSTER FAILOVER TAKEOVER"));
