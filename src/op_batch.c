@@ -113,31 +113,34 @@ static int mget_send(cachet_op_mget *x, cachet_out *out) {
     x->ncmd = 0;
     for (size_t i = 0; i < x->m; i++) {
       cachet_entry *e = &x->e[x->base + i];
-      uint64_t ticket = 0;
-      cachet_key vk;
-      int rc = c->near == NULL ? CACHET_MISS
-               : cachet_key_build(c, &vk, CACHET_KIND_VALUE,
-                                  cachet_bucket(e->key, e->keylen), e->key,
-                                  e->keylen) != CACHET_OK
-                   ? CACHET_ENOMEM
-                   : cachet_near_lookup(c, &vk, &e->out, &e->outlen, &ticket);
-      if (c->near != NULL && rc != CACHET_ENOMEM)
-        cachet_key_free(&vk);
-      if (rc == CACHET_OK) {
-        e->status = CACHET_OK;
+      unsigned bucket = cachet_bucket(e->key, e->keylen);
+      if (c->near == NULL) {
+        cachet_cmds_start(b, CACHET_ROUTE_KEY);
+        cachet_cmds_str(b, "GET");
+        cachet_cmds_key(b, c, CACHET_KIND_VALUE, bucket, e->key, e->keylen);
+        x->ncmd++;
         continue;
       }
-      if (rc != CACHET_MISS)
-        return mget_unsent(x, out, rc);
-      cachet_cmds_start(b, CACHET_ROUTE_KEY);
-      cachet_cmds_str(b, "GET");
-      cachet_cmds_key(b, c, CACHET_KIND_VALUE, cachet_bucket(e->key, e->keylen),
-                      e->key, e->keylen);
-      if (x->idx != NULL) {
+      /* The value key is built once: the near cache's key, then the
+       * GET's argument if it has no copy. */
+      cachet_key vk = {0};
+      uint64_t ticket = 0;
+      int rc = cachet_key_build(c, &vk, CACHET_KIND_VALUE, bucket, e->key,
+                                e->keylen);
+      if (rc == CACHET_OK)
+        rc = cachet_near_lookup(c, &vk, &e->out, &e->outlen, &ticket);
+      if (rc == CACHET_MISS) {
+        cachet_cmds_start(b, CACHET_ROUTE_KEY);
+        cachet_cmds_str(b, "GET");
+        cachet_cmds_copy(b, vk.buf, vk.len);
         x->idx[x->ncmd] = x->base + i;
-        x->ticket[x->ncmd] = ticket;
+        x->ticket[x->ncmd++] = ticket;
       }
-      x->ncmd++;
+      cachet_key_free(&vk);
+      if (rc == CACHET_OK)
+        e->status = CACHET_OK;
+      else if (rc != CACHET_MISS)
+        return mget_unsent(x, out, rc);
     }
     if (x->ncmd > 0) {
       int what = cachet_cmds_send(b, out);
