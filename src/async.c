@@ -91,8 +91,7 @@ typedef struct aload {
   cachet_async_load *token;
   cachet_load *ld;
   struct event *renew; /* every lease/3 */
-  cachet_op_lock ext;  /* the renewal */
-  arun *ext_run;       /* in flight, or NULL */
+  arun *ext_run;       /* the renewal in flight, or NULL */
   int loaded;          /* load_done came */
 } aload;
 
@@ -1017,6 +1016,14 @@ void cachet_arun_start(arun *r, cachet_op *op) {
 /* ---- get_or_set's loader ----------------------------------------------------
  */
 
+/* A renewal owns its machine and a copy of the lock: it can still be in
+ * flight when the load ends and the aload (and soon the lock) is freed. */
+typedef struct aext {
+  arun r;
+  cachet_op_lock op;
+  cachet_lock *lk;
+} aext;
+
 static void ext_deliver(arun *e, int rc) {
   aload *l = e->ud;
   if (l != NULL) {
@@ -1027,8 +1034,10 @@ static void ext_deliver(arun *e, int rc) {
   }
 }
 
+static void ext_cleanup(arun *e) { cachet_lock_free(((aext *)e)->lk); }
+
 static const arun_kind ext_kind = {"lock_extend", A_COUNT_NONE, ext_deliver,
-                                   NULL};
+                                   ext_cleanup};
 
 static void renew_tick(evutil_socket_t fd, short what, void *arg) {
   (void)fd;
@@ -1037,13 +1046,22 @@ static void renew_tick(evutil_socket_t fd, short what, void *arg) {
   aload *l = r->load;
   if (l == NULL || l->ext_run != NULL || l->ld->lost)
     return;
-  arun *e = cachet_arun_new(r->a, &ext_kind, sizeof(arun), NULL, l);
-  if (e == NULL)
+  const cachet_lock *held = l->ld->lock;
+  size_t size = sizeof *held + held->namelen + 1;
+  cachet_lock *lk = malloc(size);
+  if (lk == NULL)
+    return; /* the next tick tries again */
+  memcpy(lk, held, size);
+  aext *e = (aext *)cachet_arun_new(r->a, &ext_kind, sizeof *e, NULL, l);
+  if (e == NULL) {
+    cachet_lock_free(lk);
     return;
-  cachet_op_lock_init(&l->ext, r->a->c, CACHET_LOCK_EXTEND, l->ld->lock,
-                      l->ld->lease_ms, 0);
-  l->ext_run = e;
-  cachet_arun_start(e, &l->ext.op);
+  }
+  e->lk = lk;
+  cachet_op_lock_init(&e->op, r->a->c, CACHET_LOCK_EXTEND, lk, l->ld->lease_ms,
+                      0);
+  l->ext_run = &e->r;
+  cachet_arun_start(&e->r, &e->op.op);
 }
 
 /* LOAD: the user's loader runs, its lease renewed every lease/3 and its

@@ -141,9 +141,9 @@ static void test_async_value_above_max_value_size_is_refused(void **state) {
   assert_int_equal(cachet_async_open(&a, base, &o), CACHET_OK);
   char *vk = NULL;
   size_t vkl = 0;
-  assert_int_equal(cachet_value_key(cachet_async_cachet(a), "huge", 4, &vk,
-                                    &vkl),
-                   CACHET_OK);
+  assert_int_equal(
+      cachet_value_key(cachet_async_cachet(a), "huge", 4, &vk, &vkl),
+      CACHET_OK);
   test_command(test_group_server(), "SETRANGE %b 67108863 x", vk, vkl);
   res r = {0};
   assert_int_equal(cachet_async_get(a, "huge", 4, value_cb, &r), CACHET_OK);
@@ -562,6 +562,7 @@ typedef struct loader_ctx {
   int calls;
   int fail;
   int delay_ms;
+  int pause_ms; /* CLIENT PAUSE the server for this long at the start */
   cachet_async_load *pending;
   struct event *ev;
   char lock_key[128]; /* the stampede lock, checked before completing */
@@ -597,6 +598,11 @@ static void loader(cachet_async_load *load, const void *key, size_t keylen,
   (void)ud;
   lctx.calls++;
   lctx.pending = load;
+  if (lctx.pause_ms > 0) {
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "CLIENT PAUSE %d ALL", lctx.pause_ms);
+    test_command(test_group_server(), cmd);
+  }
   if (lctx.delay_ms == 0) {
     complete_load(-1, 0, NULL); /* completes before it returns */
     return;
@@ -706,6 +712,39 @@ static void test_async_get_or_set_renews_the_lease(void **state) {
   assert_int_equal(r.status, CACHET_OK);
   /* Still held when the loader completed: the timer renewed it. */
   assert_true(lctx.lock_pttl > 0);
+  cachet_async_close(a);
+}
+
+/* A renewal still in flight when the load ends: its reply arrives after
+ * the loader's state is gone and must not touch it. The server holds every
+ * command for 2 s from the loader's start; the renewal goes at 1 s and the
+ * load completes at 1.2 s, so the renewal's reply comes last. */
+static void test_async_load_ends_while_a_renewal_is_in_flight(void **state) {
+  (void)state;
+  cachet_options o;
+  test_options(test_group_server(), &o, "async9b:");
+  o.lock_lease_ms = 3000;
+  o.fetch_wait_ms = 10000;
+  o.timeout_ms = 10000;
+  cachet_async *a = NULL;
+  assert_int_equal(cachet_async_open(&a, base, &o), CACHET_OK);
+  memset(&lctx, 0, sizeof lctx);
+  lctx.delay_ms = 1200;
+  lctx.pause_ms = 2000;
+  res r = {0};
+  assert_int_equal(
+      cachet_async_get_or_set(a, "pk", 2, loader, 0, NULL, 0, value_cb, &r),
+      CACHET_OK);
+  AWAIT(r);
+  event_free(lctx.ev);
+  assert_int_equal(r.status, CACHET_OK);
+  assert_string_equal(r.val, "loaded");
+  run_for(100); /* the renewal's reply, after the load's end */
+  res hit = {0};
+  assert_int_equal(cachet_async_get(a, "pk", 2, value_cb, &hit), CACHET_OK);
+  AWAIT(hit);
+  assert_int_equal(hit.status, CACHET_OK);
+  assert_string_equal(hit.val, "loaded");
   cachet_async_close(a);
 }
 
@@ -1402,6 +1441,7 @@ int main(void) {
       cmocka_unit_test(test_async_get_or_set_loads_once),
       cmocka_unit_test(test_async_get_or_set_loader_failure_caches_nothing),
       cmocka_unit_test(test_async_get_or_set_renews_the_lease),
+      cmocka_unit_test(test_async_load_ends_while_a_renewal_is_in_flight),
       cmocka_unit_test(test_async_mset_mget),
       cmocka_unit_test(test_async_mset_untagged_drops_old_tags),
       cmocka_unit_test(test_async_untagged_set_is_plain),
