@@ -445,6 +445,26 @@ static int select_key(const cachet_keyring *kr, int accept_unsealed,
   return CACHET_OK;
 }
 
+/* The argument checks and the frame parse that open and inspect share. */
+static int decode_frame(const void *rkey, size_t rkeylen, const uint8_t *blob,
+                        size_t len, frame *f) {
+  if (blob == NULL && len > 0)
+    return cachet_fail(CACHET_EINVAL, "envelope is NULL");
+  if ((uint64_t)rkeylen > UINT32_MAX || (rkeylen > 0 && rkey == NULL))
+    return cachet_fail(CACHET_EINVAL, "invalid key name");
+  return parse_frame(blob, len, f);
+}
+
+/* 0 when the MAC-only frame's tag matches, compared in constant time. */
+static int verify_mac(const uint8_t *sub, const void *rkey, size_t rkeylen,
+                      const uint8_t *blob, const frame *f) {
+  uint8_t tag[CACHET_ENVELOPE_MAC_BYTES];
+  compute_mac(sub, rkey, rkeylen, blob, f->payload_len, tag);
+  int bad = crypto_verify_32(tag, blob + f->tag_off);
+  sodium_memzero(tag, sizeof tag);
+  return bad;
+}
+
 int cachet_envelope_open(const cachet_keyring *kr, int accept_unsealed,
                          const void *rkey, size_t rkeylen, uint8_t *blob,
                          size_t len, int64_t now_ms, cachet_envelope_info *info,
@@ -454,11 +474,7 @@ int cachet_envelope_open(const cachet_keyring *kr, int accept_unsealed,
   *payload_len = 0;
   if (info != NULL)
     memset(info, 0, sizeof *info);
-  if (blob == NULL && len > 0)
-    return cachet_fail(CACHET_EINVAL, "envelope is NULL");
-  if ((uint64_t)rkeylen > UINT32_MAX || (rkeylen > 0 && rkey == NULL))
-    return cachet_fail(CACHET_EINVAL, "invalid key name");
-  int rc = parse_frame(blob, len, &f);
+  int rc = decode_frame(rkey, rkeylen, blob, len, &f);
   if (rc != CACHET_OK)
     return rc;
   const uint8_t *sub;
@@ -478,11 +494,7 @@ int cachet_envelope_open(const cachet_keyring *kr, int accept_unsealed,
                          (unsigned)f.key_id);
     mac_status = CACHET_MAC_OK;
   } else if (f.flags & CACHET_ENV_F_MAC) {
-    uint8_t tag[CACHET_ENVELOPE_MAC_BYTES];
-    compute_mac(sub, rkey, rkeylen, blob, f.payload_len, tag);
-    int bad = crypto_verify_32(tag, blob + f.tag_off);
-    sodium_memzero(tag, sizeof tag);
-    if (bad != 0)
+    if (verify_mac(sub, rkey, rkeylen, blob, &f) != 0)
       return cachet_fail(CACHET_EINTEGRITY,
                          "MAC check failed under key id %u (tampered, or "
                          "stored under another key name)",
@@ -504,11 +516,7 @@ int cachet_envelope_inspect(const cachet_keyring *kr, const void *rkey,
                             cachet_envelope_info *info) {
   frame f;
   memset(info, 0, sizeof *info);
-  if (blob == NULL && len > 0)
-    return cachet_fail(CACHET_EINVAL, "envelope is NULL");
-  if ((uint64_t)rkeylen > UINT32_MAX || (rkeylen > 0 && rkey == NULL))
-    return cachet_fail(CACHET_EINVAL, "invalid key name");
-  int rc = parse_frame(blob, len, &f);
+  int rc = decode_frame(rkey, rkeylen, blob, len, &f);
   if (rc != CACHET_OK) {
     if (rc == CACHET_EVERSION)
       info->version = blob[OFF_VERSION];
@@ -525,12 +533,9 @@ int cachet_envelope_inspect(const cachet_keyring *kr, const void *rkey,
         return rc;
       mac_status = rc == 0 ? CACHET_MAC_OK : CACHET_MAC_BAD;
     } else {
-      uint8_t tag[CACHET_ENVELOPE_MAC_BYTES];
-      compute_mac(sub, rkey, rkeylen, blob, f.payload_len, tag);
-      mac_status = crypto_verify_32(tag, blob + f.tag_off) == 0
+      mac_status = verify_mac(sub, rkey, rkeylen, blob, &f) == 0
                        ? CACHET_MAC_OK
                        : CACHET_MAC_BAD;
-      sodium_memzero(tag, sizeof tag);
     }
   }
   if ((rc = check_fields(&f)) != CACHET_OK)
