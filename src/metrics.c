@@ -1,5 +1,6 @@
 /* Metrics: snapshot and the Prometheus text rendering. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,12 +74,33 @@ static void sb_printf(sbuf *b, const char *fmt, ...) {
   }
 }
 
-static void counter(sbuf *b, const char *name, const char *help, uint64_t v) {
-  sb_printf(b,
-            "# HELP cachet_%s_total %s\n# TYPE cachet_%s_total counter\n"
-            "cachet_%s_total %llu\n",
-            name, help, name, name, (unsigned long long)v);
-}
+/* The counters Prometheus gets, in the order of the struct. */
+#define C(f, help)                                                             \
+  { #f, help, offsetof(cachet_metrics, f) }
+static const struct {
+  const char *name, *help;
+  size_t off;
+} counters[] = {
+    C(hits, "Reads that returned a value."),
+    C(misses, "Reads that found nothing (absent or expired)."),
+    C(expired_envelopes,
+      "Misses because the envelope's logical expiry had passed."),
+    C(writes, "Entries written."),
+    C(deletes, "Entries deleted that existed."),
+    C(clears, "Entries removed by clear."),
+    C(tag_evictions, "Entries evicted by tag."),
+    C(stampede_waits, "get_or_set calls that waited for a loader."),
+    C(lock_acquisitions, "Locks acquired."),
+    C(lock_contentions, "Lock attempts that found it held."),
+    C(script_reloads, "Scripts loaded after NOSCRIPT."),
+    C(near_hits, "Gets answered from the near cache."),
+    C(near_misses, "Gets the near cache could not answer."),
+    C(near_invalidations,
+      "Keys Redis said were written, dropped from the near cache."),
+    C(near_flushes,
+      "Times the near cache was emptied (FLUSHALL, coherence lost)."),
+};
+#undef C
 
 int cachet_metrics_prometheus(const cachet_metrics *m, char **out,
                               size_t *len) {
@@ -86,32 +108,15 @@ int cachet_metrics_prometheus(const cachet_metrics *m, char **out,
   *out = NULL;
   if (b.s == NULL)
     return cachet_fail(CACHET_ENOMEM, "out of memory rendering metrics");
-  counter(&b, "hits", "Reads that returned a value.", m->hits);
-  counter(&b, "misses", "Reads that found nothing (absent or expired).",
-          m->misses);
-  counter(&b, "expired_envelopes",
-          "Misses because the envelope's logical expiry had passed.",
-          m->expired_envelopes);
-  counter(&b, "writes", "Entries written.", m->writes);
-  counter(&b, "deletes", "Entries deleted that existed.", m->deletes);
-  counter(&b, "clears", "Entries removed by clear.", m->clears);
-  counter(&b, "tag_evictions", "Entries evicted by tag.", m->tag_evictions);
-  counter(&b, "stampede_waits", "get_or_set calls that waited for a loader.",
-          m->stampede_waits);
-  counter(&b, "lock_acquisitions", "Locks acquired.", m->lock_acquisitions);
-  counter(&b, "lock_contentions", "Lock attempts that found it held.",
-          m->lock_contentions);
-  counter(&b, "script_reloads", "Scripts loaded after NOSCRIPT.",
-          m->script_reloads);
-  counter(&b, "near_hits", "Gets answered from the near cache.", m->near_hits);
-  counter(&b, "near_misses", "Gets the near cache could not answer.",
-          m->near_misses);
-  counter(&b, "near_invalidations",
-          "Keys Redis said were written, dropped from the near cache.",
-          m->near_invalidations);
-  counter(&b, "near_flushes",
-          "Times the near cache was emptied (FLUSHALL, coherence lost).",
-          m->near_flushes);
+  for (size_t i = 0; i < sizeof counters / sizeof *counters; i++) {
+    const char *name = counters[i].name;
+    uint64_t v;
+    memcpy(&v, (const char *)m + counters[i].off, sizeof v);
+    sb_printf(&b,
+              "# HELP cachet_%s_total %s\n# TYPE cachet_%s_total counter\n"
+              "cachet_%s_total %llu\n",
+              name, counters[i].help, name, name, (unsigned long long)v);
+  }
   sb_printf(&b,
             "# HELP cachet_near_bytes Memory the near cache holds.\n"
             "# TYPE cachet_near_bytes gauge\ncachet_near_bytes %llu\n",
