@@ -77,6 +77,13 @@ void cachet_cmds_str(cachet_cmds *b, const char *s) {
   push(b, s, strlen(s), 0);
 }
 
+void cachet_cmds_key1(cachet_cmds *b, const char *verb, const void *key,
+                      size_t len) {
+  cachet_cmds_start(b, CACHET_ROUTE_KEY);
+  cachet_cmds_str(b, verb);
+  cachet_cmds_arg(b, key, len);
+}
+
 /* Room for `len` bytes and a NUL in the arena: where they go, or NULL. */
 static char *arena_take(cachet_cmds *b, size_t len) {
   if (b->oom || (b->used + len + 1 > b->arenacap &&

@@ -142,6 +142,9 @@ void cachet_cmds_arg(cachet_cmds *b, const void *p, size_t len); /* borrowed */
 void cachet_cmds_str(cachet_cmds *b, const char *s);             /* borrowed */
 void cachet_cmds_copy(cachet_cmds *b, const void *p, size_t len);
 void cachet_cmds_int(cachet_cmds *b, long long v);
+/* A whole command of one key, routed by it: `verb key` (both borrowed). */
+void cachet_cmds_key1(cachet_cmds *b, const char *verb, const void *key,
+                      size_t len);
 /* <prefix>{bb}<kind>:<name>, copied. */
 void cachet_cmds_key(cachet_cmds *b, const cachet *c, char kind,
                      unsigned bucket, const void *name, size_t len);
@@ -160,8 +163,8 @@ void cachet_near_forget(cachet *c, const char *vk, size_t len);
  * else CACHET_MISS with *ticket for the fill (0: none), or ENOMEM. After
  * the GET's decoding (status rc, the value and its envelope's expiry):
  * fill the copy, or give the ticket up; *ticket becomes 0. */
-int cachet_near_lookup(cachet *c, const cachet_key *vk, void **val,
-                       size_t *len, uint64_t *ticket);
+int cachet_near_lookup(cachet *c, const cachet_key *vk, void **val, size_t *len,
+                       uint64_t *ticket);
 void cachet_near_settle(cachet *c, const cachet_key *vk, uint64_t *ticket,
                         int rc, const void *val, size_t len,
                         int64_t expires_ms);

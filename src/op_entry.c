@@ -129,9 +129,7 @@ static int start(cachet_op_entry *x, cachet_out *out) {
     cachet_cmds_str(b, "PX");
     cachet_cmds_int(b, x->ttl_ms);
   }
-  cachet_cmds_start(b, CACHET_ROUTE_KEY);
-  cachet_cmds_str(b, "SMEMBERS");
-  cachet_cmds_arg(b, x->mk.buf, x->mk.len);
+  cachet_cmds_key1(b, "SMEMBERS", x->mk.buf, x->mk.len);
   x->op.state = E_PLAIN;
   return cachet_cmds_send(b, out);
 }
@@ -210,9 +208,7 @@ static int script_reply(cachet_op_entry *x, const cachet_in *in,
     x->failed = rc;
     snprintf(x->detail, sizeof x->detail, "%s", cachet_last_error());
     cachet_cmds *b = &x->op.cmds;
-    cachet_cmds_start(b, CACHET_ROUTE_KEY);
-    cachet_cmds_str(b, "UNLINK");
-    cachet_cmds_arg(b, x->sk.buf, x->sk.len);
+    cachet_cmds_key1(b, "UNLINK", x->sk.buf, x->sk.len);
     x->op.state = E_UNSTAGE;
     return cachet_cmds_send(b, out);
   }

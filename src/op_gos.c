@@ -41,9 +41,7 @@ enum {
 
 static int send_get(cachet_op_gos *x, int state, cachet_out *out) {
   cachet_cmds *b = &x->op.cmds;
-  cachet_cmds_start(b, CACHET_ROUTE_KEY);
-  cachet_cmds_str(b, "GET");
-  cachet_cmds_arg(b, x->vk.buf, x->vk.len);
+  cachet_cmds_key1(b, "GET", x->vk.buf, x->vk.len);
   x->op.state = state;
   return cachet_cmds_send(b, out);
 }
