@@ -1,6 +1,6 @@
 /* cachet_mget and cachet_mset: the public calls. Every entry is checked
  * before anything is sent (EINVAL names the entry); the batches are the
- * machines' (op_batch.c), run on the calling thread. */
+ * machines' (op_mget.c, op_mset.c), run on the calling thread. */
 #include <stdlib.h>
 
 #include "entry.h"

@@ -1,5 +1,5 @@
 /* mset's planner: how one window of a batch is written. Internal, pure (no
- * I/O), so that it is tested alone. See op_batch.c for the machine that
+ * I/O), so that it is tested alone. See op_mset.c for the machine that
  * carries a plan out, and docs/DESIGN.md "set_many". */
 #ifndef CACHET_MSET_PLAN_H
 #define CACHET_MSET_PLAN_H

@@ -1,5 +1,6 @@
-/* The batch machines: mget and mset. Internal; see op.h, mset_plan.h, and
- * docs/DESIGN.md "set_many". */
+/* The batch machines: mget (op_mget.c) and mset (op_mset.c), and what they
+ * share (op_batch.c). Internal; see op.h, mset_plan.h, and docs/DESIGN.md
+ * "set_many". */
 #ifndef CACHET_OP_BATCH_H
 #define CACHET_OP_BATCH_H
 
@@ -10,6 +11,15 @@
 /* Errors after which nothing more can be read on the connection: they stop
  * a batch, and the entries not carried out get them. */
 int cachet_batch_fatal(int rc);
+
+/* An entry's error: counted, and kept in *first (its detail in `detail`)
+ * when it is the batch's first server-level one. */
+void cachet_batch_entry_error(cachet *c, cachet_entry *e, int rc, int *first,
+                              char *detail, size_t dsz);
+
+/* The batch's end: its first server-level error, with that error's
+ * detail, or CACHET_OK. */
+int cachet_batch_finish(cachet_out *out, int first, const char *detail);
 
 /* mget of e[0..n) (keys checked already): each entry's status, out and
  * outlen are written as its reply comes. */
