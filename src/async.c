@@ -501,16 +501,10 @@ static void conn_reply(aconn *cn, redisReply *reply) {
     return;
   case P_LOAD:
     if (r != NULL && !r->done && p.gen == r->gen && !r->cmds[p.idx].decided) {
-      const cachet_script *s = &cachet_scripts[r->out.cmds[p.idx].script];
-      CACHET_COUNT(a->c, script_reloads, 1);
-      if (reply->type != REDIS_REPLY_STRING || reply->len != 40 ||
-          memcmp(reply->str, s->sha, 40) != 0) {
-        (void)cachet_fail(CACHET_EINTERNAL,
-                          "SCRIPT LOAD of %s returned a SHA1 other than the "
-                          "embedded %s",
-                          s->name, s->sha);
-        outcome(r, p.idx, CACHET_EINTERNAL, NULL, cachet_last_error());
-      }
+      /* Refused, or another SHA1: that is the command's outcome. */
+      int rc = cachet_script_loaded(a->c, reply, r->out.cmds[p.idx].script);
+      if (rc != CACHET_OK)
+        outcome(r, p.idx, rc, NULL, cachet_last_error());
     }
     freeReplyObject(reply);
     break;

@@ -267,6 +267,20 @@ int cachet_reply_is_noscript(const redisReply *r) {
          (r->len == 8 || r->str[8] == ' ');
 }
 
+int cachet_script_loaded(cachet *c, const redisReply *r, int id) {
+  const cachet_script *s = &cachet_scripts[id];
+  if (r->type == REDIS_REPLY_ERROR)
+    return cachet_fail_bytes(CACHET_ESERVER, "SCRIPT LOAD: ", r->str, r->len);
+  CACHET_COUNT(c, script_reloads, 1);
+  if (r->type != REDIS_REPLY_STRING || r->len != 40 ||
+      memcmp(r->str, s->sha, 40) != 0)
+    return cachet_fail(CACHET_EINTERNAL,
+                       "SCRIPT LOAD of %s returned a SHA1 other than the "
+                       "embedded %s",
+                       s->name, s->sha);
+  return CACHET_OK;
+}
+
 int cachet_reply_is_retag(const redisReply *r) {
   return r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
          r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len == 5 &&

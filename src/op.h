@@ -210,6 +210,11 @@ int cachet_res_value(cachet *c, cachet_res *r, const char *rkey, size_t rkeylen,
 int cachet_reply_tag_names(const redisReply *r, size_t from);
 /* 1 if r is the error NOSCRIPT (a driver's to recover). */
 int cachet_reply_is_noscript(const redisReply *r);
+/* The reply to SCRIPT LOAD of script `id`: CACHET_OK when the server now
+ * holds it under the embedded SHA1; ESERVER in the server's words when it
+ * refused (out of memory, an ACL); EINTERNAL for another SHA1. Counts a
+ * load that happened in c's script_reloads. Both drivers use it. */
+int cachet_script_loaded(cachet *c, const redisReply *r, int id);
 /* 1 if r is {"retag", ...}. */
 int cachet_reply_is_retag(const redisReply *r);
 

@@ -195,37 +195,88 @@ static int exchange(runner *r, const cachet_cmd *cmds, const size_t *idx,
   return CACHET_OK;
 }
 
-/* SCRIPT LOAD on `node`, and check the server's SHA1 is the embedded one. */
-static int load_script(runner *r, int node, int id) {
-  const cachet_script *s = &cachet_scripts[id];
-  const char *argv[3] = {"SCRIPT", "LOAD", s->body};
-  size_t lens[3] = {6, 4, s->len};
-  redisReply *rep = NULL;
-  int rc;
-  if (r->mux != NULL) {
-    const cachet_cmd cmd = {3, argv, lens, node, -1};
-    const size_t zero = 0;
-    rc = cachet_mux_exchange(r->mux, &cmd, &zero, 1, &rep);
-  } else {
-    rc = cachet_link_command_at(r->cn, node, 3, argv, lens, &rep);
+typedef struct load_cmd {
+  const char *argv[3];
+  size_t lens[3];
+  int script;
+} load_cmd;
+
+/* Commands idx[0..again) of `out` met NOSCRIPT. Each script they need is
+ * loaded on the node that said it, in the same pipeline just ahead of
+ * them, as the async driver does: no round trip between the load and the
+ * commands for a SCRIPT FLUSH to fall into. A load the server refuses is
+ * the outcome of the commands that needed it (and met NOSCRIPT again). */
+static int resend_loaded(runner *r, const cachet_out *out, size_t *idx,
+                         size_t again) {
+  size_t n = out->n, total = n + again;
+  cachet_cmd *all = malloc(total * sizeof *all);
+  cachet_res *res = calloc(total, sizeof *res);
+  int *from = calloc(total, sizeof *from);
+  size_t *ix = malloc(2 * again * sizeof *ix);
+  size_t *need = malloc(again * sizeof *need);
+  load_cmd *lc = malloc(again * sizeof *lc);
+  int rc = CACHET_OK;
+  if (all == NULL || res == NULL || from == NULL || ix == NULL ||
+      need == NULL || lc == NULL) {
+    rc = cachet_fail(CACHET_ENOMEM, "out of memory reloading a script");
+    for (size_t j = 0; j < again; j++)
+      fail_from(r, idx[j], idx[j] + 1, rc);
+    goto out;
   }
-  if (rc == CACHET_OK && rep->type == REDIS_REPLY_ERROR) {
-    /* Refused (out of memory, a read-only replica ...): its own words. */
-    rc = cachet_fail_bytes(CACHET_ESERVER, "SCRIPT LOAD: ", rep->str, rep->len);
-    freeReplyObject(rep);
+  memcpy(all, out->cmds, n * sizeof *all);
+  size_t nl = 0;
+  for (size_t j = 0; j < again; j++) {
+    const cachet_cmd *cmd = &out->cmds[idx[j]];
+    int node = r->from[idx[j]];
+    size_t k = 0;
+    while (k < nl && !(all[n + k].node == node && lc[k].script == cmd->script))
+      k++;
+    if (k == nl) {
+      const cachet_script *sc = &cachet_scripts[cmd->script];
+      lc[nl] = (load_cmd){
+          {"SCRIPT", "LOAD", sc->body}, {6, 4, sc->len}, cmd->script};
+      all[n + nl] = (cachet_cmd){3, lc[nl].argv, lc[nl].lens, node, -1};
+      ix[nl] = n + nl;
+      nl++;
+    }
+    need[j] = k;
   }
-  if (rc != CACHET_OK)
-    return rc;
-  CACHET_COUNT(r->c, script_reloads, 1);
-  int ok = rep->type == REDIS_REPLY_STRING && rep->len == 40 &&
-           memcmp(rep->str, s->sha, 40) == 0;
-  freeReplyObject(rep);
-  if (!ok)
-    return cachet_fail(CACHET_EINTERNAL,
-                       "SCRIPT LOAD of %s returned a SHA1 other than the "
-                       "embedded %s",
-                       s->name, s->sha);
-  return CACHET_OK;
+  for (size_t j = 0; j < again; j++)
+    ix[nl + j] = idx[j];
+  /* The outcomes so far move to arrays with room for the loads' too. */
+  cachet_res *keep_res = r->res;
+  int *keep_from = r->from;
+  memcpy(res, keep_res, n * sizeof *res);
+  memcpy(from, keep_from, n * sizeof *from);
+  r->res = res;
+  r->from = from;
+  rc = exchange(r, all, ix, nl + again);
+  for (size_t k = 0; k < nl && rc == CACHET_OK; k++) {
+    const cachet_res *lr = &res[n + k];
+    int lrc = lr->status != CACHET_OK
+                  ? cachet_fail(lr->status, "%s", lr->detail)
+                  : cachet_script_loaded(r->c, lr->reply, lc[k].script);
+    if (lrc == CACHET_OK)
+      continue;
+    for (size_t j = 0; j < again; j++)
+      if (need[j] == k && is_noscript(&res[idx[j]]))
+        fail_from(r, idx[j], idx[j] + 1, lrc);
+  }
+  for (size_t k = 0; k < nl; k++)
+    if (res[n + k].reply != NULL)
+      freeReplyObject(res[n + k].reply);
+  memcpy(keep_res, res, n * sizeof *res);
+  memcpy(keep_from, from, n * sizeof *from);
+  r->res = keep_res;
+  r->from = keep_from;
+out:
+  free(all);
+  free(res);
+  free(from);
+  free(ix);
+  free(need);
+  free(lc);
+  return rc;
 }
 
 /* Room for n outcomes (and their index list in r->idx): inline, else one
@@ -269,29 +320,12 @@ static void send(runner *r, const cachet_out *out) {
   for (int round = 0; rc == CACHET_OK && round < CACHET_NOSCRIPT_ROUNDS;
        round++) {
     size_t again = 0;
-    for (size_t i = 0; i < n; i++) {
-      if (out->cmds[i].script < 0 || !is_noscript(&r->res[i]))
-        continue;
-      /* Load each script once per node, however many commands need it. */
-      int done = 0;
-      for (size_t q = 0; q < again && !done; q++)
-        done = out->cmds[idx[q]].script == out->cmds[i].script &&
-               r->from[idx[q]] == r->from[i];
-      if (!done &&
-          (rc = load_script(r, r->from[i], out->cmds[i].script)) != CACHET_OK)
-        break;
-      idx[again++] = i;
-    }
-    if (rc != CACHET_OK) {
-      /* The load failed: those commands report it. */
-      for (size_t i = 0; i < n; i++)
-        if (out->cmds[i].script >= 0 && is_noscript(&r->res[i]))
-          fail_from(r, i, i + 1, rc);
-      break;
-    }
+    for (size_t i = 0; i < n; i++)
+      if (out->cmds[i].script >= 0 && is_noscript(&r->res[i]))
+        idx[again++] = i;
     if (again == 0)
       break;
-    rc = exchange(r, out->cmds, idx, again);
+    rc = resend_loaded(r, out, idx, again);
   }
 }
 

@@ -324,6 +324,32 @@ static void test_noscript_after_script_flush_is_invisible(void **state) {
   cachet_close(c);
 }
 
+/* A SCRIPT LOAD the server refuses is the call's error, in the server's
+ * words, never a miss and never retried without end: here an ACL user that
+ * may run scripts but not load them, after a SCRIPT FLUSH. */
+static void test_refused_script_load_is_server_error(void **state) {
+  (void)state;
+  test_command(test_group_server(),
+               "ACL SETUSER noload on >noload-pass ~* &* +@all -script|load");
+  cachet_options o;
+  test_options(test_group_server(), &o, "noload:");
+  o.username = "noload";
+  o.password = "noload-pass";
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  test_command(test_group_server(), "SCRIPT FLUSH");
+  const char *t[] = {"t"};
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 0, t, 1), CACHET_ESERVER);
+  assert_non_null(strstr(cachet_last_error(), "SCRIPT LOAD"));
+  assert_non_null(strstr(cachet_last_error(), "NOPERM"));
+  /* Loaded by someone allowed to: the same handle goes on. */
+  test_command(test_group_server(), "SCRIPT LOAD %b",
+               cachet_scripts[CACHET_SCRIPT_SET_TAGS].body,
+               cachet_scripts[CACHET_SCRIPT_SET_TAGS].len);
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 0, t, 1), CACHET_OK);
+  cachet_close(c);
+}
+
 static void test_value_written_outside_cachet_is_corrupt(void **state) {
   (void)state;
   cachet *c = test_open(test_group_server(), "raw:");
@@ -422,6 +448,7 @@ int main(void) {
       cmocka_unit_test(test_dropped_connection_is_reestablished),
       cmocka_unit_test(test_paused_server_times_out_then_recovers),
       cmocka_unit_test(test_noscript_after_script_flush_is_invisible),
+      cmocka_unit_test(test_refused_script_load_is_server_error),
       cmocka_unit_test(test_value_written_outside_cachet_is_corrupt),
       cmocka_unit_test(test_shared_handle_8_threads_x_10k_ops),
   };
