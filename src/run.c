@@ -7,9 +7,9 @@
  * the pool. What every machine would otherwise repeat lives here:
  *  - the node snapshot for fan-out (in->nodes, in->names);
  *  - NOSCRIPT: SCRIPT LOAD on the node that said it (never EVAL: Redis may
- *    evict EVAL-cached scripts), its SHA1 checked against the embedded one,
- *    then the command again; the machine never sees it (redirections are
- *    followed below, in cluster.c);
+ *    evict EVAL-cached scripts), pipelined ahead of the command again, its
+ *    SHA1 checked against the embedded one; the machine never sees it
+ *    (redirections are followed below, in link.c);
  *  - after a transport failure, every command not yet answered gets that
  *    failure's own status and detail (the first cause, not "connection is
  *    broken"), and the connection is closed when it goes back.
