@@ -49,8 +49,8 @@
 enum { CACHET_DO_SEND, CACHET_DO_SLEEP, CACHET_DO_LOAD, CACHET_DO_DONE };
 
 /* How often a driver loads a script and sends a command again after
- * NOSCRIPT: twice, since a SCRIPT FLUSH may land between the load and the
- * command. */
+ * NOSCRIPT without any of them running: twice, since a SCRIPT FLUSH may
+ * land between the load and the command. */
 #define CACHET_NOSCRIPT_ROUNDS 2
 
 /* Route by the command's first key. */

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,14 +318,23 @@ static void send(runner *r, const cachet_out *out) {
   for (size_t i = 0; i < n; i++)
     idx[i] = i;
   rc = exchange(r, out->cmds, idx, n);
-  for (int round = 0; rc == CACHET_OK && round < CACHET_NOSCRIPT_ROUNDS;
-       round++) {
+  /* A large pipeline is read by the server a piece at a time, and a SCRIPT
+   * FLUSH may fall between two pieces: while each round runs some of the
+   * commands, they go again; CACHET_NOSCRIPT_ROUNDS rounds in a row that
+   * run none end it: at most 2n + 1 rounds for n commands. */
+  size_t left = SIZE_MAX;
+  int stalled = 0;
+  while (rc == CACHET_OK) {
     size_t again = 0;
     for (size_t i = 0; i < n; i++)
       if (out->cmds[i].script >= 0 && is_noscript(&r->res[i]))
         idx[again++] = i;
     if (again == 0)
       break;
+    stalled = again < left ? 0 : stalled + 1;
+    if (stalled == CACHET_NOSCRIPT_ROUNDS)
+      break;
+    left = again;
     rc = resend_loaded(r, out, idx, again);
   }
 }

@@ -817,7 +817,10 @@ static void test_set_many_survives_script_flush_between_chunks(void **state) {
   int rounds = 0;
   while (rounds < 3 || (f.flushes < 10 && rounds < 200)) {
     fill(e, keys, n, rounds % 2 ? "fo" : "fe", tags, (size_t)(rounds % 3));
-    assert_int_equal(cachet_mset(c, e, n), CACHET_OK);
+    int rc = cachet_mset(c, e, n);
+    if (rc != CACHET_OK)
+      print_error("mset: %s\n", cachet_last_error());
+    assert_int_equal(rc, CACHET_OK);
     for (size_t i = 0; i < n; i++)
       assert_int_equal(e[i].status, CACHET_OK);
     rounds++;
