@@ -99,6 +99,21 @@ static int seal(cachet_op_mset *x, size_t id, cachet_key *vk, int64_t now) {
   return rc;
 }
 
+/* 1 if tag t of e is a repeat of an earlier one (a call sends each once). */
+static int repeats(const cachet_entry *e, size_t t) {
+  for (size_t u = 0; u < t; u++)
+    if (strcmp(e->tags[u], e->tags[t]) == 0)
+      return 1;
+  return 0;
+}
+
+static size_t distinct_tags(const cachet_entry *e) {
+  size_t nt = 0;
+  for (size_t t = 0; t < e->ntags; t++)
+    nt += !repeats(e, t);
+  return nt;
+}
+
 /* One round trip of plain SETs, at most PLAIN_MAX_BYTES of envelopes, in
  * groups (per bucket in a cluster) each followed by one EXISTS over its
  * entries' tag sets. */
@@ -252,13 +267,7 @@ static int send_calls(cachet_op_mset *x, cachet_out *out) {
       if (rc != CACHET_OK)
         return fatal(x, out, rc);
       /* The tags an entry gives, each once. */
-      size_t nt = 0;
-      for (size_t t = 0; t < e->ntags; t++) {
-        int dup = 0;
-        for (size_t u = 0; u < t && !dup; u++)
-          dup = strcmp(e->tags[u], e->tags[t]) == 0;
-        nt += !dup;
-      }
+      size_t nt = distinct_tags(e);
       if (nt > 0) {
         const char *pc = cachet_prune_cap(c);
         if (strcmp(pc, "0") != 0) {
@@ -278,14 +287,10 @@ static int send_calls(cachet_op_mset *x, cachet_out *out) {
       unsigned bkt = x->p.bucket[ids[j]];
       cachet_cmds_key(b, c, CACHET_KIND_VALUE, bkt, e->key, e->keylen);
       cachet_cmds_key(b, c, CACHET_KIND_TAGSET, bkt, e->key, e->keylen);
-      for (size_t t = 0; t < e->ntags; t++) {
-        int dup = 0;
-        for (size_t u = 0; u < t && !dup; u++)
-          dup = strcmp(e->tags[u], e->tags[t]) == 0;
-        if (!dup)
+      for (size_t t = 0; t < e->ntags; t++)
+        if (!repeats(e, t))
           cachet_cmds_key(b, c, CACHET_KIND_INDEX, bkt, e->tags[t],
                           strlen(e->tags[t]));
-      }
     }
     cachet_cmds_int(b, (long long)ne);
     cachet_cmds_str(b, cap);
@@ -293,25 +298,15 @@ static int send_calls(cachet_op_mset *x, cachet_out *out) {
         b, (long long)(nprune < PRUNE_INDEXES ? nprune : PRUNE_INDEXES));
     for (size_t j = 0; j < ne; j++) {
       const cachet_entry *e = ent(x, ids[j]);
-      size_t nt = 0;
-      for (size_t t = 0; t < e->ntags; t++) {
-        int dup = 0;
-        for (size_t u = 0; u < t && !dup; u++)
-          dup = strcmp(e->tags[u], e->tags[t]) == 0;
-        nt += !dup;
-      }
+      size_t nt = distinct_tags(e);
       cachet_cmds_int(b, e->ttl_ms);
       cachet_cmds_int(b, (long long)nt);
       cachet_cmds_arg(b, x->blobs[ids[j]], x->blens[ids[j]]);
       if (nt > 0) /* the member, needed only for the indexes */
         cachet_cmds_arg(b, e->key, e->keylen);
-      for (size_t t = 0; t < e->ntags; t++) {
-        int dup = 0;
-        for (size_t u = 0; u < t && !dup; u++)
-          dup = strcmp(e->tags[u], e->tags[t]) == 0;
-        if (!dup)
+      for (size_t t = 0; t < e->ntags; t++)
+        if (!repeats(e, t))
           cachet_cmds_str(b, e->tags[t]);
-      }
     }
   }
   if (b->n == 0)
