@@ -4,7 +4,11 @@
  * their tag sets and the tags' index keys), which has none of the
  * bookkeeping and none of the atomicity.
  *
- *   bench_evict [--rounds N]
+ *   bench_evict [--rounds N] [--commandstats]
+ *
+ * --commandstats prints, after each workload, the server's INFO
+ * commandstats for cachet's side of its last round: what each command
+ * cost the server (calls, microseconds).
  *
  * Workloads (100-byte values, each entry with 2 tags, TCP loopback):
  *   evict 50 tags x 200 entries   goal: <= 2x the raw UNLINKs
@@ -13,10 +17,16 @@
  *                                 tag (251 of its 256 buckets are empty)
  *   clear 20k tagged entries      against the raw UNLINKs of its keys
  * Each figure is the median of the rounds; the data is written again before
- * each round, outside the timing. */
+ * each round, outside the timing.
+ *
+ * Where PHP, phpredis and Symfony's cache component are installed (Debian:
+ * php-cli php-redis php-symfony-cache), symfony_evict.php then runs the same
+ * workloads through Symfony's RedisTagAwareAdapter on the same server, and
+ * each row is printed again against it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "common.h"
 #include "op_evict.h"
@@ -24,14 +34,57 @@
 
 #define VALUE_LEN 100
 #define MAX_ROUNDS 15
+#define MAX_ROWS 8
 
-static test_server srv;
-static char value[VALUE_LEN];
+/* cachet's medians, kept for the rows against Symfony. */
+typedef struct row {
+  const char *name;
+  double ms;
+} row;
+static row rows[MAX_ROWS];
+static int nrows;
 
 static void die(const char *what) {
   fprintf(stderr, "bench_evict: %s: %s\n", what, cachet_last_error());
   exit(1);
 }
+
+static int commandstats;
+
+/* Reset the server's command statistics before the timed call. */
+static void stats_reset(redisContext *raw) {
+  if (commandstats)
+    freeReplyObject(redisCommand(raw, "CONFIG RESETSTAT"));
+}
+
+/* Print what the server spent since stats_reset, one command a line. */
+static void stats_print(redisContext *raw, const char *name) {
+  if (!commandstats)
+    return;
+  redisReply *r = redisCommand(raw, "INFO commandstats");
+  if (r == NULL || r->type != REDIS_REPLY_STRING)
+    die("INFO commandstats");
+  printf("  %s, server side (INFO commandstats):\n", name);
+  for (char *line = strtok(r->str, "\r\n"); line != NULL;
+       line = strtok(NULL, "\r\n")) {
+    char cmd[64];
+    unsigned long long calls, usec;
+    if (sscanf(line, "cmdstat_%63[^:]:calls=%llu,usec=%llu", cmd, &calls,
+               &usec) == 3 &&
+        strcmp(cmd, "config") != 0)
+      printf("    %-12s %8llu calls %10.2f ms %6.2f us/call\n", cmd, calls,
+             (double)usec / 1e3, (double)usec / (double)calls);
+  }
+  freeReplyObject(r);
+}
+
+static void keep(const char *name, double ms) {
+  if (nrows < MAX_ROWS)
+    rows[nrows++] = (row){name, ms};
+}
+
+static test_server srv;
+static char value[VALUE_LEN];
 
 /* ntags tags of `per` entries each; entry i of tag t also carries tag
  * "extra<t % 5>", so every eviction touches a second index. */
@@ -139,7 +192,10 @@ static void evict_workload(const char *name, int ntags, int per, int rounds,
   cachet *c = open_handle("bev:");
   for (int k = 0; k < rounds; k++) {
     populate(c, "w", ntags, per);
+    stats_reset(raw);
     ev[k] = evict(c, "w", ntags, &rt, &n);
+    if (k == rounds - 1)
+      stats_print(raw, name);
     if (n != (uint64_t)ntags * (uint64_t)per)
       die("evicted another count");
     /* The same keys again, this time for the raw side: the values, their
@@ -153,6 +209,7 @@ static void evict_workload(const char *name, int ntags, int per, int rounds,
   printf("%-30s cachet %8.2f ms   raw UNLINK %8.2f ms   ratio %.2f   round "
          "trips %llu\n",
          name, e, u, e / u, (unsigned long long)rt);
+  keep(name, e);
   cachet_close(c);
 }
 
@@ -161,10 +218,13 @@ static void clear_workload(int entries, int rounds, redisContext *raw) {
   cachet *c = open_handle("bcl:");
   for (int k = 0; k < rounds; k++) {
     populate(c, "c", entries / 200, 200);
+    stats_reset(raw);
     uint64_t t0 = bench_ns(), n = 0;
     if (cachet_clear(c, 0, &n) != CACHET_OK)
       die("clear");
     cl[k] = bench_ns() - t0;
+    if (k == rounds - 1)
+      stats_print(raw, "clear 20k tagged entries");
     populate(c, "c", entries / 200, 200);
     redisReply *keys = all_keys(raw, "bcl:");
     un[k] = raw_unlink(raw, keys);
@@ -173,7 +233,44 @@ static void clear_workload(int entries, int rounds, redisContext *raw) {
   double e = median_ms(cl, rounds), u = median_ms(un, rounds);
   printf("%-30s cachet %8.2f ms   raw UNLINK %8.2f ms   ratio %.2f\n",
          "clear 20k tagged entries", e, u, e / u);
+  keep("clear 20k tagged entries", e);
   cachet_close(c);
+}
+
+/* Symfony's figures for the rows above, from symfony_evict.php on the same
+ * server. Says why not where it cannot run. */
+static void symfony(int rounds) {
+  char cmd[512];
+  snprintf(cmd, sizeof cmd, "php '%s/symfony_evict.php' %d %d 2>&1",
+           BENCH_SOURCE_DIR, srv.port, rounds);
+  FILE *p = popen(cmd, "r");
+  if (p == NULL) {
+    printf("symfony: not measured (popen failed)\n");
+    return;
+  }
+  char line[512];
+  while (fgets(line, sizeof line, p) != NULL) {
+    const char *colon = strrchr(line, ':');
+    int matched = 0;
+    for (int i = 0; i < nrows && colon != NULL; i++) {
+      size_t n = strlen(rows[i].name);
+      if (strncmp(line, "symfony ", 8) == 0 &&
+          (size_t)(colon - line) == 8 + n &&
+          strncmp(line + 8, rows[i].name, n) == 0) {
+        double ms = atof(colon + 1);
+        printf("%-30s cachet %8.2f ms   Symfony    %8.2f ms   ratio %.2f\n",
+               rows[i].name, rows[i].ms, ms, rows[i].ms / ms);
+        matched = 1;
+      }
+    }
+    if (!matched)
+      printf("symfony: %s", line);
+  }
+  int st = pclose(p);
+  if (st != 0)
+    printf("symfony: not measured (php exited with status %d; it needs the "
+           "Debian packages php-cli, php-redis and php-symfony-cache)\n",
+           WIFEXITED(st) ? WEXITSTATUS(st) : -1);
 }
 
 int main(int argc, char **argv) {
@@ -181,8 +278,10 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
       rounds = atoi(argv[++i]);
+    else if (strcmp(argv[i], "--commandstats") == 0)
+      commandstats = 1;
     else {
-      fprintf(stderr, "usage: bench_evict [--rounds N]\n");
+      fprintf(stderr, "usage: bench_evict [--rounds N] [--commandstats]\n");
       return 2;
     }
   }
@@ -200,6 +299,7 @@ int main(int argc, char **argv) {
   evict_workload("evict 1 tag of 200 entries", 1, 200, rounds, raw);
   evict_workload("evict 1 tag of 5 entries", 1, 5, rounds, raw);
   clear_workload(20000, rounds, raw);
+  symfony(rounds);
   redisFree(raw);
   test_server_stop(&srv);
   return 0;
