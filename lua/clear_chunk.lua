@@ -18,15 +18,16 @@
 
 local prefix = ARGV[1]
 local plen = #prefix
+local sub, match = string.sub, string.match
 
+-- Two string calls a key: Lua's '^' anchors the match at plen + 1.
 local values, others = {}, {}
 for _, k in ipairs(KEYS) do
-  if string.sub(k, 1, plen) == prefix and
-      string.find(string.sub(k, plen + 1, plen + 6),
-                  '^{[0-9a-f][0-9a-f]}[vmte]:$') then
-    if string.sub(k, plen + 5, plen + 5) == 'v' then
+  if sub(k, 1, plen) == prefix then
+    local kind = match(k, '^{[0-9a-f][0-9a-f]}([vmte]):', plen + 1)
+    if kind == 'v' then
       values[#values + 1] = k
-    else
+    elseif kind then
       others[#others + 1] = k
     end
   end
