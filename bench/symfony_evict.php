@@ -6,7 +6,8 @@
 //
 //   php symfony_evict.php PORT ROUNDS
 //
-// Prints one line per workload: "symfony <name>: <median ms>". The shapes
+// Prints one line per workload: "symfony <name>: <median ms> <keys>", the
+// keys being how many Redis held before the timed call. The shapes
 // match bench_evict.c: 100-byte values, each entry with its tag and
 // "extra<t % 5>", a lifetime of 600 s, written before each round outside the
 // timing. Symfony's item keys may not hold ':', hence '.'.
@@ -61,6 +62,7 @@ function evict(Redis $redis, string $name, int $ntags, int $per, int $rounds, st
     for ($k = 0; $k < $rounds; $k++) {
         $a->clear();
         populate($a, 'w', $ntags, $per, $value);
+        $keys = $redis->dbSize();
         $t0 = hrtime(true);
         $ok = $a->invalidateTags($tags);
         $ms[] = (hrtime(true) - $t0) / 1e6;
@@ -70,7 +72,7 @@ function evict(Redis $redis, string $name, int $ntags, int $per, int $rounds, st
         }
     }
     $a->clear();
-    printf("symfony %s: %.2f\n", $name, median($ms));
+    printf("symfony %s: %.2f %d\n", $name, median($ms), $keys);
 }
 
 function clear_all(Redis $redis, int $entries, int $rounds, string $value): void
@@ -79,6 +81,7 @@ function clear_all(Redis $redis, int $entries, int $rounds, string $value): void
     $ms = [];
     for ($k = 0; $k < $rounds; $k++) {
         populate($a, 'c', intdiv($entries, 200), 200, $value);
+        $keys = $redis->dbSize();
         $t0 = hrtime(true);
         $ok = $a->clear();
         $ms[] = (hrtime(true) - $t0) / 1e6;
@@ -87,7 +90,7 @@ function clear_all(Redis $redis, int $entries, int $rounds, string $value): void
             exit(1);
         }
     }
-    printf("symfony clear 20k tagged entries: %.2f\n", median($ms));
+    printf("symfony clear 20k tagged entries: %.2f %d\n", median($ms), $keys);
 }
 
 evict($redis, 'evict 50 tags x 200 entries', 50, 200, $rounds, $value);
