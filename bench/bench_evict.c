@@ -15,7 +15,8 @@
  *   evict 50 tags x 200 entries   goal: <= 2x the raw UNLINKs
  *   evict 1 tag of 200 entries    goal: <= 10 round trips (printed)
  *   evict 1 tag of 5 entries      what the empty-bucket sweep costs a small
- *                                 tag (251 of its 256 buckets are empty)
+ *                                 tag (251 of its 256 buckets are empty),
+ *                                 and the sweep's commands alone, raw
  *   clear 20k tagged entries      against the raw UNLINKs of its keys
  * Each figure is the median of the rounds; the data is written again before
  * each round, outside the timing.
@@ -30,6 +31,7 @@
 #include <sys/wait.h>
 
 #include "common.h"
+#include "keys.h"
 #include "op_evict.h"
 #include "run.h"
 
@@ -258,6 +260,42 @@ static void evict_workload(const char *name, int ntags, int per, int rounds,
   cachet_close(c);
 }
 
+/* What the sweep of one tag costs by itself: its 512 commands (ZRANGE of
+ * each bucket's index, EXISTS of each bucket's e key) as one raw pipeline,
+ * on keys that do not exist. */
+static void sweep_alone(int rounds, redisContext *raw) {
+  uint64_t sw[MAX_ROUNDS];
+  cachet *c = open_handle("bsw:");
+  cachet_key t[CACHET_BUCKETS], e[CACHET_BUCKETS];
+  for (unsigned i = 0; i < CACHET_BUCKETS; i++)
+    if (cachet_key_build(c, &t[i], CACHET_KIND_INDEX, i, "tag", 3) !=
+            CACHET_OK ||
+        cachet_key_build(c, &e[i], CACHET_KIND_EVICTING, i, "tag", 3) !=
+            CACHET_OK)
+      die("key");
+  for (int k = 0; k < rounds; k++) {
+    uint64_t t0 = bench_ns();
+    for (unsigned i = 0; i < CACHET_BUCKETS; i++) {
+      redisAppendCommand(raw, "ZRANGE %b 0 63", t[i].buf, t[i].len);
+      redisAppendCommand(raw, "EXISTS %b", e[i].buf, e[i].len);
+    }
+    for (unsigned i = 0; i < 2 * CACHET_BUCKETS; i++) {
+      redisReply *x = NULL;
+      if (redisGetReply(raw, (void **)&x) != REDIS_OK)
+        die("sweep");
+      freeReplyObject(x);
+    }
+    sw[k] = bench_ns() - t0;
+  }
+  for (unsigned i = 0; i < CACHET_BUCKETS; i++) {
+    cachet_key_free(&t[i]);
+    cachet_key_free(&e[i]);
+  }
+  printf("%-30s raw pipeline of its %u commands %8.2f ms\n",
+         "  (a tag's sweep alone)", 2 * CACHET_BUCKETS, median_ms(sw, rounds));
+  cachet_close(c);
+}
+
 static void clear_workload(int entries, int rounds, redisContext *raw) {
   uint64_t cl[MAX_ROUNDS], un[MAX_ROUNDS], ub[MAX_ROUNDS];
   size_t nkeys = 0;
@@ -349,6 +387,7 @@ int main(int argc, char **argv) {
   evict_workload("evict 50 tags x 200 entries", 50, 200, rounds, raw);
   evict_workload("evict 1 tag of 200 entries", 1, 200, rounds, raw);
   evict_workload("evict 1 tag of 5 entries", 1, 5, rounds, raw);
+  sweep_alone(rounds, raw);
   clear_workload(20000, rounds, raw);
   symfony(rounds);
   redisFree(raw);
