@@ -10,6 +10,10 @@
 #   tools/dev.sh check [PATTERN]
 #                       the developer's loop: an incremental build, then the
 #                       ctest tests whose name matches PATTERN (all without)
+#   tools/dev.sh bench [NAME [ARGS...]]
+#                       build, then run the benchmark bench/NAME (every one
+#                       without); also installs PHP and Symfony's cache
+#                       component, which bench_evict measures beside cachet
 # It only installs Debian packages (apt-get), never downloads anything else.
 set -euo pipefail
 
@@ -21,9 +25,10 @@ packages=(build-essential cmake pkg-config libhiredis-dev libsodium-dev
   libcmocka-dev libevent-dev libssl-dev openssl redis-server redis-tools clang
   libclang-rt-14-dev valgrind python3 man-db groff-base)
 
-install_deps() {
-  local missing=()
-  for p in "${packages[@]}"; do
+install_deps() { # install_deps [package...]: the packages above, or those
+  local missing=() want=("${packages[@]}")
+  [ $# -gt 0 ] && want=("$@")
+  for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
       missing+=("$p")
   done
@@ -99,8 +104,20 @@ check)
   build build
   ctest --test-dir build --output-on-failure -j"$jobs" ${2:+-R "$2"}
   ;;
+bench)
+  install_deps
+  install_deps php-cli php-redis php-symfony-cache
+  build build
+  if [ $# -ge 2 ]; then
+    exec "build/bench/$2" "${@:3}"
+  fi
+  for b in build/bench/bench_*; do
+    step "$(basename "$b")"
+    "$b"
+  done
+  ;;
 *)
-  echo "usage: tools/dev.sh demo | test | check [PATTERN]" >&2
+  echo "usage: tools/dev.sh demo | test | check [PATTERN] | bench [NAME [ARGS...]]" >&2
   exit 2
   ;;
 esac
