@@ -305,8 +305,10 @@ CACHET_API int cachet_open(cachet **out, const cachet_options *opts)
 
 /* Close every connection and free the handle. NULL is a no-op. No other
  * thread may be using the handle. Keys are zeroed before they are freed.
- * With a near cache it first stops the invalidation thread, which takes at
- * most timeout_ms (when it is in the middle of a connect). */
+ * With a near cache it first stops the invalidation thread. The thread's
+ * own connects and set-up commands end at once; what can still hold it is a
+ * host name lookup (getaddrinfo blocks) and, in a cluster, a refresh of the
+ * slot map on a pooled connection (at most timeout_ms a wait). */
 CACHET_API void cachet_close(cachet *c);
 
 /* The resolved key prefix. Owned by the handle. */

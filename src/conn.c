@@ -14,10 +14,13 @@
 
 /* Wait for the socket, at most timeout_ms: ETIMEDOUT says what waited. */
 static int wait_for(cachet_conn *cn, int want, const char *what) {
-  if (cachet_sock_wait(&cn->s, want, cachet_mono_ms() + cn->timeout_ms) ==
-      CACHET_OK)
+  int rc = cachet_sock_wait(&cn->s, want, cachet_mono_ms() + cn->timeout_ms,
+                            cn->stop_fd != NULL ? *cn->stop_fd : -1);
+  if (rc == CACHET_OK)
     return CACHET_OK;
   cn->broken = 1;
+  if (rc == CACHET_ECONN)
+    return cachet_fail(CACHET_ECONN, "%s: stopped", what);
   return cachet_fail(CACHET_ETIMEDOUT, "%s: %s within %d ms", what,
                      cachet_sock_silence(&cn->s), cn->timeout_ms);
 }

@@ -39,6 +39,11 @@ typedef struct cachet_conn {
   int timeout_ms;
   size_t pending;            /* replies owed */
   cachet_reader_bound bound; /* what the server may make us buffer */
+  /* Set by the owner, kept by connect and close: a descriptor that turns
+   * readable when every wait must end at once (ECONN, "stopped"), or NULL.
+   * The near cache's feeds use it so that closing a handle never waits out
+   * timeout_ms on a server that does not answer (track.c). */
+  const int *stop_fd;
 } cachet_conn;
 
 /* Connect `cn` (zeroed, or closed) to cfg's server, AUTH and SELECT as

@@ -284,7 +284,7 @@ static int send_all(mux_conn *mc, const char *p, size_t len, int64_t deadline) {
       return (int)n;
     if (n > 0)
       off += (size_t)n;
-    else if (cachet_sock_wait(&mc->cn.s, want, deadline) != CACHET_OK)
+    else if (cachet_sock_wait(&mc->cn.s, want, deadline, -1) != CACHET_OK)
       return cachet_fail(CACHET_ETIMEDOUT,
                          "redis: sending timed out (the server is not "
                          "reading)");
@@ -364,7 +364,7 @@ static void read_replies(mux_conn *mc, mux_req *self, int timeout_ms) {
         rc = (int)got;
       else if (got == 0)
         timed_out =
-            cachet_sock_wait(&mc->cn.s, want, self->deadline) != CACHET_OK;
+            cachet_sock_wait(&mc->cn.s, want, self->deadline, -1) != CACHET_OK;
       else if (redisReaderFeed(rd, buf, (size_t)got) != REDIS_OK)
         rc = cachet_fail(CACHET_ENOMEM, "redis: out of memory");
     }

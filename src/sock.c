@@ -148,16 +148,20 @@ ssize_t cachet_sock_recv(cachet_sock *s, void *p, size_t n, int *want) {
   }
 }
 
-int cachet_sock_wait(const cachet_sock *s, int want, int64_t deadline_ms) {
-  struct pollfd p = {s->fd,
-                     (short)((want & CACHET_SOCK_READ ? POLLIN : 0) |
-                             (want & CACHET_SOCK_WRITE ? POLLOUT : 0)),
-                     0};
+int cachet_sock_wait(const cachet_sock *s, int want, int64_t deadline_ms,
+                     int stop_fd) {
+  struct pollfd p[2] = {{s->fd,
+                         (short)((want & CACHET_SOCK_READ ? POLLIN : 0) |
+                                 (want & CACHET_SOCK_WRITE ? POLLOUT : 0)),
+                         0},
+                        {stop_fd, POLLIN, 0}};
   for (;;) {
     int64_t left = deadline_ms - cachet_mono_ms();
     if (left <= 0)
       return CACHET_ETIMEDOUT;
-    int r = poll(&p, 1, left > 1000000 ? 1000000 : (int)left);
+    int r = poll(p, stop_fd >= 0 ? 2 : 1, left > 1000000 ? 1000000 : (int)left);
+    if (r > 0 && p[1].revents != 0 && stop_fd >= 0)
+      return CACHET_ECONN;
     if (r > 0)
       return CACHET_OK; /* ready, or an error the next call reports */
     if (r < 0 && errno != EINTR)

@@ -48,8 +48,10 @@ const char *cachet_sock_silence(const cachet_sock *s);
 ssize_t cachet_sock_send(cachet_sock *s, const void *p, size_t n, int *want);
 ssize_t cachet_sock_recv(cachet_sock *s, void *p, size_t n, int *want);
 /* Wait until `want` is possible or the monotonic deadline passes:
- * CACHET_OK, or CACHET_ETIMEDOUT (no detail set). */
-int cachet_sock_wait(const cachet_sock *s, int want, int64_t deadline_ms);
+ * CACHET_OK, or CACHET_ETIMEDOUT (no detail set). With `stop_fd` >= 0, also
+ * until that descriptor turns readable: CACHET_ECONN (no detail set). */
+int cachet_sock_wait(const cachet_sock *s, int want, int64_t deadline_ms,
+                     int stop_fd);
 /* Close it; it can be opened again. */
 void cachet_sock_close(cachet_sock *s);
 

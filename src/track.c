@@ -188,6 +188,10 @@ static int connect_all(cachet_track *t) {
     feed *f = &t->feeds[t->nfeeds++];
     memset(f, 0, sizeof *f);
     f->node = ids[i];
+    /* Its connect and set-up end the moment stop is asked, so that closing
+     * the handle never waits out timeout_ms on a server that accepts but
+     * does not answer. */
+    f->cn.stop_fd = &t->wake[0];
     int port = 0;
     const char *host =
         ids[i] >= 0 ? cachet_router_host(rt, ids[i], &port) : NULL;

@@ -489,6 +489,28 @@ static void test_silent_feed_empties_the_cache(void **state) {
   cachet_close(a);
 }
 
+/* Closing a handle never waits for its feed. Here the feed is stuck in
+ * its set-up: the server is stopped, so the kernel accepts the connection
+ * but nothing answers its first command, and timeout_ms is a day. A close
+ * that waited for the feed would hang this test until ctest's limit. */
+static void test_close_does_not_wait_for_a_stuck_feed(void **state) {
+  (void)state;
+  cachet_options o;
+  test_options(test_group_server(), &o, "n13:");
+  o.near_cache_bytes = MB;
+  o.timeout_ms = 86400000;
+  pid_t pid = test_group_server()->pid;
+  assert_int_equal(kill(pid, SIGSTOP), 0);
+  cachet *a = NULL;
+  int rc = cachet_open(&a, &o);
+  /* Time for the feed to connect and send CLIENT ID; were it slower, the
+   * close below would only stop it earlier. */
+  test_sleep_ms(200);
+  cachet_close(a);
+  assert_int_equal(kill(pid, SIGCONT), 0);
+  assert_int_equal(rc, CACHET_OK);
+}
+
 static void test_flushall_empties_the_cache(void **state) {
   (void)state;
   cachet *a = open_near("n7:", MB);
@@ -653,6 +675,7 @@ int main(void) {
       cmocka_unit_test(test_killing_the_feed_empties_the_cache),
       cmocka_unit_test(test_server_restart_empties_the_cache),
       cmocka_unit_test(test_silent_feed_empties_the_cache),
+      cmocka_unit_test(test_close_does_not_wait_for_a_stuck_feed),
       cmocka_unit_test(test_flushall_empties_the_cache),
       cmocka_unit_test(test_fill_race_drops_the_stale_fill),
       cmocka_unit_test(test_memory_stays_within_the_bound),
