@@ -12,7 +12,8 @@
 #include "error.h"
 #include "resp.h"
 
-/* Wait for the socket, at most timeout_ms: ETIMEDOUT says what waited. */
+/* Wait for the socket, at most timeout_ms: ETIMEDOUT says what waited;
+ * ECONN "stopped" when the owner's stop_fd turned readable first. */
 static int wait_for(cachet_conn *cn, int want, const char *what) {
   int rc = cachet_sock_wait(&cn->s, want, cachet_mono_ms() + cn->timeout_ms,
                             cn->stop_fd != NULL ? *cn->stop_fd : -1);
