@@ -10,6 +10,10 @@
 #   tools/dev.sh check [PATTERN]
 #                       the developer's loop: an incremental build, then the
 #                       ctest tests whose name matches PATTERN (all without)
+#   tools/dev.sh stress [PATTERN]
+#                       the same build, then the tests (matching PATTERN)
+#                       three times over at twice the cores' parallelism:
+#                       races and timing assumptions that a quiet run hides
 #   tools/dev.sh bench [NAME [ARGS...]]
 #                       build, then run the benchmark bench/NAME (every one
 #                       without); also installs PHP and Symfony's cache
@@ -104,6 +108,11 @@ check)
   build build
   ctest --test-dir build --output-on-failure -j"$jobs" ${2:+-R "$2"}
   ;;
+stress)
+  build build
+  ctest --test-dir build --output-on-failure -j$((2 * jobs)) \
+    --repeat until-fail:3 -LE "fuzz|packaging" ${2:+-R "$2"}
+  ;;
 bench)
   install_deps
   install_deps php-cli php-redis php-symfony-cache
@@ -117,7 +126,8 @@ bench)
   done
   ;;
 *)
-  echo "usage: tools/dev.sh demo | test | check [PATTERN] | bench [NAME [ARGS...]]" >&2
+  echo "usage: tools/dev.sh demo | test | check [PATTERN] | stress [PATTERN] |" \
+    "bench [NAME [ARGS...]]" >&2
   exit 2
   ;;
 esac
