@@ -159,8 +159,9 @@ int cachet_sock_wait(const cachet_sock *s, int want, int64_t deadline_ms,
     int64_t left = deadline_ms - cachet_mono_ms();
     if (left <= 0)
       return CACHET_ETIMEDOUT;
-    int r = poll(p, stop_fd >= 0 ? 2 : 1, left > 1000000 ? 1000000 : (int)left);
-    if (r > 0 && p[1].revents != 0 && stop_fd >= 0)
+    /* poll() skips a negative fd and leaves its revents 0. */
+    int r = poll(p, 2, left > 1000000 ? 1000000 : (int)left);
+    if (r > 0 && p[1].revents != 0)
       return CACHET_ECONN;
     if (r > 0)
       return CACHET_OK; /* ready, or an error the next call reports */
