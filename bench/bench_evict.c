@@ -128,45 +128,37 @@ static redisReply *all_keys(redisContext *r, const char *prefix) {
   return rep;
 }
 
-/* One pipelined UNLINK per key, all written before any reply is read. */
-static uint64_t raw_unlink(redisContext *r, const redisReply *keys) {
-  uint64_t t0 = bench_ns();
-  for (size_t i = 0; i < keys->elements; i++)
-    redisAppendCommand(r, "UNLINK %b", keys->element[i]->str,
-                       keys->element[i]->len);
-  for (size_t i = 0; i < keys->elements; i++) {
+/* Read and drop n replies. */
+static void drain(redisContext *r, size_t n, const char *what) {
+  for (size_t i = 0; i < n; i++) {
     redisReply *x = NULL;
     if (redisGetReply(r, (void **)&x) != REDIS_OK)
-      die("UNLINK");
+      die(what);
     freeReplyObject(x);
   }
-  return bench_ns() - t0;
 }
 
-/* The same keys, UNLINKed UNLINK_BATCH to a command, pipelined: the floor
- * of deleting this layout's keys with no per-key command overhead. */
+/* The keys, `batch` to an UNLINK, all written before any reply is read.
+ * One per command is the floor with Redis's cost per command; 1000 per
+ * command (UNLINK_BATCH) the floor of deleting this layout's keys
+ * without it. */
 #define UNLINK_BATCH 1000
-static uint64_t raw_unlink_batched(redisContext *r, const redisReply *keys) {
+static uint64_t raw_unlink(redisContext *r, const redisReply *keys,
+                           size_t batch) {
   const char *argv[UNLINK_BATCH + 1];
   size_t lens[UNLINK_BATCH + 1], sent = 0;
   argv[0] = "UNLINK";
   lens[0] = 6;
   uint64_t t0 = bench_ns();
-  for (size_t i = 0; i < keys->elements; i += UNLINK_BATCH, sent++) {
-    size_t n =
-        keys->elements - i < UNLINK_BATCH ? keys->elements - i : UNLINK_BATCH;
+  for (size_t i = 0; i < keys->elements; i += batch, sent++) {
+    size_t n = keys->elements - i < batch ? keys->elements - i : batch;
     for (size_t j = 0; j < n; j++) {
       argv[j + 1] = keys->element[i + j]->str;
       lens[j + 1] = keys->element[i + j]->len;
     }
     redisAppendCommandArgv(r, (int)n + 1, argv, lens);
   }
-  for (size_t i = 0; i < sent; i++) {
-    redisReply *x = NULL;
-    if (redisGetReply(r, (void **)&x) != REDIS_OK)
-      die("UNLINK");
-    freeReplyObject(x);
-  }
+  drain(r, sent, "UNLINK");
   return bench_ns() - t0;
 }
 
@@ -176,12 +168,12 @@ static void raw_floors(cachet *c, redisContext *raw, const char *prefix,
                        uint64_t *batched, size_t *nkeys) {
   populate(c, stem, ntags, per);
   redisReply *keys = all_keys(raw, prefix);
-  *one = raw_unlink(raw, keys);
+  *one = raw_unlink(raw, keys, 1);
   *nkeys = keys->elements;
   freeReplyObject(keys);
   populate(c, stem, ntags, per);
   keys = all_keys(raw, prefix);
-  *batched = raw_unlink_batched(raw, keys);
+  *batched = raw_unlink(raw, keys, UNLINK_BATCH);
   freeReplyObject(keys);
 }
 
@@ -230,6 +222,22 @@ static cachet *open_handle(const char *prefix) {
   return c;
 }
 
+/* A workload's two lines, its medians against both raw floors (and its
+ * round trips, unless rt < 0), kept for the rows against Symfony. */
+static void report(const char *name, uint64_t *ours, uint64_t *one,
+                   uint64_t *batched, int rounds, size_t nkeys, long long rt) {
+  double e = median_ms(ours, rounds), u = median_ms(one, rounds),
+         b = median_ms(batched, rounds);
+  printf("%-30s cachet %8.2f ms   raw UNLINK %8.2f ms   ratio %.2f", name, e, u,
+         e / u);
+  if (rt >= 0)
+    printf("   round trips %lld", rt);
+  printf("\n%-30s cachet %8.2f ms   %d per UNLINK %6.2f ms   ratio %.2f   "
+         "(%zu keys)\n",
+         "", e, UNLINK_BATCH, b, e / b, nkeys);
+  keep(name, e);
+}
+
 /* Evict ntags x per, and the raw UNLINK of the same keys, `rounds` times. */
 static void evict_workload(const char *name, int ntags, int per, int rounds,
                            redisContext *raw) {
@@ -248,15 +256,7 @@ static void evict_workload(const char *name, int ntags, int per, int rounds,
      * tag sets and the index keys the eviction emptied. */
     raw_floors(c, raw, "bev:", "w", ntags, per, &un[k], &ub[k], &nkeys);
   }
-  double e = median_ms(ev, rounds), u = median_ms(un, rounds),
-         b = median_ms(ub, rounds);
-  printf("%-30s cachet %8.2f ms   raw UNLINK %8.2f ms   ratio %.2f   round "
-         "trips %llu\n",
-         name, e, u, e / u, (unsigned long long)rt);
-  printf("%-30s cachet %8.2f ms   %d per UNLINK %6.2f ms   ratio %.2f   "
-         "(%zu keys)\n",
-         "", e, UNLINK_BATCH, b, e / b, nkeys);
-  keep(name, e);
+  report(name, ev, un, ub, rounds, nkeys, (long long)rt);
   cachet_close(c);
 }
 
@@ -279,12 +279,7 @@ static void sweep_alone(int rounds, redisContext *raw) {
       redisAppendCommand(raw, "ZRANGE %b 0 63", t[i].buf, t[i].len);
       redisAppendCommand(raw, "EXISTS %b", e[i].buf, e[i].len);
     }
-    for (unsigned i = 0; i < 2 * CACHET_BUCKETS; i++) {
-      redisReply *x = NULL;
-      if (redisGetReply(raw, (void **)&x) != REDIS_OK)
-        die("sweep");
-      freeReplyObject(x);
-    }
+    drain(raw, 2 * CACHET_BUCKETS, "sweep");
     sw[k] = bench_ns() - t0;
   }
   for (unsigned i = 0; i < CACHET_BUCKETS; i++) {
@@ -311,14 +306,7 @@ static void clear_workload(int entries, int rounds, redisContext *raw) {
       stats_print(raw, "clear 20k tagged entries");
     raw_floors(c, raw, "bcl:", "c", entries / 200, 200, &un[k], &ub[k], &nkeys);
   }
-  double e = median_ms(cl, rounds), u = median_ms(un, rounds),
-         b = median_ms(ub, rounds);
-  printf("%-30s cachet %8.2f ms   raw UNLINK %8.2f ms   ratio %.2f\n",
-         "clear 20k tagged entries", e, u, e / u);
-  printf("%-30s cachet %8.2f ms   %d per UNLINK %6.2f ms   ratio %.2f   "
-         "(%zu keys)\n",
-         "", e, UNLINK_BATCH, b, e / b, nkeys);
-  keep("clear 20k tagged entries", e);
+  report("clear 20k tagged entries", cl, un, ub, rounds, nkeys, -1);
   cachet_close(c);
 }
 
@@ -335,24 +323,22 @@ static void symfony(int rounds) {
   }
   char line[512];
   while (fgets(line, sizeof line, p) != NULL) {
+    /* "symfony <row name>: <ms> <keys>"; anything else is passed on. */
     const char *colon = strrchr(line, ':');
-    int matched = 0;
-    for (int i = 0; i < nrows && colon != NULL; i++) {
-      size_t n = strlen(rows[i].name);
-      if (strncmp(line, "symfony ", 8) == 0 &&
-          (size_t)(colon - line) == 8 + n &&
-          strncmp(line + 8, rows[i].name, n) == 0) {
-        double ms = 0;
-        unsigned long keys = 0;
-        if (sscanf(colon + 1, "%lf %lu", &ms, &keys) != 2)
-          continue;
-        printf("%-30s cachet %8.2f ms   Symfony    %8.2f ms   ratio %.2f   "
-               "(Symfony's keys: %lu)\n",
-               rows[i].name, rows[i].ms, ms, rows[i].ms / ms, keys);
-        matched = 1;
-      }
-    }
-    if (!matched)
+    double ms = 0;
+    unsigned long keys = 0;
+    int i = nrows;
+    if (strncmp(line, "symfony ", 8) == 0 && colon != NULL &&
+        sscanf(colon + 1, "%lf %lu", &ms, &keys) == 2)
+      for (i = 0; i < nrows; i++)
+        if ((size_t)(colon - line) == 8 + strlen(rows[i].name) &&
+            strncmp(line + 8, rows[i].name, strlen(rows[i].name)) == 0)
+          break;
+    if (i < nrows)
+      printf("%-30s cachet %8.2f ms   Symfony    %8.2f ms   ratio %.2f   "
+             "(Symfony's keys: %lu)\n",
+             rows[i].name, rows[i].ms, ms, rows[i].ms / ms, keys);
+    else
       printf("symfony: %s", line);
   }
   int st = pclose(p);
