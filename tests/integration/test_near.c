@@ -27,10 +27,15 @@
 #define WAIT_MS 10000
 #define MB ((size_t)1024 * 1024)
 
+/* The harness's options for this server, with a near cache of `bytes`. */
+static void near_options(cachet_options *o, const char *prefix, size_t bytes) {
+  test_options(test_group_server(), o, prefix);
+  o->near_cache_bytes = bytes;
+}
+
 static cachet *open_near(const char *prefix, size_t bytes) {
   cachet_options o;
-  test_options(test_group_server(), &o, prefix);
-  o.near_cache_bytes = bytes;
+  near_options(&o, prefix, bytes);
   cachet *c = NULL;
   assert_int_equal(cachet_open(&c, &o), CACHET_OK);
   return c;
@@ -470,8 +475,7 @@ static void test_server_restart_empties_the_cache(void **state) {
 static void test_silent_feed_empties_the_cache(void **state) {
   (void)state;
   cachet_options o;
-  test_options(test_group_server(), &o, "n12:");
-  o.near_cache_bytes = MB;
+  near_options(&o, "n12:", MB);
   o.timeout_ms = 300;
   cachet *a = NULL;
   assert_int_equal(cachet_open(&a, &o), CACHET_OK);
@@ -496,8 +500,7 @@ static void test_silent_feed_empties_the_cache(void **state) {
 static void test_close_does_not_wait_for_a_stuck_feed(void **state) {
   (void)state;
   cachet_options o;
-  test_options(test_group_server(), &o, "n13:");
-  o.near_cache_bytes = MB;
+  near_options(&o, "n13:", MB);
   o.timeout_ms = 86400000;
   pid_t pid = test_group_server()->pid;
   assert_int_equal(kill(pid, SIGSTOP), 0);
