@@ -67,6 +67,9 @@ int cachet_fail_bytes(int status, const char *prefix, const char *msg,
     }
   }
   detail[o] = '\0';
+  /* A server may answer "-" alone: the detail must still say something. */
+  if (len == 0)
+    snprintf(detail + o, DETAIL_MAX - o, "(an error reply without a message)");
   return status;
 }
 

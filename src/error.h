@@ -11,7 +11,8 @@ int cachet_fail(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /* Record a detail from a binary-safe server message (non-printable bytes are
- * escaped), e.g. the text of a Redis error reply. */
+ * escaped), e.g. the text of a Redis error reply. An empty message is
+ * said to be one, so that no error is left without a detail. */
 int cachet_fail_bytes(int status, const char *prefix, const char *msg,
                       size_t len);
 

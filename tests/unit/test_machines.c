@@ -866,6 +866,23 @@ static void test_reads_decode_once(void **state) {
   }
 }
 
+/* A server may answer "-" alone: still ESERVER, and a detail that says
+ * so (found by machine_replies_fuzzer). */
+static void test_an_error_reply_without_words_has_a_detail(void **state) {
+  (void)state;
+  cachet_op_key x;
+  assert_int_equal(cachet_op_key_init(&x, c, CACHET_KEY_GET, "k", 1),
+                   CACHET_OK);
+  drv d;
+  start(&d, &x.op);
+  cachet_error_clear();
+  feed(&d, (const char *[]){"-\r\n"});
+  expect_done(&d, CACHET_ESERVER);
+  assert_string_equal(cachet_last_error(),
+                      "(an error reply without a message)");
+  x.op.k->free(&x.op);
+}
+
 static int setup(void **state) {
   (void)state;
   cachet_options o;
@@ -902,6 +919,7 @@ int main(void) {
       cmocka_unit_test(test_prune_fans_out_over_a_page),
       cmocka_unit_test(test_an_error_at_every_step_is_an_error),
       cmocka_unit_test(test_reads_decode_once),
+      cmocka_unit_test(test_an_error_reply_without_words_has_a_detail),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 }
