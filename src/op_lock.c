@@ -79,7 +79,7 @@ static int acquire_reply(cachet_op_lock *x, const cachet_in *in,
    * ends at the deadline and is followed by one more attempt, so a lock
    * that frees up exactly then is still taken. */
   int64_t delay = cachet_jitter_ms(x->backoff);
-  if (pttl > 0 && pttl + 1 < delay)
+  if (pttl > 0 && pttl < delay - 1) /* the server's number: no overflow */
     delay = pttl + 1;
   if (delay > x->deadline - in->now)
     delay = x->deadline - in->now;

@@ -283,6 +283,28 @@ static void test_acquire_backs_off_within_the_wait(void **state) {
   cachet_lock_free(lk);
 }
 
+/* The holder's TTL is the server's number: the largest one must not
+ * overflow the sleep into a negative one (found by machine_replies_fuzzer). */
+static void test_acquire_survives_any_holder_ttl(void **state) {
+  (void)state;
+  static const char *const held[] = {"*2\r\n:0\r\n:9223372036854775807\r\n",
+                                     "*2\r\n:0\r\n:-9223372036854775808\r\n",
+                                     "*2\r\n:0\r\n:1\r\n"};
+  for (size_t i = 0; i < sizeof held / sizeof held[0]; i++) {
+    cachet_lock *lk;
+    assert_int_equal(cachet_lock_new(CACHET_KIND_LOCK, "l", 1, &lk), CACHET_OK);
+    cachet_op_lock x;
+    cachet_op_lock_init(&x, c, CACHET_LOCK_ACQUIRE, lk, 1000, 300);
+    drv d;
+    start(&d, &x.op);
+    feed(&d, (const char *[]){held[i]});
+    assert_int_equal(d.what, CACHET_DO_SLEEP);
+    assert_true(d.out.ms >= 0 && d.out.ms <= 300);
+    x.op.k->free(&x.op);
+    cachet_lock_free(lk);
+  }
+}
+
 /* ---- get_or_set ------------------------------------------------------------
  */
 
@@ -908,6 +930,7 @@ int main(void) {
       cmocka_unit_test(test_noscript_reaching_a_machine_is_eserver),
       cmocka_unit_test(test_expired_and_stolen_locks),
       cmocka_unit_test(test_acquire_backs_off_within_the_wait),
+      cmocka_unit_test(test_acquire_survives_any_holder_ttl),
       cmocka_unit_test(test_waiter_takes_over_a_dead_holder),
       cmocka_unit_test(test_loader_timeout_releases_the_lock),
       cmocka_unit_test(test_eviction_without_progress_gives_up),
