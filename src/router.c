@@ -215,7 +215,13 @@ int cachet_router_apply(cachet_router *rt, uint64_t gen, int asked,
       host = rt->nodes[asked]->host;
       hl = strlen(host);
     }
-    int idx = node_index(rt, host, hl, (int)e->element[2]->element[1]->integer);
+    /* Checked before it is an int: 2^32 + 7000 is not port 7000. */
+    long long port = e->element[2]->element[1]->integer;
+    if (port <= 0 || port > 65535) {
+      rc = cachet_fail(CACHET_EPROTO, "CLUSTER SLOTS: bad port %lld", port);
+      break;
+    }
+    int idx = node_index(rt, host, hl, (int)port);
     if (idx < 0) {
       rc = CACHET_EPROTO;
       break;
