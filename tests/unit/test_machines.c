@@ -284,7 +284,7 @@ static void test_acquire_backs_off_within_the_wait(void **state) {
 }
 
 /* The holder's TTL is the server's number: the largest one must not
- * overflow the sleep into a negative one (found by machine_replies_fuzzer). */
+ * overflow the sleep into a negative one (found by server_replies_fuzzer). */
 static void test_acquire_survives_any_holder_ttl(void **state) {
   (void)state;
   static const char *const held[] = {"*2\r\n:0\r\n:9223372036854775807\r\n",
@@ -889,7 +889,7 @@ static void test_reads_decode_once(void **state) {
 }
 
 /* A server may answer "-" alone: still ESERVER, and a detail that says
- * so (found by machine_replies_fuzzer). */
+ * so (found by server_replies_fuzzer). */
 static void test_an_error_reply_without_words_has_a_detail(void **state) {
   (void)state;
   cachet_op_key x;
