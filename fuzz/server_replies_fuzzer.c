@@ -38,14 +38,7 @@
 #include "error.h"
 #include "fuzz_helpers.h"
 #include "lock.h"
-#include "op_batch.h"
-#include "op_entry.h"
-#include "op_evict.h"
-#include "op_gos.h"
-#include "op_health.h"
-#include "op_key.h"
-#include "op_lock.h"
-#include "op_scan.h"
+#include "machines.h"
 #include "reader.h"
 #include "router.h"
 
@@ -465,25 +458,11 @@ enum {
   F_COUNT
 };
 
-typedef union machine {
-  cachet_op op;
-  cachet_op_entry entry;
-  cachet_op_key key;
-  cachet_op_lock lock;
-  cachet_op_gos gos;
-  cachet_op_evict evict;
-  cachet_op_scan scan;
-  cachet_op_mget mget;
-  cachet_op_mset mset;
-  cachet_op_health health;
-  cachet_op_info info;
-} machine;
-
 static const char *const tag_names[] = {"tg", "t2", "other", "tg"};
 static const char *const keys[] = {"k", "a", "b", "k"};
 
 typedef struct run {
-  machine m;
+  test_machine m;
   int which;
   cachet_lock *lk;
   cachet_entry ents[4];

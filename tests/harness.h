@@ -97,6 +97,11 @@ long long test_scripts_run(redisContext *r);
 void test_expect_string(redisContext *r, const char *want, const char *fmt,
                         ...);
 
+/* A reply parsed from RESP text, for tests that feed code canned replies
+ * without a server; fails the test unless `resp` is one whole reply. The
+ * caller frees it (freeReplyObject). */
+redisReply *test_reply(const char *resp);
+
 /* Get `key` through cachet: 1 on a hit, 0 on a miss; any other status
  * fails the test. With `want` non-NULL a hit must hold exactly that
  * value. The value is freed here, so nothing is returned to own. */

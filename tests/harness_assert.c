@@ -107,6 +107,17 @@ void test_expect_child_ok(pid_t pid) {
   assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+redisReply *test_reply(const char *resp) {
+  redisReader *rd = redisReaderCreate();
+  void *out = NULL;
+  assert_non_null(rd);
+  assert_int_equal(redisReaderFeed(rd, resp, strlen(resp)), REDIS_OK);
+  assert_int_equal(redisReaderGetReply(rd, &out), REDIS_OK);
+  assert_non_null(out);
+  redisReaderFree(rd);
+  return out;
+}
+
 long long test_cmdstat(redisContext *r, const char *cmd, const char *field) {
   redisReply *rep = redisCommand(r, "INFO commandstats");
   assert_non_null(rep);

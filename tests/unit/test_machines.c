@@ -15,14 +15,8 @@
 #include "cachet.h"
 #include "entry.h"
 #include "error.h"
-#include "op_batch.h"
-#include "op_entry.h"
-#include "op_evict.h"
-#include "op_gos.h"
-#include "op_health.h"
-#include "op_key.h"
-#include "op_lock.h"
-#include "op_scan.h"
+#include "harness.h"
+#include "machines.h"
 
 static cachet *c;
 
@@ -30,17 +24,6 @@ static cachet *c;
 
 /* Transport failures, written where a RESP reply would be. */
 #define CONN_LOST "!ECONN"
-
-static redisReply *parse(const char *resp) {
-  redisReader *rd = redisReaderCreate();
-  void *out = NULL;
-  assert_non_null(rd);
-  assert_int_equal(redisReaderFeed(rd, resp, strlen(resp)), REDIS_OK);
-  assert_int_equal(redisReaderGetReply(rd, &out), REDIS_OK);
-  assert_non_null(out);
-  redisReaderFree(rd);
-  return out;
-}
 
 typedef struct drv {
   cachet_op *op;
@@ -70,7 +53,7 @@ static void feed(drv *d, const char *const *replies) {
   for (size_t i = 0; i < n; i++)
     d->res[i] = strcmp(replies[i], CONN_LOST) == 0
                     ? (cachet_res){CACHET_ECONN, NULL, "redis: connection lost"}
-                    : (cachet_res){CACHET_OK, parse(replies[i]), NULL};
+                    : (cachet_res){CACHET_OK, test_reply(replies[i]), NULL};
   if (d->what == CACHET_DO_SLEEP)
     d->now += d->out.ms;
   cachet_in in = {d->now, 1, names, replies != NULL ? d->res : NULL, n};
@@ -225,13 +208,20 @@ static void test_noscript_reaching_a_machine_is_eserver(void **state) {
 /* ---- locks
  * ------------------------------------------------------------------- */
 
-static void run_lock(int mode, const char *reply, int want) {
+/* A lock machine on "l" (ttl 1 s), started: its first SEND is out. */
+static cachet_lock *start_lock(cachet_op_lock *x, drv *d, int mode,
+                               int64_t wait_ms) {
   cachet_lock *lk;
   assert_int_equal(cachet_lock_new(CACHET_KIND_LOCK, "l", 1, &lk), CACHET_OK);
+  cachet_op_lock_init(x, c, mode, lk, 1000, wait_ms);
+  start(d, &x->op);
+  return lk;
+}
+
+static void run_lock(int mode, const char *reply, int want) {
   cachet_op_lock x;
-  cachet_op_lock_init(&x, c, mode, lk, 1000, 0);
   drv d;
-  start(&d, &x.op);
+  cachet_lock *lk = start_lock(&x, &d, mode, 0);
   int id = mode == CACHET_LOCK_RELEASE  ? CACHET_SCRIPT_LOCK_RELEASE
            : mode == CACHET_LOCK_EXTEND ? CACHET_SCRIPT_LOCK_EXTEND
                                         : CACHET_SCRIPT_LOCK_ACQUIRE;
@@ -258,12 +248,9 @@ static void test_expired_and_stolen_locks(void **state) {
 
 static void test_acquire_backs_off_within_the_wait(void **state) {
   (void)state;
-  cachet_lock *lk;
-  assert_int_equal(cachet_lock_new(CACHET_KIND_LOCK, "l", 1, &lk), CACHET_OK);
   cachet_op_lock x;
-  cachet_op_lock_init(&x, c, CACHET_LOCK_ACQUIRE, lk, 1000, 300);
   drv d;
-  start(&d, &x.op);
+  cachet_lock *lk = start_lock(&x, &d, CACHET_LOCK_ACQUIRE, 300);
   int64_t t0 = d.now, slept = 0;
   int attempts = 0;
   while (d.what == CACHET_DO_SEND) {
@@ -291,12 +278,9 @@ static void test_acquire_survives_any_holder_ttl(void **state) {
                                      "*2\r\n:0\r\n:-9223372036854775808\r\n",
                                      "*2\r\n:0\r\n:1\r\n"};
   for (size_t i = 0; i < sizeof held / sizeof held[0]; i++) {
-    cachet_lock *lk;
-    assert_int_equal(cachet_lock_new(CACHET_KIND_LOCK, "l", 1, &lk), CACHET_OK);
     cachet_op_lock x;
-    cachet_op_lock_init(&x, c, CACHET_LOCK_ACQUIRE, lk, 1000, 300);
     drv d;
-    start(&d, &x.op);
+    cachet_lock *lk = start_lock(&x, &d, CACHET_LOCK_ACQUIRE, 300);
     feed(&d, (const char *[]){held[i]});
     assert_int_equal(d.what, CACHET_DO_SLEEP);
     assert_true(d.out.ms >= 0 && d.out.ms <= 300);
@@ -731,24 +715,11 @@ static const char *const mnames[M_COUNT] = {
     "lock",     "get_or_set",  "evict-tags",   "clear",  "prune",
     "mget",     "mset",        "health"};
 
-typedef union machine {
-  cachet_op op;
-  cachet_op_entry entry;
-  cachet_op_key key;
-  cachet_op_lock lock;
-  cachet_op_gos gos;
-  cachet_op_evict evict;
-  cachet_op_scan scan;
-  cachet_op_mget mget;
-  cachet_op_mset mset;
-  cachet_op_health health;
-} machine;
-
 static cachet_lock *mlock;
 static cachet_entry ments[2];
 static char *staged_value;
 
-static cachet_op *make(machine *m, int which) {
+static cachet_op *make(test_machine *m, int which) {
   static const char *tags[] = {"tg"};
   int rc = CACHET_OK;
   memset(ments, 0, sizeof ments);
@@ -799,7 +770,7 @@ static cachet_op *make(machine *m, int which) {
   return &m->op;
 }
 
-static void drop(machine *m) {
+static void drop(test_machine *m) {
   m->op.k->free(&m->op);
   for (size_t i = 0; i < 2; i++)
     free(ments[i].out);
@@ -822,7 +793,7 @@ static void test_an_error_at_every_step_is_an_error(void **state) {
                    CACHET_OK);
   static const char *const failures[] = {"-ERR boom\r\n", CONN_LOST};
   for (int which = 0; which < M_COUNT; which++) {
-    machine m;
+    test_machine m;
     drv d;
     int sends = run(make(&m, which), 0, NULL, &d);
     if (d.out.status != CACHET_OK && d.out.status != CACHET_MISS)

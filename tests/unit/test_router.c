@@ -12,31 +12,21 @@
 #include <hiredis/hiredis.h>
 
 #include "cachet.h"
+#include "harness.h"
 #include "router.h"
-
-static redisReply *parse(const char *resp) {
-  redisReader *rd = redisReaderCreate();
-  void *out = NULL;
-  assert_non_null(rd);
-  assert_int_equal(redisReaderFeed(rd, resp, strlen(resp)), REDIS_OK);
-  assert_int_equal(redisReaderGetReply(rd, &out), REDIS_OK);
-  assert_non_null(out);
-  redisReaderFree(rd);
-  return out;
-}
 
 /* Apply a CLUSTER SLOTS reply as answered by node 0. */
 static int apply(cachet_router *rt, const char *resp) {
   uint64_t gen;
   (void)cachet_router_due(rt, 1000, &gen);
-  redisReply *r = parse(resp);
+  redisReply *r = test_reply(resp);
   int rc = cachet_router_apply(rt, gen, 0, r, 1000);
   freeReplyObject(r);
   return rc;
 }
 
 static int redirect(cachet_router *rt, const char *resp) {
-  redisReply *r = parse(resp);
+  redisReply *r = test_reply(resp);
   int idx = cachet_router_redirect(rt, r, 0);
   freeReplyObject(r);
   return idx;
@@ -98,7 +88,7 @@ static void test_redirections(void **state) {
   cachet_router *rt;
   assert_int_equal(cachet_router_create("10.0.0.1:7000", &rt), CACHET_OK);
   assert_int_equal(apply(rt, TWO_MASTERS), CACHET_OK);
-  redisReply *r = parse("-MOVED 42 10.0.0.3:7002\r\n");
+  redisReply *r = test_reply("-MOVED 42 10.0.0.3:7002\r\n");
   assert_int_equal(cachet_redirect_kind(r), CACHET_R_MOVED);
   freeReplyObject(r);
   /* MOVED fixes the slot at once; ASK only names where to ask. */
@@ -119,7 +109,7 @@ static void test_redirections(void **state) {
       fail_msg("%s was followed", bad[i]);
     assert_true(cachet_last_error()[0] != '\0');
   }
-  r = parse("-ERR MOVED elsewhere\r\n");
+  r = test_reply("-ERR MOVED elsewhere\r\n");
   assert_int_equal(cachet_redirect_kind(r), CACHET_R_NONE);
   freeReplyObject(r);
   cachet_router_destroy(rt);
