@@ -1,18 +1,20 @@
 /*
- * Every operation machine (src/op_*.c) against a hostile server.
+ * Every decoder of server replies, against a hostile server: the operation
+ * machines (src/op_*.c) and the cluster router (src/router.c).
  *
  * The ops_model fuzzers drive the operations against a real Redis, which
  * only ever answers what Redis answers. Here the server is the input: each
- * command of each SEND gets an outcome made from the fuzz bytes, either a
- * transport failure or a reply. Replies are RESP bytes, built from a small
- * grammar (nil, integers, strings, statuses, errors, nested arrays, and raw
- * bytes that may break the stream) and parsed through cachet's bounded
- * reader (reader.c) with small limits, as the drivers parse a socket: a
- * reply the reader refuses is a protocol error, one it cannot finish is a
- * timeout. The machines are pure, so this needs no server and no I/O.
+ * command of each SEND gets an outcome made from the fuzz bytes: a
+ * transport failure, a plausible answer to that command, or a reply from a
+ * small grammar (nil, integers, strings, statuses, errors, nested arrays,
+ * and raw bytes that may break the stream). Replies are RESP bytes parsed
+ * through cachet's bounded reader (reader.c) with small limits, in pieces,
+ * as the drivers parse a socket: a reply the reader refuses is a protocol
+ * error, one it cannot finish is a timeout. The machines and the router
+ * are pure, so this needs no server and no I/O.
  *
- * Input: the operation and its arguments first, then the outcomes. Past the
- * end of the input every outcome is a lost connection.
+ * Input: the number of masters, the operation and its arguments, then the
+ * outcomes. Past the end of the input every outcome is a lost connection.
  *
  * What must hold, beyond ASan, UBSan and the leak checker:
  *  - every machine ends: within a bounded number of steps, and within a few
@@ -22,7 +24,9 @@
  *    beyond a pipeline's cap; a SLEEP is not negative;
  *  - it ends with a status cachet knows; an error has a detail message;
  *  - an error reply or a transport failure is never a success or a miss
- *    when it is the only outcome of a single-command read.
+ *    when it is the only outcome of a single-command read;
+ *  - the router takes a plausible slot map or redirection exactly when it
+ *    is valid, and every slot routes to a node that exists.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -407,9 +411,11 @@ static void plausible(buf *b, fuzz_cursor *in, const void *ctx, uint8_t v) {
  * plausible answer or one from the grammar. */
 static cachet_res outcome(server *s, answer_fn answer, const void *ctx) {
   uint8_t k = fuzz_take_u8(s->in);
-  if (k < 16)
+  if (k < 16) { /* a driver drops the connection: nothing of it is read */
+    reconnect(s);
     return failure(k & 1 ? CACHET_ETIMEDOUT : CACHET_ECONN,
                    "fuzz: the connection failed");
+  }
   s->stream.len = 0;
   if (k < 160)
     answer(&s->stream, s->in, ctx, fuzz_take_u8(s->in));
