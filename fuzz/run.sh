@@ -4,6 +4,7 @@
 # that links it), then run every fuzz/*_fuzzer.c for a bounded time on a
 # scratch copy of its seed corpus, so CI never grows the committed corpus.
 # Exits nonzero if the build fails or any target crashes, leaks or times out.
+# The targets without a server run as many at once as there are cores.
 #
 # Environment:
 #   FUZZ_SECONDS     seconds per decoder target (default 30)
@@ -63,8 +64,10 @@ for t in "${targets[@]}"; do
   [[ $t == ops_model_cluster_fuzzer ]] && runs+=("$t:near")
 done
 
-failed=()
-for run in "${runs[@]}"; do
+# start RUN: run one target (or variant) to its end, its output in
+# $scratch/NAME.log and its exit status in $scratch/NAME.rc.
+start() {
+  local run=$1 t variant name work secs args env
   t=${run%%:*}
   variant=${run#*:}
   name=$t${variant:+-$variant}
@@ -84,14 +87,27 @@ for run in "${runs[@]}"; do
   env=()
   [[ $variant == mux ]] && env=(CACHET_TEST_MULTIPLEX=2)
   [[ $variant == near ]] && env=(CACHET_FUZZ_NEAR=1)
-  log="$scratch/$name.log"
   echo "== $t${variant:+ ($variant)} (${secs}s)"
-  if env "${env[@]}" "$build/fuzz/$t" "${args[@]}" "$work" >"$log" 2>&1; then
+  local rc=0
+  env "${env[@]}" "$build/fuzz/$t" "${args[@]}" "$work" \
+    >"$scratch/$name.log" 2>&1 || rc=$?
+  echo "$rc" >"$scratch/$name.rc"
+}
+
+# report RUN: what `start` left, once it has ended.
+failed=()
+report() {
+  local run=$1 name log
+  name=${run%%:*}
+  [[ -n ${run#*:} ]] && name=$name-${run#*:}
+  log="$scratch/$name.log"
+  if [[ $(cat "$scratch/$name.rc") == 0 ]]; then
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" |
       grep -o '[0-9]*$' || echo "?")
-    echo "   ok: $execs executions, corpus $(ls "$work" | wc -l) inputs"
+    echo "   $name ok: $execs executions, corpus $(ls "$scratch/$name" |
+      wc -l) inputs"
   else
-    echo "   FAILED (see below; reproducer under $artifacts)"
+    echo "   $name FAILED (see below; reproducer under $artifacts)"
     # An ops target prints the operation sequence before its stack: that,
     # not the stack, is what tells the bug (and a flaky one may not come
     # back when the input is run again).
@@ -102,6 +118,25 @@ for run in "${runs[@]}"; do
     fi
     failed+=("$name")
   fi
+}
+
+# The targets without a server use one core each: as many run at once as
+# there are cores. The ops_* targets use two (the client and its Redis),
+# so they run one at a time.
+cores=$(nproc 2>/dev/null || echo 2)
+pure=() ops=()
+for run in "${runs[@]}"; do
+  if [[ $run == ops_* ]]; then ops+=("$run"); else pure+=("$run"); fi
+done
+for ((i = 0; i < ${#pure[@]}; i += cores)); do
+  batch=("${pure[@]:i:cores}")
+  for run in "${batch[@]}"; do start "$run" & done
+  wait
+  for run in "${batch[@]}"; do report "$run"; done
+done
+for run in "${ops[@]}"; do
+  start "$run"
+  report "$run"
 done
 
 if [[ -n "${FUZZ_KEEP_WORK:-}" ]]; then
