@@ -550,8 +550,8 @@ static int make(run *r, fuzz_cursor *in, int nodes) {
     cachet_op_info_init(&r->m.info, handle);
     break;
   }
-  /* An init that refuses leaves nothing to run, and nothing owned but
-   * what free releases. */
+  /* An init that refuses has nothing to run and owns nothing (it is not
+   * freed: the leak checker holds it to that). */
   if (rc != CACHET_OK) {
     FUZZ_ASSERT(rc < 0 && cachet_last_error()[0] != '\0');
     return 0;
