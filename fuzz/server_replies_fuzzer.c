@@ -13,8 +13,9 @@
  * error, one it cannot finish is a timeout. The machines and the router
  * are pure, so this needs no server and no I/O.
  *
- * Input: the number of masters, the operation and its arguments, then the
- * outcomes. Past the end of the input every outcome is a lost connection.
+ * Input: the number of masters and whether the handle has a near cache,
+ * the operation and its arguments, then the outcomes. Past the end of the input
+ * every outcome is a lost connection.
  *
  * What must hold, beyond ASan, UBSan and the leak checker:
  *  - every machine ends: within a bounded number of steps, and within a few
@@ -43,6 +44,7 @@
 #include "fuzz_helpers.h"
 #include "lock.h"
 #include "machines.h"
+#include "near.h"
 #include "reader.h"
 #include "router.h"
 
@@ -56,7 +58,10 @@
 #define MAX_DEPTH 3
 #define MAX_NODES 3
 
-static cachet *handle;
+/* Two handles on the same options; the second has a near cache, made and
+ * activated by hand (no tracking feed runs here), emptied before each
+ * input so that one input never sees another's copies. */
+static cachet *plain, *near_handle;
 /* CACHET_FUZZ_TRACE=1: each step on stderr, to read a crash's story. */
 static int tracing;
 
@@ -70,8 +75,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   o.port = 1; /* never connected: the machines do no I/O */
   o.prefix = "fz:";
   tracing = getenv("CACHET_FUZZ_TRACE") != NULL;
-  int rc = cachet_open(&handle, &o);
+  int rc = cachet_open(&plain, &o);
   FUZZ_ASSERT_MSG(rc == CACHET_OK, cachet_last_error());
+  rc = cachet_open(&near_handle, &o);
+  FUZZ_ASSERT_MSG(rc == CACHET_OK, cachet_last_error());
+  rc = cachet_near_create(&near_handle->near, 1 << 20, 60000);
+  FUZZ_ASSERT(rc == CACHET_OK);
+  cachet_near_activate(near_handle->near);
   return 0;
 }
 
@@ -478,8 +488,14 @@ typedef struct run {
 
 /* Build the operation the input names; 0 if its arguments were refused
  * (nothing to run). */
-static int make(run *r, fuzz_cursor *in, int nodes) {
+static int make(run *r, fuzz_cursor *in, int nodes, int near) {
   uint8_t a = fuzz_take_u8(in), b = fuzz_take_u8(in);
+  /* The near cache serves reads and is dropped by writes; health and locks
+   * do not use it (and health expects the feed a real one has). */
+  cachet *handle = near && a % F_COUNT != F_HEALTH && a % F_COUNT != F_LOCK &&
+                           a % F_COUNT != F_INFO
+                       ? near_handle
+                       : plain;
   size_t ntags = b % 4;
   const char *const *tags = ntags > 0 ? tag_names : NULL;
   const char *key = keys[a % 4];
@@ -783,7 +799,8 @@ static void route_replies(fuzz_cursor *in) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   fuzz_cursor in = {data, size};
   static const char *const names[MAX_NODES] = {"node0", "node1", "node2"};
-  int nodes = 1 + fuzz_take_u8(&in) % MAX_NODES;
+  uint8_t first = fuzz_take_u8(&in);
+  int nodes = 1 + (first & 0x7f) % MAX_NODES;
   if (in.size > 0 && in.data[0] % F_COUNT == F_ROUTER) {
     fuzz_take_u8(&in);
     route_replies(&in);
@@ -792,7 +809,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   run r;
   memset(&r, 0, sizeof r);
   cachet_error_clear();
-  int made = make(&r, &in, nodes);
+  cachet_near_flush(near_handle->near);
+  int made = make(&r, &in, nodes, first >> 7);
   if (!made) {
     drop(&r, 0);
     return 0;
