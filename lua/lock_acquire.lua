@@ -15,9 +15,11 @@
 -- it: pttl is the holder's remaining TTL in ms (0 if the key has none), so
 -- a waiter can size its backoff.
 --
--- If the counter cannot be incremented (it is not an integer) the lock just
+-- If the counter cannot be incremented (it is not an integer), or it comes
+-- out below 1 (a foreign write set it negative: as the unsigned number the
+-- caller reads, the fence would fall when it crosses zero), the lock just
 -- taken is given back before the error is returned: a lock is never held
--- without its fence.
+-- without a fence that rises.
 --
 -- Work: O(1).
 
@@ -32,6 +34,11 @@ if redis.call('SET', lkey, token, 'NX', 'PX', ttl) then
   if type(fence) == 'table' and fence.err then
     redis.call('DEL', lkey)
     return fence
+  end
+  if fence < 1 then
+    redis.call('DEL', lkey)
+    return redis.error_reply('ERR cachet: the fencing counter ' .. fkey ..
+                             ' is ' .. fence .. ', not positive')
   end
   return {1, fence}
 end

@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "keys.h"
 
 /* test_int for threads, which must not assert: LLONG_MIN on failure. */
 static long long raw_int_quiet(redisContext *r, const char *cmd) {
@@ -402,6 +403,39 @@ static void test_unreachable_server_is_error_not_outcome(void **state) {
   cachet_close(c);
 }
 
+/* A fencing counter that a foreign write broke: no lock is taken without a
+ * fence that rises, and the error names the counter. A negative one would
+ * fall, read as unsigned, when it crosses zero. */
+static void test_broken_fencing_counter_takes_no_lock(void **state) {
+  (void)state;
+  cachet *c = test_open(test_group_server(), "fz1:");
+  redisContext *r = test_redis(test_group_server());
+  char lkey[64], fkey[64];
+  unsigned b = cachet_bucket("F", 1);
+  snprintf(lkey, sizeof lkey, "fz1:{%02x}l:F", b);
+  snprintf(fkey, sizeof fkey, "fz1:{%02x}f:F", b);
+  static const char *const broken[] = {"abc", "-5", "-1"};
+  for (size_t i = 0; i < sizeof broken / sizeof broken[0]; i++) {
+    freeReplyObject(redisCommand(r, "SET %s %s", fkey, broken[i]));
+    cachet_lock *lk = NULL;
+    assert_int_equal(cachet_lock_acquire(c, "F", 10000, 0, &lk),
+                     CACHET_ESERVER);
+    assert_null(lk);
+    assert_non_null(strstr(cachet_last_error(),
+                           i == 0 ? "not an integer" : "not positive"));
+    assert_int_equal(test_int(r, "EXISTS %s", lkey), 0);
+  }
+  /* Mended, it works again, and the fence goes on from there. */
+  freeReplyObject(redisCommand(r, "SET %s 41", fkey));
+  cachet_lock *lk = NULL;
+  assert_int_equal(cachet_lock_acquire(c, "F", 10000, 0, &lk), CACHET_OK);
+  assert_int_equal(cachet_lock_fence(lk), 42);
+  assert_int_equal(cachet_lock_release(c, lk), CACHET_OK);
+  cachet_lock_free(lk);
+  redisFree(r);
+  cachet_close(c);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_acquire_gives_fresh_token_and_rising_fence),
@@ -415,6 +449,7 @@ int main(void) {
       cmocka_unit_test(test_contended_cycles_never_have_two_holders),
       cmocka_unit_test(test_noscript_is_recovered_for_lock_scripts),
       cmocka_unit_test(test_unreachable_server_is_error_not_outcome),
+      cmocka_unit_test(test_broken_fencing_counter_takes_no_lock),
   };
   return cmocka_run_group_tests(tests, test_group_setup, test_group_teardown);
 }
