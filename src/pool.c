@@ -167,6 +167,8 @@ int cachet_slots_take(cachet_slots *s, int timeout_ms, int *idx) {
   return CACHET_OK;
 }
 
+void (*cachet_slots_handoff_hook)(void);
+
 void cachet_slots_give(cachet_slots *s, int idx) {
   pthread_mutex_lock(&s->mu);
   cachet_slot_waiter *w = s->head;
@@ -179,10 +181,15 @@ void cachet_slots_give(cachet_slots *s, int idx) {
       s->tail = NULL;
     else
       sem_post(&s->head->wake); /* the new head polls */
-    atomic_store_explicit(&w->idx, idx, memory_order_release);
-    /* Under the lock: a waiter that timed out takes the lock before it
-     * returns, so its semaphore outlives this post. */
+    /* The wake-up first, the slot last. A waiter whose poll timed out
+     * reads the slot without the lock and then destroys its semaphore at
+     * once, so a post after the slot could land on a dead semaphore in a
+     * stack frame already reused. Until the slot is stored, a woken waiter
+     * finds none and takes the lock, which is held here. */
     sem_post(&w->wake);
+    if (cachet_slots_handoff_hook != NULL)
+      cachet_slots_handoff_hook();
+    atomic_store_explicit(&w->idx, idx, memory_order_release);
   } else {
     s->free_idx[s->nfree++] = idx;
   }

@@ -57,6 +57,9 @@ void cachet_slots_destroy(cachet_slots *s);
 /* A free slot's index; ETIMEDOUT when none came free in time. */
 int cachet_slots_take(cachet_slots *s, int timeout_ms, int *idx);
 void cachet_slots_give(cachet_slots *s, int idx);
+/* Tests only: called by a give between its two steps of a hand-off (the
+ * waiter's wake-up, then the slot), under the slots' mutex. */
+extern void (*cachet_slots_handoff_hook)(void);
 
 typedef struct cachet_pool cachet_pool;
 

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -203,6 +204,65 @@ static void test_waiters_are_served_in_order(void **state) {
   cachet_slots_destroy(&s);
 }
 
+/* A hand-off is two steps: the waiter's wake-up, then the slot. A waiter
+ * that sees the slot from a poll that timed out returns without the lock
+ * and destroys its semaphore, so the slot must come last: however long the
+ * giver is held between the two steps, the waiter is still in its take. */
+static atomic_int handed_waiter_returned;
+static int handoff_calls, handoff_saw_return;
+
+static void *wait_one_and_say(void *arg) {
+  wait_one(arg);
+  atomic_store(&handed_waiter_returned, 1);
+  return NULL;
+}
+
+static void hold_between_handoff_steps(void) {
+  handoff_calls++;
+  /* Long enough for the waiter, the queue's head, to poll many times. */
+  for (int i = 0; i < 25 && !atomic_load(&handed_waiter_returned); i++) {
+    struct timespec ts = {0, (long)CACHET_SLOT_SLICE_NS};
+    nanosleep(&ts, NULL);
+  }
+  handoff_saw_return = atomic_load(&handed_waiter_returned);
+}
+
+static void test_handoff_waiter_outlives_the_giver(void **state) {
+  (void)state;
+  cachet_slots s;
+  assert_int_equal(cachet_slots_init(&s, 1), CACHET_OK);
+  int idx;
+  assert_int_equal(cachet_slots_take(&s, 1000, &idx), CACHET_OK);
+  atomic_store(&handed_waiter_returned, 0);
+  handoff_calls = handoff_saw_return = 0;
+  waiter_arg w = {.s = &s, .rc = -1, .idx = -1};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, wait_one_and_say, &w), 0);
+  for (;;) {
+    pthread_mutex_lock(&s.mu);
+    int queued = s.nwait;
+    pthread_mutex_unlock(&s.mu);
+    if (queued)
+      break;
+    struct timespec ts = {0, 100000L};
+    nanosleep(&ts, NULL);
+  }
+  /* Past this thread's slice, so that the give hands the slot over. */
+  struct timespec ts = {0, 2 * (long)CACHET_SLOT_SLICE_NS};
+  nanosleep(&ts, NULL);
+  cachet_slots_handoff_hook = hold_between_handoff_steps;
+  cachet_slots_give(&s, idx);
+  cachet_slots_handoff_hook = NULL;
+  pthread_join(th, NULL);
+  assert_int_equal(handoff_calls, 1);
+  assert_int_equal(handoff_saw_return, 0);
+  assert_int_equal(w.rc, CACHET_OK);
+  assert_int_equal(w.idx, 0);
+  cachet_slots_give(&s, w.idx);
+  assert_int_equal(s.nfree, 1);
+  cachet_slots_destroy(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_take_all_then_time_out),
@@ -210,6 +270,7 @@ int main(void) {
       cmocka_unit_test(test_crowd_holding_slots),
       cmocka_unit_test(test_slot_kept_for_a_slice_reaches_the_waiter),
       cmocka_unit_test(test_waiters_are_served_in_order),
+      cmocka_unit_test(test_handoff_waiter_outlives_the_giver),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
