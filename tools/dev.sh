@@ -70,7 +70,9 @@ test)
 
   step "ASan+UBSan build: all tests"
   build build-asan -DCACHET_SANITIZE=address,undefined -DCACHET_BUILD_BENCH=OFF
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  # Stack use after return too: a thread that touches another's returned
+  # frame (a wake-up posted too late) is found where it happens.
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:detect_stack_use_after_return=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
