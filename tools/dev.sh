@@ -77,7 +77,8 @@ test)
     ctest --test-dir build-asan --output-on-failure -j"$jobs"
 
   step "TSan build: the tests that share a handle between threads"
-  tsan_tests=(test_slots test_mux test_core test_stampede test_near_table test_near)
+  tsan_tests=(test_slots test_mux test_core test_stampede test_near_table test_near
+    test_chaos)
   cmake -S . -B build-tsan -DCACHET_WERROR=ON -DCACHET_SANITIZE=thread \
     -DCACHET_BUILD_BENCH=OFF >/dev/null
   cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]}"
