@@ -101,7 +101,10 @@ expect_exit 0 "$CACHET" lock acquire W --ttl 1000 --wait 10000
 python3 -m json.tool "$WORK/h.json" >/dev/null || fail "health --json is not JSON"
 # Every script loaded the way the registry does (SCRIPT LOAD of the exact
 # bytes): health reports them present.
-for f in "$LUA_DIR"/*.lua; do rcli -x SCRIPT LOAD <"$f" >/dev/null; done
+for f in "$LUA_DIR"/*.lua; do
+  sha=$(rcli -x SCRIPT LOAD <"$f" 2>&1)
+  [[ "$sha" =~ ^[0-9a-f]{40}$ ]] || fail "SCRIPT LOAD of $(basename "$f"): $sha"
+done
 "$CACHET" health --json >"$WORK/h.json" || fail "health exited $?"
 python3 - "$WORK/h.json" <<'EOF' || fail "health does not report the scripts present: $(cat "$WORK/h.json")"
 import json, sys
