@@ -1,8 +1,10 @@
 /* Chaos: many threads on one handle doing every kind of call while the
  * server kills their connections (and the near cache's feed), flushes its
  * script cache and pauses. The handle is a plain pool, a pool with
- * multiplexed connections, or a pool with a near cache, and its values are
- * sealed, so a reply handed to the wrong call cannot pass unnoticed.
+ * multiplexed connections, a pool with a near cache, or a cluster whose
+ * slots move under the calls; its values are sealed, so a reply handed to
+ * the wrong call cannot pass unnoticed. test_chaos_via_async runs it all
+ * through the async API.
  *
  * What must hold throughout, whatever the interleaving:
  *  - every call ends, with a status its contract names, and a failure
@@ -31,6 +33,8 @@
 #include <cmocka.h>
 
 #include "cachet.h"
+#include "cluster_harness.h"
+#include "crc16.h"
 #include "harness.h"
 
 #define WORKERS 8
@@ -370,7 +374,28 @@ static void *work(void *arg) {
   return NULL;
 }
 
-static void chaos_round(redisContext *r, int round) {
+/* What the chaos does each round, and what it must finish before the
+ * workers stop. */
+typedef struct driver {
+  void (*round)(struct driver *d, int round);
+  void (*finish)(struct driver *d); /* may be NULL */
+} driver;
+
+static void command_ok(redisContext *r, const char *what, redisReply *rep) {
+  if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
+    fail_msg("chaos: %s: %s", what, rep ? rep->str : r->errstr);
+  freeReplyObject(rep);
+}
+
+/* ---- one server ---------------------------------------------------------- */
+
+typedef struct single {
+  driver d;
+  redisContext *r;
+} single;
+
+static void single_round(driver *d, int round) {
+  single *sd = (single *)d;
   const char *cmd = "CLIENT KILL TYPE normal SKIPME yes";
   if (round % 5 == 4)
     cmd = "SCRIPT FLUSH";
@@ -378,10 +403,7 @@ static void chaos_round(redisContext *r, int round) {
     cmd = "CLIENT KILL TYPE pubsub SKIPME yes"; /* the near cache's feed */
   else if (round % 11 == 10)
     cmd = "CLIENT PAUSE 30 ALL";
-  redisReply *rep = redisCommand(r, cmd); /* no % in cmd */
-  if (rep == NULL || rep->type == REDIS_REPLY_ERROR)
-    fail_msg("chaos: %s: %s", cmd, rep ? rep->str : r->errstr);
-  freeReplyObject(rep);
+  command_ok(sd->r, cmd, redisCommand(sd->r, cmd)); /* no % in cmd */
   test_sleep_ms(15);
 }
 
@@ -394,16 +416,16 @@ static void chaos_round(redisContext *r, int round) {
     assert_int_equal(rc_, CACHET_OK);                                          \
   } while (0)
 
-static void run_chaos(const char *prefix, int multiplex, size_t near_bytes) {
+/* The chaos on a handle opened with `base` (its server and the variant):
+ * the calls run while `d` does its rounds. */
+static void run_chaos(const cachet_options *base, driver *d) {
   char keyring[128];
   assert_int_equal(cachet_keygen(1, keyring, sizeof keyring), CACHET_OK);
-  cachet_options o;
-  test_options(test_group_server(), &o, prefix);
+  cachet_options o = *base;
   o.pool_size = 3; /* fewer connections than threads */
-  o.multiplex = multiplex;
-  o.near_cache_bytes = near_bytes;
   o.keys = keyring;
   o.lock_lease_ms = 500; /* a loader whose publish was lost is taken over */
+  const char *prefix = o.prefix;
   chaos ch;
   memset(&ch, 0, sizeof ch);
   pthread_mutex_init(&ch.mu, NULL);
@@ -422,10 +444,10 @@ static void run_chaos(const char *prefix, int multiplex, size_t near_bytes) {
     w[i] = (worker){.ch = &ch, .id = i, .rng = 0x9e3779b97f4a7c15u * (i + 1)};
     assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
   }
-  redisContext *r = test_redis(test_group_server());
   for (int round = 0; round < ROUNDS; round++)
-    chaos_round(r, round);
-  redisFree(r);
+    d->round(d, round);
+  if (d->finish != NULL)
+    d->finish(d);
   atomic_store(&ch.stop, 1);
   int ok = 0, failed = 0;
   for (int i = 0; i < WORKERS; i++) {
@@ -480,19 +502,159 @@ static void run_chaos(const char *prefix, int multiplex, size_t near_bytes) {
   pthread_mutex_destroy(&ch.mu);
 }
 
+static void run_single(const char *prefix, int multiplex, size_t near_bytes) {
+  cachet_options o;
+  test_options(test_group_server(), &o, prefix);
+  o.multiplex = multiplex;
+  o.near_cache_bytes = near_bytes;
+  single sd = {{single_round, NULL}, test_redis(test_group_server())};
+  run_chaos(&o, &sd.d);
+  redisFree(sd.r);
+}
+
 static void test_chaos_on_a_pool(void **state) {
   (void)state;
-  run_chaos("chaos-pool:", 0, 0);
+  run_single("chaos-pool:", 0, 0);
 }
 
 static void test_chaos_on_multiplexed_connections(void **state) {
   (void)state;
-  run_chaos("chaos-mux:", 2, 0);
+  run_single("chaos-mux:", 2, 0);
 }
 
 static void test_chaos_with_a_near_cache(void **state) {
   (void)state;
-  run_chaos("chaos-near:", 0, 1u << 20);
+  run_single("chaos-near:", 0, 1u << 20);
+}
+
+/* ---- a cluster whose slots move ------------------------------------------
+ * Three masters. Every slot that holds cachet's keys (one per bucket, the
+ * {bb} of every key) and belongs to the first master moves to the second,
+ * key by key as `redis-cli --cluster reshard` moves them, then back, a few
+ * slots a round, while the rounds also kill every master's clients and
+ * flush its scripts. The calls meet MOVED, ASK and TRYAGAIN in every
+ * machine, and a bucket half moved. */
+
+#define MASTERS 3
+
+typedef struct cluster {
+  driver d;
+  test_cluster *cl;
+  redisContext *node[MASTERS];
+  char id[MASTERS][41];
+  unsigned slots[256]; /* the buckets' slots the first master holds */
+  int nslots;
+  int moves, per_round; /* slots[i] goes over for moves < nslots, then back */
+  long long migrated;   /* keys */
+} cluster;
+
+static void move_slot(cluster *cd, unsigned slot, int from, int to) {
+  redisContext *src = cd->node[from], *dst = cd->node[to];
+  command_ok(
+      dst, "SETSLOT IMPORTING",
+      redisCommand(dst, "CLUSTER SETSLOT %u IMPORTING %s", slot, cd->id[from]));
+  command_ok(
+      src, "SETSLOT MIGRATING",
+      redisCommand(src, "CLUSTER SETSLOT %u MIGRATING %s", slot, cd->id[to]));
+  for (;;) {
+    redisReply *keys = redisCommand(src, "CLUSTER GETKEYSINSLOT %u 100", slot);
+    if (keys == NULL || keys->type != REDIS_REPLY_ARRAY)
+      fail_msg("chaos: GETKEYSINSLOT %u: %s", slot,
+               keys && keys->str ? keys->str : src->errstr);
+    size_t n = keys->elements;
+    if (n == 0) {
+      freeReplyObject(keys);
+      break;
+    }
+    const char *argv[7 + 100];
+    size_t lens[7 + 100];
+    char port[16];
+    snprintf(port, sizeof port, "%d", cd->cl->port[to]);
+    const char *head[7] = {"MIGRATE", "127.0.0.1", port,  "",
+                           "0",       "5000",      "KEYS"};
+    for (int i = 0; i < 7; i++) {
+      argv[i] = head[i];
+      lens[i] = strlen(head[i]);
+    }
+    for (size_t i = 0; i < n; i++) {
+      argv[7 + i] = keys->element[i]->str;
+      lens[7 + i] = keys->element[i]->len;
+    }
+    command_ok(src, "MIGRATE", redisCommandArgv(src, (int)(7 + n), argv, lens));
+    cd->migrated += (long long)n;
+    freeReplyObject(keys);
+  }
+  /* The new owner first, as redis-cli does: then the old one stops
+   * answering with ASK, and the third learns it. */
+  int order[MASTERS] = {to, from, 3 - to - from};
+  for (int i = 0; i < MASTERS; i++)
+    command_ok(cd->node[order[i]], "SETSLOT NODE",
+               redisCommand(cd->node[order[i]], "CLUSTER SETSLOT %u NODE %s",
+                            slot, cd->id[to]));
+}
+
+static void cluster_moves(cluster *cd, int n) {
+  for (; n > 0 && cd->moves < 2 * cd->nslots; n--, cd->moves++) {
+    if (cd->moves < cd->nslots)
+      move_slot(cd, cd->slots[cd->moves], 0, 1);
+    else
+      move_slot(cd, cd->slots[cd->moves - cd->nslots], 1, 0);
+  }
+}
+
+static void cluster_round(driver *d, int round) {
+  cluster *cd = (cluster *)d;
+  for (int i = 0; i < MASTERS; i++) {
+    const char *cmd = round % 5 == 4 ? "SCRIPT FLUSH"
+                      : round % 2    ? "CLIENT KILL TYPE normal SKIPME yes"
+                                     : NULL;
+    if (cmd != NULL)
+      command_ok(cd->node[i], cmd, redisCommand(cd->node[i], cmd));
+  }
+  cluster_moves(cd, cd->per_round);
+  test_sleep_ms(10);
+}
+
+static void cluster_finish(driver *d) {
+  cluster *cd = (cluster *)d;
+  cluster_moves(cd, 2 * cd->nslots);
+}
+
+static void test_chaos_in_a_cluster_whose_slots_move(void **state) {
+  (void)state;
+  test_cluster cl;
+  assert_int_equal(test_cluster_start(&cl, MASTERS, 0), 0);
+  cluster cd = {.d = {cluster_round, cluster_finish}, .cl = &cl};
+  for (int i = 0; i < MASTERS; i++) {
+    assert_non_null(cd.node[i] = test_cluster_node(&cl, i));
+    assert_int_equal(test_cluster_node_id(&cl, i, cd.id[i]), 0);
+  }
+  for (unsigned b = 0; b < 256; b++) {
+    char tag[8];
+    int n = snprintf(tag, sizeof tag, "{%02x}", b);
+    unsigned slot = cachet_key_slot(tag, (size_t)n);
+    if (test_cluster_owner(&cl, slot) == 0)
+      cd.slots[cd.nslots++] = slot;
+  }
+  assert_true(cd.nslots > 0);
+  /* Over and back within the rounds, the last ones without moves. */
+  cd.per_round = (2 * cd.nslots + ROUNDS - 11) / (ROUNDS - 10);
+  char url[512];
+  cachet_options o;
+  test_cluster_options(&cl, &o, "chaos-cluster:", url, sizeof url);
+  run_chaos(&o, &cd.d);
+  assert_int_equal(cd.moves, 2 * cd.nslots);
+  /* Keys really moved under the calls, and were followed there. */
+  assert_true(cd.migrated > 0);
+  long long asking = 0;
+  for (int i = 0; i < MASTERS; i++) {
+    asking += test_cmdstat(cd.node[i], "asking", "calls");
+    redisFree(cd.node[i]);
+  }
+  print_message("%d slots moved over and back, %lld keys migrated, %lld "
+                "ASK redirections followed\n",
+                cd.nslots, cd.migrated, asking);
+  test_cluster_stop(&cl);
 }
 
 int main(void) {
@@ -500,6 +662,7 @@ int main(void) {
       cmocka_unit_test(test_chaos_on_a_pool),
       cmocka_unit_test(test_chaos_on_multiplexed_connections),
       cmocka_unit_test(test_chaos_with_a_near_cache),
+      cmocka_unit_test(test_chaos_in_a_cluster_whose_slots_move),
   };
   return cmocka_run_group_tests_name("chaos", tests, test_group_setup,
                                      test_group_teardown);
