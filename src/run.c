@@ -337,6 +337,14 @@ static void send(runner *r, const cachet_out *out) {
     left = again;
     rc = resend_loaded(r, out, idx, again);
   }
+  /* A transport failure ends the recovery: a command still answered
+   * NOSCRIPT did not run, as if it had never been answered, so its outcome
+   * is that failure, not the server's NOSCRIPT (which is never the
+   * caller's to see). */
+  if (rc != CACHET_OK)
+    for (size_t i = 0; i < n; i++)
+      if (out->cmds[i].script >= 0 && is_noscript(&r->res[i]))
+        fail_from(r, i, i + 1, rc);
 }
 
 /* ---- get_or_set's loader -------------------------------------------------

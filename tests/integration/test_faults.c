@@ -77,8 +77,7 @@ static void *killer(void *arg) {
   chaos *ch = arg;
   redisContext *r = test_redis(ch->s);
   while (!ch->stop) {
-    redisReply *rep =
-        redisCommand(r, "CLIENT KILL TYPE normal SKIPME yes");
+    redisReply *rep = redisCommand(r, "CLIENT KILL TYPE normal SKIPME yes");
     if (rep != NULL)
       freeReplyObject(rep);
     ch->kills++;
@@ -145,8 +144,8 @@ static void test_client_kill_mid_run_loses_no_acknowledged_write(void **state) {
   test_server_stop(&s);
 }
 
-static void test_paused_server_times_out_within_bound_then_recovers(
-    void **state) {
+static void
+test_paused_server_times_out_within_bound_then_recovers(void **state) {
   (void)state;
   test_server s;
   assert_int_equal(test_server_start(&s, NULL), 0);
@@ -286,8 +285,7 @@ static void test_bad_input_is_invalid_argument_with_message(void **state) {
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, CACHET_TTL_MAX_MS + 1),
                    CACHET_EINVAL);
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, INT64_MAX), CACHET_EINVAL);
-  assert_int_equal(cachet_set(c, "k", 1, "v", 1, CACHET_TTL_MAX_MS),
-                   CACHET_OK);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, CACHET_TTL_MAX_MS), CACHET_OK);
 
   char big[1025];
   memset(big, 'x', sizeof big);
@@ -437,8 +435,7 @@ static void test_array_beyond_bound_from_the_server_is_refused(void **state) {
   size_t vkl = 0;
   assert_int_equal(cachet_value_key(c, "k", 1, &vk, &vkl), CACHET_OK);
   vk[vkl - 3] = 'm'; /* "<prefix>{bb}v:k" -> its tag set "<prefix>{bb}m:k" */
-  test_command(&s,
-               "EVAL %s 1 %b",
+  test_command(&s, "EVAL %s 1 %b",
                "local n = 0 "
                "while n < 1100000 do "
                "  local a = {} "
@@ -450,6 +447,49 @@ static void test_array_beyond_bound_from_the_server_is_refused(void **state) {
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_EPROTO);
   assert_non_null(strstr(cachet_last_error(), "an array of 1100000"));
   assert_int_equal(cachet_ping(c), CACHET_OK);
+  cachet_free(vk);
+  cachet_close(c);
+  test_server_stop(&s);
+}
+
+/* A NOSCRIPT answer is recovered only while the connection holds. When a
+ * later reply of the same pipeline breaks it, the command that met NOSCRIPT
+ * did not run, and its outcome is that failure, never the server's
+ * NOSCRIPT. Here one eviction SEND holds a lane's evict_begin (a bucket
+ * with only an `e` snapshot), which meets NOSCRIPT after a SCRIPT FLUSH,
+ * and then another lane's SMEMBERS of a tag set too large to read. */
+static void test_noscript_beside_a_broken_read_is_that_failure(void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  cachet *c = test_open(&s, "nsb:");
+  const char *tags[] = {"t"};
+  assert_int_equal(cachet_set_tags(c, "k", 1, "v", 1, 0, tags, 1), CACHET_OK);
+  char *vk = NULL;
+  size_t vkl = 0;
+  assert_int_equal(cachet_value_key(c, "k", 1, &vk, &vkl), CACHET_OK);
+  /* "nsb:{bb}v:k": the other lane's bucket comes before it, so that its
+   * evict_begin is sent first. */
+  unsigned bucket = (unsigned)strtoul(vk + 5, NULL, 16);
+  char ekey[32];
+  snprintf(ekey, sizeof ekey, "nsb:{%02x}e:t", bucket == 0 ? 0xffu : 0u);
+  assert_true(bucket != 0); /* else the order above is the wrong way */
+  test_command(&s, "ZADD %s +inf zz", ekey);
+  vk[vkl - 3] = 'm';
+  test_command(&s, "EVAL %s 1 %b",
+               "local n = 0 "
+               "while n < 1100000 do "
+               "  local a = {} "
+               "  for i = 1, 5000 do a[i] = n + i end "
+               "  redis.call('SADD', KEYS[1], unpack(a)) "
+               "  n = n + 5000 "
+               "end",
+               vk, vkl);
+  test_command(&s, "SCRIPT FLUSH");
+  uint64_t n = 0;
+  assert_int_equal(cachet_evict_tags(c, tags, 1, &n), CACHET_EPROTO);
+  assert_null(strstr(cachet_last_error(), "NOSCRIPT"));
+  assert_non_null(strstr(cachet_last_error(), "an array of"));
   cachet_free(vk);
   cachet_close(c);
   test_server_stop(&s);
@@ -468,6 +508,7 @@ int main(void) {
       cmocka_unit_test(
           test_value_above_max_value_size_from_the_server_is_refused_unread),
       cmocka_unit_test(test_array_beyond_bound_from_the_server_is_refused),
+      cmocka_unit_test(test_noscript_beside_a_broken_read_is_that_failure),
   };
   return cmocka_run_group_tests_name("faults", tests, NULL, NULL);
 }
