@@ -57,6 +57,7 @@ typedef struct chaos {
   atomic_int holder[NLOCKS];           /* worker id + 1, 0 = free */
   _Atomic uint64_t last_fence[NLOCKS]; /* the highest fence taken */
   atomic_int loads;
+  atomic_int calls; /* made by all workers so far */
 } chaos;
 
 typedef struct worker {
@@ -133,17 +134,25 @@ static void check_value(worker *w, const char *what, const char *key,
               (int)(len < 80 ? len : 80), (const char *)val);
 }
 
+/* One value in eight is large enough to be staged (64 KiB or more): a
+ * write of two steps that a killed connection can cut between them. */
+#define LARGE 70000
+
 static void do_set(worker *w) {
-  char key[16], val[96];
+  static _Thread_local char val[LARGE];
+  char key[16];
   key_of(key, sizeof key, next(w, NKEYS));
   unsigned mask = next(w, 1u << NTAGS);
-  int vl = value_of(val, sizeof val, key, mask, w->id, w->seq++);
+  size_t vl = (size_t)value_of(val, 96, key, mask, w->id, w->seq++);
+  if (next(w, 8) == 0) {
+    memset(val + vl, 'x', LARGE - vl);
+    vl = LARGE;
+  }
   const char *tags[NTAGS];
   size_t nt = tags_of(mask, tags);
-  int rc = nt == 0
-               ? cachet_set(w->ch->c, key, strlen(key), val, (size_t)vl, 60000)
-               : cachet_set_tags(w->ch->c, key, strlen(key), val, (size_t)vl,
-                                 60000, tags, nt);
+  int rc = nt == 0 ? cachet_set(w->ch->c, key, strlen(key), val, vl, 60000)
+                   : cachet_set_tags(w->ch->c, key, strlen(key), val, vl, 60000,
+                                     tags, nt);
   if (rc == CACHET_OK)
     w->ok++;
   else if (!failed_ok(w, "set", rc))
@@ -370,6 +379,7 @@ static void *work(void *arg) {
       break;
     }
     calls++;
+    atomic_fetch_add(&w->ch->calls, 1);
   }
   return NULL;
 }
@@ -379,6 +389,8 @@ static void *work(void *arg) {
 typedef struct driver {
   void (*round)(struct driver *d, int round);
   void (*finish)(struct driver *d); /* may be NULL */
+  redisContext **nodes;             /* every server (master), raw */
+  int nnodes;
 } driver;
 
 static void command_ok(redisContext *r, const char *what, redisReply *rep) {
@@ -404,7 +416,42 @@ static void single_round(driver *d, int round) {
   else if (round % 11 == 10)
     cmd = "CLIENT PAUSE 30 ALL";
   command_ok(sd->r, cmd, redisCommand(sd->r, cmd)); /* no % in cmd */
-  test_sleep_ms(15);
+}
+
+/* After a clear, a server holds none of the namespace's entries or tag
+ * data: only locks, fencing counters and stampede locks, and staged values
+ * cut off by a killed connection, which expire on their own. */
+static void expect_only_locks_left(redisContext *r, const char *prefix) {
+  char cursor[32] = "0";
+  do {
+    redisReply *rep =
+        redisCommand(r, "SCAN %s MATCH %s* COUNT 1000", cursor, prefix);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+    redisReply *keys = rep->element[1];
+    for (size_t i = 0; i < keys->elements; i++) {
+      const char *k = keys->element[i]->str, *close = strchr(k, '}');
+      char kind = close != NULL ? close[1] : '?';
+      if (kind == 'w')
+        assert_true(test_int(r, "PTTL %s", k) > 0);
+      else if (kind != 'l' && kind != 'f' && kind != 's')
+        fail_msg("after the clear, %s is left", k);
+    }
+    freeReplyObject(rep);
+  } while (strcmp(cursor, "0") != 0);
+}
+
+/* The rounds are paced by the calls, not by the clock: a slow build
+ * (sanitizers, a loaded machine) meets as much chaos per call as a fast
+ * one, not more. A round waits for `n` more calls, or at most 5 s if the
+ * calls stall (which the checks after the chaos then report). */
+#define CALLS_PER_ROUND 40
+
+static void wait_for_calls(chaos *ch, int n) {
+  int until = atomic_load(&ch->calls) + n;
+  for (int ms = 0; ms < 5000 && atomic_load(&ch->calls) < until; ms++)
+    test_sleep_ms(1);
 }
 
 /* Retry a call that may meet a connection killed last. */
@@ -444,8 +491,10 @@ static void run_chaos(const cachet_options *base, driver *d) {
     w[i] = (worker){.ch = &ch, .id = i, .rng = 0x9e3779b97f4a7c15u * (i + 1)};
     assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
   }
-  for (int round = 0; round < ROUNDS; round++)
+  for (int round = 0; round < ROUNDS; round++) {
     d->round(d, round);
+    wait_for_calls(&ch, CALLS_PER_ROUND);
+  }
   if (d->finish != NULL)
     d->finish(d);
   atomic_store(&ch.stop, 1);
@@ -498,6 +547,8 @@ static void run_chaos(const cachet_options *base, driver *d) {
     cachet_free(v);
   }
   assert_int_equal(cachet_clear(ch.c, 0, &evicted), CACHET_OK);
+  for (int i = 0; i < d->nnodes; i++)
+    expect_only_locks_left(d->nodes[i], prefix);
   cachet_close(ch.c);
   pthread_mutex_destroy(&ch.mu);
 }
@@ -507,7 +558,8 @@ static void run_single(const char *prefix, int multiplex, size_t near_bytes) {
   test_options(test_group_server(), &o, prefix);
   o.multiplex = multiplex;
   o.near_cache_bytes = near_bytes;
-  single sd = {{single_round, NULL}, test_redis(test_group_server())};
+  single sd = {{single_round, NULL, NULL, 1}, test_redis(test_group_server())};
+  sd.d.nodes = &sd.r;
   run_chaos(&o, &sd.d);
   redisFree(sd.r);
 }
@@ -612,7 +664,6 @@ static void cluster_round(driver *d, int round) {
       command_ok(cd->node[i], cmd, redisCommand(cd->node[i], cmd));
   }
   cluster_moves(cd, cd->per_round);
-  test_sleep_ms(10);
 }
 
 static void cluster_finish(driver *d) {
@@ -624,7 +675,8 @@ static void test_chaos_in_a_cluster_whose_slots_move(void **state) {
   (void)state;
   test_cluster cl;
   assert_int_equal(test_cluster_start(&cl, MASTERS, 0), 0);
-  cluster cd = {.d = {cluster_round, cluster_finish}, .cl = &cl};
+  cluster cd = {.d = {cluster_round, cluster_finish, NULL, MASTERS}, .cl = &cl};
+  cd.d.nodes = cd.node;
   for (int i = 0; i < MASTERS; i++) {
     assert_non_null(cd.node[i] = test_cluster_node(&cl, i));
     assert_int_equal(test_cluster_node_id(&cl, i, cd.id[i]), 0);
