@@ -18,6 +18,11 @@
  *  - evicting every tag leaves only values that were written untagged (a
  *    tagged write lost to a killed connection never outlives its tag).
  *
+ * The calls: set (tagged or not, a few large enough to be staged), get,
+ * get_or_set, mget, mset, delete, evict_tags, lock acquire, extend and
+ * release, exists, ttl, write-through and write-behind (an origin that
+ * fails on purpose now and then) and prune.
+ *
  * Nothing here waits on wall time: the chaos runs a number of rounds, and
  * the pauses are far below every timeout. */
 #include <pthread.h>
@@ -321,6 +326,11 @@ static void do_lock(worker *w) {
   w->ch->last_fence[i] = fence;
   test_sleep_ms(1); /* held a while, so that a second holder would meet it */
   atomic_store(&w->ch->holder[i], 0);
+  if (next(w, 2)) {
+    rc = cachet_lock_extend(w->ch->c, lk, 5000);
+    if (rc != CACHET_OK && !failed_ok(w, "lock_extend", rc))
+      unexpected(w, "lock_extend", rc);
+  }
   rc = cachet_lock_release(w->ch->c, lk);
   if (rc == CACHET_OK)
     w->ok++;
@@ -344,11 +354,59 @@ static void do_exists_ttl(worker *w) {
     unexpected(w, "exists/ttl", rc);
 }
 
+/* An origin that fails one write in four, on purpose. */
+static int origin(void *ud, const void *key, size_t keylen, const void *val,
+                  size_t len) {
+  (void)key, (void)keylen, (void)val, (void)len;
+  worker *w = ud;
+  return next(w, 4) == 0;
+}
+
+static void do_write_policy(worker *w) {
+  char key[16], val[96];
+  key_of(key, sizeof key, next(w, NKEYS));
+  unsigned mask = next(w, 1u << NTAGS);
+  int vl = value_of(val, sizeof val, key, mask, w->id, w->seq++);
+  const char *tags[NTAGS];
+  size_t nt = tags_of(mask, tags);
+  uint64_t before = w->rng;
+  int rc = next(w, 2)
+               ? cachet_write_through(w->ch->c, key, strlen(key), val,
+                                      (size_t)vl, origin, w, 60000, tags, nt)
+               : cachet_write_behind(w->ch->c, key, strlen(key), val,
+                                     (size_t)vl, origin, w, 60000, tags, nt);
+  /* The origin drew from this worker's generator: replay its draw. */
+  worker again = {.rng = before};
+  next(&again, 2);
+  int origin_failed = next(&again, 4) == 0;
+  if (rc == CACHET_OK && !origin_failed)
+    w->ok++;
+  else if (rc == CACHET_EWRITER && origin_failed)
+    w->ok++;
+  else if (!failed_ok(w, "write policy", rc))
+    unexpected(w, "write policy", rc);
+}
+
+static void do_prune(worker *w) {
+  uint64_t n = 0;
+  int rc = cachet_prune(w->ch->c, &n);
+  if (rc == CACHET_OK)
+    w->ok++;
+  else if (!failed_ok(w, "prune", rc))
+    unexpected(w, "prune", rc);
+}
+
 static void *work(void *arg) {
   worker *w = arg;
   int calls = 0;
   while (!atomic_load(&w->ch->stop) || calls < MIN_OPS) {
-    switch (next(w, 10)) {
+    switch (next(w, 12)) {
+    case 10:
+      do_write_policy(w);
+      break;
+    case 11:
+      do_prune(w);
+      break;
     case 0:
     case 1:
       do_set(w);
