@@ -4,6 +4,7 @@
 
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +69,13 @@ static void stop_loop(void) {
 
 static void start_loop(void) {
   static int once;
+  /* OpenSSL first: its cleanup at exit is then registered before
+   * stop_loop, so it runs after the loop thread is joined, and that
+   * thread's OpenSSL state (error queue, random generators) is freed when
+   * it ends instead of outliving a cleanup that already ran. */
   if (!once++ &&
-      (pthread_atfork(NULL, NULL, in_child) != 0 || atexit(stop_loop) != 0))
+      (OPENSSL_init_ssl(0, NULL) != 1 ||
+       pthread_atfork(NULL, NULL, in_child) != 0 || atexit(stop_loop) != 0))
     abort();
   if ((base = event_base_new()) == NULL || pipe(pipefd) != 0 ||
       fcntl(pipefd[0], F_SETFL, O_NONBLOCK) != 0)
