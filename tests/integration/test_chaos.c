@@ -611,15 +611,19 @@ static void run_chaos(const cachet_options *base, driver *d) {
   pthread_mutex_destroy(&ch.mu);
 }
 
+static void run_on(const test_server *srv, const cachet_options *o) {
+  single sd = {{single_round, NULL, NULL, 1}, test_redis(srv)};
+  sd.d.nodes = &sd.r;
+  run_chaos(o, &sd.d);
+  redisFree(sd.r);
+}
+
 static void run_single(const char *prefix, int multiplex, size_t near_bytes) {
   cachet_options o;
   test_options(test_group_server(), &o, prefix);
   o.multiplex = multiplex;
   o.near_cache_bytes = near_bytes;
-  single sd = {{single_round, NULL, NULL, 1}, test_redis(test_group_server())};
-  sd.d.nodes = &sd.r;
-  run_chaos(&o, &sd.d);
-  redisFree(sd.r);
+  run_on(test_group_server(), &o);
 }
 
 static void test_chaos_on_a_pool(void **state) {
@@ -635,6 +639,28 @@ static void test_chaos_on_multiplexed_connections(void **state) {
 static void test_chaos_with_a_near_cache(void **state) {
   (void)state;
   run_single("chaos-near:", 0, 1u << 20);
+}
+
+/* Over TLS, with a near cache: its feed and every pooled connection are
+ * TLS sessions cut in the middle. */
+static void test_chaos_over_tls(void **state) {
+  (void)state;
+  char certs[256], ca[300], url[64];
+  test_server srv;
+  int port;
+  assert_int_equal(test_tls_certs(certs, sizeof certs), 0);
+  assert_int_equal(test_tls_server_start(&srv, certs, "server", 0, &port), 0);
+  snprintf(ca, sizeof ca, "%s/ca.crt", certs);
+  snprintf(url, sizeof url, "rediss://127.0.0.1:%d", port);
+  cachet_options o;
+  cachet_options_init(&o);
+  o.url = url;
+  o.prefix = "chaos-tls:";
+  o.tls_ca_file = ca;
+  o.near_cache_bytes = 1u << 20;
+  run_on(&srv, &o);
+  test_server_stop(&srv);
+  test_tls_remove(certs);
 }
 
 /* ---- a cluster whose slots move ------------------------------------------
@@ -772,6 +798,7 @@ int main(void) {
       cmocka_unit_test(test_chaos_on_a_pool),
       cmocka_unit_test(test_chaos_on_multiplexed_connections),
       cmocka_unit_test(test_chaos_with_a_near_cache),
+      cmocka_unit_test(test_chaos_over_tls),
       cmocka_unit_test(test_chaos_in_a_cluster_whose_slots_move),
   };
   return cmocka_run_group_tests_name("chaos", tests, test_group_setup,
