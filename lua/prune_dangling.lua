@@ -20,19 +20,21 @@
 local key, tag = KEYS[1], ARGV[1]
 local n = (#KEYS - 1) / 2
 
-local removed = 0
+-- One ZREM at the end, not one per member: a ZREM that empties the index
+-- deletes it, and on the source node of a slot being migrated Redis stops
+-- a script that touches a key gone missing, half way through.
+local dangling = {}
 for i = 1, n do
   local member = ARGV[1 + i]
   local vkey, skey = KEYS[2 * i], KEYS[1 + 2 * i]
-  local dangling = false
   if redis.call('EXISTS', vkey) == 0 then
     redis.call('DEL', skey)
-    dangling = true
+    dangling[#dangling + 1] = member
   elseif redis.call('SISMEMBER', skey, tag) == 0 then
-    dangling = true
-  end
-  if dangling then
-    removed = removed + redis.call('ZREM', key, member)
+    dangling[#dangling + 1] = member
   end
 end
-return removed
+if #dangling == 0 then
+  return 0
+end
+return redis.call('ZREM', key, unpack(dangling))

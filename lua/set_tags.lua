@@ -86,15 +86,15 @@ local keep = {}
 for i = 1, nnew do
   keep[ARGV[5 + i]] = true
 end
-local dropped = 0
+local dropped = {}
 for _, t in ipairs(old) do
   if not keep[t] then
     redis.call('ZREM', index_of[t], member)
-    dropped = dropped + 1
+    dropped[#dropped + 1] = t
   end
 end
 -- The common overwrite keeps the same tags: then the tag set stays as is.
-local same = dropped == 0 and #old == nnew
+local same = #dropped == 0 and #old == nnew
 
 if nnew == 0 then
   put(nil)
@@ -115,11 +115,14 @@ if ttl > 0 then
 end
 put(at)
 
+-- Added to before it is taken from, never deleted and made again: on the
+-- source node of a slot being migrated, Redis stops a script that touches
+-- a key gone missing, half way through its writes.
 if not same then
-  if #old > 0 then
-    redis.call('DEL', skey)
-  end
   redis.call('SADD', skey, unpack(ARGV, 6, 5 + nnew))
+  if #dropped > 0 then
+    redis.call('SREM', skey, unpack(dropped))
+  end
 end
 if at then
   redis.call('PEXPIREAT', skey, at)

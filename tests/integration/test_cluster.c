@@ -561,6 +561,60 @@ static void *op_loop(void *p) {
   return NULL;
 }
 
+/* A slot being migrated, its keys still on the source: Redis runs a script
+ * there only when every key it declares exists, and stops it half way, its
+ * earlier writes done, if it touches one gone missing meanwhile. A retag
+ * that deleted the tag set and made it again was stopped so, after the
+ * value was written: the value then had no tag set and was in no index. */
+static void test_retag_while_its_slot_is_migrating(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "mig:");
+  unsigned slot = key_slot(c, "x");
+  char y[16];
+  for (int i = 0;; i++) { /* another key of the same bucket */
+    snprintf(y, sizeof y, "y%d", i);
+    if (key_slot(c, y) == slot)
+      break;
+  }
+  const char *ab[] = {"a", "b"}, *bc[] = {"b", "c"};
+  assert_int_equal(cachet_set_tags(c, "x", 1, "1", 1, 0, ab, 2), CACHET_OK);
+  assert_int_equal(cachet_set_tags(c, y, strlen(y), "y", 1, 0, bc, 2),
+                   CACHET_OK);
+  int from = test_cluster_owner(&cl, slot), to = -1;
+  for (int i = 0; i < cl.n && to < 0; i++)
+    if (i != from && test_cluster_is_master(&cl, i))
+      to = i;
+  char fid[41], tid[41];
+  assert_int_equal(test_cluster_node_id(&cl, from, fid), 0);
+  assert_int_equal(test_cluster_node_id(&cl, to, tid), 0);
+  redisContext *rf = test_cluster_node(&cl, from),
+               *rt = test_cluster_node(&cl, to);
+  freeReplyObject(
+      redisCommand(rt, "CLUSTER SETSLOT %u IMPORTING %s", slot, fid));
+  freeReplyObject(
+      redisCommand(rf, "CLUSTER SETSLOT %u MIGRATING %s", slot, tid));
+  /* Every key of the retag exists on the source: x's value and tag set,
+   * and the indexes of a, b and c. */
+  int rc = cachet_set_tags(c, "x", 1, "2", 1, 0, bc, 2);
+  const char *why = rc == CACHET_OK ? "" : cachet_last_error();
+  char detail[512];
+  snprintf(detail, sizeof detail, "%s", why);
+  freeReplyObject(redisCommand(rf, "CLUSTER SETSLOT %u STABLE", slot));
+  freeReplyObject(redisCommand(rt, "CLUSTER SETSLOT %u STABLE", slot));
+  redisFree(rf);
+  redisFree(rt);
+  if (rc != CACHET_OK)
+    fail_msg("retag during a migration: %s: %s", cachet_strerror(rc), detail);
+  /* The entry is whole: its new tags evict it, its old one does not. */
+  uint64_t n = 0;
+  const char *a[] = {"a"}, *cc[] = {"c"};
+  assert_int_equal(cachet_evict_tags(c, a, 1, &n), CACHET_OK);
+  assert_int_equal(test_hit(c, "x", "2"), 1);
+  assert_int_equal(cachet_evict_tags(c, cc, 1, &n), CACHET_OK);
+  assert_int_equal(test_hit(c, "x", NULL), 0);
+  cachet_close(c);
+}
+
 static void test_reshard_while_operations_run(void **state) {
   (void)state;
   cachet *c = test_cluster_open(&cl, "rs:");
@@ -764,6 +818,7 @@ int main(void) {
       cmocka_unit_test(test_mset_mget_group_per_slot),
       cmocka_unit_test(test_mset_untagged_over_tagged_per_slot),
       cmocka_unit_test(test_untagged_set_over_tagged_entries),
+      cmocka_unit_test(test_retag_while_its_slot_is_migrating),
       cmocka_unit_test(test_reshard_while_operations_run),
       cmocka_unit_test(test_killed_master_then_failover),
   };
