@@ -145,24 +145,75 @@ end
 if #doomed_keys > 0 then
   out[1] = redis.call('DEL', unpack(doomed_keys)) - nsets
 end
+-- Each index loses its members in one ZREM, after every read of it: a ZREM
+-- that empties an index deletes it, and on the source node of a slot being
+-- migrated Redis stops a script at the first command on a key gone missing,
+-- its earlier writes done. (A tag index renamed by a lane is gone already:
+-- its members moved to the snapshot, which that lane drains.)
+local drop, order = {}, {}
+local function take(key, list)
+  local d = drop[key]
+  if not d then
+    d = {}
+    drop[key] = d
+    order[#order + 1] = key
+  end
+  for _, m in ipairs(list) do
+    d[#d + 1] = m
+  end
+end
+local renamed = {}
+for j = 1, nlanes do
+  if results[j].begun == 2 then
+    renamed[results[j].tkey] = true
+  end
+end
 for ik, list in pairs(from) do
-  redis.call('ZREM', ik, unpack(list))
+  if not renamed[ik] then
+    take(ik, list)
+  end
 end
 for j = 1, nlanes do
   local r = results[j]
-  -- A tag index just renamed is gone: nothing to remove from it.
   if r.mode ~= '2' and r.begun ~= 2 and #r.gone > 0 then
-    redis.call('ZREM', r.tkey, unpack(r.gone))
+    take(r.tkey, r.gone)
   end
   if #r.leave > 0 then
-    redis.call('ZREM', r.mode == '2' and r.tkey or r.ekey, unpack(r.leave))
+    take(r.mode == '2' and r.tkey or r.ekey, r.leave)
   end
-  local next
+end
+
+-- What each lane drains next: the first members of its evicting index once
+-- this call's are gone from it, read before they go.
+local nexts = {}
+for j = 1, nlanes do
+  local r = results[j]
   if r.mode == '2' then
-    next = r.retry
+    nexts[j] = r.retry
   else
-    next = redis.call('ZRANGE', r.ekey, 0, want - 1)
+    local going, n = {}, 0
+    for _, m in ipairs(drop[r.ekey] or {}) do
+      if not going[m] then
+        going[m] = true
+        n = n + 1
+      end
+    end
+    local next = {}
+    for _, m in ipairs(redis.call('ZRANGE', r.ekey, 0, want - 1 + n)) do
+      if not going[m] and #next < want then
+        next[#next + 1] = m
+      end
+    end
+    nexts[j] = next
   end
+end
+for _, key in ipairs(order) do
+  redis.call('ZREM', key, unpack(drop[key]))
+end
+
+for j = 1, nlanes do
+  local r = results[j]
+  local next = nexts[j]
   out[#out + 1] = r.doomed
   out[#out + 1] = r.skipped
   out[#out + 1] = r.stale

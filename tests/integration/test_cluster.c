@@ -615,6 +615,80 @@ static void test_retag_while_its_slot_is_migrating(void **state) {
   cachet_close(c);
 }
 
+typedef struct evict_arg {
+  cachet *c;
+  const char *tag;
+  int rc;
+  uint64_t n;
+  char why[512];
+} evict_arg;
+
+static void *evict_one(void *p) {
+  evict_arg *a = p;
+  a->rc = cachet_evict_tags(a->c, &a->tag, 1, &a->n);
+  snprintf(a->why, sizeof a->why, "%s", cachet_last_error());
+  return NULL;
+}
+
+/* The same slot state, and an eviction joining a snapshot left by an
+ * earlier one, the entry in both the snapshot and the tag index: the chunk
+ * that evicts it empties both, and then read the snapshot for the next
+ * members, a key gone missing, so Redis stopped the script there. The next
+ * members are now read before any are removed, and each index is touched
+ * by one ZREM. (What follows, a new snapshot of the tag index, waits with
+ * TRYAGAIN until the slot is stable again.) */
+static void
+test_eviction_drains_a_snapshot_while_its_slot_is_migrating(void **state) {
+  (void)state;
+  cachet *c = test_cluster_open(&cl, "mige:");
+  unsigned slot = key_slot(c, "x");
+  const char *t1[] = {"t1"};
+  assert_int_equal(cachet_set_tags(c, "x", 1, "x", 1, 0, t1, 1), CACHET_OK);
+  char *vk = NULL;
+  size_t vkl = 0;
+  assert_int_equal(cachet_value_key(c, "x", 1, &vk, &vkl), CACHET_OK);
+  char tkey[32], ekey[32]; /* "mige:{bb}t:t1", "mige:{bb}e:t1" */
+  snprintf(tkey, sizeof tkey, "%.9st:t1", vk);
+  snprintf(ekey, sizeof ekey, "%.9se:t1", vk);
+  cachet_free(vk);
+  int from = test_cluster_owner(&cl, slot), to = -1;
+  for (int i = 0; i < cl.n && to < 0; i++)
+    if (i != from && test_cluster_is_master(&cl, i))
+      to = i;
+  redisContext *rf = test_cluster_node(&cl, from),
+               *rt = test_cluster_node(&cl, to);
+  /* An eviction stopped after its snapshot; then x is written again. */
+  freeReplyObject(redisCommand(rf, "RENAME %s %s", tkey, ekey));
+  assert_int_equal(cachet_set_tags(c, "x", 1, "y", 1, 0, t1, 1), CACHET_OK);
+  char fid[41], tid[41];
+  assert_int_equal(test_cluster_node_id(&cl, from, fid), 0);
+  assert_int_equal(test_cluster_node_id(&cl, to, tid), 0);
+  long long rejected = test_cmdstat(rf, "evalsha", "rejected_calls");
+  freeReplyObject(
+      redisCommand(rt, "CLUSTER SETSLOT %u IMPORTING %s", slot, fid));
+  freeReplyObject(
+      redisCommand(rf, "CLUSTER SETSLOT %u MIGRATING %s", slot, tid));
+  evict_arg a = {c, "t1", -100, 0, ""};
+  pthread_t th;
+  assert_int_equal(pthread_create(&th, NULL, evict_one, &a), 0);
+  /* Until the eviction waits on TRYAGAIN (a rejected call), or gives up. */
+  for (int i = 0;
+       i < 250 && test_cmdstat(rf, "evalsha", "rejected_calls") == rejected;
+       i++)
+    test_sleep_ms(20);
+  freeReplyObject(redisCommand(rf, "CLUSTER SETSLOT %u STABLE", slot));
+  freeReplyObject(redisCommand(rt, "CLUSTER SETSLOT %u STABLE", slot));
+  pthread_join(th, NULL);
+  redisFree(rf);
+  redisFree(rt);
+  if (a.rc != CACHET_OK)
+    fail_msg("eviction during a migration: %s: %s", cachet_strerror(a.rc),
+             a.why);
+  assert_int_equal(a.n, 1);
+  assert_int_equal(test_hit(c, "x", NULL), 0);
+  cachet_close(c);
+}
+
 static void test_reshard_while_operations_run(void **state) {
   (void)state;
   cachet *c = test_cluster_open(&cl, "rs:");
@@ -819,6 +893,8 @@ int main(void) {
       cmocka_unit_test(test_mset_untagged_over_tagged_per_slot),
       cmocka_unit_test(test_untagged_set_over_tagged_entries),
       cmocka_unit_test(test_retag_while_its_slot_is_migrating),
+      cmocka_unit_test(
+          test_eviction_drains_a_snapshot_while_its_slot_is_migrating),
       cmocka_unit_test(test_reshard_while_operations_run),
       cmocka_unit_test(test_killed_master_then_failover),
   };
