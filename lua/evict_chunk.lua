@@ -150,16 +150,16 @@ end
 -- migrated Redis stops a script at the first command on a key gone missing,
 -- its earlier writes done. (A tag index renamed by a lane is gone already:
 -- its members moved to the snapshot, which that lane drains.)
+-- drop[key]: the lists of members it loses (one, nearly always: copying
+-- members into a new list costs as much as a command).
 local drop, order = {}, {}
 local function take(key, list)
   local d = drop[key]
   if not d then
-    d = {}
-    drop[key] = d
+    drop[key] = {list}
     order[#order + 1] = key
-  end
-  for _, m in ipairs(list) do
-    d[#d + 1] = m
+  else
+    d[#d + 1] = list
   end
 end
 local renamed = {}
@@ -192,10 +192,12 @@ for j = 1, nlanes do
     nexts[j] = r.retry
   else
     local going, n = {}, 0
-    for _, m in ipairs(drop[r.ekey] or {}) do
-      if not going[m] then
-        going[m] = true
-        n = n + 1
+    for _, list in ipairs(drop[r.ekey] or {}) do
+      for _, m in ipairs(list) do
+        if not going[m] then
+          going[m] = true
+          n = n + 1
+        end
       end
     end
     local next = {}
@@ -208,7 +210,17 @@ for j = 1, nlanes do
   end
 end
 for _, key in ipairs(order) do
-  redis.call('ZREM', key, unpack(drop[key]))
+  local lists = drop[key]
+  local all = lists[1]
+  if #lists > 1 then
+    all = {}
+    for _, list in ipairs(lists) do
+      for _, m in ipairs(list) do
+        all[#all + 1] = m
+      end
+    end
+  end
+  redis.call('ZREM', key, unpack(all))
 end
 
 for j = 1, nlanes do
