@@ -25,6 +25,12 @@ struct cachet_tls {
   SSL_CTX *ctx;
   char *server_name; /* NULL: the host connected to */
   int insecure;
+  /* Held across each handshake step: OpenSSL 3.0 races on the context's
+   * certificate store when two sessions of one context verify at once
+   * (openssl/openssl#25202, seen by ThreadSanitizer in test_chaos). A
+   * step never blocks (our BIO says "retry"), and handshakes are rare:
+   * connections are long-lived. */
+  pthread_mutex_t handshake_mu;
 };
 
 /* ---- A socket BIO that never raises SIGPIPE ------------------------------ */
@@ -107,12 +113,14 @@ int cachet_tls_new(const cachet_config *cfg, cachet_tls **out) {
     return cachet_fail(CACHET_ENOMEM, "out of memory setting up TLS");
   }
   t->insecure = cfg->tls_insecure;
+  pthread_mutex_init(&t->handshake_mu, NULL);
   ERR_clear_error();
   int rc = CACHET_OK;
   if (pthread_once(&bio_once, bio_init) != 0 || bio_method == NULL ||
       (t->ctx = SSL_CTX_new(TLS_client_method())) == NULL)
     rc = cachet_fail(CACHET_ENOMEM, "TLS: %s", ssl_why("out of memory"));
   if (rc == CACHET_OK) {
+    SSL_CTX_set_app_data(t->ctx, t); /* for the handshake lock */
     SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
     /* Our output buffer may move (realloc) between a write that must be
      * retried and its retry; the bytes it holds do not. */
@@ -154,6 +162,7 @@ void cachet_tls_free(cachet_tls *t) {
   if (t == NULL)
     return;
   SSL_CTX_free(t->ctx);
+  pthread_mutex_destroy(&t->handshake_mu);
   free(t->server_name);
   free(t);
 }
@@ -234,9 +243,13 @@ static int outcome(SSL *ssl, int ret, const char *where, int *want) {
 }
 
 int cachet_tls_handshake(void *ssl, const char *where, int *want) {
+  cachet_tls *t = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+  pthread_mutex_lock(&t->handshake_mu);
   ERR_clear_error();
   int r = SSL_connect(ssl);
-  return r == 1 ? 1 : outcome(ssl, r, where, want);
+  int rc = r == 1 ? 1 : outcome(ssl, r, where, want);
+  pthread_mutex_unlock(&t->handshake_mu);
+  return rc;
 }
 
 long cachet_tls_read(void *ssl, void *p, size_t n, int *want) {
