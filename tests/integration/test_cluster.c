@@ -561,6 +561,41 @@ static void *op_loop(void *p) {
   return NULL;
 }
 
+/* A slot put in MIGRATING on its master (the source) and IMPORTING on
+ * another, its keys left on the source, until migration_end. */
+typedef struct migration {
+  unsigned slot;
+  redisContext *src, *dst;
+  char src_id[41], dst_id[41];
+} migration;
+
+static void migration_open(migration *m, unsigned slot) {
+  int from = test_cluster_owner(&cl, slot), to = -1;
+  for (int i = 0; i < cl.n && to < 0; i++)
+    if (i != from && test_cluster_is_master(&cl, i))
+      to = i;
+  assert_true(from >= 0 && to >= 0);
+  m->slot = slot;
+  assert_int_equal(test_cluster_node_id(&cl, from, m->src_id), 0);
+  assert_int_equal(test_cluster_node_id(&cl, to, m->dst_id), 0);
+  assert_non_null(m->src = test_cluster_node(&cl, from));
+  assert_non_null(m->dst = test_cluster_node(&cl, to));
+}
+
+static void migration_start(migration *m) {
+  freeReplyObject(redisCommand(m->dst, "CLUSTER SETSLOT %u IMPORTING %s",
+                               m->slot, m->src_id));
+  freeReplyObject(redisCommand(m->src, "CLUSTER SETSLOT %u MIGRATING %s",
+                               m->slot, m->dst_id));
+}
+
+static void migration_end(migration *m) {
+  freeReplyObject(redisCommand(m->src, "CLUSTER SETSLOT %u STABLE", m->slot));
+  freeReplyObject(redisCommand(m->dst, "CLUSTER SETSLOT %u STABLE", m->slot));
+  redisFree(m->src);
+  redisFree(m->dst);
+}
+
 /* A slot being migrated, its keys still on the source: Redis runs a script
  * there only when every key it declares exists, and stops it half way, its
  * earlier writes done, if it touches one gone missing meanwhile. A retag
@@ -580,29 +615,16 @@ static void test_retag_while_its_slot_is_migrating(void **state) {
   assert_int_equal(cachet_set_tags(c, "x", 1, "1", 1, 0, ab, 2), CACHET_OK);
   assert_int_equal(cachet_set_tags(c, y, strlen(y), "y", 1, 0, bc, 2),
                    CACHET_OK);
-  int from = test_cluster_owner(&cl, slot), to = -1;
-  for (int i = 0; i < cl.n && to < 0; i++)
-    if (i != from && test_cluster_is_master(&cl, i))
-      to = i;
-  char fid[41], tid[41];
-  assert_int_equal(test_cluster_node_id(&cl, from, fid), 0);
-  assert_int_equal(test_cluster_node_id(&cl, to, tid), 0);
-  redisContext *rf = test_cluster_node(&cl, from),
-               *rt = test_cluster_node(&cl, to);
-  freeReplyObject(
-      redisCommand(rt, "CLUSTER SETSLOT %u IMPORTING %s", slot, fid));
-  freeReplyObject(
-      redisCommand(rf, "CLUSTER SETSLOT %u MIGRATING %s", slot, tid));
+  migration m;
+  migration_open(&m, slot);
+  migration_start(&m);
   /* Every key of the retag exists on the source: x's value and tag set,
    * and the indexes of a, b and c. */
   int rc = cachet_set_tags(c, "x", 1, "2", 1, 0, bc, 2);
   const char *why = rc == CACHET_OK ? "" : cachet_last_error();
   char detail[512];
   snprintf(detail, sizeof detail, "%s", why);
-  freeReplyObject(redisCommand(rf, "CLUSTER SETSLOT %u STABLE", slot));
-  freeReplyObject(redisCommand(rt, "CLUSTER SETSLOT %u STABLE", slot));
-  redisFree(rf);
-  redisFree(rt);
+  migration_end(&m);
   if (rc != CACHET_OK)
     fail_msg("retag during a migration: %s: %s", cachet_strerror(rc), detail);
   /* The entry is whole: its new tags evict it, its old one does not. */
@@ -651,36 +673,23 @@ test_eviction_drains_a_snapshot_while_its_slot_is_migrating(void **state) {
   snprintf(tkey, sizeof tkey, "%.9st:t1", vk);
   snprintf(ekey, sizeof ekey, "%.9se:t1", vk);
   cachet_free(vk);
-  int from = test_cluster_owner(&cl, slot), to = -1;
-  for (int i = 0; i < cl.n && to < 0; i++)
-    if (i != from && test_cluster_is_master(&cl, i))
-      to = i;
-  redisContext *rf = test_cluster_node(&cl, from),
-               *rt = test_cluster_node(&cl, to);
+  migration m;
+  migration_open(&m, slot);
   /* An eviction stopped after its snapshot; then x is written again. */
-  freeReplyObject(redisCommand(rf, "RENAME %s %s", tkey, ekey));
+  freeReplyObject(redisCommand(m.src, "RENAME %s %s", tkey, ekey));
   assert_int_equal(cachet_set_tags(c, "x", 1, "y", 1, 0, t1, 1), CACHET_OK);
-  char fid[41], tid[41];
-  assert_int_equal(test_cluster_node_id(&cl, from, fid), 0);
-  assert_int_equal(test_cluster_node_id(&cl, to, tid), 0);
-  long long rejected = test_cmdstat(rf, "evalsha", "rejected_calls");
-  freeReplyObject(
-      redisCommand(rt, "CLUSTER SETSLOT %u IMPORTING %s", slot, fid));
-  freeReplyObject(
-      redisCommand(rf, "CLUSTER SETSLOT %u MIGRATING %s", slot, tid));
+  long long rejected = test_cmdstat(m.src, "evalsha", "rejected_calls");
+  migration_start(&m);
   evict_arg a = {c, "t1", -100, 0, ""};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, evict_one, &a), 0);
   /* Until the eviction waits on TRYAGAIN (a rejected call), or gives up. */
   for (int i = 0;
-       i < 250 && test_cmdstat(rf, "evalsha", "rejected_calls") == rejected;
+       i < 250 && test_cmdstat(m.src, "evalsha", "rejected_calls") == rejected;
        i++)
     test_sleep_ms(20);
-  freeReplyObject(redisCommand(rf, "CLUSTER SETSLOT %u STABLE", slot));
-  freeReplyObject(redisCommand(rt, "CLUSTER SETSLOT %u STABLE", slot));
+  migration_end(&m);
   pthread_join(th, NULL);
-  redisFree(rf);
-  redisFree(rt);
   if (a.rc != CACHET_OK)
     fail_msg("eviction during a migration: %s: %s", cachet_strerror(a.rc),
              a.why);

@@ -423,6 +423,20 @@ static void test_value_above_max_value_size_from_the_server_is_refused_unread(
   test_server_stop(&s);
 }
 
+/* A set of 1.1M members at `key`: a reply larger than any cachet accepts
+ * (an array bound of 2^20). */
+static void fill_large_set(const test_server *s, const char *key, size_t len) {
+  test_command(s, "EVAL %s 1 %b",
+               "local n = 0 "
+               "while n < 1100000 do "
+               "  local a = {} "
+               "  for i = 1, 5000 do a[i] = n + i end "
+               "  redis.call('SADD', KEYS[1], unpack(a)) "
+               "  n = n + 5000 "
+               "end",
+               key, len);
+}
+
 /* An array header announcing more elements than any cachet reply has is
  * refused before hiredis allocates room for them: here an entry's tag set
  * of 1.1M members, which the plain write's SMEMBERS would read. */
@@ -435,15 +449,7 @@ static void test_array_beyond_bound_from_the_server_is_refused(void **state) {
   size_t vkl = 0;
   assert_int_equal(cachet_value_key(c, "k", 1, &vk, &vkl), CACHET_OK);
   vk[vkl - 3] = 'm'; /* "<prefix>{bb}v:k" -> its tag set "<prefix>{bb}m:k" */
-  test_command(&s, "EVAL %s 1 %b",
-               "local n = 0 "
-               "while n < 1100000 do "
-               "  local a = {} "
-               "  for i = 1, 5000 do a[i] = n + i end "
-               "  redis.call('SADD', KEYS[1], unpack(a)) "
-               "  n = n + 5000 "
-               "end",
-               vk, vkl);
+  fill_large_set(&s, vk, vkl);
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_EPROTO);
   assert_non_null(strstr(cachet_last_error(), "an array of 1100000"));
   assert_int_equal(cachet_ping(c), CACHET_OK);
@@ -476,15 +482,7 @@ static void test_noscript_beside_a_broken_read_is_that_failure(void **state) {
   assert_true(bucket != 0); /* else the order above is the wrong way */
   test_command(&s, "ZADD %s +inf zz", ekey);
   vk[vkl - 3] = 'm';
-  test_command(&s, "EVAL %s 1 %b",
-               "local n = 0 "
-               "while n < 1100000 do "
-               "  local a = {} "
-               "  for i = 1, 5000 do a[i] = n + i end "
-               "  redis.call('SADD', KEYS[1], unpack(a)) "
-               "  n = n + 5000 "
-               "end",
-               vk, vkl);
+  fill_large_set(&s, vk, vkl);
   test_command(&s, "SCRIPT FLUSH");
   uint64_t n = 0;
   assert_int_equal(cachet_evict_tags(c, tags, 1, &n), CACHET_EPROTO);

@@ -129,6 +129,19 @@ static void *wait_one(void *arg) {
   return NULL;
 }
 
+/* Until `n` threads wait in the queue. */
+static void wait_queued(cachet_slots *s, int n) {
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    int queued = s->nwait;
+    pthread_mutex_unlock(&s->mu);
+    if (queued == n)
+      return;
+    struct timespec ts = {0, 100000L};
+    nanosleep(&ts, NULL);
+  }
+}
+
 /* A thread within its slice gives its slot back while another waits, and
  * never comes back for it: the waiter still gets the slot (the head polls),
  * long before its timeout. */
@@ -141,16 +154,7 @@ static void test_slot_kept_for_a_slice_reaches_the_waiter(void **state) {
   waiter_arg w = {.s = &s, .rc = -1};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, wait_one, &w), 0);
-  /* Until the waiter is queued. */
-  for (;;) {
-    pthread_mutex_lock(&s.mu);
-    int queued = s.nwait;
-    pthread_mutex_unlock(&s.mu);
-    if (queued)
-      break;
-    struct timespec ts = {0, 100000L};
-    nanosleep(&ts, NULL);
-  }
+  wait_queued(&s, 1);
   /* This thread's slice is live (it took the slot just now), so the give
    * may keep the slot free for it rather than hand it over. */
   cachet_slots_give(&s, idx);
@@ -176,15 +180,7 @@ static void test_waiters_are_served_in_order(void **state) {
   for (int i = 0; i < N; i++) {
     w[i] = (waiter_arg){.s = &s, .rc = -1, .idx = -1};
     assert_int_equal(pthread_create(&th[i], NULL, wait_one, &w[i]), 0);
-    for (;;) {
-      pthread_mutex_lock(&s.mu);
-      int queued = s.nwait;
-      pthread_mutex_unlock(&s.mu);
-      if (queued == i + 1)
-        break;
-      struct timespec ts = {0, 100000L};
-      nanosleep(&ts, NULL);
-    }
+    wait_queued(&s, i + 1);
   }
   /* Hand the slot down the queue: each waiter, once served, is the next
    * giver; the first to be served must be the first that queued. */
@@ -238,15 +234,7 @@ static void test_handoff_waiter_outlives_the_giver(void **state) {
   waiter_arg w = {.s = &s, .rc = -1, .idx = -1};
   pthread_t th;
   assert_int_equal(pthread_create(&th, NULL, wait_one_and_say, &w), 0);
-  for (;;) {
-    pthread_mutex_lock(&s.mu);
-    int queued = s.nwait;
-    pthread_mutex_unlock(&s.mu);
-    if (queued)
-      break;
-    struct timespec ts = {0, 100000L};
-    nanosleep(&ts, NULL);
-  }
+  wait_queued(&s, 1);
   /* Past this thread's slice, so that the give hands the slot over. */
   struct timespec ts = {0, 2 * (long)CACHET_SLOT_SLICE_NS};
   nanosleep(&ts, NULL);
