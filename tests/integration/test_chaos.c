@@ -23,8 +23,9 @@
  * release, exists, ttl, write-through and write-behind (an origin that
  * fails on purpose now and then) and prune.
  *
- * Nothing here waits on wall time: the chaos runs a number of rounds, and
- * the pauses are far below every timeout. */
+ * Nothing here waits on wall time: the chaos runs a number of rounds, each
+ * after the workers made a number of calls, and the pauses are far below
+ * every timeout. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -55,14 +56,13 @@ static const char *const tag_names[] = {"red", "green", "blue", "gold"};
 typedef struct chaos {
   cachet *c;
   atomic_int stop;
-  atomic_int ops_done; /* workers that made MIN_OPS calls */
   pthread_mutex_t mu;
   int violations;
   char why[512];
   atomic_int holder[NLOCKS];           /* worker id + 1, 0 = free */
   _Atomic uint64_t last_fence[NLOCKS]; /* the highest fence taken */
-  atomic_int loads;
-  atomic_int calls; /* made by all workers so far */
+  atomic_int loads;                    /* get_or_set loader runs */
+  atomic_int calls;                    /* made by all workers so far */
 } chaos;
 
 typedef struct worker {
@@ -565,8 +565,9 @@ static void run_chaos(const cachet_options *base, driver *d) {
   }
   if (ch.violations > 0)
     fail_msg("%d violations; first: %s", ch.violations, ch.why);
-  print_message("%s %d calls done, %d failed with a connection error\n", prefix,
-                ok, failed);
+  print_message("%s %d calls done, %d failed with a connection error, %d "
+                "loads\n",
+                prefix, ok, failed, atomic_load(&ch.loads));
   /* The chaos really reached the calls. */
   assert_true(failed > 0);
 
