@@ -88,6 +88,13 @@ long long test_vint(redisContext *r, const char *fmt, va_list ap);
  * command never ran. */
 long long test_cmdstat(redisContext *r, const char *cmd, const char *field);
 
+/* Every key matching `pattern` on `r`'s server, through SCAN: fn is
+ * called once per key (a key may repeat, as SCAN allows). `r` is free for
+ * other commands inside fn. */
+typedef void (*test_key_fn)(void *ud, const char *key, size_t len);
+void test_scan_keys(redisContext *r, const char *pattern, test_key_fn fn,
+                    void *ud);
+
 /* EVALSHA calls that ran on `r`'s server (a NOSCRIPT answer is a failed
  * call, and is not counted). */
 long long test_scripts_run(redisContext *r);

@@ -142,6 +142,22 @@ long long test_cmdstat(redisContext *r, const char *cmd, const char *field) {
   return n;
 }
 
+void test_scan_keys(redisContext *r, const char *pattern, test_key_fn fn,
+                    void *ud) {
+  char cursor[32] = "0";
+  do {
+    redisReply *rep =
+        redisCommand(r, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
+    snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
+    for (size_t i = 0; i < rep->element[1]->elements; i++)
+      fn(ud, rep->element[1]->element[i]->str,
+         rep->element[1]->element[i]->len);
+    freeReplyObject(rep);
+  } while (strcmp(cursor, "0") != 0);
+}
+
 long long test_scripts_run(redisContext *r) {
   return test_cmdstat(r, "evalsha", "calls") -
          test_cmdstat(r, "evalsha", "failed_calls");

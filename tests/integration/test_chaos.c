@@ -479,25 +479,21 @@ static void single_round(driver *d, int round) {
 /* After a clear, a server holds none of the namespace's entries or tag
  * data: only locks, fencing counters and stampede locks, and staged values
  * cut off by a killed connection, which expire on their own. */
+static void expect_lock_kind(void *ud, const char *k, size_t len) {
+  (void)len;
+  redisContext *r = ud;
+  const char *close = strchr(k, '}');
+  char kind = close != NULL ? close[1] : '?';
+  if (kind == 'w')
+    assert_true(test_int(r, "PTTL %s", k) > 0);
+  else if (kind != 'l' && kind != 'f' && kind != 's')
+    fail_msg("after the clear, %s is left", k);
+}
+
 static void expect_only_locks_left(redisContext *r, const char *prefix) {
-  char cursor[32] = "0";
-  do {
-    redisReply *rep =
-        redisCommand(r, "SCAN %s MATCH %s* COUNT 1000", cursor, prefix);
-    assert_non_null(rep);
-    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
-    snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-    redisReply *keys = rep->element[1];
-    for (size_t i = 0; i < keys->elements; i++) {
-      const char *k = keys->element[i]->str, *close = strchr(k, '}');
-      char kind = close != NULL ? close[1] : '?';
-      if (kind == 'w')
-        assert_true(test_int(r, "PTTL %s", k) > 0);
-      else if (kind != 'l' && kind != 'f' && kind != 's')
-        fail_msg("after the clear, %s is left", k);
-    }
-    freeReplyObject(rep);
-  } while (strcmp(cursor, "0") != 0);
+  char pattern[64];
+  snprintf(pattern, sizeof pattern, "%s*", prefix);
+  test_scan_keys(r, pattern, expect_lock_kind, r);
 }
 
 /* The rounds are paced by the calls, not by the clock: a slow build

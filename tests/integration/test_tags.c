@@ -56,24 +56,6 @@ static void set_tags(cachet *c, const char *key, const char *val, int64_t ttl,
       CACHET_OK);
 }
 
-/* Every key matching `pattern`, through SCAN; calls fn for each. */
-typedef void (*key_fn)(void *ud, const char *key, size_t len);
-static void scan_keys(redisContext *r, const char *pattern, key_fn fn,
-                      void *ud) {
-  char cursor[32] = "0";
-  do {
-    redisReply *rep =
-        redisCommand(r, "SCAN %s MATCH %s COUNT 1000", cursor, pattern);
-    assert_non_null(rep);
-    assert_int_equal(rep->type, REDIS_REPLY_ARRAY);
-    snprintf(cursor, sizeof cursor, "%s", rep->element[0]->str);
-    for (size_t i = 0; i < rep->element[1]->elements; i++)
-      fn(ud, rep->element[1]->element[i]->str,
-         rep->element[1]->element[i]->len);
-    freeReplyObject(rep);
-  } while (strcmp(cursor, "0") != 0);
-}
-
 typedef struct tally {
   redisContext *r;
   long long keys, members;
@@ -91,7 +73,7 @@ static void count_members(void *ud, const char *key, size_t len) {
 /* Total members over every index key (kind t or e) matching `pattern`. */
 static tally index_tally(redisContext *r, const char *pattern) {
   tally t = {r, 0, 0};
-  scan_keys(r, pattern, count_members, &t);
+  test_scan_keys(r, pattern, count_members, &t);
   return t;
 }
 
@@ -461,7 +443,7 @@ static void test_large_value_is_staged_outside_the_script(void **state) {
   assert_false(test_hit(c, "m2", NULL));
   assert_false(test_hit(c, "big", NULL));
   long long staged = 0;
-  scan_keys(r, "stage:{*}w:*", count_key, &staged);
+  test_scan_keys(r, "stage:{*}w:*", count_key, &staged);
   assert_int_equal(staged, 0);
 
   /* A staging key that is gone (expired, deleted) fails the write before
@@ -759,7 +741,7 @@ test_index_stays_bounded_under_churn_and_prune_cleans_it(void **state) {
   assert_int_equal(pruned, (uint64_t)(t.members - (2 * CHURN_LIVE - 30)));
 
   member_check mc = {r, c, 0, 0};
-  scan_keys(r, "churn:{??}t:*", check_members, &mc);
+  test_scan_keys(r, "churn:{??}t:*", check_members, &mc);
   assert_int_equal(mc.dangling, 0);
   assert_int_equal(mc.members, 2 * CHURN_LIVE - 30);
   /* Orphaned tag sets of the deleted values went with them. */
