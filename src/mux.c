@@ -42,7 +42,8 @@ typedef struct mux_req {
   redisReply **replies;
   int status;
   char detail[256];
-  int64_t deadline; /* monotonic ms */
+  int64_t deadline;    /* monotonic ms */
+  uint64_t replies_at; /* the connection's replies when it was queued */
 } mux_req;
 
 /* A group in flight: its request, or NULL once that timed out. */
@@ -62,7 +63,8 @@ typedef struct mux_conn {
   mux_slot *q; /* ring of groups in flight, oldest at qhead */
   size_t qhead, qlen, qcap;
   size_t abandoned;
-  atomic_int load; /* requests in the call now, read without the mutex */
+  uint64_t replies; /* replies read, ever (only compared) */
+  atomic_int load;  /* requests in the call now, read without the mutex */
 } mux_conn;
 
 struct cachet_mux {
@@ -155,6 +157,7 @@ static int push_slot(mux_conn *mc, mux_req *r) {
     mc->qhead = 0;
   }
   mc->q[(mc->qhead + mc->qlen++) % mc->qcap] = (mux_slot){r, r->n};
+  r->replies_at = mc->replies;
   return CACHET_OK;
 }
 
@@ -217,8 +220,19 @@ static void promote(mux_conn *mc) {
 }
 
 /* r timed out: it leaves its place, whose replies are dropped when they
- * come. */
+ * come. But replies come in order: if none came at all while r waited, the
+ * connection is silent (a server gone without a word, a half-open TCP
+ * connection), nothing behind r will come either, and it is closed so
+ * that the next request reconnects instead of timing out behind it. */
 static void abandon(mux_conn *mc, mux_req *r, int timeout_ms) {
+  if (mc->replies == r->replies_at) {
+    cachet_fail(CACHET_ETIMEDOUT,
+                "redis: no reply within %d ms, and none to any request on "
+                "the multiplexed connection meanwhile; it was closed",
+                timeout_ms);
+    fail_all(mc, CACHET_ETIMEDOUT);
+    return;
+  }
   for (size_t i = 0; i < mc->qlen; i++) {
     mux_slot *s = slot_at(mc, i);
     if (s->req == r) {
@@ -250,6 +264,7 @@ static mux_req *dispatch(mux_conn *mc, redisReply *rep, mux_req *self) {
     return NULL;
   }
   mux_slot *s = slot_at(mc, 0);
+  mc->replies++;
   if (s->req != NULL)
     s->req->replies[s->req->got++] = rep;
   else

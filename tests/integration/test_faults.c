@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "relay.h"
 
 static int64_t mono_ms(void) {
   struct timespec ts;
@@ -493,6 +494,47 @@ static void test_noscript_beside_a_broken_read_is_that_failure(void **state) {
   test_server_stop(&s);
 }
 
+/* A connection that goes silent without a word (a half-open TCP
+ * connection, a NAT that forgot it): the call on it times out, and the
+ * connection goes with it, so that the next call reconnects and succeeds
+ * instead of queueing behind the silent one. On the pool and on a
+ * multiplexed connection, whose requests otherwise leave a timed-out place
+ * behind and keep the connection for the replies still to come. */
+static void test_silent_connection_is_dropped_after_a_timeout(void **state) {
+  (void)state;
+  test_server s;
+  assert_int_equal(test_server_start(&s, NULL), 0);
+  test_relay *rl = test_relay_start(&s);
+  assert_non_null(rl);
+  for (int mux = 0; mux <= 1; mux++) {
+    cachet_options o;
+    test_options(&s, &o, "silent:");
+    o.unix_path = test_relay_path(rl);
+    o.timeout_ms = 200;
+    o.pool_size = 1;
+    o.multiplex = mux;
+    cachet *c = NULL;
+    assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+    assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+    /* The one connection the handle has open now. */
+    assert_int_equal(test_relay_silence(rl), 1);
+    void *v = NULL;
+    size_t n = 0;
+    assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_ETIMEDOUT);
+    assert_null(v);
+    printf("# %s: %s\n", mux ? "multiplexed" : "pool", cachet_last_error());
+    for (int i = 0; i < 3; i++) {
+      assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_OK);
+      assert_memory_equal(v, "v", 1);
+      cachet_free(v);
+      v = NULL;
+    }
+    cachet_close(c);
+  }
+  test_relay_stop(rl);
+  test_server_stop(&s);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_server_restart_gives_errors_then_reconnects),
@@ -507,6 +549,7 @@ int main(void) {
           test_value_above_max_value_size_from_the_server_is_refused_unread),
       cmocka_unit_test(test_array_beyond_bound_from_the_server_is_refused),
       cmocka_unit_test(test_noscript_beside_a_broken_read_is_that_failure),
+      cmocka_unit_test(test_silent_connection_is_dropped_after_a_timeout),
   };
   return cmocka_run_group_tests_name("faults", tests, NULL, NULL);
 }
