@@ -46,6 +46,7 @@
 #include "machines.h"
 #include "near.h"
 #include "reader.h"
+#include "replies.h"
 #include "router.h"
 
 /* Steps of one machine, at most: far above any honest run of the small
@@ -55,7 +56,6 @@
 #define MAX_STEPS_FAILING 32
 /* No SEND needs more commands (evict's pipeline cap, plus one lane). */
 #define MAX_SEND 8192
-#define MAX_DEPTH 3
 #define MAX_NODES 3
 
 /* Two handles on the same options; the second has a near cache, made and
@@ -87,158 +87,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 
 /* ---- The server: replies from the input ---------------------------------- */
 
-typedef struct buf {
-  char *p;
-  size_t len, cap;
-} buf;
-
-static void put(buf *b, const void *p, size_t n) {
-  if (n == 0)
-    return;
-  if (b->len + n > b->cap) {
-    size_t cap = b->cap * 2 + n + 64;
-    char *q = realloc(b->p, cap);
-    FUZZ_ASSERT(q != NULL);
-    b->p = q;
-    b->cap = cap;
-  }
-  memcpy(b->p + b->len, p, n);
-  b->len += n;
-}
-
-static void put_raw(buf *b, const char *s) { put(b, s, strlen(s)); }
-
-/* A RESP header: a type byte and a number. */
-static void put_head(buf *b, char type, long long v) {
-  char s[32];
-  int n = snprintf(s, sizeof s, "%c%lld\r\n", type, v);
-  put(b, s, (size_t)n);
-}
-
-static void put_bulk(buf *b, const void *p, size_t n) {
-  put_head(b, '$', (long long)n);
-  put(b, p, n);
-  put_raw(b, "\r\n");
-}
-
-/* An INFO reply of a healthy server. */
-static const char info_body[] =
-    "redis_version:7.0.15\r\nused_memory:10\r\nmaxmemory:0\r\n"
-    "connected_clients:1\r\nkeyspace_hits:1\r\nkeyspace_misses:1\r\n";
-
-/* Strings the machines look for, so that the fuzzer need not guess them. */
-static const char *const words[] = {"retag",
-                                    "OK",
-                                    "0",
-                                    "1",
-                                    "2",
-                                    "tg",
-                                    "t2",
-                                    "k",
-                                    "a",
-                                    "b",
-                                    "m",
-                                    "PONG",
-                                    "fz:{00}t:tg",
-                                    "fz:{00}v:k",
-                                    "fz:{00}m:k",
-                                    "fz:{3a}e:tg",
-                                    "fz:{00}x:k",
-                                    "maxmemory-policy",
-                                    "noeviction",
-                                    "allkeys-lru",
-                                    "volatile-lru",
-                                    info_body,
-                                    "redis_version:6.0.0\r\n",
-                                    "redis_version:x\r\n",
-                                    "used_memory:-1\r\n",
-                                    "0123456789abcdef0123456789abcdef"};
-static const char *const errors[] = {
-    "-ERR boom",
-    "-NOSCRIPT No matching script",
-    "-BUSY Redis is busy",
-    "-OOM command not allowed when used memory > 'maxmemory'",
-    "-MOVED 0 127.0.0.1:1",
-    "-ASK 0 127.0.0.1:1",
-    "-TRYAGAIN",
-    "-CLUSTERDOWN",
-    "-WRONGTYPE Operation against a key holding the wrong kind of value",
-    "-LOADING",
-    "-READONLY",
-    "-NOPERM",
-    "-",
-    "-ERR"};
-static const long long ints[] = {0,  1,    2,         3,         -1,
-                                 -2, 64,   65,        1000,      1 << 20,
-                                 -3, 1500, INT64_MAX, INT64_MIN, 100000};
-
-/* One reply, as RESP, from the grammar. */
-static void gen(fuzz_cursor *in, buf *b, int depth) {
-  uint8_t t = fuzz_take_u8(in);
-  switch (t % 11) {
-  case 0:
-    put_raw(b, "$-1\r\n");
-    break;
-  case 1: {
-    uint8_t k = fuzz_take_u8(in);
-    long long v = k & 0x80 ? (long long)fuzz_take_u64(in)
-                           : ints[k % (sizeof ints / sizeof ints[0])];
-    put_head(b, ':', v);
-    break;
-  }
-  case 2: {
-    size_t got;
-    const uint8_t *p = fuzz_take_bytes(in, fuzz_take_u8(in), &got);
-    put_bulk(b, p, got);
-    break;
-  }
-  case 3: {
-    const char *w = words[fuzz_take_u8(in) % (sizeof words / sizeof words[0])];
-    put_bulk(b, w, strlen(w));
-    break;
-  }
-  case 4:
-    put_raw(b, t & 0x80 ? "+PONG\r\n" : "+OK\r\n");
-    break;
-  case 5: {
-    const char *e =
-        errors[fuzz_take_u8(in) % (sizeof errors / sizeof errors[0])];
-    put(b, e, strlen(e));
-    put_raw(b, "\r\n");
-    break;
-  }
-  case 6:
-  case 7:
-  case 8: {
-    /* Mostly short; sometimes around a chunk's 64 members. */
-    uint8_t k = fuzz_take_u8(in);
-    size_t n = k & 0x80 ? 60 + k % 8 : k % 6;
-    if (depth >= MAX_DEPTH)
-      n = 0;
-    put_head(b, '*', (long long)n);
-    for (size_t i = 0; i < n; i++)
-      gen(in, b, depth + 1);
-    break;
-  }
-  case 9:
-    put_raw(b, "*-1\r\n");
-    break;
-  default: { /* raw bytes: any stream at all */
-    size_t got;
-    const uint8_t *p = fuzz_take_bytes(in, fuzz_take_u8(in), &got);
-    put(b, p, got);
-    break;
-  }
-  }
-}
-
 /* The connection: a reader with small limits, fed a reply's bytes in
  * pieces, as a socket delivers them. */
 typedef struct server {
   fuzz_cursor *in;
   redisReader *rd;
   cachet_reader_bound bound;
-  buf stream;
+  reply_buf stream;
 } server;
 
 static void reconnect(server *s) {
@@ -262,159 +117,15 @@ static cachet_res failure(int status, const char *detail) {
  * outcomes are what Redis could answer to the command (some choices left to
  * the input byte k), and the grammar's replies are mixed in among them. */
 
-static int is(const cachet_cmd *k, const char *name) {
-  return k->lens[0] == strlen(name) &&
-         memcmp(k->argv[0], name, k->lens[0]) == 0;
-}
-
-static void put_str(buf *b, const char *s) { put_bulk(b, s, strlen(s)); }
-
-static long long arg_int(const cachet_cmd *k, int i) {
-  if (i >= k->argc || k->lens[i] >= 24)
-    return 0;
-  char s[24];
-  memcpy(s, k->argv[i], k->lens[i]);
-  s[k->lens[i]] = '\0';
-  return atoll(s);
-}
-
-/* A value of "v" sealed for the key the GET names: a hit. */
-static void put_value(buf *b, const cachet_cmd *k) {
-  uint8_t *blob = NULL;
-  size_t len = 0;
-  int rc = cachet_envelope_seal(NULL, 0, k->argv[1], k->lens[1], 0,
-                                cachet_now_ms(), 0, "v", 1, &blob, &len);
-  FUZZ_ASSERT(rc == CACHET_OK);
-  put_bulk(b, blob, len);
-  free(blob);
-}
-
-/* evict_chunk: every lane's members evicted; some lanes drain on. */
-static void put_chunk(buf *b, const cachet_cmd *k, uint8_t v) {
-  int a = 3 + (int)arg_int(k, 2); /* ARGV[1] */
-  long long lanes = arg_int(k, a), total = 0;
-  if (lanes < 1 || lanes > 4096) {
-    put_raw(b, ":0\r\n");
-    return;
-  }
-  put_head(b, '*', 1 + 5 * lanes + ((v & 2) ? lanes : 0));
-  for (int i = a + 2, j = 0; j < lanes; j++) {
-    long long n = arg_int(k, i + 1);
-    total += n;
-    i += 3 + (int)n;
-  }
-  put_head(b, ':', total);
-  for (int i = a + 2, j = 0; j < lanes; j++) {
-    long long n = arg_int(k, i + 1), mode = arg_int(k, i + 2);
-    put_head(b, ':', n);
-    put_raw(b, ":0\r\n:0\r\n");
-    put_head(b, ':', mode == 1 ? 1 + (v & 1) : 0);
-    put_head(b, ':', (v & 2) ? 1 : 0);
-    if (v & 2)
-      put_str(b, "m");
-    i += 3 + (int)n;
-  }
-}
-
-static void put_script(buf *b, const cachet_cmd *k, uint8_t v) {
-  switch (k->script) {
-  case CACHET_SCRIPT_LOCK_ACQUIRE:
-    put_raw(b, v & 1 ? "*2\r\n:1\r\n:7\r\n" : "*2\r\n:0\r\n:50\r\n");
-    break;
-  case CACHET_SCRIPT_LOCK_EXTEND:
-  case CACHET_SCRIPT_LOCK_RELEASE:
-  case CACHET_SCRIPT_DELETE_ENTRY:
-    put_head(b, ':', v % 3 == 2 ? -1 : v % 3);
-    break;
-  case CACHET_SCRIPT_EVICT_BEGIN:
-    if (v & 1) {
-      put_raw(b, "*1\r\n:0\r\n");
-    } else {
-      put_raw(b, "*2\r\n");
-      put_head(b, ':', 1 + (v & 2 ? 1 : 0));
-      put_str(b, "m");
-    }
-    break;
-  case CACHET_SCRIPT_EVICT_CHUNK:
-    put_chunk(b, k, v);
-    break;
-  case CACHET_SCRIPT_PRUNE_CHUNK:
-    put_raw(b, "*2\r\n");
-    put_head(b, ':', v % 3);
-    put_head(b, ':', (v >> 2) & 1);
-    break;
-  case CACHET_SCRIPT_SET_TAGS:
-    if (v & 1)
-      put_raw(b, ":1\r\n");
-    else
-      put_raw(b, "*2\r\n$5\r\nretag\r\n$2\r\nt2\r\n");
-    break;
-  case CACHET_SCRIPT_SET_MANY: {
-    long long e = arg_int(k, 3 + (int)arg_int(k, 2));
-    if (v & 1 || e < 1) {
-      put_raw(b, "*1\r\n");
-      put_head(b, ':', e);
-    } else {
-      put_raw(b, "*2\r\n");
-      put_head(b, ':', e - 1);
-      put_raw(b, "*3\r\n:1\r\n");
-      put_str(b, v & 2 ? "retag" : "err");
-      put_str(b, v & 2 ? "t2" : "ERR boom");
-    }
-    break;
-  }
-  default: /* clear_chunk, prune_dangling, untag */
-    put_head(b, ':', v % 2);
-    break;
-  }
-}
-
 /* What a plausible server writes for a request: `ctx` says what was asked,
  * `v` chooses among the answers, more may be read from `in`. */
-typedef void (*answer_fn)(buf *b, fuzz_cursor *in, const void *ctx, uint8_t v);
+typedef void (*answer_fn)(reply_buf *b, fuzz_cursor *in, const void *ctx,
+                          uint8_t v);
 
-static void plausible(buf *b, fuzz_cursor *in, const void *ctx, uint8_t v) {
-  const cachet_cmd *k = ctx;
+static void plausible(reply_buf *b, fuzz_cursor *in, const void *ctx,
+                      uint8_t v) {
   (void)in;
-  if (is(k, "EVALSHA")) {
-    put_script(b, k, v);
-  } else if (is(k, "GET") && k->argc == 2) {
-    if (v & 1)
-      put_raw(b, "$-1\r\n");
-    else
-      put_value(b, k);
-  } else if (is(k, "SET")) {
-    put_raw(b, "+OK\r\n");
-  } else if (is(k, "SMEMBERS")) {
-    put_raw(b, "*1\r\n");
-    put_str(b, v & 1 ? "tg" : "t2");
-  } else if (is(k, "ZRANGE")) {
-    put_head(b, '*', v % 3);
-    for (int i = 0; i < v % 3; i++)
-      put_str(b, i == 0 ? "m" : "a");
-  } else if (is(k, "SCAN") || is(k, "ZSCAN")) {
-    put_raw(b, "*2\r\n");
-    put_str(b, v & 1 ? "0" : "17");
-    put_raw(b, "*2\r\n");
-    put_str(b, is(k, "ZSCAN") ? "m" : v & 2 ? "fz:{00}v:k" : "fz:{00}t:tg");
-    put_str(b, is(k, "ZSCAN") ? "1000" : "fz:{3a}t:t2");
-  } else if (is(k, "PTTL")) {
-    put_head(b, ':', v % 3 == 0 ? 1500 : -(long long)(v % 3));
-  } else if (is(k, "PING")) {
-    put_raw(b, "+PONG\r\n");
-  } else if (is(k, "INFO")) {
-    put_str(b, info_body);
-  } else if (is(k, "CONFIG")) {
-    put_raw(b, "*2\r\n");
-    put_str(b, "maxmemory-policy");
-    put_str(b, v & 1 ? "noeviction" : "allkeys-lru");
-  } else if (is(k, "SCRIPT")) {
-    put_head(b, '*', k->argc - 2);
-    for (int i = 2; i < k->argc; i++)
-      put_raw(b, v & 1 ? ":1\r\n" : ":0\r\n");
-  } else { /* EXISTS, UNLINK, DEL */
-    put_head(b, ':', v % 2);
-  }
+  reply_plausible(b, ctx, v);
 }
 
 /* One command's outcome: a failure (always, once the input has run out), a
@@ -430,7 +141,7 @@ static cachet_res outcome(server *s, answer_fn answer, const void *ctx) {
   if (k < 160)
     answer(&s->stream, s->in, ctx, fuzz_take_u8(s->in));
   else
-    gen(s->in, &s->stream, 0);
+    reply_gen(s->in, &s->stream, 0);
   size_t piece = 1 + k % 64, at = 0;
   for (;;) {
     void *r = NULL;
@@ -680,11 +391,12 @@ typedef struct redirect_ctx {
 static int host_ok(const char *h) { return strlen(h) <= 255; }
 static int port_ok(long long p) { return p > 0 && p <= 65535; }
 
-static void put_slots(buf *b, fuzz_cursor *in, const void *ctx, uint8_t v) {
+static void put_slots(reply_buf *b, fuzz_cursor *in, const void *ctx,
+                      uint8_t v) {
   slots_ctx *x = (slots_ctx *)ctx;
   x->valid = 1;
   size_t n = v % 4;
-  put_head(b, '*', (long long)n);
+  reply_put_head(b, '*', (long long)n);
   for (size_t i = 0; i < n; i++) {
     long long lo = (fuzz_take_u8(in) | fuzz_take_u8(in) << 8) % 16400;
     long long hi = lo + (long long)fuzz_take_u8(in) * 64;
@@ -692,22 +404,23 @@ static void put_slots(buf *b, fuzz_cursor *in, const void *ctx, uint8_t v) {
     const char *h = hosts[(k >> 1) % (sizeof hosts / sizeof hosts[0])];
     long long port = ports[(k >> 4) % (sizeof ports / sizeof ports[0])];
     x->valid &= hi < 16384 && host_ok(h) && port_ok(port);
-    put_head(b, '*', 3 + (k & 1));
-    put_head(b, ':', lo);
-    put_head(b, ':', hi);
-    put_raw(b, "*3\r\n");
-    put_str(b, h);
-    put_head(b, ':', port);
-    put_str(b, "0123abcd");
+    reply_put_head(b, '*', 3 + (k & 1));
+    reply_put_head(b, ':', lo);
+    reply_put_head(b, ':', hi);
+    reply_put_raw(b, "*3\r\n");
+    reply_put_str(b, h);
+    reply_put_head(b, ':', port);
+    reply_put_str(b, "0123abcd");
     if (k & 1) { /* a replica: not the router's business */
-      put_raw(b, "*2\r\n");
-      put_str(b, "10.0.0.9");
-      put_head(b, ':', 7009);
+      reply_put_raw(b, "*2\r\n");
+      reply_put_str(b, "10.0.0.9");
+      reply_put_head(b, ':', 7009);
     }
   }
 }
 
-static void put_redirect(buf *b, fuzz_cursor *in, const void *ctx, uint8_t v) {
+static void put_redirect(reply_buf *b, fuzz_cursor *in, const void *ctx,
+                         uint8_t v) {
   redirect_ctx *x = (redirect_ctx *)ctx;
   int slot = (fuzz_take_u8(in) | fuzz_take_u8(in) << 8) % 16400;
   const char *h = hosts[(v >> 1) % (sizeof hosts / sizeof hosts[0])];
@@ -715,7 +428,7 @@ static void put_redirect(buf *b, fuzz_cursor *in, const void *ctx, uint8_t v) {
   char s[400];
   int n = snprintf(s, sizeof s, "-%s %d %s:%lld\r\n", v & 1 ? "ASK" : "MOVED",
                    slot, h, port);
-  put(b, s, (size_t)n);
+  reply_put(b, s, (size_t)n);
   /* An empty host is the node that answered. */
   x->valid = slot < 16384 && host_ok(h) && port_ok(port);
   x->slot = slot;

@@ -1,0 +1,652 @@
+/*
+ * The drivers and the transport against a hostile server, over a socket.
+ *
+ * server_replies_fuzzer hands replies straight to the machines, so what
+ * lies between a machine and the socket is not in it: the sync runner's
+ * NOSCRIPT recovery and its fan-out of a transport failure (run.c), the
+ * links and the pool (link.c, pool.c), multiplexed connections (mux.c), the
+ * async driver (async.c, through the tests' via_async shim) and the
+ * bounded reader on a real stream. Here the server is a thread of this
+ * process on a private unix socket, and the input decides its answer to
+ * each command it reads: what Redis could answer (it keeps which scripts
+ * are loaded, so EVALSHA meets NOSCRIPT as after a SCRIPT FLUSH, and some
+ * outcomes flush them), a reply from the grammar (replies.h), a reply cut
+ * short, a connection that never answers again, or a closed connection.
+ *
+ * Input: a byte of flags (the async driver, multiplexed connections,
+ * scripts loaded at the start), the call and its arguments, then one
+ * outcome per command the server reads. Past the end of the input every
+ * command the server reads closes its connection.
+ *
+ * What must hold, beyond ASan, UBSan and the leak checker:
+ *  - every call returns (libFuzzer's -timeout), with a status cachet
+ *    knows, and an error has a detail;
+ *  - ESERVER is in the server's own words: its detail holds the text of a
+ *    reply the server sent during the call;
+ *  - NOSCRIPT reaches the caller only after the server said it at least
+ *    CACHET_NOSCRIPT_ROUNDS times in the call;
+ *  - a read of one key whose one command failed (closed, cut short, never
+ *    answered, an error reply, a reply of the wrong type) is an error,
+ *    never a hit or a miss;
+ *  - the handle recovers: once the server is honest again, each GET gets
+ *    its own reply. A connection put back with replies of the failed call
+ *    still unread would hand them to the next call. Through the sync
+ *    runner the first GET must succeed; through the async driver or a
+ *    multiplexed connection, which may return before every reply of a
+ *    step is read, the first may meet a connection the server cut
+ *    meanwhile (ECONN or ETIMEDOUT), and the next must succeed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/read.h>
+
+#include "cachet.h"
+#include "entry.h"
+#include "error.h"
+#include "fuzz_helpers.h"
+#include "replies.h"
+
+#ifdef CACHET_HAVE_LIBEVENT
+#define VIA_ASYNC_IMPL
+#include "via_async.h"
+#endif
+
+#define MAX_PEERS 16
+#define MAX_ARGS 8192
+#define MAX_TEXTS 256
+/* How much of a text the ESERVER check compares. */
+#define TEXT_CMP 40
+
+/* ---- The server ----------------------------------------------------------
+ * One thread, poll(2) over the listening socket and its connections. Every
+ * reply goes through the connection's output buffer and is written as the
+ * socket takes it, so a long pipeline never deadlocks the two sides. */
+
+typedef struct peer {
+  int fd;
+  redisReader *rd; /* the client's commands */
+  reply_buf out;
+  size_t off;      /* of out, written */
+  int stalled;     /* never answers again */
+  int close_after; /* close once out is written */
+} peer;
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_t thread;
+  int lfd;
+  int wake[2];
+  char dir[64], path[128];
+  peer p[MAX_PEERS];
+  int np;
+  /* The input of the call being made; NULL: the server is honest. */
+  fuzz_cursor *in;
+  int loaded[CACHET_SCRIPT_COUNT];
+  /* What the server said during the call. */
+  char texts[MAX_TEXTS][TEXT_CMP + 1];
+  int ntexts;
+  /* NOSCRIPT answers to EVALSHA, and to any other command. */
+  int noscripts, noscripts_other;
+  /* One-key reads (GET, EXISTS, PTTL): how many, and whether the last one
+   * failed. */
+  int reads, read_failed;
+  /* Connections the server closed or stopped answering in this input. */
+  int cut;
+} srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1};
+
+static void peer_close(peer *pe) {
+  if (pe->fd >= 0)
+    close(pe->fd);
+  pe->fd = -1;
+  if (pe->rd != NULL)
+    redisReaderFree(pe->rd);
+  pe->rd = NULL;
+  free(pe->out.p);
+  memset(&pe->out, 0, sizeof pe->out);
+}
+
+/* As cachet_fail_bytes writes a server's words into a detail. */
+static void note_text(const char *s, size_t n) {
+  if (srv.ntexts == MAX_TEXTS)
+    return;
+  char *t = srv.texts[srv.ntexts++];
+  size_t o = 0;
+  for (size_t i = 0; i < n && o + 4 <= TEXT_CMP; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (ch >= 0x20 && ch < 0x7f)
+      t[o++] = (char)ch;
+    else
+      o += (size_t)snprintf(t + o, TEXT_CMP + 1 - o, "\\x%02x", ch);
+  }
+  t[o] = '\0';
+}
+
+static void note_reply(const redisReply *r, int depth) {
+  if (r->type == REDIS_REPLY_ERROR || r->type == REDIS_REPLY_STRING ||
+      r->type == REDIS_REPLY_STATUS)
+    note_text(r->str, r->len);
+  else if (r->type == REDIS_REPLY_ARRAY && depth < REPLY_MAX_DEPTH + 1)
+    for (size_t i = 0; i < r->elements; i++)
+      note_reply(r->element[i], depth + 1);
+}
+
+/* The bytes from `mark` on are one reply, or the connection closes after
+ * them (the client meets an end it must treat as a failure). Anything
+ * after a whole reply is dropped: the client must never be sent a reply it
+ * did not ask for, or the server would be the one out of step. Returns the
+ * reply's type, or 0 if it is not whole. */
+static int settle(peer *pe, size_t mark, int evalsha) {
+  redisReader *rd = redisReaderCreate();
+  FUZZ_ASSERT(rd != NULL);
+  void *r = NULL;
+  int type = 0;
+  if (pe->out.len > mark &&
+      redisReaderFeed(rd, pe->out.p + mark, pe->out.len - mark) == REDIS_OK &&
+      redisReaderGetReply(rd, &r) == REDIS_OK && r != NULL) {
+    redisReply *reply = r;
+    type = reply->type;
+    note_reply(reply, 0);
+    if (type == REDIS_REPLY_ERROR && reply->len >= 8 &&
+        memcmp(reply->str, "NOSCRIPT", 8) == 0)
+      *(evalsha ? &srv.noscripts : &srv.noscripts_other) += 1;
+    /* What the reader took: the whole buffer less what it still holds. */
+    pe->out.len -= rd->len - rd->pos;
+    freeReplyObject(reply);
+  } else {
+    pe->close_after = 1;
+    srv.cut++;
+  }
+  redisReaderFree(rd);
+  return type;
+}
+
+static int is_read(const cachet_cmd *k) {
+  return reply_is(k, "GET") || reply_is(k, "EXISTS") || reply_is(k, "PTTL");
+}
+
+/* A one-key read's reply of the type it needs. */
+static int read_ok(const cachet_cmd *k, int type) {
+  if (reply_is(k, "GET"))
+    return type == REDIS_REPLY_STRING || type == REDIS_REPLY_NIL;
+  return type == REDIS_REPLY_INTEGER;
+}
+
+/* Answer one command; called with srv.mu held. */
+static void answer(peer *pe, const redisReply *cmd) {
+  const char *argv[MAX_ARGS];
+  size_t lens[MAX_ARGS];
+  if (cmd->type != REDIS_REPLY_ARRAY || cmd->elements == 0 ||
+      cmd->elements > MAX_ARGS) {
+    pe->close_after = 1;
+    return;
+  }
+  for (size_t i = 0; i < cmd->elements; i++) {
+    FUZZ_ASSERT_MSG(cmd->element[i]->type == REDIS_REPLY_STRING,
+                    "a command argument that is not a bulk string");
+    argv[i] = cmd->element[i]->str;
+    lens[i] = cmd->element[i]->len;
+  }
+  cachet_cmd k = {(int)cmd->elements, argv, lens, 0, -1};
+  const cachet_script *sc = NULL;
+  if (reply_is(&k, "EVALSHA") && k.argc >= 2) {
+    sc = reply_script_by_sha(argv[1], lens[1]);
+    if (sc != NULL)
+      k.script = (int)(sc - cachet_scripts);
+  }
+  fuzz_cursor *in = srv.in;
+  int read = in != NULL && is_read(&k);
+  if (read)
+    srv.reads++;
+  if (in != NULL && in->size == 0) {
+    pe->close_after = 1;
+    srv.read_failed = read;
+    srv.cut++;
+    return;
+  }
+  uint8_t o = in != NULL ? fuzz_take_u8(in) : 128;
+  if (o < 12) { /* the connection drops */
+    pe->close_after = 1;
+    srv.read_failed = read;
+    srv.cut++;
+    return;
+  }
+  if (o == 12) { /* it never answers again; the client's deadline ends it */
+    pe->stalled = 1;
+    srv.read_failed = read;
+    srv.cut++;
+    return;
+  }
+  if (o < 16) /* SCRIPT FLUSH, by another client */
+    memset(srv.loaded, 0, sizeof srv.loaded);
+  size_t mark = pe->out.len;
+  if (o >= 170) {
+    reply_gen(in, &pe->out, 0);
+  } else if (sc != NULL && !srv.loaded[k.script]) {
+    reply_put_raw(&pe->out, "-NOSCRIPT No matching script.\r\n");
+  } else {
+    if (reply_is(&k, "SCRIPT") && k.argc == 3) {
+      const cachet_script *ld = reply_script_by_body(argv[2], lens[2]);
+      if (ld != NULL)
+        srv.loaded[ld - cachet_scripts] = 1;
+    }
+    reply_plausible(&pe->out, &k, in != NULL ? fuzz_take_u8(in) : 0);
+  }
+  int type = settle(pe, mark, reply_is(&k, "EVALSHA"));
+  if (read)
+    srv.read_failed = type == 0 || !read_ok(&k, type);
+  /* Honest replies are whole and of the right type. */
+  FUZZ_ASSERT(in != NULL || type != 0);
+}
+
+/* Read what the client sent and answer every whole command. */
+static void take(peer *pe) {
+  char buf[16384];
+  ssize_t n = read(pe->fd, buf, sizeof buf);
+  if (n <= 0) {
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+      return;
+    peer_close(pe);
+    return;
+  }
+  if (pe->stalled || pe->close_after)
+    return;
+  if (redisReaderFeed(pe->rd, buf, (size_t)n) != REDIS_OK) {
+    pe->close_after = 1;
+    return;
+  }
+  while (!pe->stalled && !pe->close_after) {
+    void *cmd = NULL;
+    if (redisReaderGetReply(pe->rd, &cmd) != REDIS_OK) {
+      pe->close_after = 1;
+      break;
+    }
+    if (cmd == NULL)
+      break;
+    pthread_mutex_lock(&srv.mu);
+    answer(pe, cmd);
+    pthread_mutex_unlock(&srv.mu);
+    freeReplyObject(cmd);
+  }
+}
+
+static void give(peer *pe) {
+  while (pe->off < pe->out.len) {
+    ssize_t n =
+        send(pe->fd, pe->out.p + pe->off, pe->out.len - pe->off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      if (errno != EAGAIN)
+        peer_close(pe);
+      return;
+    }
+    pe->off += (size_t)n;
+  }
+  pe->out.len = pe->off = 0;
+  if (pe->close_after)
+    peer_close(pe);
+}
+
+static void *serve(void *arg) {
+  (void)arg;
+  for (;;) {
+    struct pollfd fds[2 + MAX_PEERS];
+    fds[0] = (struct pollfd){srv.wake[0], POLLIN, 0};
+    fds[1] = (struct pollfd){srv.lfd, POLLIN, 0};
+    int n = 2;
+    for (int i = 0; i < srv.np; i++)
+      fds[n++] =
+          (struct pollfd){srv.p[i].fd,
+                          (short)(POLLIN | (srv.p[i].off < srv.p[i].out.len ||
+                                                    srv.p[i].close_after
+                                                ? POLLOUT
+                                                : 0)),
+                          0};
+    if (poll(fds, (nfds_t)n, -1) < 0) {
+      FUZZ_ASSERT(errno == EINTR);
+      continue;
+    }
+    if (fds[0].revents != 0) {
+      char c;
+      if (read(srv.wake[0], &c, 1) == 1 && c == 'q')
+        return NULL;
+    }
+    for (int i = 0; i < srv.np; i++) {
+      peer *pe = &srv.p[i];
+      short ev = fds[2 + i].revents;
+      if (pe->fd >= 0 && (ev & (POLLIN | POLLHUP | POLLERR)))
+        take(pe);
+      if (pe->fd >= 0 &&
+          (ev & POLLOUT || pe->out.len > pe->off || pe->close_after))
+        give(pe);
+    }
+    int kept = 0;
+    for (int i = 0; i < srv.np; i++)
+      if (srv.p[i].fd >= 0)
+        srv.p[kept++] = srv.p[i];
+    srv.np = kept;
+    if (fds[1].revents & POLLIN) {
+      int fd = accept(srv.lfd, NULL, NULL);
+      if (fd >= 0) {
+        pthread_mutex_lock(&srv.mu);
+        int refuse =
+            srv.np == MAX_PEERS || (srv.in != NULL && srv.in->size == 0);
+        pthread_mutex_unlock(&srv.mu);
+        if (refuse) {
+          close(fd);
+        } else {
+          FUZZ_ASSERT(fcntl(fd, F_SETFL, O_NONBLOCK) == 0);
+          peer *pe = &srv.p[srv.np++];
+          memset(pe, 0, sizeof *pe);
+          pe->fd = fd;
+          pe->rd = redisReaderCreate();
+          FUZZ_ASSERT(pe->rd != NULL);
+        }
+      }
+    }
+  }
+}
+
+static void stop_server(void) {
+  FUZZ_ASSERT(write(srv.wake[1], "q", 1) == 1);
+  pthread_join(srv.thread, NULL);
+  for (int i = 0; i < srv.np; i++)
+    peer_close(&srv.p[i]);
+  close(srv.lfd);
+  unlink(srv.path);
+  rmdir(srv.dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc;
+  (void)argv;
+  const char *tmp = getenv("TMPDIR");
+  snprintf(srv.dir, sizeof srv.dir, "%s/cachet-wire.XXXXXX",
+           tmp != NULL && strlen(tmp) < 30 ? tmp : "/tmp");
+  FUZZ_ASSERT(mkdtemp(srv.dir) != NULL);
+  snprintf(srv.path, sizeof srv.path, "%s/s", srv.dir);
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  FUZZ_ASSERT(strlen(srv.path) < sizeof a.sun_path);
+  strcpy(a.sun_path, srv.path);
+  srv.lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+  FUZZ_ASSERT(srv.lfd >= 0);
+  FUZZ_ASSERT(bind(srv.lfd, (struct sockaddr *)&a, sizeof a) == 0);
+  FUZZ_ASSERT(listen(srv.lfd, 64) == 0);
+  FUZZ_ASSERT(pipe(srv.wake) == 0);
+  FUZZ_ASSERT(pthread_create(&srv.thread, NULL, serve, NULL) == 0);
+  atexit(stop_server);
+  return 0;
+}
+
+/* ---- The calls ------------------------------------------------------------
+ * Through the public API, sync or (with libevent) through the async driver
+ * by the via_async shim: each via_* is the async twin of its sync call. */
+
+#ifdef CACHET_HAVE_LIBEVENT
+#define CALL(async, name, ...)                                                 \
+  ((async) ? via_##name(__VA_ARGS__) : cachet_##name(__VA_ARGS__))
+#else
+#define CALL(async, name, ...) cachet_##name(__VA_ARGS__)
+#endif
+
+enum {
+  W_GET,
+  W_EXISTS,
+  W_TTL,
+  W_SET,
+  W_SET_TAGS,
+  W_SET_STAGED,
+  W_DELETE,
+  W_EVICT,
+  W_CLEAR,
+  W_PRUNE,
+  W_LOCK_ACQUIRE,
+  W_LOCK_RELEASE,
+  W_LOCK_EXTEND,
+  W_GET_OR_SET,
+  W_MGET,
+  W_MSET,
+  W_HEALTH,
+  W_WRITE_THROUGH,
+  W_WRITE_BEHIND,
+  W_PING,
+  W_COUNT
+};
+
+static const char *const tag_names[] = {"tg", "t2", "other"};
+static const char *const keys[] = {"k", "a", "b", "k"};
+
+static int loader(void *ud, const void *key, size_t keylen, void **val,
+                  size_t *len, int64_t *ttl_ms) {
+  (void)key;
+  (void)keylen;
+  (void)ttl_ms;
+  if (*(const uint8_t *)ud & 1)
+    return -1;
+  *val = strdup("loaded");
+  FUZZ_ASSERT(*val != NULL);
+  *len = 6;
+  return 0;
+}
+
+static int writer(void *ud, const void *key, size_t keylen, const void *val,
+                  size_t len) {
+  (void)key;
+  (void)keylen;
+  (void)val;
+  (void)len;
+  return *(const uint8_t *)ud & 2 ? -1 : 0;
+}
+
+/* Make the call the input names; its status. */
+static int call(cachet *c, int async, uint8_t op, uint8_t b) {
+  const char *key = keys[b % 4];
+  size_t ntags = (b >> 2) % 4;
+  const char *const *tags = ntags > 0 ? tag_names : NULL;
+  int64_t ttl = b & 0x40 ? 1000 : 0;
+  void *val = NULL;
+  size_t len = 0;
+  uint64_t n = 0;
+  int rc;
+  switch (op % W_COUNT) {
+  case W_GET:
+    rc = CALL(async, get, c, key, 1, &val, &len);
+    FUZZ_ASSERT((rc == CACHET_OK) == (val != NULL));
+    cachet_free(val);
+    return rc;
+  case W_EXISTS:
+    return CALL(async, exists, c, key, 1);
+  case W_TTL: {
+    int64_t t = 0;
+    return CALL(async, ttl, c, key, 1, &t);
+  }
+  case W_SET:
+    return CALL(async, set, c, key, 1, "v", 1, ttl);
+  case W_SET_TAGS:
+    return CALL(async, set_tags, c, key, 1, "v", 1, ttl, tags, ntags);
+  case W_SET_STAGED: {
+    char *big = calloc(1, CACHET_STAGE_MIN);
+    FUZZ_ASSERT(big != NULL);
+    rc = CALL(async, set_tags, c, key, 1, big, CACHET_STAGE_MIN, ttl, tags,
+              ntags);
+    free(big);
+    return rc;
+  }
+  case W_DELETE:
+    return CALL(async, delete, c, key, 1);
+  case W_EVICT:
+    return CALL(async, evict_tags, c, tag_names, 1 + b % 3, &n);
+  case W_CLEAR:
+    return CALL(async, clear, c, b & 1, &n);
+  case W_PRUNE:
+    return CALL(async, prune, c, &n);
+  case W_LOCK_ACQUIRE: {
+    cachet_lock *lk = NULL;
+    rc = CALL(async, lock_acquire, c, "l", 1000, (b % 4) * 5, &lk);
+    FUZZ_ASSERT((rc == CACHET_OK) == (lk != NULL));
+    cachet_lock_free(lk);
+    return rc;
+  }
+  case W_LOCK_RELEASE:
+  case W_LOCK_EXTEND: {
+    cachet_lock *lk = NULL;
+    FUZZ_ASSERT(cachet_lock_from_token("l", "00112233445566778899aabbccddeeff",
+                                       &lk) == CACHET_OK);
+    rc = op % W_COUNT == W_LOCK_RELEASE ? CALL(async, lock_release, c, lk)
+                                        : CALL(async, lock_extend, c, lk, 500);
+    cachet_lock_free(lk);
+    return rc;
+  }
+  case W_GET_OR_SET:
+    rc = CALL(async, get_or_set, c, key, 1, loader, &b, ttl, tags, ntags, &val,
+              &len);
+    FUZZ_ASSERT((rc == CACHET_OK) == (val != NULL));
+    cachet_free(val);
+    return rc;
+  case W_MGET:
+  case W_MSET: {
+    cachet_entry e[3];
+    size_t ne = 1 + b % 3;
+    for (size_t i = 0; i < ne; i++)
+      e[i] = (cachet_entry){.key = keys[(b >> i) % 4],
+                            .keylen = 1,
+                            .val = "v",
+                            .len = 1,
+                            .ttl_ms = ttl,
+                            .tags = (b >> (i + 3)) & 1 ? tag_names : NULL,
+                            .ntags = (b >> (i + 3)) & 1 ? 2 : 0};
+    rc = op % W_COUNT == W_MGET ? CALL(async, mget, c, e, ne)
+                                : CALL(async, mset, c, e, ne);
+    for (size_t i = 0; i < ne; i++) {
+      FUZZ_ASSERT_MSG(
+          strcmp(cachet_status_name(e[i].status), "CACHET_UNKNOWN") != 0,
+          "an entry status cachet does not know");
+      cachet_free(e[i].out);
+    }
+    return rc;
+  }
+  case W_HEALTH: {
+    cachet_health h;
+    return CALL(async, health_check, c, &h);
+  }
+  case W_WRITE_THROUGH:
+    return cachet_write_through(c, key, 1, "v", 1, writer, &b, ttl, tags,
+                                ntags);
+  case W_WRITE_BEHIND:
+    return cachet_write_behind(c, key, 1, "v", 1, writer, &b, ttl, tags, ntags);
+  default:
+    return cachet_ping(c);
+  }
+}
+
+/* Did the server say, during the call, what this detail quotes? */
+static int quoted(const char *detail) {
+  for (int i = 0; i < srv.ntexts; i++) {
+    const char *t = srv.texts[i];
+    if (t[0] == '\0' ? strstr(detail, "without a message") != NULL
+                     : strstr(detail, t) != NULL)
+      return 1;
+  }
+  return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  fuzz_cursor in = {data, size};
+  uint8_t flags = fuzz_take_u8(&in), op = fuzz_take_u8(&in),
+          b = fuzz_take_u8(&in);
+#ifdef CACHET_HAVE_LIBEVENT
+  int async = flags & 1;
+#else
+  int async = 0;
+#endif
+  cachet_options o;
+  cachet_options_init(&o);
+  o.unix_path = srv.path;
+  o.prefix = "fz:";
+  /* Short deadlines: a connection that never answers costs this much. */
+  o.timeout_ms = 30;
+  o.fetch_wait_ms = 30;
+  o.lock_lease_ms = 100;
+  /* One connection, so that each call meets whatever the last one left. */
+  o.pool_size = 1;
+  o.multiplex = flags & 2 ? 1 : 0;
+  cachet *c;
+  FUZZ_ASSERT_MSG(cachet_open(&c, &o) == CACHET_OK, cachet_last_error());
+
+  pthread_mutex_lock(&srv.mu);
+  for (int i = 0; i < CACHET_SCRIPT_COUNT; i++)
+    srv.loaded[i] = (flags & 4) != 0;
+  srv.ntexts = srv.noscripts = srv.noscripts_other = 0;
+  srv.reads = srv.read_failed = srv.cut = 0;
+  srv.in = &in;
+  pthread_mutex_unlock(&srv.mu);
+
+  cachet_error_clear();
+  int rc = call(c, async, op, b);
+  char detail[600];
+  snprintf(detail, sizeof detail, "%s", cachet_last_error());
+
+  pthread_mutex_lock(&srv.mu);
+  srv.in = NULL;
+  for (int i = 0; i < CACHET_SCRIPT_COUNT; i++)
+    srv.loaded[i] = 1;
+  if (getenv("CACHET_FUZZ_TRACE") != NULL)
+    fprintf(stderr, "call %d (%s): %s (%s); reads %d, failed %d\n",
+            op % W_COUNT, async ? "async" : "sync", cachet_status_name(rc),
+            detail, srv.reads, srv.read_failed);
+  FUZZ_ASSERT_MSG(strcmp(cachet_status_name(rc), "CACHET_UNKNOWN") != 0,
+                  "a status cachet does not know");
+  if (rc < 0)
+    FUZZ_ASSERT_MSG(detail[0] != '\0', "an error without detail");
+  if (rc == CACHET_ESERVER)
+    FUZZ_ASSERT_MSG(quoted(detail), "ESERVER not in the server's words");
+  /* (A NOSCRIPT to another command is passed on as it is.) */
+  if (rc == CACHET_ESERVER && strstr(detail, "NOSCRIPT") != NULL &&
+      srv.noscripts_other == 0)
+    FUZZ_ASSERT_MSG(srv.noscripts >= CACHET_NOSCRIPT_ROUNDS,
+                    "NOSCRIPT surfaced before its rounds ran out");
+  int one_read = op % W_COUNT <= W_TTL;
+  if (one_read && srv.reads == 1 && srv.read_failed)
+    FUZZ_ASSERT_MSG(rc < 0, "a failed read reported as a hit or a miss");
+  /* The sync runner reads every reply of a step before it returns, or
+   * drops the connection. The async driver delivers a failed step at once
+   * and reads the replies still owed later, and a multiplexed request that
+   * timed out leaves its place behind while replies still come: there, a
+   * connection the server cut after the call returned may fail the next
+   * call, once, as a closed or silent connection: never as another reply. */
+  int may_fail_once = (async || o.multiplex > 0) && srv.cut > 0;
+  pthread_mutex_unlock(&srv.mu);
+
+  /* The server is honest now: every GET is a hit of "v". */
+  for (int i = 0; i < 3; i++) {
+    void *val = NULL;
+    size_t len = 0;
+    rc = CALL(async, get, c, "k", 1, &val, &len);
+    if (i == 0 && may_fail_once &&
+        (rc == CACHET_ECONN || rc == CACHET_ETIMEDOUT))
+      continue;
+    FUZZ_ASSERT_MSG(rc == CACHET_OK && len == 1 && memcmp(val, "v", 1) == 0,
+                    cachet_last_error());
+    cachet_free(val);
+  }
+  FUZZ_ASSERT_MSG(cachet_ping(c) == CACHET_OK, cachet_last_error());
+#ifdef CACHET_HAVE_LIBEVENT
+  if (async) {
+    via_close(c);
+    return 0;
+  }
+#endif
+  cachet_close(c);
+  return 0;
+}
