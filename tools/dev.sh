@@ -81,11 +81,14 @@ test)
     test_chaos)
   cmake -S . -B build-tsan -DCACHET_WERROR=ON -DCACHET_SANITIZE=thread \
     -DCACHET_BUILD_BENCH=OFF >/dev/null
-  cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]}"
+  cmake --build build-tsan -j"$jobs" --target "${tsan_tests[@]}" wire_fuzzer
   for t in "${tsan_tests[@]}"; do
     CACHET_SOURCE_DIR=$here TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
       "build-tsan/tests/$t"
   done
+  # The wire fuzzer's corpus: the drivers' threads against a server thread.
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    build-tsan/fuzz/wire_fuzzer fuzz/corpus/wire_fuzzer
 
   step "without libevent: the async API links and says ENOTSUP"
   cmake -S . -B build-noasync -DCACHET_WERROR=ON -DCACHET_ASYNC=OFF \
