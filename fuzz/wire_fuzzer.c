@@ -397,7 +397,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 #define CALL(async, name, ...)                                                 \
   ((async) ? via_##name(__VA_ARGS__) : cachet_##name(__VA_ARGS__))
 #else
-#define CALL(async, name, ...) cachet_##name(__VA_ARGS__)
+#define CALL(async, name, ...) ((void)(async), cachet_##name(__VA_ARGS__))
 #endif
 
 enum {
