@@ -7,14 +7,17 @@
  * links and the pool (link.c, pool.c), multiplexed connections (mux.c), the
  * async driver (async.c, through the tests' via_async shim) and the
  * bounded reader on a real stream. Here the server is a thread of this
- * process on a private unix socket, and the input decides its answer to
+ * process on a private unix socket (and two TCP ports on 127.0.0.1 the
+ * kernel picks, which play the two masters of a cluster: CLUSTER SLOTS
+ * splits the slots between them, and commands may be redirected with
+ * MOVED or ASK from one to the other), and the input decides its answer to
  * each command it reads: what Redis could answer (it keeps which scripts
  * are loaded, so EVALSHA meets NOSCRIPT as after a SCRIPT FLUSH, and some
  * outcomes flush them), a reply from the grammar (replies.h), a reply cut
  * short, a connection that never answers again, or a closed connection.
  *
  * Input: a byte of flags (the async driver, multiplexed connections,
- * scripts loaded at the start), the call and its arguments, then one
+ * scripts loaded at the start, a cluster), the call and its arguments, then one
  * outcome per command the server reads. Past the end of the input every
  * command the server reads closes its connection.
  *
@@ -36,8 +39,10 @@
  *    step is read, the first may meet a connection the server cut
  *    meanwhile (ECONN or ETIMEDOUT), and the next must succeed.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -51,6 +56,7 @@
 #include <hiredis/read.h>
 
 #include "cachet.h"
+#include "crc16.h"
 #include "entry.h"
 #include "error.h"
 #include "fuzz_helpers.h"
@@ -84,13 +90,17 @@ typedef struct peer {
 static struct {
   pthread_mutex_t mu;
   pthread_t thread;
-  int lfd;
+  /* The unix socket, and two TCP ports on 127.0.0.1 that play two
+   * masters of a cluster (the same server behind both). */
+  int lfd[3];
+  int port[2];
   int wake[2];
   char dir[64], path[128];
   peer p[MAX_PEERS];
   int np;
   /* The input of the call being made; NULL: the server is honest. */
   fuzz_cursor *in;
+  int cluster; /* the handle is a cluster client */
   int loaded[CACHET_SCRIPT_COUNT];
   /* What the server said during the call. */
   char texts[MAX_TEXTS][TEXT_CMP + 1];
@@ -102,7 +112,7 @@ static struct {
   int reads, read_failed;
   /* Connections the server closed or stopped answering in this input. */
   int cut;
-} srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = -1};
+} srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = {-1, -1, -1}};
 
 static void peer_close(peer *pe) {
   if (pe->fd >= 0)
@@ -181,6 +191,37 @@ static int read_ok(const cachet_cmd *k, int type) {
   return type == REDIS_REPLY_INTEGER;
 }
 
+/* CLUSTER SLOTS: the two halves of the slots, on the two ports; `v` says
+ * which port has which half, so a refreshed map may move every slot. */
+static void put_map(reply_buf *b, uint8_t v) {
+  reply_put_raw(b, "*2\r\n");
+  for (int h = 0; h < 2; h++) {
+    int node = h ^ (v & 1);
+    reply_put_raw(b, "*3\r\n");
+    reply_put_head(b, ':', h ? 8192 : 0);
+    reply_put_head(b, ':', h ? 16383 : 8191);
+    reply_put_raw(b, "*3\r\n");
+    reply_put_str(b, "127.0.0.1");
+    reply_put_head(b, ':', srv.port[node]);
+    reply_put_str(b, node ? "node-b" : "node-a");
+  }
+}
+
+/* The key a cluster routes `k` by, or NULL for a command sent to a node. */
+static const char *routed_key(const cachet_cmd *k, size_t *len) {
+  static const char *const to_node[] = {"SCAN",   "INFO",   "PING",
+                                        "CONFIG", "SCRIPT", "CLUSTER",
+                                        "ASKING", "CLIENT", "ZSCAN"};
+  for (size_t i = 0; i < sizeof to_node / sizeof to_node[0]; i++)
+    if (reply_is(k, to_node[i]))
+      return NULL;
+  int at = reply_is(k, "EVALSHA") ? 3 : 1;
+  if (k->argc <= at)
+    return NULL;
+  *len = k->lens[at];
+  return k->argv[at];
+}
+
 /* Answer one command; called with srv.mu held. */
 static void answer(peer *pe, const redisReply *cmd) {
   const char *argv[MAX_ARGS];
@@ -228,8 +269,20 @@ static void answer(peer *pe, const redisReply *cmd) {
   }
   if (o < 16) /* SCRIPT FLUSH, by another client */
     memset(srv.loaded, 0, sizeof srv.loaded);
-  size_t mark = pe->out.len;
-  if (o >= 170) {
+  size_t mark = pe->out.len, klen = 0;
+  const char *key =
+      srv.cluster && o >= 16 && o < 32 ? routed_key(&k, &klen) : NULL;
+  if (key != NULL) { /* the slot is elsewhere, for good or for this once */
+    char r[96];
+    int n = snprintf(r, sizeof r, "-%s %u 127.0.0.1:%d\r\n",
+                     o & 2 ? "ASK" : "MOVED", cachet_key_slot(key, klen),
+                     srv.port[o & 1]);
+    reply_put(&pe->out, r, (size_t)n);
+  } else if (reply_is(&k, "CLUSTER")) {
+    put_map(&pe->out, in != NULL ? fuzz_take_u8(in) : 0);
+  } else if (reply_is(&k, "ASKING")) {
+    reply_put_raw(&pe->out, "+OK\r\n");
+  } else if (o >= 170) {
     reply_gen(in, &pe->out, 0);
   } else if (sc != NULL && !srv.loaded[k.script]) {
     reply_put_raw(&pe->out, "-NOSCRIPT No matching script.\r\n");
@@ -300,10 +353,11 @@ static void give(peer *pe) {
 static void *serve(void *arg) {
   (void)arg;
   for (;;) {
-    struct pollfd fds[2 + MAX_PEERS];
+    struct pollfd fds[4 + MAX_PEERS];
     fds[0] = (struct pollfd){srv.wake[0], POLLIN, 0};
-    fds[1] = (struct pollfd){srv.lfd, POLLIN, 0};
-    int n = 2;
+    for (int i = 0; i < 3; i++)
+      fds[1 + i] = (struct pollfd){srv.lfd[i], POLLIN, 0};
+    int n = 4;
     for (int i = 0; i < srv.np; i++)
       fds[n++] =
           (struct pollfd){srv.p[i].fd,
@@ -323,7 +377,7 @@ static void *serve(void *arg) {
     }
     for (int i = 0; i < srv.np; i++) {
       peer *pe = &srv.p[i];
-      short ev = fds[2 + i].revents;
+      short ev = fds[4 + i].revents;
       if (pe->fd >= 0 && (ev & (POLLIN | POLLHUP | POLLERR)))
         take(pe);
       if (pe->fd >= 0 &&
@@ -335,8 +389,10 @@ static void *serve(void *arg) {
       if (srv.p[i].fd >= 0)
         srv.p[kept++] = srv.p[i];
     srv.np = kept;
-    if (fds[1].revents & POLLIN) {
-      int fd = accept(srv.lfd, NULL, NULL);
+    for (int l = 0; l < 3; l++) {
+      if (!(fds[1 + l].revents & POLLIN))
+        continue;
+      int fd = accept(srv.lfd[l], NULL, NULL);
       if (fd >= 0) {
         pthread_mutex_lock(&srv.mu);
         int refuse =
@@ -362,7 +418,8 @@ static void stop_server(void) {
   pthread_join(srv.thread, NULL);
   for (int i = 0; i < srv.np; i++)
     peer_close(&srv.p[i]);
-  close(srv.lfd);
+  for (int i = 0; i < 3; i++)
+    close(srv.lfd[i]);
   unlink(srv.path);
   rmdir(srv.dir);
 }
@@ -379,10 +436,22 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   struct sockaddr_un a = {.sun_family = AF_UNIX};
   FUZZ_ASSERT(strlen(srv.path) < sizeof a.sun_path);
   strcpy(a.sun_path, srv.path);
-  srv.lfd = socket(AF_UNIX, SOCK_STREAM, 0);
-  FUZZ_ASSERT(srv.lfd >= 0);
-  FUZZ_ASSERT(bind(srv.lfd, (struct sockaddr *)&a, sizeof a) == 0);
-  FUZZ_ASSERT(listen(srv.lfd, 64) == 0);
+  srv.lfd[0] = socket(AF_UNIX, SOCK_STREAM, 0);
+  FUZZ_ASSERT(srv.lfd[0] >= 0);
+  FUZZ_ASSERT(bind(srv.lfd[0], (struct sockaddr *)&a, sizeof a) == 0);
+  FUZZ_ASSERT(listen(srv.lfd[0], 64) == 0);
+  for (int i = 0; i < 2; i++) { /* ports the kernel picks: never a fixed one */
+    struct sockaddr_in in = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof in;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    FUZZ_ASSERT(fd >= 0);
+    FUZZ_ASSERT(bind(fd, (struct sockaddr *)&in, sizeof in) == 0);
+    FUZZ_ASSERT(listen(fd, 64) == 0);
+    FUZZ_ASSERT(getsockname(fd, (struct sockaddr *)&in, &len) == 0);
+    srv.lfd[1 + i] = fd;
+    srv.port[i] = ntohs(in.sin_port);
+  }
   FUZZ_ASSERT(pipe(srv.wake) == 0);
   FUZZ_ASSERT(pthread_create(&srv.thread, NULL, serve, NULL) == 0);
   atexit(stop_server);
@@ -572,7 +641,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 #endif
   cachet_options o;
   cachet_options_init(&o);
-  o.unix_path = srv.path;
+  int cluster = (flags & 8) != 0;
+  if (cluster) {
+    o.cluster = 1;
+    o.host = "127.0.0.1";
+    o.port = srv.port[0];
+  } else {
+    o.unix_path = srv.path;
+  }
   o.prefix = "fz:";
   /* Short deadlines: a connection that never answers costs this much. */
   o.timeout_ms = 30;
@@ -580,7 +656,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   o.lock_lease_ms = 100;
   /* One connection, so that each call meets whatever the last one left. */
   o.pool_size = 1;
-  o.multiplex = flags & 2 ? 1 : 0;
+  o.multiplex = flags & 2 && !cluster ? 1 : 0; /* not in a cluster */
   cachet *c;
   FUZZ_ASSERT_MSG(cachet_open(&c, &o) == CACHET_OK, cachet_last_error());
 
@@ -590,6 +666,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   srv.ntexts = srv.noscripts = srv.noscripts_other = 0;
   srv.reads = srv.read_failed = srv.cut = 0;
   srv.in = &in;
+  srv.cluster = cluster;
   pthread_mutex_unlock(&srv.mu);
 
   cachet_error_clear();
