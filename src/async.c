@@ -113,10 +113,11 @@ struct cachet_async {
   int loading_map;
   uint64_t map_gen;
   int cand[2 * CACHET_ROUTER_NODES], ncand, map_next; /* who to ask next */
+  char map_why[600]; /* the first refusal of the current attempt */
 };
 
 /* Timer modes. */
-enum { T_NONE, T_REPLY, T_SLEEP, T_DEFER, T_LOADER };
+enum { T_NONE, T_REPLY, T_SLEEP, T_DEFER, T_LOADER, T_MAP };
 
 static void run_step(arun *r);
 static void conn_drop(aconn *cn, int rc, const char *detail);
@@ -125,6 +126,9 @@ static void dispatch(arun *r);
 static int conn_send(aconn *cn, int argc, const char **argv, const size_t *lens,
                      apend p);
 static void load_map(cachet_async *a);
+static void finish(arun *r, int rc);
+static void release_waiting(cachet_async *a);
+static void map_refused(cachet_async *a, int node, const char *why);
 
 int cachet_async_usable(const cachet_async *a) {
   if (a->closing)
@@ -492,10 +496,15 @@ static void conn_reply(aconn *cn, redisReply *reply) {
     return;
   case P_SLOTS:
     a->loading_map = 0;
-    if (reply->type != REDIS_REPLY_ERROR &&
-        cachet_router_apply(a->rt, a->map_gen, cn->node, reply,
-                            cachet_mono_ms()) == CACHET_OK)
+    if (reply->type == REDIS_REPLY_ERROR) {
+      (void)cachet_fail_bytes(CACHET_ESERVER, NULL, reply->str, reply->len);
+      map_refused(a, cn->node, cachet_last_error());
+    } else if (cachet_router_apply(a->rt, a->map_gen, cn->node, reply,
+                                   cachet_mono_ms()) == CACHET_OK) {
       a->map_next = 0; /* done: the waiting runs go on */
+    } else {
+      map_refused(a, cn->node, cachet_last_error());
+    }
     freeReplyObject(reply);
     load_map(a); /* ... or the next candidate is asked */
     return;
@@ -600,6 +609,7 @@ static void conn_drop(aconn *cn, int rc, const char *detail) {
     apend p = cn->q[cn->qhead++];
     if (p.what == P_SLOTS) { /* the next candidate is asked */
       a->loading_map = 0;
+      map_refused(a, cn->node, detail);
       load_map(a);
       continue;
     }
@@ -623,6 +633,41 @@ static void conn_drop(aconn *cn, int rc, const char *detail) {
 
 /* ---- The slot map -----------------------------------------------------------
  */
+
+/* Why node `node` gave no map, if it is the attempt's first refusal. */
+static void map_refused(cachet_async *a, int node, const char *why) {
+  if (a->map_why[0] == '\0')
+    snprintf(a->map_why, sizeof a->map_why, "%s: %s",
+             cachet_router_name(a->rt, node), why);
+}
+
+/* No node gave a map. With a map, even a stale one, the waiting runs go
+ * on; without one they fail, as the sync call does, rather than wait for
+ * an attempt that nothing would start but themselves (a tight loop of
+ * reconnections with every seed down). */
+static void map_failed(cachet_async *a) {
+  if (cachet_router_route(a->rt, -1) >= 0) {
+    release_waiting(a);
+    return;
+  }
+  /* Their callbacks may start runs that wait anew: those join a new list. */
+  arun **list = a->waiting;
+  size_t n = a->nwaiting;
+  a->waiting = NULL;
+  a->nwaiting = a->capwaiting = 0;
+  for (size_t i = 0; i < n; i++) {
+    arun *r = list[i];
+    r->refs--;
+    r->busy++;
+    (void)cachet_fail(CACHET_ECONN,
+                      "cluster: no node answered CLUSTER SLOTS (%s)",
+                      a->map_why[0] != '\0' ? a->map_why : "no node to ask");
+    finish(r, CACHET_ECONN);
+    r->busy--;
+    run_maybe_free(r);
+  }
+  free(list);
+}
 
 /* The runs waiting for a slot map go on (with a map, or to fail). */
 static void release_waiting(cachet_async *a) {
@@ -651,10 +696,12 @@ static void load_map(cachet_async *a) {
     }
     a->ncand =
         cachet_router_candidates(a->rt, a->cand, 2 * CACHET_ROUTER_NODES);
+    a->map_why[0] = '\0';
   }
   while (a->map_next < a->ncand) {
     aconn *cn;
-    if (conn_for(a, a->cand[a->map_next++], &cn) == CACHET_OK &&
+    int node = a->cand[a->map_next++];
+    if (conn_for(a, node, &cn) == CACHET_OK &&
         conn_send(cn, 2, (const char *[]){"CLUSTER", "SLOTS"}, (size_t[]){7, 5},
                   (apend){NULL, P_SLOTS, 0, 0}) == CACHET_OK) {
       a->loading_map = 1;
@@ -662,10 +709,11 @@ static void load_map(cachet_async *a) {
         release_waiting(a);
       return;
     }
+    map_refused(a, node, cachet_last_error());
   }
   a->map_next = 0; /* nobody answered: the next attempt waits a while */
   cachet_router_failed(a->rt, cachet_mono_ms());
-  release_waiting(a);
+  map_failed(a);
 }
 
 /* ---- Runs -------------------------------------------------------------------
@@ -810,8 +858,23 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
     r->load->ld->timed_out = 1;
     stop_load(r);
     run_step(r);
-  } else if (mode == T_SLEEP && !r->done)
+  } else if (mode == T_SLEEP && !r->done) {
     run_step(r);
+  } else if (mode == T_MAP && !r->done) {
+    cachet_async *a = r->a;
+    for (size_t i = 0; i < a->nwaiting; i++)
+      if (a->waiting[i] == r) {
+        a->waiting[i] = a->waiting[--a->nwaiting];
+        r->refs--;
+        break;
+      }
+    finish(r, cachet_fail(CACHET_ETIMEDOUT,
+                          "cluster: no slot map within %d ms (%s)",
+                          a->c->cfg.timeout_ms,
+                          a->map_why[0] != '\0'
+                              ? a->map_why
+                              : "no node has answered CLUSTER SLOTS yet"));
+  }
   r->busy--;
   run_maybe_free(r);
 }
@@ -895,16 +958,27 @@ static void run_step(arun *r) {
   if (r->stepping || r->done)
     return;
   if (a->rt != NULL && cachet_router_route(a->rt, -1) < 0) {
-    /* No slot map yet: wait for one (no run steps without the nodes). */
+    /* No slot map yet: wait for one (no run steps without the nodes), at
+     * most timeout_ms, however many attempts are made meanwhile. */
     if (cachet_grow(&a->waiting, &a->capwaiting, a->nwaiting + 1,
                     sizeof *a->waiting) != CACHET_OK) {
-      finish(r, CACHET_ENOMEM);
+      finish(r, cachet_fail(CACHET_ENOMEM, "out of memory"));
       return;
     }
     a->waiting[a->nwaiting++] = r;
     r->refs++;
+    if (r->tmode != T_MAP) {
+      r->tmode = T_MAP;
+      event_add(r->ev, a->reply_tv);
+    }
+    r->busy++; /* an attempt that fails at once finishes r */
     load_map(a);
+    r->busy--;
     return;
+  }
+  if (r->tmode == T_MAP) {
+    event_del(r->ev);
+    r->tmode = T_NONE;
   }
   r->stepping = 1;
   r->busy++;

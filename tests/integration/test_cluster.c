@@ -133,6 +133,41 @@ static void test_cluster_url_and_env_configure_seeds(void **state) {
                    CACHET_ECONFIG);
 }
 
+/* Every seed down: each call fails at once with ECONN, naming the seed and
+ * why, as often as it is made: no wait for a slot map that nothing will
+ * bring, and (async) no reconnection loop in the meantime. A live seed
+ * after a dead one serves. */
+static void test_dead_seeds_fail_each_call_with_econn(void **state) {
+  (void)state;
+  int dead = test_free_port();
+  char url[96], name[32];
+  snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d", dead);
+  snprintf(name, sizeof name, "127.0.0.1:%d", dead);
+  cachet_options o;
+  cachet_options_init(&o);
+  o.url = url;
+  o.prefix = "dead:";
+  o.timeout_ms = 2000;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  for (int i = 0; i < 3; i++) {
+    void *v = NULL;
+    size_t n = 0;
+    assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_ECONN);
+    assert_non_null(strstr(cachet_last_error(), "no node answered"));
+    assert_non_null(strstr(cachet_last_error(), name));
+    assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_ECONN);
+  }
+  cachet_close(c);
+
+  snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d,127.0.0.1:%d", dead,
+           cl.port[0]);
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+  assert_int_equal(test_hit(c, "k", "v"), 1);
+  cachet_close(c);
+}
+
 /* ---- operations -------------------------------------------------------- */
 
 static void test_core_operations_route_to_every_master(void **state) {
@@ -893,6 +928,7 @@ static void test_killed_master_then_failover(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cluster_url_and_env_configure_seeds),
+      cmocka_unit_test(test_dead_seeds_fail_each_call_with_econn),
       cmocka_unit_test(test_core_operations_route_to_every_master),
       cmocka_unit_test(test_clear_and_prune_cover_every_master),
       cmocka_unit_test(test_large_values_are_staged_in_the_entry_slot),
