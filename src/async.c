@@ -113,7 +113,8 @@ struct cachet_async {
   int loading_map;
   uint64_t map_gen;
   int cand[2 * CACHET_ROUTER_NODES], ncand, map_next; /* who to ask next */
-  char map_why[600]; /* the first refusal of the current attempt */
+  char map_why[600];    /* the first refusal of the current attempt */
+  int64_t map_asked_ms; /* when the node being asked was asked */
 };
 
 /* Timer modes. */
@@ -705,6 +706,7 @@ static void load_map(cachet_async *a) {
         conn_send(cn, 2, (const char *[]){"CLUSTER", "SLOTS"}, (size_t[]){7, 5},
                   (apend){NULL, P_SLOTS, 0, 0}) == CACHET_OK) {
       a->loading_map = 1;
+      a->map_asked_ms = cachet_mono_ms();
       if (cachet_router_route(a->rt, -1) >= 0)
         release_waiting(a);
       return;
@@ -862,15 +864,26 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
     run_step(r);
   } else if (mode == T_MAP && !r->done) {
     cachet_async *a = r->a;
+    int ms = a->c->cfg.timeout_ms;
     for (size_t i = 0; i < a->nwaiting; i++)
       if (a->waiting[i] == r) {
         a->waiting[i] = a->waiting[--a->nwaiting];
         r->refs--;
         break;
       }
+    /* The node being asked has not answered in a whole timeout: the next
+     * one is asked, so that a seed that never answers (a black hole, a
+     * hung server) cannot hold the map back for good. */
+    if (a->loading_map && a->map_next > 0 &&
+        cachet_mono_ms() - a->map_asked_ms >= ms) {
+      aconn *cn = a->conns[a->cand[a->map_next - 1]];
+      char d[96];
+      snprintf(d, sizeof d, "no answer to CLUSTER SLOTS within %d ms", ms);
+      if (cn != NULL)
+        conn_drop(cn, CACHET_ETIMEDOUT, d);
+    }
     finish(r, cachet_fail(CACHET_ETIMEDOUT,
-                          "cluster: no slot map within %d ms (%s)",
-                          a->c->cfg.timeout_ms,
+                          "cluster: no slot map within %d ms (%s)", ms,
                           a->map_why[0] != '\0'
                               ? a->map_why
                               : "no node has answered CLUSTER SLOTS yet"));

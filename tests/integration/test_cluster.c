@@ -1,7 +1,9 @@
 /* Redis Cluster: every operation against a real local cluster of 3 masters
  * and 3 replicas, a slot resharded while operations run, a master killed,
  * and a failover. The destructive tests run last, in order. */
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -166,6 +169,47 @@ static void test_dead_seeds_fail_each_call_with_econn(void **state) {
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
   assert_int_equal(test_hit(c, "k", "v"), 1);
   cachet_close(c);
+}
+
+/* A seed that takes connections and never answers (a hung server, a black
+ * hole), before a live one: a call may time out while it is asked, but it
+ * cannot hold the slot map back for good: the live seed is asked next,
+ * and the calls after succeed. */
+static void test_silent_seed_does_not_hold_the_map_back(void **state) {
+  (void)state;
+  /* Listening, never accepting: the kernel completes the handshake and
+   * keeps the bytes, and nothing ever answers. */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  assert_true(fd >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof a;
+  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+  assert_int_equal(listen(fd, 16), 0);
+  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  char url[96];
+  snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d,127.0.0.1:%d",
+           ntohs(a.sin_port), cl.port[0]);
+  cachet_options o;
+  cachet_options_init(&o);
+  o.url = url;
+  o.prefix = "silent:";
+  o.timeout_ms = 300;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  int rc = cachet_set(c, "k", 1, "v", 1, 0);
+  printf("# the first call: %s %s\n", cachet_status_name(rc),
+         cachet_last_error());
+  if (rc != CACHET_OK) {
+    assert_int_equal(rc, CACHET_ETIMEDOUT);
+    assert_non_null(strstr(cachet_last_error(), "CLUSTER SLOTS"));
+  }
+  for (int i = 0; i < 3; i++) {
+    assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+    assert_int_equal(test_hit(c, "k", "v"), 1);
+  }
+  cachet_close(c);
+  close(fd);
 }
 
 /* ---- operations -------------------------------------------------------- */
@@ -929,6 +973,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_cluster_url_and_env_configure_seeds),
       cmocka_unit_test(test_dead_seeds_fail_each_call_with_econn),
+      cmocka_unit_test(test_silent_seed_does_not_hold_the_map_back),
       cmocka_unit_test(test_core_operations_route_to_every_master),
       cmocka_unit_test(test_clear_and_prune_cover_every_master),
       cmocka_unit_test(test_large_values_are_staged_in_the_entry_slot),
