@@ -222,6 +222,21 @@ static const char *routed_key(const cachet_cmd *k, size_t *len) {
   return k->argv[at];
 }
 
+/* CACHET_FUZZ_TRACE=1: each command the server reads, and what became of
+ * it, on stderr. */
+static int tracing;
+
+static void trace(const peer *pe, const cachet_cmd *k, const char *what) {
+  if (!tracing)
+    return;
+  fprintf(stderr, "  [%d]%s %.*s", pe->fd, srv.in == NULL ? " honest" : "",
+          (int)k->lens[0], k->argv[0]);
+  for (int i = 1; i < k->argc && i < 4; i++)
+    fprintf(stderr, " %.*s", (int)(k->lens[i] < 24 ? k->lens[i] : 24),
+            k->argv[i]);
+  fprintf(stderr, " -> %s\n", what);
+}
+
 /* Answer one command; called with srv.mu held. */
 static void answer(peer *pe, const redisReply *cmd) {
   const char *argv[MAX_ARGS];
@@ -252,6 +267,7 @@ static void answer(peer *pe, const redisReply *cmd) {
     pe->close_after = 1;
     srv.read_failed = read;
     srv.cut++;
+    trace(pe, &k, "closed (the input ran out)");
     return;
   }
   uint8_t o = in != NULL ? fuzz_take_u8(in) : 128;
@@ -259,12 +275,14 @@ static void answer(peer *pe, const redisReply *cmd) {
     pe->close_after = 1;
     srv.read_failed = read;
     srv.cut++;
+    trace(pe, &k, "closed");
     return;
   }
   if (o == 12) { /* it never answers again; the client's deadline ends it */
     pe->stalled = 1;
     srv.read_failed = read;
     srv.cut++;
+    trace(pe, &k, "stalled");
     return;
   }
   if (o < 16) /* SCRIPT FLUSH, by another client */
@@ -295,6 +313,13 @@ static void answer(peer *pe, const redisReply *cmd) {
     reply_plausible(&pe->out, &k, in != NULL ? fuzz_take_u8(in) : 0);
   }
   int type = settle(pe, mark, reply_is(&k, "EVALSHA"));
+  if (tracing) {
+    char what[96];
+    snprintf(what, sizeof what, "reply type %d%s%s", type,
+             o < 16 ? " (after a SCRIPT FLUSH)" : "",
+             pe->close_after ? ", then closed" : "");
+    trace(pe, &k, what);
+  }
   if (read)
     srv.read_failed = type == 0 || !read_ok(&k, type);
   /* Honest replies are whole and of the right type. */
@@ -428,6 +453,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
+  tracing = getenv("CACHET_FUZZ_TRACE") != NULL;
   const char *tmp = getenv("TMPDIR");
   snprintf(srv.dir, sizeof srv.dir, "%s/cachet-wire.XXXXXX",
            tmp != NULL && strlen(tmp) < 30 ? tmp : "/tmp");
@@ -653,8 +679,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     o.unix_path = srv.path;
   }
   o.prefix = "fz:";
-  /* Short deadlines: a connection that never answers costs this much. */
-  o.timeout_ms = 30;
+  /* A connection that never answers costs this much. Not less: the
+   * honest GETs afterwards must not miss their deadline because a loaded
+   * machine (CI runs two targets per two cores) did not schedule the
+   * client in time. */
+  o.timeout_ms = 250;
   o.fetch_wait_ms = 30;
   o.lock_lease_ms = 100;
   /* One connection, so that each call meets whatever the last one left. */
