@@ -16,10 +16,15 @@
  * outcomes flush them), a reply from the grammar (replies.h), a reply cut
  * short, a connection that never answers again, or a closed connection.
  *
+ * A handle may have a near cache: its invalidation feed connects too, its
+ * set-up commands meet the same outcomes, and once it has subscribed the
+ * input may push a message on it after any command (keys the calls use, a
+ * flush, a payload from the grammar, or anything at all).
+ *
  * Input: a byte of flags (the async driver, multiplexed connections,
- * scripts loaded at the start, a cluster), the call and its arguments, then one
- * outcome per command the server reads. Past the end of the input every
- * command the server reads closes its connection.
+ * scripts loaded at the start, a cluster, a near cache), the call and its
+ * arguments, then one outcome per command the server reads. Past the end of the
+ * input every command the server reads closes its connection.
  *
  * What must hold, beyond ASan, UBSan and the leak checker:
  *  - every call returns (libFuzzer's -timeout), with a status cachet
@@ -85,6 +90,7 @@ typedef struct peer {
   size_t off;      /* of out, written */
   int stalled;     /* never answers again */
   int close_after; /* close once out is written */
+  int feed;        /* a near cache's invalidation feed (it subscribed) */
 } peer;
 
 static struct {
@@ -112,6 +118,11 @@ static struct {
   int reads, read_failed;
   /* Connections the server closed or stopped answering in this input. */
   int cut;
+  /* A near cache's feed has subscribed, or failed to (the call waits for
+   * that, briefly, so that the feed takes part in it). */
+  int feed_settled;
+  /* The value keys of the calls' keys, for invalidation messages. */
+  char vkeys[3][64];
 } srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = {-1, -1, -1}};
 
 static void peer_close(peer *pe) {
@@ -155,7 +166,7 @@ static void note_reply(const redisReply *r, int depth) {
  * after a whole reply is dropped: the client must never be sent a reply it
  * did not ask for, or the server would be the one out of step. Returns the
  * reply's type, or 0 if it is not whole. */
-static int settle(peer *pe, size_t mark, int evalsha) {
+static int settle(peer *pe, size_t mark, int evalsha, int note) {
   redisReader *rd = redisReaderCreate();
   FUZZ_ASSERT(rd != NULL);
   void *r = NULL;
@@ -165,8 +176,9 @@ static int settle(peer *pe, size_t mark, int evalsha) {
       redisReaderGetReply(rd, &r) == REDIS_OK && r != NULL) {
     redisReply *reply = r;
     type = reply->type;
-    note_reply(reply, 0);
-    if (type == REDIS_REPLY_ERROR && reply->len >= 8 &&
+    if (note)
+      note_reply(reply, 0);
+    if (note && type == REDIS_REPLY_ERROR && reply->len >= 8 &&
         memcmp(reply->str, "NOSCRIPT", 8) == 0)
       *(evalsha ? &srv.noscripts : &srv.noscripts_other) += 1;
     /* What the reader took: the whole buffer less what it still holds. */
@@ -237,6 +249,41 @@ static void trace(const peer *pe, const cachet_cmd *k, const char *what) {
   fprintf(stderr, " -> %s\n", what);
 }
 
+/* Now and then, a message on a near cache's invalidation feed, as Redis
+ * sends one after a write: keys the calls use, a flush (nil), a payload
+ * from the grammar, or anything at all. The input says when (only while a
+ * feed is subscribed, so other inputs read as before). */
+static void push(fuzz_cursor *in) {
+  peer *f = NULL;
+  for (int i = 0; i < srv.np && f == NULL; i++)
+    if (srv.p[i].feed && srv.p[i].fd >= 0 && !srv.p[i].stalled &&
+        !srv.p[i].close_after)
+      f = &srv.p[i];
+  if (f == NULL)
+    return;
+  uint8_t p = fuzz_take_u8(in);
+  if (p >= 48)
+    return;
+  size_t mark = f->out.len;
+  if (p % 4 != 3)
+    reply_put_raw(&f->out, "*3\r\n$7\r\nmessage\r\n$20\r\n"
+                           "__redis__:invalidate\r\n");
+  if (p % 4 == 0) {
+    int n = 1 + (p >> 2) % 3;
+    reply_put_head(&f->out, '*', n);
+    for (int i = 0; i < n; i++)
+      reply_put_str(&f->out, srv.vkeys[(p + i) % 3]);
+  } else if (p % 4 == 1) {
+    reply_put_raw(&f->out, "$-1\r\n");
+  } else {
+    reply_gen(in, &f->out, 1);
+  }
+  (void)settle(f, mark, 0, 0);
+  if (tracing)
+    fprintf(stderr, "  [%d] pushed a message (%d)%s\n", f->fd, p % 4,
+            f->close_after ? ", then closed" : "");
+}
+
 /* Answer one command; called with srv.mu held. */
 static void answer(peer *pe, const redisReply *cmd) {
   const char *argv[MAX_ARGS];
@@ -261,6 +308,9 @@ static void answer(peer *pe, const redisReply *cmd) {
   }
   fuzz_cursor *in = srv.in;
   int read = in != NULL && is_read(&k);
+  /* The feed's set-up: CLIENT ID, CLIENT TRACKING, SUBSCRIBE. */
+  int setup = reply_is(&k, "CLIENT") || reply_is(&k, "SUBSCRIBE");
+  srv.feed_settled |= setup && (in == NULL || in->size == 0);
   if (read)
     srv.reads++;
   if (in != NULL && in->size == 0) {
@@ -275,6 +325,7 @@ static void answer(peer *pe, const redisReply *cmd) {
     pe->close_after = 1;
     srv.read_failed = read;
     srv.cut++;
+    srv.feed_settled |= setup;
     trace(pe, &k, "closed");
     return;
   }
@@ -282,6 +333,7 @@ static void answer(peer *pe, const redisReply *cmd) {
     pe->stalled = 1;
     srv.read_failed = read;
     srv.cut++;
+    srv.feed_settled |= setup;
     trace(pe, &k, "stalled");
     return;
   }
@@ -310,9 +362,24 @@ static void answer(peer *pe, const redisReply *cmd) {
       if (ld != NULL)
         srv.loaded[ld - cachet_scripts] = 1;
     }
-    reply_plausible(&pe->out, &k, in != NULL ? fuzz_take_u8(in) : 0);
+    uint8_t v = in != NULL ? fuzz_take_u8(in) : 0;
+    if (reply_is(&k, "CLIENT") && k.argc >= 2 && lens[1] == 2 &&
+        memcmp(argv[1], "ID", 2) == 0) {
+      reply_put_raw(&pe->out, ":7\r\n");
+    } else if (reply_is(&k, "CLIENT")) { /* TRACKING */
+      reply_put_raw(&pe->out, "+OK\r\n");
+    } else if (reply_is(&k, "SUBSCRIBE") && k.argc == 2) {
+      reply_put_raw(&pe->out, "*3\r\n$9\r\nsubscribe\r\n");
+      reply_put_bulk(&pe->out, argv[1], lens[1]);
+      reply_put_raw(&pe->out, ":1\r\n");
+      pe->feed = 1;
+    } else if (pe->feed && reply_is(&k, "PING")) {
+      reply_put_raw(&pe->out, "*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    } else {
+      reply_plausible(&pe->out, &k, v);
+    }
   }
-  int type = settle(pe, mark, reply_is(&k, "EVALSHA"));
+  int type = settle(pe, mark, reply_is(&k, "EVALSHA"), 1);
   if (tracing) {
     char what[96];
     snprintf(what, sizeof what, "reply type %d%s%s", type,
@@ -322,8 +389,15 @@ static void answer(peer *pe, const redisReply *cmd) {
   }
   if (read)
     srv.read_failed = type == 0 || !read_ok(&k, type);
+  if (setup)
+    srv.feed_settled |=
+        reply_is(&k, "SUBSCRIBE") || pe->close_after ||
+        type != (k.argc >= 2 && lens[1] == 2 ? REDIS_REPLY_INTEGER /* ID */
+                                             : REDIS_REPLY_STATUS);
   /* Honest replies are whole and of the right type. */
   FUZZ_ASSERT(in != NULL || type != 0);
+  if (in != NULL)
+    push(in);
 }
 
 /* Read what the client sent and answer every whole command. */
@@ -689,18 +763,42 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   /* One connection, so that each call meets whatever the last one left. */
   o.pool_size = 1;
   o.multiplex = flags & 2 && !cluster ? 1 : 0; /* not in a cluster */
-  cachet *c;
-  FUZZ_ASSERT_MSG(cachet_open(&c, &o) == CACHET_OK, cachet_last_error());
-
+  if (flags & 16)                              /* a near cache, and its feed */
+    o.near_cache_bytes = 1 << 20;
+  /* The server follows the input from the start: a near cache's feed
+   * connects as the handle opens. */
   pthread_mutex_lock(&srv.mu);
   for (int i = 0; i < CACHET_SCRIPT_COUNT; i++)
     srv.loaded[i] = (flags & 4) != 0;
   srv.ntexts = srv.noscripts = srv.noscripts_other = 0;
-  srv.reads = srv.read_failed = srv.cut = 0;
+  srv.reads = srv.read_failed = srv.cut = srv.feed_settled = 0;
   srv.in = &in;
   srv.cluster = cluster;
   pthread_mutex_unlock(&srv.mu);
+  cachet *c;
+  FUZZ_ASSERT_MSG(cachet_open(&c, &o) == CACHET_OK, cachet_last_error());
+  /* (A feed thread may already be reading from the server.) */
+  pthread_mutex_lock(&srv.mu);
+  for (int i = 0; i < 3; i++) {
+    char *k = NULL;
+    size_t kl = 0;
+    FUZZ_ASSERT(cachet_value_key(c, keys[i], 1, &k, &kl) == CACHET_OK);
+    snprintf(srv.vkeys[i], sizeof srv.vkeys[i], "%s", k);
+    cachet_free(k);
+  }
+  pthread_mutex_unlock(&srv.mu);
 
+  /* A near cache's feed takes part in the call once it has subscribed:
+   * wait for it, at most 200 ms (it may have failed without a word, and
+   * retries only later). */
+  for (int waited = 0; o.near_cache_bytes > 0 && waited < 200; waited++) {
+    pthread_mutex_lock(&srv.mu);
+    int settled = srv.feed_settled;
+    pthread_mutex_unlock(&srv.mu);
+    if (settled)
+      break;
+    usleep(1000);
+  }
   cachet_error_clear();
   int rc = call(c, async, op, b);
   char detail[600];
