@@ -310,31 +310,24 @@ static void answer(peer *pe, const redisReply *cmd) {
   int read = in != NULL && is_read(&k);
   /* The feed's set-up: CLIENT ID, CLIENT TRACKING, SUBSCRIBE. */
   int setup = reply_is(&k, "CLIENT") || reply_is(&k, "SUBSCRIBE");
-  srv.feed_settled |= setup && (in == NULL || in->size == 0);
+  srv.feed_settled |= setup && in == NULL;
   if (read)
     srv.reads++;
-  if (in != NULL && in->size == 0) {
-    pe->close_after = 1;
-    srv.read_failed = read;
-    srv.cut++;
-    trace(pe, &k, "closed (the input ran out)");
-    return;
-  }
-  uint8_t o = in != NULL ? fuzz_take_u8(in) : 128;
-  if (o < 12) { /* the connection drops */
-    pe->close_after = 1;
-    srv.read_failed = read;
-    srv.cut++;
-    srv.feed_settled |= setup;
-    trace(pe, &k, "closed");
-    return;
-  }
-  if (o == 12) { /* it never answers again; the client's deadline ends it */
-    pe->stalled = 1;
+  /* Past the input's end every command closes its connection. */
+  int ran_out = in != NULL && in->size == 0;
+  uint8_t o = in == NULL ? 128 : ran_out ? 0 : fuzz_take_u8(in);
+  if (o <= 12) { /* the connection drops, or (12) never answers again */
+    if (o == 12)
+      pe->stalled = 1; /* the client's deadline ends it */
+    else
+      pe->close_after = 1;
     srv.read_failed = read;
     srv.cut++;
     srv.feed_settled |= setup;
-    trace(pe, &k, "stalled");
+    trace(pe, &k,
+          o == 12   ? "stalled"
+          : ran_out ? "closed (the input ran out)"
+                    : "closed");
     return;
   }
   if (o < 16) /* SCRIPT FLUSH, by another client */

@@ -136,6 +136,18 @@ static void test_cluster_url_and_env_configure_seeds(void **state) {
                    CACHET_ECONFIG);
 }
 
+/* A handle on the cluster URL `url`, with a deadline of timeout_ms. */
+static cachet *open_url(const char *url, const char *prefix, int timeout_ms) {
+  cachet_options o;
+  cachet_options_init(&o);
+  o.url = url;
+  o.prefix = prefix;
+  o.timeout_ms = timeout_ms;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  return c;
+}
+
 /* Every seed down: each call fails at once with ECONN, naming the seed and
  * why, as often as it is made: no wait for a slot map that nothing will
  * bring, and (async) no reconnection loop in the meantime. A live seed
@@ -146,13 +158,7 @@ static void test_dead_seeds_fail_each_call_with_econn(void **state) {
   char url[96], name[32];
   snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d", dead);
   snprintf(name, sizeof name, "127.0.0.1:%d", dead);
-  cachet_options o;
-  cachet_options_init(&o);
-  o.url = url;
-  o.prefix = "dead:";
-  o.timeout_ms = 2000;
-  cachet *c = NULL;
-  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  cachet *c = open_url(url, "dead:", 2000);
   for (int i = 0; i < 3; i++) {
     void *v = NULL;
     size_t n = 0;
@@ -165,7 +171,7 @@ static void test_dead_seeds_fail_each_call_with_econn(void **state) {
 
   snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d,127.0.0.1:%d", dead,
            cl.port[0]);
-  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  c = open_url(url, "dead:", 2000);
   assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
   assert_int_equal(test_hit(c, "k", "v"), 1);
   cachet_close(c);
@@ -190,13 +196,7 @@ static void test_silent_seed_does_not_hold_the_map_back(void **state) {
   char url[96];
   snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d,127.0.0.1:%d",
            ntohs(a.sin_port), cl.port[0]);
-  cachet_options o;
-  cachet_options_init(&o);
-  o.url = url;
-  o.prefix = "silent:";
-  o.timeout_ms = 300;
-  cachet *c = NULL;
-  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  cachet *c = open_url(url, "silent:", 300);
   int rc = cachet_set(c, "k", 1, "v", 1, 0);
   printf("# the first call: %s %s\n", cachet_status_name(rc),
          cachet_last_error());
