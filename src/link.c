@@ -58,6 +58,10 @@ struct cachet_link {
   queued *q;
   size_t qhead, qlen, qcap;
   int broken;
+  /* A read of this pipeline failed: later redirected commands are not
+   * retried but get this failure (see cluster_read). */
+  int failed;
+  char failed_why[512];
   int last; /* node of the last reply, -1 none */
   int snap[CACHET_ROUTER_NODES];
   int nsnap;
@@ -247,6 +251,7 @@ void cachet_link_release(cachet *c, cachet_link *l) {
     queue_clear(l);
   }
   l->broken = 0;
+  l->failed = CACHET_OK;
   l->last = -1;
   cachet_slots_give(&ls->free, l->index);
 }
@@ -514,6 +519,11 @@ static int cluster_read(cachet_link *l, redisReply **out) {
         freeReplyObject(r);
         if ((kind == CACHET_R_MOVED || kind == CACHET_R_ASK) && target < 0)
           rc = CACHET_EPROTO;
+        else if (l->failed != CACHET_OK)
+          /* The call has failed already, and this command did not run: a
+           * retry could wait a whole timeout more on the node that failed
+           * (each one, in a pipeline of hundreds), for nothing. */
+          rc = cachet_fail(l->failed, "%s", l->failed_why);
         else
           rc = exec(l, e->slot, kind == CACHET_R_ASK ? target : -1,
                     kind == CACHET_R_ASK, e->argc, e->argv, e->lens, out);
@@ -526,6 +536,10 @@ static int cluster_read(cachet_link *l, redisReply **out) {
   e->msg = NULL;
   if (l->qhead == l->qlen)
     l->qhead = l->qlen = 0;
+  if (rc != CACHET_OK && l->failed == CACHET_OK) {
+    l->failed = rc;
+    snprintf(l->failed_why, sizeof l->failed_why, "%s", cachet_last_error());
+  }
   return rc;
 }
 
