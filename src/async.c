@@ -871,11 +871,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
         r->refs--;
         break;
       }
-    /* The node being asked has not answered in a whole timeout: the next
-     * one is asked, so that a seed that never answers (a black hole, a
-     * hung server) cannot hold the map back for good. */
-    if (a->loading_map && a->map_next > 0 &&
-        cachet_mono_ms() - a->map_asked_ms >= ms) {
+    /* The node being asked was asked before this run began to wait, so
+     * it has not answered in a whole timeout: the next one is asked, so
+     * that a seed that never answers (a black hole, a hung server) cannot
+     * hold the map back for good. */
+    if (a->loading_map && a->map_next > 0 && a->map_asked_ms <= r->map_since) {
       aconn *cn = a->conns[a->cand[a->map_next - 1]];
       char d[96];
       snprintf(d, sizeof d, "no answer to CLUSTER SLOTS within %d ms", ms);
@@ -982,6 +982,7 @@ static void run_step(arun *r) {
     r->refs++;
     if (r->tmode != T_MAP) {
       r->tmode = T_MAP;
+      r->map_since = cachet_mono_ms();
       event_add(r->ev, a->reply_tv);
     }
     r->busy++; /* an attempt that fails at once finishes r */
