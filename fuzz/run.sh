@@ -83,7 +83,7 @@ start() {
         "-artifact_prefix=$artifacts/$name-")
   # An input of the wire fuzzer that runs for seconds is a call that
   # waited many deadlines of 250 ms: a finding, not a slow machine.
-  [[ $t == wire_fuzzer ]] && args+=("-timeout=20")
+  [[ $t == wire_fuzzer ]] && args+=("-timeout=10")
   if [[ -f "$here/$t.dict" ]]; then
     args+=("-dict=$here/$t.dict")
   fi
