@@ -56,16 +56,18 @@ int cachet_open(cachet **out, const cachet_options *opts) {
                      "(CACHET_KEYS or CACHET_KEYS_FILE)");
     goto fail;
   }
+  /* Before any thread of the handle starts: the near cache's feed logs
+   * from its own thread as soon as it runs. */
+  c->progress = opts->progress;
+  c->progress_ud = opts->progress_ud;
+  c->log = opts->log;
+  c->log_ud = opts->log_ud;
   if ((rc = cachet_tls_new(&c->cfg, &c->tls)) != CACHET_OK ||
       (rc = cachet_links_create(c)) != CACHET_OK ||
       (c->cfg.multiplex > 0 &&
        (rc = cachet_mux_create(c, &c->mux)) != CACHET_OK) ||
       (rc = start_near(c)) != CACHET_OK)
     goto fail;
-  c->progress = opts->progress;
-  c->progress_ud = opts->progress_ud;
-  c->log = opts->log;
-  c->log_ud = opts->log_ud;
   *out = c;
   return CACHET_OK;
 fail:

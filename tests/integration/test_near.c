@@ -458,6 +458,29 @@ static void test_killing_the_feed_empties_the_cache(void **state) {
   cachet_close(a);
 }
 
+/* A feed that cannot start says so through the log sink, once, from its
+ * own thread, which starts inside cachet_open: the sink must be in place
+ * before it (TSan saw the thread read it while cachet_open wrote it, and a
+ * warning of the first failure could be lost). */
+static void test_a_feed_that_cannot_start_warns_once(void **state) {
+  (void)state;
+  cachet_options o;
+  char path[400];
+  snprintf(path, sizeof path, "%s/nobody.sock", test_group_server()->dir);
+  test_options(test_group_server(), &o, "n9:");
+  o.unix_path = path;
+  o.near_cache_bytes = MB;
+  o.log = count_warning;
+  atomic_store(&warnings, 0);
+  cachet *a = NULL;
+  assert_int_equal(cachet_open(&a, &o), CACHET_OK);
+  for (int i = 0; i < 400 && atomic_load(&warnings) == 0; i++)
+    test_sleep_ms(5);
+  test_sleep_ms(200); /* a few more attempts (50 ms apart at first) */
+  assert_int_equal(atomic_load(&warnings), 1);
+  cachet_close(a);
+}
+
 static void test_server_restart_empties_the_cache(void **state) {
   (void)state;
   cachet *a = open_near("n6:", MB);
@@ -689,6 +712,7 @@ int main(void) {
       cmocka_unit_test(test_mget_reads_through_memory),
       cmocka_unit_test(test_two_processes_never_go_back),
       cmocka_unit_test(test_killing_the_feed_empties_the_cache),
+      cmocka_unit_test(test_a_feed_that_cannot_start_warns_once),
       cmocka_unit_test(test_server_restart_empties_the_cache),
       cmocka_unit_test(test_silent_feed_empties_the_cache),
       cmocka_unit_test(test_close_does_not_wait_for_a_stuck_feed),
