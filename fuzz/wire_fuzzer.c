@@ -597,7 +597,12 @@ static int loader(void *ud, const void *key, size_t keylen, void **val,
   (void)key;
   (void)keylen;
   (void)ttl_ms;
-  if (*(const uint8_t *)ud & 1)
+  uint8_t b = *(const uint8_t *)ud;
+  /* A slow load outlives a third of the 100 ms lease: the watchdog renews
+   * it meanwhile, on the connection the call does not hold. */
+  if (b & 0x80)
+    usleep(40000);
+  if (b & 1)
     return -1;
   *val = strdup("loaded");
   FUZZ_ASSERT(*val != NULL);
