@@ -917,8 +917,9 @@ CACHET_API void cachet_async_load_done(cachet_async_load *load, int status,
                                        int64_t ttl_ms) CACHET_NONNULL(1);
 
 /* As cachet_get_or_set, with an async loader; `ud` goes to both the
- * loader and `cb`. Waiters poll with loop timers, bounded by
- * fetch_wait_ms. */
+ * loader and `cb`, and must stay valid until the loader has called
+ * cachet_async_load_done, which may be after `cb` when the call gave up
+ * on the load. Waiters poll with loop timers, bounded by fetch_wait_ms. */
 CACHET_API int
 cachet_async_get_or_set(cachet_async *a, const void *key, size_t keylen,
                         cachet_async_loader_fn loader, int64_t ttl_ms,

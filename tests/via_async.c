@@ -242,7 +242,11 @@ static void health_cb(int status, const cachet_health *h, void *ud) {
 typedef struct loadjob {
   task t;
   cachet_async_load *load;
-  req *q;
+  /* Copied from the request, which lives on the caller's stack: the call
+   * may return before the loader has even started (the load abandoned),
+   * and the loader thread must not read it then. */
+  cachet_loader_fn fn;
+  void *lud;
   void *key;
   size_t keylen;
   int status;
@@ -262,8 +266,7 @@ static void load_back(task *t) {
 
 static void *load_thread(void *arg) {
   loadjob *j = arg;
-  j->status =
-      j->q->loader(j->q->lud, j->key, j->keylen, &j->val, &j->len, &j->ttl_ms);
+  j->status = j->fn(j->lud, j->key, j->keylen, &j->val, &j->len, &j->ttl_ms);
   j->t.run = load_back;
   post(&j->t);
   return NULL;
@@ -278,7 +281,8 @@ static void loader(cachet_async_load *load, const void *key, size_t keylen,
   memcpy(j->key, key, keylen);
   j->keylen = keylen;
   j->load = load;
-  j->q = ud;
+  j->fn = ((req *)ud)->loader;
+  j->lud = ((req *)ud)->lud;
   j->ttl_ms = ttl_ms;
   if (pthread_create(&th, NULL, load_thread, j) != 0)
     abort();
