@@ -23,8 +23,8 @@
  *
  * Input: a byte of flags (the async driver, multiplexed connections,
  * scripts loaded at the start, a cluster, a near cache), the call and its
- * arguments, then one outcome per command the server reads. Past the end of the
- * input every command the server reads closes its connection.
+ * arguments, then one outcome per command the server reads. Past the end
+ * of the input every command the server reads closes its connection.
  *
  * What must hold, beyond ASan, UBSan and the leak checker:
  *  - every call returns (libFuzzer's -timeout), with a status cachet
