@@ -688,7 +688,10 @@ static void release_waiting(cachet_async *a) {
  * (P_SLOTS comes back here). With a map, even a stale one, runs do not
  * wait for it. */
 static void load_map(cachet_async *a) {
-  if (a->loading_map)
+  /* Closing: nothing waits for a map any more, and a connection opened now
+   * (close drops the one asking, which asks the next) would outlive the
+   * handle. */
+  if (a->loading_map || a->closing)
     return;
   if (a->map_next == 0) { /* a new attempt */
     if (!cachet_router_due(a->rt, cachet_mono_ms(), &a->map_gen)) {
