@@ -113,8 +113,8 @@ struct cachet_async {
   int loading_map;
   uint64_t map_gen;
   int cand[2 * CACHET_ROUTER_NODES], ncand, map_next; /* who to ask next */
-  char map_why[600];    /* the first refusal of the current attempt */
-  int64_t map_asked_ms; /* when the node being asked was asked */
+  char map_why[600]; /* the first refusal of the current attempt */
+  uint64_t map_asks; /* CLUSTER SLOTS sent: numbers the ask in flight */
 };
 
 /* Timer modes. */
@@ -709,7 +709,7 @@ static void load_map(cachet_async *a) {
         conn_send(cn, 2, (const char *[]){"CLUSTER", "SLOTS"}, (size_t[]){7, 5},
                   (apend){NULL, P_SLOTS, 0, 0}) == CACHET_OK) {
       a->loading_map = 1;
-      a->map_asked_ms = cachet_mono_ms();
+      a->map_asks++;
       if (cachet_router_route(a->rt, -1) >= 0)
         release_waiting(a);
       return;
@@ -874,11 +874,13 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
         r->refs--;
         break;
       }
-    /* The node being asked was asked before this run began to wait, so
-     * it has not answered in a whole timeout: the next one is asked, so
-     * that a seed that never answers (a black hole, a hung server) cannot
-     * hold the map back for good. */
-    if (a->loading_map && a->map_next > 0 && a->map_asked_ms <= r->map_since) {
+    /* The node being asked is the one asked when this run began to wait
+     * (before, or by the run itself), so it has not answered in a whole
+     * timeout: the next one is asked, so that a seed that never answers (a
+     * black hole, a hung server) cannot hold the map back for good. The
+     * ask is named by its number, not by clock readings: a run that asks
+     * itself may do so a millisecond after it began to wait. */
+    if (a->loading_map && a->map_next > 0 && a->map_asks == r->map_ask) {
       aconn *cn = a->conns[a->cand[a->map_next - 1]];
       char d[96];
       snprintf(d, sizeof d, "no answer to CLUSTER SLOTS within %d ms", ms);
@@ -983,14 +985,16 @@ static void run_step(arun *r) {
     }
     a->waiting[a->nwaiting++] = r;
     r->refs++;
-    if (r->tmode != T_MAP) {
+    int began = r->tmode != T_MAP;
+    if (began) {
       r->tmode = T_MAP;
-      r->map_since = cachet_mono_ms();
       event_add(r->ev, a->reply_tv);
     }
     r->busy++; /* an attempt that fails at once finishes r */
     load_map(a);
     r->busy--;
+    if (began)
+      r->map_ask = a->map_asks;
     return;
   }
   if (r->tmode == T_MAP) {

@@ -60,9 +60,9 @@ struct arun {
   const char **names;
   struct event *ev; /* reply deadline, sleep, or deferred delivery */
   int tmode;
-  int64_t map_since; /* when it began to wait for a slot map */
-  int refs;          /* connection queue entries that point here */
-  int busy;          /* > 0 while code up the stack uses it */
+  uint64_t map_ask; /* the slot-map ask in flight when it began to wait */
+  int refs;         /* connection queue entries that point here */
+  int busy;         /* > 0 while code up the stack uses it */
   unsigned done : 1, listed : 1, starting : 1, stepping : 1;
   int result;
   char detail[512];
