@@ -25,6 +25,11 @@
 #include "crc16.h"
 #include "harness.h"
 #include "keys.h"
+#include "link.h"
+#include "router.h"
+#ifdef CACHET_VIA_ASYNC_H
+#include <event2/event.h>
+#endif
 
 static test_cluster cl;
 static int cl_ok;
@@ -211,6 +216,75 @@ static void test_silent_seed_does_not_hold_the_map_back(void **state) {
   cachet_close(c);
   close(fd);
 }
+
+#ifdef CACHET_VIA_ASYNC_H
+/* A raw async handle on a loop of the test's own, in the async build only
+ * (the shim's loop runs on a thread of its own, out of reach). */
+static int async_calls, async_rc;
+static void async_status(int status, void *ud) {
+  (void)ud;
+  async_calls++;
+  async_rc = status;
+}
+
+static void async_guard(evutil_socket_t fd, short what, void *arg) {
+  (void)fd;
+  (void)what;
+  *(int *)arg = 1;
+}
+
+/* Closing an async cluster handle while a slot-map refresh is in flight.
+ * Close drops the connection asking for the map; that drop must not ask
+ * the next candidate, or the connection it opens outlives the handle and
+ * reads its answer into freed memory (ASan, LeakSanitizer, valgrind). The
+ * loop must hold no event of the handle after the close. */
+static void test_async_close_while_the_map_refreshes(void **state) {
+  (void)state;
+  struct event_base *base = event_base_new();
+  assert_non_null(base);
+  cachet_options o;
+  char url[128];
+  test_cluster_options(&cl, &o, "closemap:", url, sizeof url);
+  cachet_async *a = NULL;
+  assert_int_equal(cachet_async_open(&a, base, &o), CACHET_OK);
+
+  /* A first call loads the map. */
+  int fired = 0;
+  struct event *guard = evtimer_new(base, async_guard, &fired);
+  assert_non_null(guard);
+  struct timeval tv = {60, 0};
+  evtimer_add(guard, &tv);
+  async_calls = 0;
+  assert_int_equal(cachet_async_exists(a, "k", 1, async_status, NULL),
+                   CACHET_OK);
+  while (async_calls == 0 && !fired)
+    event_base_loop(base, EVLOOP_ONCE);
+  assert_false(fired);
+  assert_int_equal(async_rc, CACHET_MISS);
+
+  /* The map turns stale and due for a refresh; the next call asks for one
+   * (CLUSTER SLOTS to the first master) and the handle closes before the
+   * loop sends it. Every candidate after the first is then one the close
+   * has passed or will pass, the seed among them. */
+  test_sleep_ms(CACHET_REFRESH_MIN_MS + 20);
+  cachet_router_stale(cachet_links_router(cachet_async_cachet(a)));
+  async_calls = 0;
+  assert_int_equal(cachet_async_exists(a, "k", 1, async_status, NULL),
+                   CACHET_OK);
+  assert_int_equal(async_calls, 0);
+  cachet_async_close(a);
+  assert_int_equal(async_calls, 1);
+  assert_int_equal(async_rc, CACHET_ECONN);
+
+  /* Nothing of the handle is left on the loop: only the guard. */
+  printf("# events left after the close: %d\n",
+         event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED));
+  assert_int_equal(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED), 1);
+  event_free(guard);
+  assert_int_equal(event_base_loop(base, EVLOOP_NONBLOCK), 1);
+  event_base_free(base);
+}
+#endif
 
 /* ---- operations -------------------------------------------------------- */
 
@@ -1160,6 +1234,9 @@ int main(void) {
       cmocka_unit_test(test_cluster_url_and_env_configure_seeds),
       cmocka_unit_test(test_dead_seeds_fail_each_call_with_econn),
       cmocka_unit_test(test_silent_seed_does_not_hold_the_map_back),
+#ifdef CACHET_VIA_ASYNC_H
+      cmocka_unit_test(test_async_close_while_the_map_refreshes),
+#endif
       cmocka_unit_test(test_core_operations_route_to_every_master),
       cmocka_unit_test(test_clear_and_prune_cover_every_master),
       cmocka_unit_test(test_large_values_are_staged_in_the_entry_slot),
