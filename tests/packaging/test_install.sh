@@ -233,7 +233,7 @@ quiet "configuring examples/ with find_package failed" \
 found=$(sed -n 's/^cachet_DIR:PATH=//p' "$WORK/ex/CMakeCache.txt")
 [ "$(cd "$found" && pwd)" = "$(cd "$L/cmake/cachet" && pwd)" ] ||
   fail "find_package found cachet in $found, not in the temporary prefix"
-targets=(basic basic_static near_cache)
+targets=(basic basic_static near_cache sealed)
 [ "$GOS" = 1 ] && targets+=(get_or_set)
 quiet "building the examples with find_package failed" \
   cmake --build "$WORK/ex" --target "${targets[@]}"
@@ -244,6 +244,7 @@ if readelf -d "$WORK/ex/basic_static" | grep -q 'NEEDED.*libcachet'; then
 fi
 cp "$WORK/ex/basic" "$OUT/basic-cmake"
 cp "$WORK/ex/basic_static" "$OUT/basic-cmake-static"
+cp "$WORK/ex/sealed" "$OUT/sealed-cmake"
 [ "$GOS" = 1 ] && cp "$WORK/ex/get_or_set" "$OUT/get_or_set-cmake"
 ok "built ${targets[*]} (cachet::cachet, cachet::cachet_static)"
 
