@@ -882,8 +882,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg) {
      * itself may do so a millisecond after it began to wait. */
     if (a->loading_map && a->map_next > 0 && a->map_asks == r->map_ask) {
       aconn *cn = a->conns[a->cand[a->map_next - 1]];
-      char d[96];
-      snprintf(d, sizeof d, "no answer to CLUSTER SLOTS within %d ms", ms);
+      char d[160];
+      snprintf(d, sizeof d, "%s within %d ms",
+               cn == NULL || cn->s.ready ? "no answer to CLUSTER SLOTS"
+                                         : cachet_sock_silence(&cn->s),
+               ms);
       if (cn != NULL)
         conn_drop(cn, CACHET_ETIMEDOUT, d);
     }

@@ -42,6 +42,22 @@ int test_free_port(void) {
   return port;
 }
 
+int test_black_hole(int *port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0)
+    return -1;
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t l = sizeof a;
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 || listen(fd, 16) != 0 ||
+      getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
+    close(fd);
+    return -1;
+  }
+  *port = ntohs(a.sin_port);
+  return fd;
+}
+
 static const char *server_binary(void) {
   const char *env = getenv("CACHET_REDIS_SERVER");
   if (env != NULL && env[0] != '\0')

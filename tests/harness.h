@@ -43,6 +43,12 @@ cachet *test_open(const test_server *s, const char *prefix);
 /* A unique free TCP port on 127.0.0.1 (bind to 0, read, close). */
 int test_free_port(void);
 
+/* A port on 127.0.0.1 that takes connections and never answers (a hung
+ * server, a black hole): it listens and never accepts, so the kernel
+ * completes the handshake and keeps the bytes. Its number goes to *port;
+ * returns the socket, for the caller to close, or -1. */
+int test_black_hole(int *port);
+
 /* Throwaway TLS material made by tests/tls_certs.sh (found through
  * CACHET_SOURCE_DIR) in a fresh temp dir, whose path goes to dir[n]: ca,
  * other-ca, server (127.0.0.1, ::1, localhost), client and expired, each

@@ -1,9 +1,7 @@
 /* Redis Cluster: every operation against a real local cluster of 3 masters
  * and 3 replicas, a slot resharded while operations run, a master killed,
  * and a failover. The destructive tests run last, in order. */
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -13,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -188,19 +185,12 @@ static void test_dead_seeds_fail_each_call_with_econn(void **state) {
  * and the calls after succeed. */
 static void test_silent_seed_does_not_hold_the_map_back(void **state) {
   (void)state;
-  /* Listening, never accepting: the kernel completes the handshake and
-   * keeps the bytes, and nothing ever answers. */
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int silent;
+  int fd = test_black_hole(&silent);
   assert_true(fd >= 0);
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-  assert_int_equal(listen(fd, 16), 0);
-  assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
   char url[96];
-  snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d,127.0.0.1:%d",
-           ntohs(a.sin_port), cl.port[0]);
+  snprintf(url, sizeof url, "redis+cluster://127.0.0.1:%d,127.0.0.1:%d", silent,
+           cl.port[0]);
   cachet *c = open_url(url, "silent:", 300);
   int rc = cachet_set(c, "k", 1, "v", 1, 0);
   printf("# the first call: %s %s\n", cachet_status_name(rc),

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -411,10 +412,58 @@ static void test_async_over_tls(void **state) {
   event_base_free(base);
 }
 
+/* One async get on a handle with options `o`: its status, and its detail
+ * in detail[n]. */
+static int async_get(const cachet_options *o, char *detail, size_t n) {
+  struct event_base *base = event_base_new();
+  cachet_async *a = NULL;
+  assert_int_equal(cachet_async_open(&a, base, o), CACHET_OK);
+  res r = {0};
+  assert_int_equal(cachet_async_get(a, "k", 1, value_cb, &r), CACHET_OK);
+  run_until(base, &r.calls, 1);
+  snprintf(detail, n, "%s", r.detail);
+  cachet_async_close(a);
+  event_base_free(base);
+  return r.status;
+}
+
 #else
 static void async_round(cachet_options *o) { (void)o; }
 static void test_async_over_tls(void **state) { (void)state; }
 #endif
+
+/* A port that takes the connection and never answers the ClientHello (a
+ * hung server, a black hole): each call times out, and its detail says it
+ * was the handshake, on a single server and for a cluster's slot map, in
+ * both APIs. */
+static void test_a_silent_port_times_out_in_the_handshake(void **state) {
+  (void)state;
+  int silent;
+  int fd = test_black_hole(&silent);
+  assert_true(fd >= 0);
+  for (int cluster = 0; cluster < 2; cluster++) {
+    cachet_options o;
+    char url[96];
+    tls_options(&o, silent, "tls7:", url, sizeof url);
+    if (cluster)
+      snprintf(url, sizeof url, "rediss+cluster://127.0.0.1:%d", silent);
+    o.timeout_ms = 300;
+    cachet *c = open_ok(&o);
+    void *v = NULL;
+    size_t n = 0;
+    assert_int_equal(cachet_get(c, "k", 1, &v, &n), CACHET_ETIMEDOUT);
+    printf("# %s, sync: %s\n", url, cachet_last_error());
+    assert_non_null(strstr(cachet_last_error(), "TLS handshake"));
+    cachet_close(c);
+#ifdef CACHET_HAVE_LIBEVENT
+    char d[256];
+    assert_int_equal(async_get(&o, d, sizeof d), CACHET_ETIMEDOUT);
+    printf("# %s, async: %s\n", url, d);
+    assert_non_null(strstr(d, "TLS handshake"));
+#endif
+  }
+  close(fd);
+}
 
 /* ---- cluster ----------------------------------------------------------------
  */
@@ -515,6 +564,7 @@ int main(void) {
       cmocka_unit_test(test_insecure_connects_and_says_so),
       cmocka_unit_test(test_a_paused_server_times_out_over_tls),
       cmocka_unit_test(test_async_over_tls),
+      cmocka_unit_test(test_a_silent_port_times_out_in_the_handshake),
       cmocka_unit_test(test_cluster_over_tls),
       cmocka_unit_test(test_moved_is_followed_over_tls),
   };
