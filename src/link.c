@@ -213,6 +213,10 @@ static int refresh(cachet_links *ls) {
   return rc;
 }
 
+int cachet_links_refresh(cachet *c) {
+  return c->links->rt != NULL ? refresh(c->links) : CACHET_OK;
+}
+
 int cachet_link_acquire(cachet *c, cachet_link **out) {
   cachet_links *ls = c->links;
   int idx;

@@ -25,6 +25,12 @@ int cachet_links_create(cachet *c);
 void cachet_links_destroy(cachet *c);
 /* The handle's router, or NULL on a single server. */
 cachet_router *cachet_links_router(cachet *c);
+/* In a cluster, load the slot map if it is due, as a borrow does, but
+ * without taking a link: for a background thread (the near cache's feed),
+ * which must not hold one of the pool_size links the callers share. The
+ * refresh uses the spare connection each master's pool keeps for it.
+ * CACHET_OK (also when a stale map is kept), else as cachet_link_acquire. */
+int cachet_links_refresh(cachet *c);
 
 /* Borrow a link, waiting at most timeout_ms for a free one. On a single
  * server it is connected (AUTH, SELECT); in a cluster the slot map is

@@ -167,11 +167,9 @@ static int masters(cachet_track *t, int *ids) {
     ids[0] = -1;
     return 1;
   }
-  cachet_link *l = NULL;
-  int rc = cachet_link_acquire(t->c, &l);
-  if (rc == CACHET_OK)
-    rc = cachet_link_nodes(l); /* loads the map if it is due */
-  cachet_link_release(t->c, l);
+  /* Not through a link: one held here while a node is slow to answer
+   * would be one fewer for the callers (with pool_size 1, none). */
+  int rc = cachet_links_refresh(t->c);
   if (rc < 0)
     return rc;
   int n = cachet_router_masters(rt, ids, FEEDS_MAX);

@@ -2,6 +2,7 @@
  * and 3 replicas, a slot resharded while operations run, a master killed,
  * and a failover. The destructive tests run last, in order. */
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -275,6 +276,49 @@ static void test_async_close_while_the_map_refreshes(void **state) {
   event_base_free(base);
 }
 #endif
+
+/* A near cache's feed loads the slot map itself when the handle opens. It
+ * must not take one of the handle's links for that: with pool_size 1, a
+ * feed whose CLUSTER SLOTS waited on seeds that never answer held the only
+ * link, and a caller's first call failed with ETIMEDOUT ("no pooled
+ * connection became free"). Found by wire_fuzzer. The caller may wait for
+ * the map the feed is loading, but gets its own result. */
+static void test_the_near_feed_takes_no_link_from_callers(void **state) {
+  (void)state;
+  int silent[2], fd[2];
+  for (int i = 0; i < 2; i++) {
+    fd[i] = test_black_hole(&silent[i]);
+    assert_true(fd[i] >= 0);
+  }
+  char url[128];
+  snprintf(url, sizeof url,
+           "redis+cluster://127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", silent[0],
+           silent[1], cl.port[0]);
+  cachet_options o;
+  cachet_options_init(&o);
+  o.url = url;
+  o.prefix = "feedlink:";
+  o.timeout_ms = 500;
+  o.pool_size = 1;
+  o.near_cache_bytes = 1 << 20;
+  cachet *c = NULL;
+  assert_int_equal(cachet_open(&c, &o), CACHET_OK);
+  /* The feed asks the first silent seed: once its connection is there,
+   * the feed is inside its refresh, for about two timeouts. */
+  struct pollfd p = {fd[0], POLLIN, 0};
+  assert_int_equal(poll(&p, 1, 10000), 1);
+  void *v = NULL;
+  size_t n = 0;
+  int rc = cachet_get(c, "k", 1, &v, &n);
+  printf("# the first get: %s %s\n", cachet_status_name(rc),
+         cachet_last_error());
+  assert_int_equal(rc, CACHET_MISS);
+  assert_int_equal(cachet_set(c, "k", 1, "v", 1, 0), CACHET_OK);
+  assert_int_equal(test_hit(c, "k", "v"), 1);
+  cachet_close(c);
+  for (int i = 0; i < 2; i++)
+    close(fd[i]);
+}
 
 /* ---- operations -------------------------------------------------------- */
 
@@ -1224,6 +1268,7 @@ int main(void) {
       cmocka_unit_test(test_cluster_url_and_env_configure_seeds),
       cmocka_unit_test(test_dead_seeds_fail_each_call_with_econn),
       cmocka_unit_test(test_silent_seed_does_not_hold_the_map_back),
+      cmocka_unit_test(test_the_near_feed_takes_no_link_from_callers),
 #ifdef CACHET_VIA_ASYNC_H
       cmocka_unit_test(test_async_close_while_the_map_refreshes),
 #endif
