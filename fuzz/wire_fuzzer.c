@@ -16,13 +16,18 @@
  * outcomes flush them), a reply from the grammar (replies.h), a reply cut
  * short, a connection that never answers again, or a closed connection.
  *
+ * With TLS, the two ports speak it (a certificate made at start, which the
+ * client does not verify): every outcome then happens inside TLS records,
+ * and a closed connection is closed with or without a close_notify, so the
+ * TLS read and write paths of both drivers meet them too.
+ *
  * A handle may have a near cache: its invalidation feed connects too, its
  * set-up commands meet the same outcomes, and once it has subscribed the
  * input may push a message on it after any command (keys the calls use, a
  * flush, a payload from the grammar, or anything at all).
  *
  * Input: a byte of flags (the async driver, multiplexed connections,
- * scripts loaded at the start, a cluster, a near cache), the call and its
+ * scripts loaded at the start, a cluster, a near cache, TLS), the call and its
  * arguments, then one outcome per command the server reads. Past the end
  * of the input every command the server reads closes its connection.
  *
@@ -47,9 +52,11 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +67,9 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/read.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "cachet.h"
 #include "crc16.h"
@@ -86,6 +96,9 @@
 
 typedef struct peer {
   int fd;
+  SSL *ssl;        /* a TLS peer */
+  int want_write;  /* its handshake waits to write */
+  unsigned served; /* commands answered: how it closes, with TLS */
   redisReader *rd; /* the client's commands */
   reply_buf out;
   size_t off;      /* of out, written */
@@ -101,6 +114,8 @@ static struct {
    * masters of a cluster (the same server behind both). */
   int lfd[3];
   int port[2];
+  SSL_CTX *tls;  /* the server's side of TLS */
+  int tls_peers; /* the ports take TLS now */
   int wake[2];
   char dir[64], path[128];
   peer p[MAX_PEERS];
@@ -127,6 +142,14 @@ static struct {
 } srv = {.mu = PTHREAD_MUTEX_INITIALIZER, .lfd = {-1, -1, -1}};
 
 static void peer_close(peer *pe) {
+  if (pe->ssl != NULL) {
+    /* As a server that exits cleanly, or one that dies. */
+    if (pe->served & 1)
+      (void)SSL_shutdown(pe->ssl);
+    SSL_free(pe->ssl);
+    pe->ssl = NULL;
+    ERR_clear_error();
+  }
   if (pe->fd >= 0)
     close(pe->fd);
   pe->fd = -1;
@@ -242,8 +265,8 @@ static int tracing;
 static void trace(const peer *pe, const cachet_cmd *k, const char *what) {
   if (!tracing)
     return;
-  fprintf(stderr, "  [%d]%s %.*s", pe->fd, srv.in == NULL ? " honest" : "",
-          (int)k->lens[0], k->argv[0]);
+  fprintf(stderr, "  [%d%s]%s %.*s", pe->fd, pe->ssl != NULL ? " tls" : "",
+          srv.in == NULL ? " honest" : "", (int)k->lens[0], k->argv[0]);
   for (int i = 1; i < k->argc && i < 4; i++)
     fprintf(stderr, " %.*s", (int)(k->lens[i] < 24 ? k->lens[i] : 24),
             k->argv[i]);
@@ -395,21 +418,8 @@ static void answer(peer *pe, const redisReply *cmd) {
 }
 
 /* Read what the client sent and answer every whole command. */
-static void take(peer *pe) {
-  char buf[16384];
-  ssize_t n = read(pe->fd, buf, sizeof buf);
-  if (n <= 0) {
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-      return;
-    peer_close(pe);
-    return;
-  }
-  if (pe->stalled || pe->close_after)
-    return;
-  if (redisReaderFeed(pe->rd, buf, (size_t)n) != REDIS_OK) {
-    pe->close_after = 1;
-    return;
-  }
+/* Answer the commands read so far, in order. */
+static void serve_commands(peer *pe) {
   while (!pe->stalled && !pe->close_after) {
     void *cmd = NULL;
     if (redisReaderGetReply(pe->rd, &cmd) != REDIS_OK) {
@@ -421,18 +431,87 @@ static void take(peer *pe) {
     pthread_mutex_lock(&srv.mu);
     answer(pe, cmd);
     pthread_mutex_unlock(&srv.mu);
+    pe->served++;
     freeReplyObject(cmd);
   }
 }
 
+/* Bytes from the client: > 0 read, 0 closed or broken, -1 none yet. With
+ * TLS the handshake comes first, and the records it leaves are read on. */
+static ssize_t peer_recv(peer *pe, char *buf, size_t n) {
+  if (pe->ssl == NULL) {
+    ssize_t r = read(pe->fd, buf, n);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+      return -1;
+    return r < 0 ? 0 : r;
+  }
+  pe->want_write = 0;
+  int r = 1;
+  if (!SSL_is_init_finished(pe->ssl))
+    r = SSL_do_handshake(pe->ssl);
+  if (r == 1)
+    r = SSL_read(pe->ssl, buf, (int)n);
+  if (r > 0)
+    return r;
+  int e = SSL_get_error(pe->ssl, r);
+  ERR_clear_error();
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    pe->want_write = e == SSL_ERROR_WANT_WRITE;
+    return -1;
+  }
+  return 0;
+}
+
+/* Read until the socket has nothing more: a stalled or closing peer's
+ * bytes are dropped, the others' commands answered. */
+static void take(peer *pe) {
+  char buf[16384];
+  for (;;) {
+    ssize_t n = peer_recv(pe, buf, sizeof buf);
+    if (n < 0)
+      return;
+    if (n == 0) {
+      peer_close(pe);
+      return;
+    }
+    if (pe->stalled || pe->close_after)
+      continue;
+    if (redisReaderFeed(pe->rd, buf, (size_t)n) != REDIS_OK) {
+      pe->close_after = 1;
+      continue;
+    }
+    serve_commands(pe);
+  }
+}
+
+/* Bytes to the client: > 0 written, 0 broken, -1 not now. */
+static ssize_t peer_send(peer *pe) {
+  size_t left = pe->out.len - pe->off;
+  if (pe->ssl == NULL) {
+    ssize_t n = send(pe->fd, pe->out.p + pe->off, left, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+      return -1;
+    return n < 0 ? 0 : n;
+  }
+  int n = SSL_write(pe->ssl, pe->out.p + pe->off,
+                    left > INT_MAX ? INT_MAX : (int)left);
+  if (n > 0)
+    return n;
+  int e = SSL_get_error(pe->ssl, n);
+  ERR_clear_error();
+  return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? -1 : 0;
+}
+
 static void give(peer *pe) {
+  if (pe->ssl != NULL && !SSL_is_init_finished(pe->ssl)) {
+    if (pe->want_write)
+      take(pe); /* the handshake goes on */
+    return;
+  }
   while (pe->off < pe->out.len) {
-    ssize_t n =
-        send(pe->fd, pe->out.p + pe->off, pe->out.len - pe->off, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR)
-        continue;
-      if (errno != EAGAIN)
+    ssize_t n = peer_send(pe);
+    if (n <= 0) {
+      if (n == 0)
         peer_close(pe);
       return;
     }
@@ -445,6 +524,14 @@ static void give(peer *pe) {
 
 static void *serve(void *arg) {
   (void)arg;
+  /* OpenSSL writes the server's records with write(): a client gone
+   * raises SIGPIPE, here only (it stays pending on this thread). The
+   * library's own threads keep it, so that a write of cachet's that could
+   * raise it would still end the process. */
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  FUZZ_ASSERT(pthread_sigmask(SIG_BLOCK, &pipe, NULL) == 0);
   for (;;) {
     struct pollfd fds[4 + MAX_PEERS];
     fds[0] = (struct pollfd){srv.wake[0], POLLIN, 0};
@@ -452,13 +539,13 @@ static void *serve(void *arg) {
       fds[1 + i] = (struct pollfd){srv.lfd[i], POLLIN, 0};
     int n = 4;
     for (int i = 0; i < srv.np; i++)
-      fds[n++] =
-          (struct pollfd){srv.p[i].fd,
-                          (short)(POLLIN | (srv.p[i].off < srv.p[i].out.len ||
-                                                    srv.p[i].close_after
-                                                ? POLLOUT
-                                                : 0)),
-                          0};
+      fds[n++] = (struct pollfd){
+          srv.p[i].fd,
+          (short)(POLLIN | (srv.p[i].off < srv.p[i].out.len ||
+                                    srv.p[i].close_after || srv.p[i].want_write
+                                ? POLLOUT
+                                : 0)),
+          0};
     if (poll(fds, (nfds_t)n, -1) < 0) {
       FUZZ_ASSERT(errno == EINTR);
       continue;
@@ -490,6 +577,7 @@ static void *serve(void *arg) {
         pthread_mutex_lock(&srv.mu);
         int refuse =
             srv.np == MAX_PEERS || (srv.in != NULL && srv.in->size == 0);
+        int tls = l > 0 && srv.tls_peers;
         pthread_mutex_unlock(&srv.mu);
         if (refuse) {
           close(fd);
@@ -500,6 +588,11 @@ static void *serve(void *arg) {
           pe->fd = fd;
           pe->rd = redisReaderCreate();
           FUZZ_ASSERT(pe->rd != NULL);
+          if (tls) {
+            pe->ssl = SSL_new(srv.tls);
+            FUZZ_ASSERT(pe->ssl != NULL && SSL_set_fd(pe->ssl, fd) == 1);
+            SSL_set_accept_state(pe->ssl);
+          }
         }
       }
     }
@@ -515,6 +608,36 @@ static void stop_server(void) {
     close(srv.lfd[i]);
   unlink(srv.path);
   rmdir(srv.dir);
+  SSL_CTX_free(srv.tls);
+}
+
+/* The server's TLS: a fresh P-256 key and a self-signed certificate for
+ * 127.0.0.1, in memory (the client does not verify it: test_tls covers
+ * verification). */
+static SSL_CTX *tls_server(void) {
+  EVP_PKEY *key = EVP_EC_gen("P-256");
+  X509 *x = X509_new();
+  FUZZ_ASSERT(key != NULL && x != NULL);
+  FUZZ_ASSERT(X509_set_version(x, 2) == 1);
+  FUZZ_ASSERT(ASN1_INTEGER_set(X509_get_serialNumber(x), 1) == 1);
+  FUZZ_ASSERT(X509_gmtime_adj(X509_getm_notBefore(x), -3600) != NULL);
+  FUZZ_ASSERT(X509_gmtime_adj(X509_getm_notAfter(x), 86400) != NULL);
+  FUZZ_ASSERT(X509_set_pubkey(x, key) == 1);
+  X509_NAME *name = X509_get_subject_name(x);
+  FUZZ_ASSERT(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                         (const unsigned char *)"127.0.0.1", -1,
+                                         -1, 0) == 1);
+  FUZZ_ASSERT(X509_set_issuer_name(x, name) == 1);
+  FUZZ_ASSERT(X509_sign(x, key, EVP_sha256()) > 0);
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  FUZZ_ASSERT(ctx != NULL);
+  FUZZ_ASSERT(SSL_CTX_use_certificate(ctx, x) == 1);
+  FUZZ_ASSERT(SSL_CTX_use_PrivateKey(ctx, key) == 1);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  X509_free(x);
+  EVP_PKEY_free(key);
+  return ctx;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -549,6 +672,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   /* A client may give up between poll and accept: never block there. */
   for (int i = 0; i < 3; i++)
     FUZZ_ASSERT(fcntl(srv.lfd[i], F_SETFL, O_NONBLOCK) == 0);
+  srv.tls = tls_server();
   FUZZ_ASSERT(pipe(srv.wake) == 0);
   FUZZ_ASSERT(pthread_create(&srv.thread, NULL, serve, NULL) == 0);
   atexit(stop_server);
@@ -750,12 +874,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cachet_options o;
   cachet_options_init(&o);
   int cluster = (flags & 8) != 0;
-  if (cluster) {
-    o.cluster = 1;
+  /* Both bits: inputs committed before TLS came have one or the other. */
+  int tls = (flags & 0x60) == 0x60;
+  if (cluster || tls) {
+    o.cluster = cluster;
     o.host = "127.0.0.1";
     o.port = srv.port[0];
   } else {
     o.unix_path = srv.path;
+  }
+  if (tls) {
+    o.use_tls = 1;
+    o.tls_insecure = 1;
   }
   o.prefix = "fz:";
   /* A connection that never answers costs this much. Not less: the
@@ -767,8 +897,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   o.lock_lease_ms = 100;
   /* One connection, so that each call meets whatever the last one left. */
   o.pool_size = 1;
-  o.multiplex = flags & 2 && !cluster ? 1 : 0; /* not in a cluster */
-  if (flags & 16)                              /* a near cache, and its feed */
+  o.multiplex = flags & 2 && !cluster && !tls ? 1 : 0; /* plaintext, one
+                                                           server only */
+  if (flags & 16) /* a near cache, and its feed */
     o.near_cache_bytes = 1 << 20;
   /* The server follows the input from the start: a near cache's feed
    * connects as the handle opens. */
@@ -779,6 +910,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   srv.reads = srv.read_failed = srv.cut = srv.feed_settled = 0;
   srv.in = &in;
   srv.cluster = cluster;
+  srv.tls_peers = tls;
   pthread_mutex_unlock(&srv.mu);
   cachet *c;
   FUZZ_ASSERT_MSG(cachet_open(&c, &o) == CACHET_OK, cachet_last_error());
