@@ -577,6 +577,9 @@ static void *serve(void *arg) {
         pthread_mutex_lock(&srv.mu);
         int refuse =
             srv.np == MAX_PEERS || (srv.in != NULL && srv.in->size == 0);
+        /* A connection closed at once is one the server cut: the async
+         * driver may have queued the next call's command on it already. */
+        srv.cut += refuse;
         int tls = l > 0 && srv.tls_peers;
         pthread_mutex_unlock(&srv.mu);
         if (refuse) {
