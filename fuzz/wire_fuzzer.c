@@ -417,8 +417,7 @@ static void answer(peer *pe, const redisReply *cmd) {
     push(in);
 }
 
-/* Read what the client sent and answer every whole command. */
-/* Answer the commands read so far, in order. */
+/* Answer every whole command read so far, in order. */
 static void serve_commands(peer *pe) {
   while (!pe->stalled && !pe->close_after) {
     void *cmd = NULL;
